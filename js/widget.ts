@@ -1,0 +1,2 @@
+// Placeholder entry; the views land with the widgets issue.
+export default { render() {} };

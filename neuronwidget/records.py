@@ -1,0 +1,277 @@
+"""The data types every part of neuronwidget passes around.
+
+They follow OpenAI's neuron-explainer JSON formats field for field, so their published
+GPT-2 files load unchanged: every object carries a ``dataclass_name`` tag and the field
+names of their dataclasses. Fields that are ours alone (marked "neuronwidget extra"
+below) are written only when set, so what we write stays loadable by their code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+_REGISTRY: dict[str, type] = {}
+
+# Split layout of the method: top records are dealt out every 4th (offsets 0..3),
+# random records every 3rd (offsets 0..2).
+TOP_SPLITS = ("train", "calibration", "valid", "test")
+RANDOM_SPLITS = ("calibration", "valid", "test")
+
+
+def _register(cls):
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+class _Serializable:
+    """JSON with OpenAI's ``dataclass_name`` tags. Subclasses are dataclasses."""
+
+    # Field names that are neuronwidget extras: omitted from JSON while they hold their default.
+    _extras: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name in self._extras and value == _default_of(f):
+                continue
+            out[f.name] = _encode(value)
+        out["dataclass_name"] = type(self).__name__
+        return out
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        obj = _decode(data)
+        if not isinstance(obj, cls):
+            raise ValueError(
+                f"expected a {cls.__name__} object, got {type(obj).__name__} "
+                f"(dataclass_name={data.get('dataclass_name')!r})"
+            )
+        return obj
+
+    @classmethod
+    def from_json(cls, text: str | bytes):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not valid JSON for a {cls.__name__}: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object for a {cls.__name__}, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, _Serializable):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return value.item()
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    name = value.get("dataclass_name")
+    if name is None:
+        return {k: _decode(v) for k, v in value.items()}
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise ValueError(f"unknown dataclass_name {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: _decode(v) for k, v in value.items() if k in known}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"malformed {name}: {e}") from None
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse any JSON written by neuronwidget or OpenAI's neuron-explainer into our types."""
+    return _decode(json.loads(text))
+
+
+@_register
+@dataclass
+class ActivationRecord(_Serializable):
+    """One text window: its tokens (as strings) and one neuron's activation on each."""
+
+    tokens: list[str]
+    activations: list[float]
+
+    def __post_init__(self):
+        if len(self.tokens) != len(self.activations):
+            raise ValueError(
+                f"ActivationRecord needs one activation per token: got {len(self.tokens)} tokens "
+                f"and {len(self.activations)} activations"
+            )
+
+    @property
+    def max_activation(self) -> float:
+        return max(self.activations) if self.activations else 0.0
+
+
+@_register
+@dataclass(frozen=True)
+class NeuronId(_Serializable):
+    layer_index: int
+    neuron_index: int
+
+    def __str__(self) -> str:
+        return f"L{self.layer_index}/N{self.neuron_index}"
+
+
+@_register
+@dataclass
+class NeuronRecord(_Serializable):
+    """Everything recorded about one neuron over a corpus (OpenAI's collated-activations format)."""
+
+    neuron_id: NeuronId
+    random_sample: list[ActivationRecord] = field(default_factory=list)
+    random_sample_by_quantile: list[list[ActivationRecord]] | None = None
+    quantile_boundaries: list[float] | None = None
+    mean: float | None = math.nan
+    variance: float | None = math.nan
+    skewness: float | None = math.nan
+    kurtosis: float | None = math.nan
+    most_positive_activation_records: list[ActivationRecord] = field(default_factory=list)
+
+    @property
+    def max_activation(self) -> float:
+        """The largest activation over the top records (the 0-10 scale's 10)."""
+        if not self.most_positive_activation_records:
+            return 0.0
+        return max(r.max_activation for r in self.most_positive_activation_records)
+
+    def top_split(self, split: str) -> list[ActivationRecord]:
+        """Top records of one split: every 4th record, offset by the split's position."""
+        if split not in TOP_SPLITS:
+            raise ValueError(f"top split must be one of {TOP_SPLITS}, got {split!r}")
+        return self.most_positive_activation_records[TOP_SPLITS.index(split) :: len(TOP_SPLITS)]
+
+    def random_split(self, split: str) -> list[ActivationRecord]:
+        """Random records of one split: every 3rd record, offset by the split's position."""
+        if split not in RANDOM_SPLITS:
+            raise ValueError(f"random split must be one of {RANDOM_SPLITS}, got {split!r}")
+        return self.random_sample[RANDOM_SPLITS.index(split) :: len(RANDOM_SPLITS)]
+
+
+@_register
+@dataclass
+class SequenceSimulation(_Serializable):
+    """A simulator's prediction for one record. ``activation_scale`` is "neuron_activations"
+    or "simulated_normalized_activations" (0-10), as in OpenAI's format."""
+
+    tokens: list[str]
+    expected_activations: list[float]
+    activation_scale: str = "simulated_normalized_activations"
+    distribution_values: list[list[float]] = field(default_factory=list)
+    distribution_probabilities: list[list[float]] = field(default_factory=list)
+    uncalibrated_simulation: SequenceSimulation | None = None
+    # neuronwidget extra: why this record could not be simulated (e.g. unparseable output).
+    # A failed simulation is excluded from scoring and shown as failed, never as zeros.
+    error: str | None = None
+
+    _extras: ClassVar[tuple[str, ...]] = ("error",)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+@_register
+@dataclass
+class ScoredSequenceSimulation(_Serializable):
+    simulation: SequenceSimulation
+    true_activations: list[float]
+    ev_correlation_score: float | None
+    rsquared_score: float | None = None
+    absolute_dev_explained_score: float | None = None
+    # neuronwidget extra: "top" or "random" — which part of the scoring set this record is.
+    kind: str | None = None
+
+    _extras: ClassVar[tuple[str, ...]] = ("kind",)
+
+
+@_register
+@dataclass
+class ScoredSimulation(_Serializable):
+    """Scores pooled over all records (None = undefined, e.g. a constant prediction)."""
+
+    scored_sequence_simulations: list[ScoredSequenceSimulation]
+    ev_correlation_score: float | None = None
+    rsquared_score: float | None = None
+    absolute_dev_explained_score: float | None = None
+    # neuronwidget extras
+    random_only_score: float | None = None
+    top_only_score: float | None = None
+    note: str | None = None  # e.g. why a score is undefined, or how many records failed
+
+    _extras: ClassVar[tuple[str, ...]] = ("random_only_score", "top_only_score", "note")
+
+    def get_preferred_score(self) -> float | None:
+        return self.ev_correlation_score
+
+
+@_register
+@dataclass
+class ScoredExplanation(_Serializable):
+    explanation: str
+    scored_simulation: ScoredSimulation
+    # neuronwidget extras: who produced the explanation and who simulated it
+    neuron_id: NeuronId | None = None
+    explainer: str | None = None
+    simulator: str | None = None
+
+    _extras: ClassVar[tuple[str, ...]] = ("neuron_id", "explainer", "simulator")
+
+    @property
+    def score(self) -> float | None:
+        return self.scored_simulation.ev_correlation_score
+
+    def get_preferred_score(self) -> float | None:
+        return self.score
+
+
+@_register
+@dataclass
+class NeuronSimulationResults(_Serializable):
+    """OpenAI's published per-neuron explanation file (one JSON object per .jsonl file)."""
+
+    neuron_id: NeuronId
+    scored_explanations: list[ScoredExplanation]
+
+
+__all__ = [
+    "ActivationRecord",
+    "NeuronId",
+    "NeuronRecord",
+    "SequenceSimulation",
+    "ScoredSequenceSimulation",
+    "ScoredSimulation",
+    "ScoredExplanation",
+    "NeuronSimulationResults",
+    "TOP_SPLITS",
+    "RANDOM_SPLITS",
+    "loads",
+]

@@ -1,0 +1,114 @@
+import json
+import math
+
+import pytest
+
+from neuronwidget import records as R
+
+
+def _record(n_top=8, n_random=6):
+    top = [R.ActivationRecord(tokens=["a", " b", "c"], activations=[0.0, float(i), 0.5]) for i in range(n_top)]
+    rnd = [R.ActivationRecord(tokens=["x", "y"], activations=[float(-i), 0.1]) for i in range(n_random)]
+    return R.NeuronRecord(
+        neuron_id=R.NeuronId(3, 17),
+        random_sample=rnd,
+        random_sample_by_quantile=[rnd[:2], rnd[2:4]],
+        quantile_boundaries=[0.5, 0.9],
+        mean=0.1,
+        variance=0.2,
+        skewness=0.3,
+        kurtosis=4.0,
+        most_positive_activation_records=top,
+    )
+
+
+def _scored():
+    sim = R.SequenceSimulation(
+        tokens=["a", "b"],
+        expected_activations=[1.0, 2.0],
+        distribution_values=[[0, 1], [1, 2]],
+        distribution_probabilities=[[0.5, 0.5], [0.2, 0.8]],
+    )
+    failed = R.SequenceSimulation(tokens=["c"], expected_activations=[0.0], error="unparseable output")
+    seqs = [
+        R.ScoredSequenceSimulation(sim, [0.5, 1.5], 1.0, 0.9, 0.8, kind="top"),
+        R.ScoredSequenceSimulation(failed, [0.0], None, kind="random"),
+    ]
+    return R.ScoredExplanation(
+        explanation="the letter b",
+        scored_simulation=R.ScoredSimulation(seqs, 0.7, 0.4, 0.3, random_only_score=None, note="1 record failed"),
+        neuron_id=R.NeuronId(3, 17),
+        explainer="baseline",
+        simulator="baseline",
+    )
+
+
+@pytest.mark.parametrize("make", [_record, _scored])
+def test_round_trip(make):
+    obj = make()
+    again = type(obj).from_json(obj.to_json())
+    assert again == obj
+    assert R.loads(obj.to_json()) == obj
+
+
+def test_every_registered_type_round_trips():
+    results = R.NeuronSimulationResults(neuron_id=R.NeuronId(1, 2), scored_explanations=[_scored()])
+    assert R.NeuronSimulationResults.from_json(results.to_json()) == results
+    assert R.NeuronId.from_json(R.NeuronId(0, 5).to_json()) == R.NeuronId(0, 5)
+
+
+def test_openai_layout_loads_unchanged():
+    # The shape of OpenAI's collated-activations files: tags on every object, NaN moments allowed.
+    published = {
+        "dataclass_name": "NeuronRecord",
+        "neuron_id": {"dataclass_name": "NeuronId", "layer_index": 0, "neuron_index": 1},
+        "random_sample": [{"dataclass_name": "ActivationRecord", "tokens": ["x"], "activations": [0.0]}],
+        "random_sample_by_quantile": None,
+        "quantile_boundaries": None,
+        "mean": float("nan"),
+        "variance": 1.0,
+        "skewness": 0.0,
+        "kurtosis": 3.0,
+        "most_positive_activation_records": [
+            {"dataclass_name": "ActivationRecord", "tokens": [" Paris", "!"], "activations": [9.5, 0.2]}
+        ],
+    }
+    rec = R.NeuronRecord.from_json(json.dumps(published))
+    assert rec.neuron_id == R.NeuronId(0, 1)
+    assert rec.max_activation == 9.5
+    assert math.isnan(rec.mean)
+
+
+def test_extras_are_omitted_when_unset():
+    plain = R.ScoredExplanation("x", R.ScoredSimulation([]))
+    d = plain.to_dict()
+    assert set(d) == {"explanation", "scored_simulation", "dataclass_name"}
+    assert set(d["scored_simulation"]) == {
+        "scored_sequence_simulations",
+        "ev_correlation_score",
+        "rsquared_score",
+        "absolute_dev_explained_score",
+        "dataclass_name",
+    }
+
+
+def test_splits_follow_the_method():
+    rec = _record(n_top=8, n_random=6)
+    tops = rec.most_positive_activation_records
+    assert rec.top_split("train") == [tops[0], tops[4]]
+    assert rec.top_split("test") == [tops[3], tops[7]]
+    assert rec.random_split("calibration") == [rec.random_sample[0], rec.random_sample[3]]
+    assert rec.random_split("test") == [rec.random_sample[2], rec.random_sample[5]]
+    with pytest.raises(ValueError, match="one of"):
+        rec.top_split("holdout")
+
+
+def test_bad_input_is_explained():
+    with pytest.raises(ValueError, match="one activation per token"):
+        R.ActivationRecord(tokens=["a", "b"], activations=[1.0])
+    with pytest.raises(ValueError, match="unknown dataclass_name"):
+        R.loads('{"dataclass_name": "Nope"}')
+    with pytest.raises(ValueError, match="expected a NeuronRecord"):
+        R.NeuronRecord.from_json(R.NeuronId(0, 0).to_json())
+    with pytest.raises(ValueError, match="not valid JSON"):
+        R.NeuronRecord.from_json("{nope")
