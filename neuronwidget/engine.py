@@ -1,0 +1,187 @@
+"""The engine: a loaded GPT-2 plus everything asked of it (activations, token strings, index).
+
+``Engine(model)`` wraps :func:`neuronwidget.models.load_model`; ``get_engine`` returns one
+shared Engine per (model, device) for the kernel.
+
+Texts longer than the model's context (``n_ctx``, 1024 for GPT-2) are processed in
+overlapping windows, never truncated: the first window covers tokens 0..n_ctx-1; every
+later window starts ``n_ctx // 2`` tokens before the first token it reports, so each
+reported token sees at least ``n_ctx // 2`` tokens of left context.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from .hooks import mlp_activations
+from .models import LoadedModel, load_model
+from .records import ActivationRecord
+
+_engines: dict[tuple, Engine] = {}
+_lock = threading.Lock()
+
+
+def _as_int(value: Any, what: str, upper: int, model: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{what} must be an integer in 0..{upper - 1} for {model}, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if not 0 <= value < upper:
+        raise ValueError(f"{what} must be in 0..{upper - 1} for {model}, got {value}")
+    return value
+
+
+def check_layer_neuron(layer: Any, neuron: Any, n_layers: int, n_neurons: int, model: str) -> tuple[int, int]:
+    """Validated (layer, neuron) or a ValueError naming the allowed range."""
+    return _as_int(layer, "layer", n_layers, model), _as_int(neuron, "neuron", n_neurons, model)
+
+
+class Engine:
+    """Activations of GPT-2 MLP neurons, and the corpus index, for one model on one device."""
+
+    def __init__(self, model: Any = None, device: Any = None, dtype: Any = None, *, tokenizer: Any = None):
+        self.lm: LoadedModel = load_model(model, device=device, dtype=dtype, tokenizer=tokenizer)
+        self._indexes: dict[tuple, Any] = {}
+
+    # -- facts -----------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.lm.name
+
+    @property
+    def n_layers(self) -> int:
+        return self.lm.n_layers
+
+    @property
+    def n_neurons(self) -> int:
+        return self.lm.n_neurons
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.lm.is_tiny
+
+    def __repr__(self) -> str:
+        return f"Engine({self.model_name!r}, device={str(self.lm.device)!r}, layers={self.n_layers}, neurons={self.n_neurons})"
+
+    # -- input checks ------------------------------------------------------------------------
+    def _layer(self, layer: Any) -> int:
+        return _as_int(layer, "layer", self.n_layers, self.lm.short_name)
+
+    def _neuron(self, neuron: Any) -> int:
+        return _as_int(neuron, "neuron", self.n_neurons, self.lm.short_name)
+
+    def _ids(self, text: Any) -> list[int]:
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a non-empty string, got {type(text).__name__}")
+        if not text:
+            raise ValueError("text is empty; give at least one character of text")
+        ids = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"text {text!r} produced no tokens; give some text")
+        return list(ids)
+
+    # -- tokens ------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[str]:
+        """Token strings as in OpenAI's records (" Paris"): joined, they give back the text."""
+        table = self.lm.token_strings()
+        return [table[i] for i in self._ids(text)]
+
+    def token_strings(self, ids: Any) -> list[str]:
+        table = self.lm.token_strings()
+        return [table[int(i)] for i in ids]
+
+    # -- activations -------------------------------------------------------------------------
+    def _run_long(self, ids: list[int], layer: int) -> np.ndarray:
+        """float32 [len(ids), n_neurons] for any length (overlapping windows past n_ctx)."""
+        n_ctx = self.lm.n_ctx
+        if len(ids) <= n_ctx:
+            return mlp_activations(self.lm, torch.tensor([ids]), [layer])[layer][0].numpy()
+        overlap = n_ctx // 2
+        parts, start = [], 0
+        while start < len(ids):
+            ctx_start = max(0, start - overlap) if start else 0
+            end = min(len(ids), ctx_start + n_ctx)
+            acts = mlp_activations(self.lm, torch.tensor([ids[ctx_start:end]]), [layer])[layer][0]
+            parts.append(acts[start - ctx_start:].numpy())
+            start = end
+        return np.concatenate(parts)
+
+    def layer_activations(self, text: str, layer: int) -> tuple[list[str], np.ndarray]:
+        """(token strings, float32 [n_tokens, n_neurons]) for every neuron of ``layer``."""
+        layer = self._layer(layer)
+        ids = self._ids(text)
+        return self.token_strings(ids), self._run_long(ids, layer)
+
+    def activations(self, text: str, layer: int, neuron: int) -> ActivationRecord:
+        """One neuron's activation on every token of ``text`` (any length; see module doc)."""
+        layer, neuron = self._layer(layer), self._neuron(neuron)
+        ids = self._ids(text)
+        acts = self._run_long(ids, layer)[:, neuron]
+        return ActivationRecord(tokens=self.token_strings(ids), activations=acts.astype(float).tolist())
+
+    def activations_many(self, texts: list[str], layer: int, neuron: int, batch_size: int = 16) -> list[ActivationRecord]:
+        """:meth:`activations` for many texts, batched (right-padded; causal attention makes
+        padding after a text invisible to it)."""
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise ValueError(f"texts must be a list of strings, got {type(texts).__name__}")
+        layer, neuron = self._layer(layer), self._neuron(neuron)
+        all_ids = [self._ids(t) for t in texts]
+        out: list[ActivationRecord | None] = [None] * len(all_ids)
+        short = [i for i, ids in enumerate(all_ids) if len(ids) <= self.lm.n_ctx]
+        for i, ids in enumerate(all_ids):
+            if len(ids) > self.lm.n_ctx:
+                acts = self._run_long(ids, layer)[:, neuron]
+                out[i] = ActivationRecord(self.token_strings(ids), acts.astype(float).tolist())
+        short.sort(key=lambda i: len(all_ids[i]))
+        pad = self.lm.eos_token_id
+        for s in range(0, len(short), batch_size):
+            group = short[s:s + batch_size]
+            width = max(len(all_ids[i]) for i in group)
+            batch = torch.tensor([all_ids[i] + [pad] * (width - len(all_ids[i])) for i in group])
+            acts = mlp_activations(self.lm, batch, [layer])[layer][:, :, neuron].numpy()
+            for row, i in enumerate(group):
+                n = len(all_ids[i])
+                out[i] = ActivationRecord(self.token_strings(all_ids[i]), acts[row, :n].astype(float).tolist())
+        return out  # type: ignore[return-value]
+
+    # -- index -------------------------------------------------------------------------------
+    def index(self, corpus: Any = None, *, top_k: int = 40, n_random: int = 30, seed: int = 0,
+              rebuild: bool = False, progress: Any = True, **settings: Any):
+        """The corpus index for every neuron (cached on disk; built with a progress bar if new).
+
+        ``corpus``: None = ``configure(corpus=...)`` or else the default corpus (see
+        :func:`neuronwidget.corpus.default_corpus`); any source ``as_corpus`` accepts.
+        Extra settings (``n_quantile``, ``batch_size``, ``checkpoint_every``, ...) go to
+        :class:`neuronwidget.index.IndexBuilder`.
+        """
+        from .index import IndexBuilder
+
+        builder = IndexBuilder(self.lm, corpus, top_k=top_k, n_random=n_random, seed=seed, **settings)
+        if not rebuild and builder.key in self._indexes:
+            return self._indexes[builder.key]
+        idx = builder.run(rebuild=rebuild, progress=progress)
+        self._indexes[builder.key] = idx
+        return idx
+
+
+def get_engine(model: Any = None, device: Any = None) -> Engine:
+    """The shared Engine for ``model`` (None = ``configure(model=...)``, default "gpt2")."""
+    from . import config
+
+    if model is None:
+        model = config.settings().model
+    if device is None:
+        device = config.settings().device
+    key = (model if isinstance(model, str) else id(model), str(device), str(config.settings().dtype))
+    with _lock:
+        eng = _engines.get(key)
+        if eng is None or (not isinstance(model, str) and eng.lm.model is not model):
+            eng = Engine(model, device=device)
+            _engines[key] = eng
+        return eng
+
+
+__all__ = ["Engine", "get_engine", "check_layer_neuron"]

@@ -1,0 +1,174 @@
+"""The on-disk layout of a neuron index and the :class:`NeuronIndex` that reads it.
+
+One folder per (model identity, corpus fingerprint, settings) under
+``config.cache_dir()/index/``. Arrays are ``.npy`` files, neuron-major: ``[layer, neuron,
+...]``, so one neuron's records are one contiguous slice. Window token ids are stored
+once (``windows.npy``) and referenced by window id. ``manifest.json`` lists every file
+with its shape, dtype and SHA-256; a folder whose files do not match is treated as
+corrupt and rebuilt. The folder appears atomically (written under a temporary name, then
+renamed), so a half-written index is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._io import atomic_write_json
+from .records import ActivationRecord, NeuronId, NeuronRecord
+
+FORMAT_VERSION = 1
+QUANTILES = (0.5, 0.9, 0.99, 0.999)
+
+
+class CorruptIndexError(Exception):
+    """An index folder on disk does not match its manifest."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_store(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Write ``arrays`` and a manifest into ``folder`` atomically (replacing any old one)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        files = {}
+        for name, arr in arrays.items():
+            path = tmp / f"{name}.npy"
+            with open(path, "wb") as f:
+                np.save(f, np.ascontiguousarray(arr))
+                f.flush()
+                os.fsync(f.fileno())
+            files[name] = {"shape": list(arr.shape), "dtype": str(arr.dtype), "sha256": _sha256(path)}
+        atomic_write_json(tmp / "manifest.json", {**meta, "format_version": FORMAT_VERSION, "files": files})
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.replace(folder, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_store(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Memory-map the arrays of ``folder`` after checking them against the manifest."""
+    try:
+        meta = json.loads((folder / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CorruptIndexError(f"unreadable manifest in {folder}: {e}") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CorruptIndexError(f"index format {meta.get('format_version')} != {FORMAT_VERSION}")
+    arrays = {}
+    for name, info in meta.get("files", {}).items():
+        path = folder / f"{name}.npy"
+        try:
+            if _sha256(path) != info["sha256"]:
+                raise CorruptIndexError(f"{path} does not match its checksum")
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise CorruptIndexError(f"cannot read {path}: {e}") from None
+        if list(arr.shape) != info["shape"] or str(arr.dtype) != info["dtype"]:
+            raise CorruptIndexError(f"{path} has shape {arr.shape} {arr.dtype}, manifest says {info}")
+        arrays[name] = arr
+    return arrays, meta
+
+
+class NeuronIndex:
+    """What one pass over a corpus recorded for every neuron of every layer.
+
+    ``record(layer, neuron)`` gives OpenAI's NeuronRecord: the ``top_k`` windows with the
+    highest maximum activation (sorted, highest first), ``n_random`` random windows (the
+    same windows for every neuron), samples by quantile of the per-window maximum, and
+    mean / variance / skewness / excess kurtosis over every corpus token.
+    """
+
+    def __init__(self, folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], token_strings: list[str]):
+        self.folder = folder
+        self._a = arrays
+        self._meta = meta
+        self._tok = np.asarray(token_strings, dtype=object)
+        self.model_name: str = meta["model_name"]
+        self.n_layers: int = meta["n_layers"]
+        self.n_neurons: int = meta["n_neurons"]
+        self.n_tokens: int = meta["n_tokens"]
+        self.n_windows: int = meta["n_windows"]
+        self.corpus_name: str = f"{meta['corpus_name']}, {self.n_tokens:,} tokens"
+        self.settings: dict[str, Any] = meta["settings"]
+        self._short = meta.get("short_name", self.model_name)
+
+    def __repr__(self) -> str:
+        return (f"NeuronIndex(model={self.model_name!r}, corpus={self.corpus_name!r}, "
+                f"layers={self.n_layers}, neurons={self.n_neurons})")
+
+    def _check(self, layer: Any, neuron: Any) -> tuple[int, int]:
+        from .engine import check_layer_neuron
+
+        return check_layer_neuron(layer, neuron, self.n_layers, self.n_neurons, self._short)
+
+    def _records(self, window_ids: np.ndarray, acts: np.ndarray) -> list[ActivationRecord]:
+        windows = self._a["windows"]
+        out = []
+        for wid, a in zip(window_ids, acts):
+            if wid < 0:
+                continue
+            out.append(ActivationRecord(tokens=self._tok[windows[wid]].tolist(), activations=a.astype(np.float32).tolist()))
+        return out
+
+    def top_records(self, layer: int, neuron: int, start: int = 0, stop: int | None = None) -> list[ActivationRecord]:
+        """Top windows ``start:stop`` of one neuron, highest maximum activation first."""
+        layer, neuron = self._check(layer, neuron)
+        sl = slice(start, stop)
+        return self._records(np.asarray(self._a["top_ids"][layer, neuron, sl]), np.asarray(self._a["top_acts"][layer, neuron, sl]))
+
+    def random_records(self, layer: int, neuron: int) -> list[ActivationRecord]:
+        layer, neuron = self._check(layer, neuron)
+        return self._records(np.asarray(self._a["rand_ids"]), np.asarray(self._a["rand_acts"][layer, neuron]))
+
+    def record(self, layer: int, neuron: int) -> NeuronRecord:
+        """Everything recorded about one neuron, as OpenAI's NeuronRecord."""
+        layer, neuron = self._check(layer, neuron)
+        q_ids = np.asarray(self._a["q_ids"][layer, neuron])
+        q_acts = np.asarray(self._a["q_acts"][layer, neuron])
+        mean, var, skew, kurt = (float(x) for x in self._a["moments"][layer, neuron])
+        return NeuronRecord(
+            neuron_id=NeuronId(layer, neuron),
+            random_sample=self.random_records(layer, neuron),
+            random_sample_by_quantile=[self._records(q_ids[b], q_acts[b]) for b in range(q_ids.shape[0])],
+            quantile_boundaries=[float(x) for x in self._a["q_bounds"][layer, neuron]],
+            mean=mean, variance=var, skewness=skew, kurtosis=kurt,
+            most_positive_activation_records=self.top_records(layer, neuron),
+        )
+
+    def histogram(self, layer: int, neuron: int) -> tuple[np.ndarray, np.ndarray]:
+        """(edges, counts) of this neuron's activation over every corpus token.
+
+        Bins are uniform from the GELU minimum up to the largest window maximum seen in a
+        calibration sample; the last bin runs from there to the neuron's true maximum.
+        """
+        layer, neuron = self._check(layer, neuron)
+        return (np.array(self._a["hist_edges"][layer, neuron], dtype=np.float64),
+                np.array(self._a["hist_counts"][layer, neuron], dtype=np.int64))
+
+    def max_activation(self, layer: int, neuron: int) -> float:
+        layer, neuron = self._check(layer, neuron)
+        return float(self._a["top_max"][layer, neuron, 0])
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.iterdir())
+
+
+__all__ = ["NeuronIndex", "CorruptIndexError", "write_store", "read_store", "QUANTILES", "FORMAT_VERSION"]
