@@ -1,0 +1,41 @@
+// Activation histogram over all corpus tokens: plain SVG, log-scaled counts.
+import { h, svg } from "./dom";
+import { formatActivation } from "./format";
+
+export function histogram(edges: number[], counts: number[], maxActivation: number): HTMLElement {
+  const box = h("div", "nw-hist");
+  if (!counts.length || edges.length !== counts.length + 1) {
+    box.appendChild(h("div", "nw-note", "no histogram for this neuron"));
+    return box;
+  }
+  const W = 320;
+  const H = 80;
+  const top = Math.max(...counts.map((c) => Math.log10(1 + c)), 1e-9);
+  const lo = edges[0];
+  const span = edges[edges.length - 1] - lo || 1;
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H + 14}`, width: W, height: H + 14, role: "img" });
+  root.setAttribute("aria-label", "histogram of this neuron's activations over all corpus tokens (log count)");
+  counts.forEach((c, i) => {
+    const x0 = ((edges[i] - lo) / span) * W;
+    const x1 = ((edges[i + 1] - lo) / span) * W;
+    const hh = (Math.log10(1 + c) / top) * H;
+    const bar = svg("rect", { x: x0, y: H - hh, width: Math.max(0.5, x1 - x0 - 0.3), height: hh, class: "nw-hist-bar" });
+    const t = svg("title", {});
+    t.textContent = `${formatActivation(edges[i])} to ${formatActivation(edges[i + 1])}: ${c} tokens`;
+    bar.appendChild(t);
+    root.appendChild(bar);
+  });
+  if (maxActivation > lo) {
+    const x = ((maxActivation - lo) / span) * W;
+    root.appendChild(svg("line", { x1: x, x2: x, y1: 0, y2: H, class: "nw-hist-max" }));
+  }
+  const l = svg("text", { x: 0, y: H + 12, class: "nw-hist-text" });
+  l.textContent = formatActivation(lo);
+  const r = svg("text", { x: W, y: H + 12, "text-anchor": "end", class: "nw-hist-text" });
+  r.textContent = formatActivation(edges[edges.length - 1]);
+  root.appendChild(l);
+  root.appendChild(r);
+  box.appendChild(root);
+  box.appendChild(h("div", "nw-caption", "activation over all corpus tokens (count, log scale)"));
+  return box;
+}

@@ -1,0 +1,36 @@
+// TokenView and ExplanationCard: plain data in, coloured tokens out.
+import { slice, toFloat32 } from "./buffers";
+import { renderCard } from "./card";
+import { h } from "./dom";
+import { legend, Scale, Tooltip, tokenRow } from "./tokens";
+import type { CardData, Model, Rec } from "./types";
+
+export function renderTokenView(model: Model, root: HTMLElement): () => void {
+  const draw = () => {
+    root.replaceChildren();
+    new Tooltip(root);
+    const data = model.get("_data") as { seqs: Rec[]; max: number; diverging: boolean; title?: string };
+    const values = toFloat32(model.get("_buf"));
+    const scale: Scale = { max: data.max, diverging: data.diverging };
+    if (data.title) root.appendChild(h("div", "nw-title", data.title));
+    for (const rec of data.seqs) root.appendChild(tokenRow(rec.tokens, slice(values, rec.a), scale));
+    root.appendChild(legend(scale));
+  };
+  draw();
+  model.on("change:_data", draw);
+  return () => model.off("change:_data", draw);
+}
+
+export function renderCardView(model: Model, root: HTMLElement): () => void {
+  const draw = () => {
+    root.replaceChildren();
+    new Tooltip(root);
+    const card = model.get("_data") as CardData;
+    const values = toFloat32(model.get("_buf"));
+    root.appendChild(renderCard(card, values));
+    root.appendChild(legend({ max: card.max, diverging: false }));
+  };
+  draw();
+  model.on("change:_data", draw);
+  return () => model.off("change:_data", draw);
+}

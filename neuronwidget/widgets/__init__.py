@@ -1,0 +1,15 @@
+"""The notebook views: NeuronView (everything about one neuron), TokenView (coloured
+tokens for any values) and ExplanationCard (an explanation with its score)."""
+
+from neuronwidget.widgets.views import ExplanationCard, TokenView
+
+
+def __getattr__(name: str):
+    if name == "NeuronView":  # imports the engine; only when asked for
+        from neuronwidget.widgets.neuron_view import NeuronView
+
+        return NeuronView
+    raise AttributeError(f"module 'neuronwidget.widgets' has no attribute {name!r}")
+
+
+__all__ = ["NeuronView", "TokenView", "ExplanationCard"]

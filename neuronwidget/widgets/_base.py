@@ -1,0 +1,97 @@
+"""What every neuronwidget view shares: the bundled JS/CSS, binary activations, the
+static HTML fallback and ``save_html``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import anywidget
+import numpy as np
+import traitlets
+
+from neuronwidget._io import atomic_write_text
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+_JS = STATIC / "widget.js"
+_CSS = STATIC / "widget.css"
+
+
+def _bundle(path: Path) -> str:
+    if not path.exists():
+        raise RuntimeError(
+            f"the widget bundle {path} is missing: build it with `npm ci && npm run build` "
+            "(or reinstall neuronwidget from a wheel, which ships it)"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+class Packer:
+    """Collects float arrays into one float32 buffer; JSON refers to them as [offset, length]."""
+
+    def __init__(self) -> None:
+        self._parts: list[np.ndarray] = []
+        self._n = 0
+
+    def add(self, values: Sequence[float] | np.ndarray) -> list[int]:
+        arr = np.asarray(values, dtype=np.float32).ravel()
+        span = [self._n, int(arr.size)]
+        self._parts.append(arr)
+        self._n += int(arr.size)
+        return span
+
+    def tobytes(self) -> bytes:
+        if not self._parts:
+            return b""
+        return np.concatenate(self._parts).astype("<f4", copy=False).tobytes()
+
+
+def unpack(buf: bytes | memoryview, span: Sequence[int]) -> np.ndarray:
+    """The inverse of :meth:`Packer.add` (used by tests and by anyone reading widget state)."""
+    values = np.frombuffer(bytes(buf), dtype="<f4")
+    off, n = span
+    return values[off : off + n]
+
+
+class BaseView(anywidget.AnyWidget):
+    """An anywidget whose data is a JSON dict plus one float32 buffer it points into."""
+
+    _esm = traitlets.Unicode(_bundle(_JS) if _JS.exists() else "").tag(sync=True)
+    _css = traitlets.Unicode(_bundle(_CSS) if _CSS.exists() else "").tag(sync=True)
+    _view_kind = traitlets.Unicode("").tag(sync=True)
+    _data = traitlets.Dict().tag(sync=True)
+    _buf = traitlets.Bytes(b"").tag(sync=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        if not self._esm_ok():
+            _bundle(_JS)  # raises with the build instructions
+        super().__init__(**kwargs)
+
+    @classmethod
+    def _esm_ok(cls) -> bool:
+        return _JS.exists()
+
+    def _static_html(self) -> str:  # pragma: no cover - every view overrides it
+        raise NotImplementedError
+
+    def _repr_html_(self) -> str:
+        return self._static_html()
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, tuple):
+            data, meta = bundle
+        else:
+            data, meta = (bundle or {}), {}
+        data = dict(data)
+        data["text/html"] = self._static_html()
+        return data, meta
+
+    def save_html(self, path: str | os.PathLike) -> Path:
+        """Write a standalone page (inline CSS, no script) that shows this view without a kernel."""
+        from neuronwidget.widgets.static_html import page
+
+        path = Path(path)
+        atomic_write_text(path, page(self._static_html()))
+        return path
