@@ -1,0 +1,27 @@
+"""Explain, simulate and score neurons: the method of "Language models can explain
+neurons in language models" (OpenAI, 2023), with real LLM backends and an offline baseline.
+
+    expl = explain(record)                       # -> list[str]
+    scored = score(record, expl[0])              # -> ScoredExplanation
+"""
+
+from ._common import BackendError, Cancelled, ExplanationError
+from .backends import BaselineBackend, LocalBackend, OpenAIBackend
+from .batch import explain_neurons, read_explanations_jsonl, write_explanations_jsonl
+from .explainer import explain
+from .simulator import score, simulate
+
+__all__ = [
+    "explain",
+    "simulate",
+    "score",
+    "explain_neurons",
+    "OpenAIBackend",
+    "LocalBackend",
+    "BaselineBackend",
+    "Cancelled",
+    "BackendError",
+    "ExplanationError",
+    "write_explanations_jsonl",
+    "read_explanations_jsonl",
+]

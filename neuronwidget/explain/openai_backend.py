@@ -1,0 +1,242 @@
+"""An OpenAI-compatible HTTP backend on the openai SDK (OpenAI, vLLM, llama.cpp, Ollama,
+``transformers serve``...).
+
+Retries with exponential backoff and jitter on 429, 5xx, timeouts, dropped connections and
+malformed bodies; clear errors on 401/404; a concurrency limit; an on-disk response cache
+keyed by the whole request (model, server, messages or prompt, parameters — never the key).
+The API key is kept out of repr(), error messages, caches and logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from typing import Any
+
+from ._common import BackendError, ResponseCache, Usage
+
+
+class LogprobsUnsupported(BackendError):
+    """The server cannot return prompt logprobs (``/v1/completions`` with echo + logprobs)."""
+
+
+class _Malformed(Exception):
+    pass
+
+
+class OpenAIBackend:
+    """Explain and simulate with a model behind an OpenAI-compatible API.
+
+    ``model`` may be None with a ``base_url``: the server's first listed model is used.
+    ``api_key`` defaults to ``$OPENAI_API_KEY``; servers on a ``base_url`` often need none.
+    ``simulation`` picks the simulator: "logprobs" (``/v1/completions`` prompt logprobs, the
+    paper's all-at-once method; an error if the server cannot), "json" (chat, asks for JSON),
+    or "auto" (logprobs where the server supports it, else json; always json on api.openai.com).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        retry_base_s: float = 0.5,
+        max_concurrency: int = 4,
+        cache: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        temperature: float = 1.0,
+        max_tokens: int = 60,
+        simulation: str = "auto",
+    ):
+        if model is None and base_url is None:
+            raise ValueError("OpenAIBackend needs a model name (e.g. 'gpt-4.1-mini') or a base_url to ask for one")
+        if simulation not in ("auto", "logprobs", "json"):
+            raise ValueError(f"simulation must be 'auto', 'logprobs' or 'json', got {simulation!r}")
+        if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
+            raise ValueError("max_concurrency must be >= 1, max_retries >= 0 and timeout > 0")
+        self._model = model
+        self.base_url = base_url
+        self.__key = api_key  # name-mangled; never printed
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.retry_base_s = retry_base_s
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.simulation = simulation
+        self._cache = ResponseCache(cache_dir) if cache else None
+        self._sem = threading.BoundedSemaphore(max_concurrency)
+        self._client = None
+        self._lock = threading.Lock()
+        self._logprobs_ok: bool | None = None
+        self.usage = Usage(model)
+
+    # ---- identity (no secrets) ----
+    @property
+    def model(self) -> str:
+        if self._model is None:
+            self._model = self._first_model()
+            self.usage.model = self._model
+        return self._model
+
+    @property
+    def name(self) -> str:
+        where = f" @ {self.base_url}" if self.base_url else ""
+        return f"openai: {self._model or '(server default)'}{where}"
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self._model!r}, base_url={self.base_url!r})"
+
+    # ---- plumbing ----
+    def _key(self) -> str | None:
+        return self.__key or os.environ.get("OPENAI_API_KEY")
+
+    def _scrub(self, text: str) -> str:
+        key = self._key()
+        return text.replace(key, "***") if key else text
+
+    def _get_client(self):
+        with self._lock:
+            if self._client is None:
+                import openai
+
+                key = self._key()
+                if not key:
+                    if self.base_url is None:
+                        raise BackendError(
+                            "no OpenAI API key: set OPENAI_API_KEY, pass OpenAIBackend(..., api_key=...), "
+                            "or use base_url= for a local OpenAI-compatible server"
+                        )
+                    key = "none"  # local servers ignore it, the SDK insists on one
+                self._client = openai.OpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=0)
+            return self._client
+
+    def _first_model(self) -> str:
+        try:
+            models = list(self._get_client().models.list())
+        except Exception as e:  # noqa: BLE001 - any failure here means "say which model"
+            raise BackendError(
+                f"could not list the models of {self.base_url} ({self._scrub(type(e).__name__ + ': ' + str(e))}); "
+                "pass the model name: OpenAIBackend('name', base_url=...)"
+            ) from None
+        if not models:
+            raise BackendError(f"{self.base_url} lists no models; pass the model name explicitly")
+        return models[0].id
+
+    def _request(self, kind: str, params: dict[str, Any], sample: int = 0) -> dict[str, Any]:
+        """One API call (chat or completion) with cache, retries and the concurrency limit."""
+        key = {"kind": kind, "model": self.model, "base_url": self.base_url, "params": params, "sample": sample}
+        if self._cache is not None:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self.usage.add(0, 0, cached=True)
+                return hit
+        import openai
+
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                delay = min(8.0, self.retry_base_s * 2 ** (attempt - 1)) * (0.5 + random.random())
+                time.sleep(delay)
+            try:
+                with self._sem:
+                    out = self._call(kind, params)
+            except openai.AuthenticationError:
+                raise BackendError(
+                    f"authentication failed (401) at {self.base_url or 'api.openai.com'}: check the API key "
+                    "(OPENAI_API_KEY or api_key=)"
+                ) from None
+            except openai.NotFoundError as e:
+                raise BackendError(
+                    f"not found (404) at {self.base_url or 'api.openai.com'}: model {self.model!r} or the "
+                    f"endpoint does not exist there ({self._scrub(str(e))[:200]})"
+                ) from None
+            except openai.PermissionDeniedError as e:
+                raise BackendError(f"permission denied (403): {self._scrub(str(e))[:200]}") from None
+            except openai.BadRequestError as e:
+                raise BackendError(f"the server rejected the request (400): {self._scrub(str(e))[:300]}") from None
+            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as e:
+                last = f"{type(e).__name__}: {self._scrub(str(e))[:200]}"
+                continue
+            except openai.APIStatusError as e:
+                if e.status_code >= 500 or e.status_code == 429:
+                    last = f"HTTP {e.status_code}"
+                    continue
+                raise BackendError(f"HTTP {e.status_code} from the server: {self._scrub(str(e))[:200]}") from None
+            except (_Malformed, openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as e:
+                last = f"malformed response: {self._scrub(str(e))[:200]}"
+                continue
+            usage = out.pop("usage", None) or {}
+            self.usage.add(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+            if self._cache is not None:
+                self._cache.put(key, out)
+            return out
+        raise BackendError(
+            f"{kind} request to {self.base_url or 'api.openai.com'} failed after {self.max_retries + 1} "
+            f"attempts; last error: {last}"
+        )
+
+    def _call(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        client = self._get_client()
+        if kind == "chat":
+            resp = client.chat.completions.create(model=self.model, **params)
+            choices = getattr(resp, "choices", None)
+            if not choices or getattr(choices[0], "message", None) is None:
+                raise _Malformed(f"no choices in the chat response ({str(resp)[:100]!r})")
+            out = {"texts": [c.message.content or "" for c in choices]}
+        else:
+            resp = client.completions.create(model=self.model, **params)
+            choices = getattr(resp, "choices", None)
+            if not choices:
+                raise _Malformed(f"no choices in the completion response ({str(resp)[:100]!r})")
+            lp = choices[0].logprobs
+            out = {"text": choices[0].text, "logprobs": None}
+            if lp is not None and lp.tokens:
+                out["logprobs"] = {"tokens": list(lp.tokens), "top_logprobs": [dict(t or {}) for t in (lp.top_logprobs or [])]}
+        u = getattr(resp, "usage", None)
+        out["usage"] = {"prompt_tokens": getattr(u, "prompt_tokens", 0), "completion_tokens": getattr(u, "completion_tokens", 0)}
+        return out
+
+    # ---- what the explainer and simulators use ----
+    def chat(self, messages: list[dict[str, str]], *, n: int = 1, max_tokens: int | None = None,
+             temperature: float | None = None) -> list[str]:
+        """``n`` answers to one chat (one request each, so servers without ``n`` work too)."""
+        params = {
+            "messages": messages,
+            "max_tokens": max_tokens or self.max_tokens,
+            "temperature": self.temperature if temperature is None else temperature,
+        }
+        return [self._request("chat", params, sample=i)["texts"][0] for i in range(n)]
+
+    def prompt_logprobs(self, prompt: str, top: int = 15) -> dict[str, Any]:
+        """Prompt tokens and their top logprobs via ``/v1/completions`` (echo=True, max_tokens=0)."""
+        params = {"prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": top, "temperature": 0}
+        out = self._request("completion", params)
+        lp = out.get("logprobs")
+        ok = bool(lp and lp.get("tokens") and len(lp.get("top_logprobs") or []) == len(lp["tokens"]))
+        if not ok:
+            self._logprobs_ok = False
+            raise LogprobsUnsupported(
+                f"{self.base_url or 'api.openai.com'} did not return prompt logprobs for model {self.model!r} "
+                "(/v1/completions with echo=True and logprobs); use OpenAIBackend(..., simulation='json') or "
+                "a server that supports them (e.g. vLLM)"
+            )
+        self._logprobs_ok = True
+        return lp
+
+    def supports_logprobs(self) -> bool:
+        """Whether the server returns prompt logprobs (probed once with a tiny prompt)."""
+        if self._logprobs_ok is None:
+            try:
+                self.prompt_logprobs("a\t1\n", top=2)
+            except LogprobsUnsupported:
+                pass
+            except BackendError as e:
+                if "404" not in str(e) and "400" not in str(e):
+                    raise
+                self._logprobs_ok = False
+        return bool(self._logprobs_ok)

@@ -1,0 +1,321 @@
+"""Explanation + tokens -> predicted activations (0-10 scale), and scoring a neuron.
+
+Simulators, chosen by the backend:
+
+* ``LocalBackend``: all-at-once logprob simulation (the paper's method). One prompt holds
+  every token followed by a tab and a placeholder; one forward pass reads the model's exact
+  probabilities over the labels at every slot; the prediction is their expected value.
+  The few-shot prefix (shared by every record of one explanation) is run once and its KV
+  cache copied per record. Labels are the numbers 0-10 that are ONE token in the model's
+  tokenizer: with digit-by-digit tokenizers (Llama, SmolLM2) "10" is two tokens and is left
+  out, the distribution is over 0-9. Correlation scores do not depend on that scale.
+* ``OpenAIBackend`` with prompt logprobs (``/v1/completions``, echo=True): the same method
+  over HTTP, from the server's top logprobs at each slot.
+* ``OpenAIBackend`` on chat-only APIs: asks for JSON ``[[token_index, value], ...]``; a
+  record whose answer cannot be parsed is marked failed (``SequenceSimulation.error``).
+* ``BaselineBackend``: token lookup, no LLM (see ``baseline``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import threading
+from collections.abc import Sequence
+
+from ..records import ActivationRecord, NeuronRecord, ScoredExplanation, SequenceSimulation
+from ._common import BackendError, ProgressFn, check_cancel
+from .backends import BaselineBackend, LocalBackend, OpenAIBackend, resolve_simulator
+from .baseline import baseline_simulate, lookup_table
+from .prompts import MAX_LABEL, PLACEHOLDER, json_simulator_messages, simulation_prefix, token_text
+from .scoring import calibrate, fit_linear_calibration, score_sequences
+
+N_SCORE_TOP = 5
+N_SCORE_RANDOM = 5
+
+
+# ---------- all-at-once logprob simulation on an in-kernel model ----------
+
+def label_token_ids(tokenizer) -> dict[int, int]:
+    """Label value -> token id, for the labels 0..10 that are a single token."""
+    out = {}
+    for v in range(MAX_LABEL + 1):
+        ids = tokenizer.encode(str(v), add_special_tokens=False)
+        if len(ids) == 1:
+            out[v] = ids[0]
+    if not out:
+        raise ValueError("the simulator's tokenizer has no single-token labels 0-10; it cannot simulate")
+    return out
+
+
+def record_ids(tokenizer, tokens: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Prompt ids for one record (``token<TAB>placeholder`` lines) and the slot positions."""
+    tab = tokenizer.encode("\t", add_special_tokens=False)
+    filler = tokenizer.encode(PLACEHOLDER + "\n", add_special_tokens=False)
+    ids: list[int] = []
+    slots: list[int] = []
+    for t in tokens:
+        ids += tokenizer.encode(token_text(t), add_special_tokens=False) + tab
+        slots.append(len(ids) - 1)  # the next token after the tab is the label
+        ids += filler
+    return ids, slots
+
+
+def _distribution(logits_row, label_ids: dict[int, int]) -> tuple[list[float], list[float], float]:
+    import torch
+
+    values = list(label_ids)
+    probs = torch.softmax(logits_row[list(label_ids.values())].double(), dim=-1).tolist()
+    return [float(v) for v in values], probs, float(sum(v * p for v, p in zip(values, probs)))
+
+
+def simulate_all_at_once(
+    backend: LocalBackend,
+    explanation: str,
+    token_lists: Sequence[Sequence[str]],
+    *,
+    reuse_prefix: bool = True,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> list[SequenceSimulation]:
+    """One forward pass per record (plus one for the shared prefix when ``reuse_prefix``)."""
+    import torch
+
+    model, tok = backend.model, backend.tokenizer
+    labels = label_token_ids(tok)
+    prefix = tok.encode(simulation_prefix(explanation), add_special_tokens=False)
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    device = model.device
+    out: list[SequenceSimulation] = []
+    with backend._lock, torch.no_grad():
+        cache = None
+        if reuse_prefix:
+            cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+            backend.forward_passes += 1
+        for i, tokens in enumerate(token_lists):
+            check_cancel(cancel)
+            ids, slots = record_ids(tok, tokens)
+            if limit and len(prefix) + len(ids) > limit:
+                raise ValueError(
+                    f"the simulation prompt needs {len(prefix) + len(ids)} tokens but {backend.name} "
+                    f"takes at most {limit}; use shorter records"
+                )
+            if reuse_prefix:
+                res = model(input_ids=torch.tensor([ids], device=device), past_key_values=copy.deepcopy(cache),
+                            use_cache=True)
+                logits = res.logits[0]
+            else:
+                res = model(input_ids=torch.tensor([prefix + ids], device=device), use_cache=False)
+                logits = res.logits[0, len(prefix):]
+            backend.forward_passes += 1
+            dv, dp, ev = [], [], []
+            for s in slots:
+                values, probs, expected = _distribution(logits[s], labels)
+                dv.append(values)
+                dp.append(probs)
+                ev.append(expected)
+            out.append(SequenceSimulation(list(tokens), ev, distribution_values=dv, distribution_probabilities=dp))
+            if progress:
+                progress(i + 1, len(token_lists), "simulating")
+    return out
+
+
+# ---------- the same over HTTP: /v1/completions prompt logprobs ----------
+
+def _simulate_completion_logprobs(backend: OpenAIBackend, explanation: str, tokens: Sequence[str]) -> SequenceSimulation:
+    prefix = simulation_prefix(explanation)
+    parts, slot_chars = [prefix], []
+    pos = len(prefix)
+    for t in tokens:
+        line = token_text(t) + "\t"
+        pos += len(line)
+        slot_chars.append(pos)  # where the placeholder (the label's place) starts
+        parts.append(line + PLACEHOLDER + "\n")
+        pos += len(PLACEHOLDER) + 1
+    lp = backend.prompt_logprobs("".join(parts))
+    starts, at = {}, 0
+    for j, t in enumerate(lp["tokens"]):
+        starts[at] = j
+        at += len(t)
+    dv, dp, ev = [], [], []
+    for c in slot_chars:
+        j = starts.get(c)
+        if j is None:
+            return SequenceSimulation(list(tokens), [], error="the server's tokens do not line up with the label slots")
+        top = lp["top_logprobs"][j] or {}
+        found = {}
+        for text, logprob in top.items():
+            s = text.strip()
+            if s.isdigit() and int(s) <= MAX_LABEL and s == str(int(s)):
+                found[int(s)] = found.get(int(s), 0.0) + math.exp(logprob)
+        total = sum(found.values())
+        values = sorted(found)
+        probs = [found[v] / total for v in values] if total else []
+        dv.append([float(v) for v in values])
+        dp.append(probs)
+        ev.append(float(sum(v * p for v, p in zip(values, probs))))  # no label in the top -> 0
+    return SequenceSimulation(list(tokens), ev, distribution_values=dv, distribution_probabilities=dp)
+
+
+# ---------- chat-only APIs: ask for JSON ----------
+
+def parse_json_values(text: str, n_tokens: int) -> list[float]:
+    """Values from an answer like ``[[0, 3], [5, 10]]`` (left-out tokens are 0). ValueError if unusable."""
+    if not text or not text.strip():
+        raise ValueError("empty answer")
+    body = re.sub(r"^```(?:json)?|```$", "", text.strip(), flags=re.MULTILINE).strip()
+    start, end = body.find("["), body.rfind("]")
+    if start < 0 or end <= start:
+        raise ValueError(f"no JSON list in the answer: {text[:80]!r}")
+    try:
+        data = json.loads(body[start : end + 1])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"invalid JSON ({e.msg}) in the answer: {text[:80]!r}") from None
+    values = [0.0] * n_tokens
+    if data and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in data):
+        if len(data) != n_tokens:
+            raise ValueError(f"got {len(data)} plain values for {n_tokens} tokens")
+        pairs = list(enumerate(data))
+    else:
+        pairs = []
+        for item in data:
+            if not (isinstance(item, list) and len(item) == 2):
+                raise ValueError(f"expected [token_index, value] pairs, got {str(item)[:40]!r}")
+            pairs.append((item[0], item[1]))
+    for i, v in pairs:
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n_tokens:
+            raise ValueError(f"token index {i!r} is not in 0..{n_tokens - 1}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise ValueError(f"value {v!r} for token {i} is not a number")
+        values[i] = float(min(MAX_LABEL, max(0, v)))
+    return values
+
+
+def _simulate_json(backend, explanation: str, tokens: Sequence[str]) -> SequenceSimulation:
+    messages = json_simulator_messages(explanation, tokens)
+    answer = backend.chat(messages, n=1, max_tokens=12 * len(tokens) + 20, temperature=0)[0]
+    try:
+        values = parse_json_values(answer, len(tokens))
+    except ValueError as e:
+        return SequenceSimulation(list(tokens), [], error=f"unparseable simulator answer: {e}")
+    return SequenceSimulation(list(tokens), values)
+
+
+# ---------- public ----------
+
+def simulator_name(backend) -> str:
+    if isinstance(backend, OpenAIBackend):
+        mode = "prompt logprobs" if _use_logprobs(backend) else "JSON"
+        return f"{backend.name} ({mode})"
+    if isinstance(backend, LocalBackend):
+        return f"{backend.name} (all-at-once logprobs)"
+    return backend.name
+
+
+def _use_logprobs(backend: OpenAIBackend) -> bool:
+    if backend.simulation == "logprobs":
+        return True
+    if backend.simulation == "json" or backend.base_url is None:
+        return False
+    return backend.supports_logprobs()
+
+
+def simulate(
+    explanation: str,
+    records: Sequence[ActivationRecord] | Sequence[Sequence[str]],
+    simulator=None,
+    *,
+    max_activation: float,
+    lookup: NeuronRecord | dict[str, float] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> list[SequenceSimulation]:
+    """Predicted 0-10 activations per record from the explanation alone.
+
+    ``records`` are ActivationRecords or token lists. ``lookup`` (a NeuronRecord or a ready
+    table) feeds the baseline simulator's token table; ``max_activation`` scales it.
+    """
+    if not isinstance(explanation, str) or not explanation.strip():
+        raise ValueError("the explanation must be a non-empty string")
+    backend = resolve_simulator(simulator)
+    token_lists = [list(r.tokens) if isinstance(r, ActivationRecord) else list(r) for r in records]
+    if isinstance(backend, LocalBackend):
+        return simulate_all_at_once(backend, explanation, token_lists, progress=progress, cancel=cancel)
+    table = lookup_table(lookup) if isinstance(lookup, NeuronRecord) else dict(lookup or {})
+    use_logprobs = isinstance(backend, OpenAIBackend) and _use_logprobs(backend)
+    out = []
+    for i, tokens in enumerate(token_lists):
+        check_cancel(cancel)
+        if isinstance(backend, BaselineBackend):
+            out.append(baseline_simulate(explanation, tokens, table, max_activation))
+        elif use_logprobs:
+            out.append(_simulate_completion_logprobs(backend, explanation, tokens))
+        else:
+            try:
+                out.append(_simulate_json(backend, explanation, tokens))
+            except BackendError as e:  # the whole call failed: report it on this record
+                out.append(SequenceSimulation(list(tokens), [], error=str(e)))
+        if progress:
+            progress(i + 1, len(token_lists), "simulating")
+    return out
+
+
+def score(
+    record: NeuronRecord,
+    explanation: str,
+    simulator=None,
+    *,
+    n_top: int = N_SCORE_TOP,
+    n_random: int = N_SCORE_RANDOM,
+    calibrated: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> ScoredExplanation:
+    """Simulate ``explanation`` on held-out valid-split records (5 top + 5 random) and score it.
+
+    ``calibrated=True`` also simulates the calibration split and maps predictions linearly
+    onto the neuron's scale before r² and absolute deviation (correlation is unchanged).
+    """
+    if not isinstance(record, NeuronRecord):
+        raise ValueError(f"score() needs a NeuronRecord, got {type(record).__name__}")
+    top = record.top_split("valid")[:n_top]
+    rand = record.random_split("valid")[:n_random]
+    if not top and not rand:
+        raise ValueError(f"{record.neuron_id} has no valid-split records to score on (needs top or random records)")
+    backend = resolve_simulator(simulator)
+    records = top + rand
+    kinds = ["top"] * len(top) + ["random"] * len(rand)
+    extra = []
+    if calibrated:
+        extra = record.top_split("calibration")[:n_top] + record.random_split("calibration")[:n_random]
+    total = len(records) + len(extra)
+
+    def report(done, _total, msg):
+        if progress:
+            progress(done, total, msg)
+
+    sims = simulate(explanation, records + extra, backend, max_activation=record.max_activation,
+                    lookup=record, progress=report, cancel=cancel)
+    sims, cal_sims = sims[: len(records)], sims[len(records):]
+    note = None
+    if calibrated:
+        ok = [(r, s) for r, s in zip(extra, cal_sims) if not s.failed]
+        if ok:
+            real = [a for r, _ in ok for a in r.activations]
+            pred = [a for _, s in ok for a in s.expected_activations]
+            slope, intercept = fit_linear_calibration(real, pred)
+            sims = [calibrate(s, slope, intercept) for s in sims]
+        else:
+            note = "no calibration records could be simulated, so the scores are uncalibrated"
+    scored = score_sequences(sims, [r.activations for r in records], kinds)
+    if note:
+        scored.note = "; ".join(x for x in (scored.note, note) if x)
+    return ScoredExplanation(
+        explanation=explanation.strip(),
+        scored_simulation=scored,
+        neuron_id=record.neuron_id,
+        explainer=None,
+        simulator=simulator_name(backend),
+    )

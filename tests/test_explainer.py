@@ -1,0 +1,84 @@
+"""Explainer: prompt format, answer parsing, and the offline baseline end to end."""
+
+import pytest
+
+import neuronwidget as nw
+from neuronwidget.explain import BaselineBackend, explain, score
+from neuronwidget.explain.explainer import parse_explanation
+from neuronwidget.explain.prompts import FRAMING, explainer_messages, format_records, scale
+from neuronwidget.records import ActivationRecord
+
+from explain_fixtures import capital_neuron
+
+
+def test_scale_follows_the_formula():
+    assert scale([-1.0, 0.0, 0.25, 0.99, 1.0, 2.0], 1.0) == [0, 0, 2, 9, 10, 10]
+    assert scale([1.0, 2.0], 0.0) == [0, 0]
+
+
+def test_prompt_has_tab_lines_and_repeats_sparse_records_without_zeros():
+    dense = format_records([[("a", 3), ("b", 5)]])
+    assert dense == "<start>\na\t3\nb\t5\n<end>\n"
+    sparse = format_records([[("a", 0)] * 9 + [("b", 7)]])
+    assert sparse.count("<start>") == 2 and sparse.endswith("<start>\nb\t7\n<end>\n")
+
+
+def test_explainer_messages_use_five_train_records():
+    record = capital_neuron()
+    msgs = explainer_messages(record.top_split("train")[:5], record.max_activation)
+    last = msgs[-1]["content"]
+    assert last.count("<start>") in (5, 10) and FRAMING in last
+    assert msgs[0]["role"] == "system" and msgs[-2]["role"] == "assistant"
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("The main thing this neuron does is find names of capital cities.", "names of capital cities"),
+        (" capital cities.\nMore text", "capital cities"),
+        ('"words about rivers"', "words about rivers"),
+        ("Explanation of neuron 4: the main thing this neuron does is find dates.", "dates"),
+        ("", None),
+        ("   \n ", None),
+        ("I'm sorry, but I can't help with that.", None),
+        ("...", None),
+    ],
+)
+def test_parse_explanation(answer, expected):
+    assert parse_explanation(answer) == expected
+
+
+def test_baseline_end_to_end_offline(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("NEURONWIDGET_BASE_URL", raising=False)
+    record = capital_neuron()
+    explanations = nw.explain(record)  # default backend offline = baseline
+    assert len(explanations) == 1 and explanations[0].startswith("the tokens ")
+    assert {"paris", "london", "rome", "berlin"} & set(explanations[0].replace('"', "").replace(",", "").split())
+    scored = nw.score(record, explanations[0])
+    assert scored.simulator == "baseline: token lookup (no LLM)"
+    assert scored.score is not None and scored.score > 0.9
+    sims = scored.scored_simulation.scored_sequence_simulations
+    assert [s.kind for s in sims] == ["top"] * 5 + ["random"] * 3  # 9 random records -> 3 valid
+    # any text works offline: a word the explanation mentions, or one it does not
+    assert nw.score(record, "the word Paris").score > 0
+    unrelated = nw.score(record, "names of rivers")
+    assert unrelated.score is None and "same value" in unrelated.scored_simulation.note
+
+
+def test_baseline_lookup_never_sees_scoring_records():
+    from neuronwidget.explain.baseline import lookup_table
+
+    record = capital_neuron()
+    record.top_split("valid")[0].tokens[0] = " Zanzibar"  # only in a scoring record
+    record.most_positive_activation_records[2].tokens[0] = " Zanzibar"  # a valid-split record
+    assert "zanzibar" not in lookup_table(record)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="NeuronRecord"):
+        explain(ActivationRecord(["a"], [1.0]))
+    with pytest.raises(ValueError, match="non-empty"):
+        score(capital_neuron(), "  ", BaselineBackend())
+    with pytest.raises(ValueError, match="BaselineBackend, OpenAIBackend or LocalBackend"):
+        explain(capital_neuron(), backend=42)
