@@ -64,3 +64,8 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+# `explain` names both a subpackage and a function. Importing the subpackage binds the
+# module to `neuronwidget.explain`; rebind the function (the import runs only once).
+from .explain import explain  # noqa: E402,F401
