@@ -260,7 +260,8 @@ class IndexBuilder:
         def edges(s: _LayerState) -> torch.Tensor:
             width = (s.hist_hi - GELU_MIN) / N_BINS
             grid = GELU_MIN + width[:, None] * torch.arange(N_BINS + 1, device=width.device)[None, :]
-            top = torch.maximum(s.top_v[:, 0], s.hist_hi)[:, None]
+            grid[:, -1] = s.hist_hi
+            top = torch.maximum(s.top_v[:, 0], s.hist_hi + width)[:, None]  # overflow bin, never empty-width
             return torch.cat([grid, top], 1).float()
 
         def q_ids(s: _LayerState) -> torch.Tensor:

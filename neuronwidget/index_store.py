@@ -157,7 +157,8 @@ class NeuronIndex:
         """(edges, counts) of this neuron's activation over every corpus token.
 
         Bins are uniform from the GELU minimum up to the largest window maximum seen in a
-        calibration sample; the last bin runs from there to the neuron's true maximum.
+        calibration sample; the last bin runs from there to the neuron's true maximum (or
+        one bin width further, when nothing overflowed).
         """
         layer, neuron = self._check(layer, neuron)
         return (np.array(self._a["hist_edges"][layer, neuron], dtype=np.float64),

@@ -269,8 +269,6 @@ def gpt2_available(name: str = "gpt2") -> bool:
     """True if ``name``'s weights load here without a download (local cache or folder)."""
     if name == TINY:
         return True
-    from transformers import GPT2LMHeadModel  # noqa: F401  (import errors should surface)
-
     path = os.path.expanduser(name)
     if os.path.isdir(path):
         return os.path.exists(os.path.join(path, "config.json"))

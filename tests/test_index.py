@@ -1,0 +1,190 @@
+"""The all-neuron index on the tiny model, checked against brute force over the same windows."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neuronwidget import config
+from neuronwidget.corpus import bundled_corpus
+from neuronwidget.hooks import mlp_activations
+from neuronwidget.index import IndexBuilder
+from neuronwidget.index_store import QUANTILES
+from neuronwidget.models import load_model
+from neuronwidget.records import NeuronRecord
+
+SETTINGS = dict(top_k=12, n_random=9, n_quantile=3, batch_size=16, calibration_windows=64, checkpoint_every=2)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model("tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def texts():
+    docs = list(bundled_corpus().documents())
+    return ["\n".join(docs)[:42_000], docs[-1][:3000]]  # ~170 windows of real prose
+
+
+@pytest.fixture()
+def cache(tmp_path):
+    config.configure(cache_dir=str(tmp_path))
+    yield tmp_path
+    config.configure(cache_dir=None)
+
+
+def _shas(index):
+    return {k: v["sha256"] for k, v in json.loads((index.folder / "manifest.json").read_text())["files"].items()}
+
+
+@pytest.fixture(scope="module")
+def built(lm, texts, tmp_path_factory):
+    config.configure(cache_dir=str(tmp_path_factory.mktemp("idx")))
+    try:
+        builder = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+        return builder, builder.run(progress=False)
+    finally:
+        config.configure(cache_dir=None)
+
+
+@pytest.fixture(scope="module")
+def brute(lm, built):
+    windows = np.array(built[1]._a["windows"])
+    acts = {layer: [] for layer in range(lm.n_layers)}
+    for s in range(0, len(windows), SETTINGS["batch_size"]):  # same batches as the build
+        got = mlp_activations(lm, torch.from_numpy(windows[s:s + SETTINGS["batch_size"]]).long(), range(lm.n_layers))
+        for layer, a in got.items():
+            acts[layer].append(a.numpy())
+    return {layer: np.concatenate(a) for layer, a in acts.items()}  # [W, 64, N] float32
+
+
+def test_top_k_equals_brute_force(built, brute, lm):
+    _, idx = built
+    k = SETTINGS["top_k"]
+    for layer in range(lm.n_layers):
+        maxima = brute[layer].max(1)  # [W, N]
+        want = -np.sort(-maxima, axis=0)[:k].T  # [N, k]
+        np.testing.assert_array_equal(np.asarray(idx._a["top_max"][layer]), want)
+        ids = np.asarray(idx._a["top_ids"][layer])
+        np.testing.assert_array_equal(np.take_along_axis(maxima.T, ids, 1), want)  # the windows really are those
+        got_acts = np.asarray(idx._a["top_acts"][layer])  # [N, k, 64]
+        want_acts = brute[layer][ids, :, np.arange(lm.n_neurons)[:, None]]  # [N, k, 64]
+        np.testing.assert_array_equal(got_acts, want_acts.astype(np.float16))
+
+
+def test_random_and_quantile_samples_and_moments_match_brute_force(built, brute, lm):
+    _, idx = built
+    rand_ids = np.asarray(idx._a["rand_ids"])
+    assert len(set(rand_ids.tolist())) == SETTINGS["n_random"]
+    for layer in (0, lm.n_layers - 1):
+        a = brute[layer]
+        np.testing.assert_array_equal(np.asarray(idx._a["rand_acts"][layer]),
+                                      a[rand_ids].transpose(2, 0, 1).astype(np.float16))
+        maxima = a.max(1)
+        bounds = np.asarray(idx._a["q_bounds"][layer])  # [N, 4]
+        assert np.all(np.diff(bounds, axis=1) >= 0)
+        bins = (maxima[:, :, None] >= bounds[None]).sum(2)  # [W, N]
+        q_ids = np.asarray(idx._a["q_ids"][layer])  # [N, 5, q]
+        for n in range(0, lm.n_neurons, 7):
+            for b in range(len(QUANTILES) + 1):
+                chosen = q_ids[n, b][q_ids[n, b] >= 0]
+                assert len(set(chosen.tolist())) == min(SETTINGS["n_quantile"], int((bins[:, n] == b).sum()))
+                assert np.all(bins[chosen, n] == b)
+        flat = a.reshape(-1, a.shape[2]).astype(np.float64)
+        mean, var = flat.mean(0), flat.var(0)
+        skew = ((flat - mean) ** 3).mean(0) / var ** 1.5
+        kurt = ((flat - mean) ** 4).mean(0) / var ** 2 - 3
+        got = np.asarray(idx._a["moments"][layer])
+        np.testing.assert_allclose(got[:, 0], mean, rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(got[:, 1], var, rtol=1e-4)
+        np.testing.assert_allclose(got[:, 2], skew, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(got[:, 3], kurt, rtol=1e-3, atol=1e-3)
+        edges, counts = idx.histogram(layer, 5)
+        assert counts.sum() == idx.n_tokens and len(edges) == len(counts) + 1 and np.all(np.diff(edges) > 0)
+        assert edges[-1] >= float(maxima[:, 5].max()) - 1e-6
+        want_counts, _ = np.histogram(np.clip(flat[:, 5], edges[0], edges[-1]), bins=edges)
+        assert np.abs(want_counts - counts).sum() <= 0.001 * idx.n_tokens  # only float rounding at bin edges
+
+
+def test_record_has_openai_layout(built, lm, texts):
+    _, idx = built
+    rec = idx.record(2, 17)
+    assert isinstance(rec, NeuronRecord) and rec.neuron_id.layer_index == 2 and rec.neuron_id.neuron_index == 17
+    assert len(rec.most_positive_activation_records) == SETTINGS["top_k"]
+    assert len(rec.random_sample) == SETTINGS["n_random"] and len(rec.random_split("valid")) == 3
+    assert len(rec.random_sample_by_quantile) == 5 and len(rec.quantile_boundaries) == 4
+    tops = [r.max_activation for r in rec.most_positive_activation_records]
+    assert tops == sorted(tops, reverse=True) and rec.max_activation == tops[0]
+    assert all(len(r.tokens) == 64 for r in rec.most_positive_activation_records)
+    assert "".join(rec.most_positive_activation_records[0].tokens) in "<|endoftext|>".join(texts)
+    assert idx.top_records(2, 17, 1, 3) == rec.most_positive_activation_records[1:3]
+    assert NeuronRecord.from_json(rec.to_json()) == rec
+    assert idx.corpus_name == f"2 texts given, {idx.n_tokens:,} tokens"
+    assert idx.model_name.startswith("tiny")
+    with pytest.raises(ValueError, match=r"layer must be in 0\.\.3 for tiny, got 4"):
+        idx.record(4, 0)
+    with pytest.raises(ValueError, match=r"neuron must be in 0\.\.383 for tiny, got 384"):
+        idx.record(0, 384)
+
+
+def test_seeded_samples_are_reproducible(built, lm, texts, cache):
+    _, first = built
+    again = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+    assert again.folder != first.folder  # a fresh cache dir: really rebuilt
+    assert _shas(again.run(progress=False)) == _shas(first)
+    other = IndexBuilder(lm, texts, seed=1, **SETTINGS).run(progress=False)
+    assert not np.array_equal(np.asarray(other._a["rand_ids"]), np.asarray(first._a["rand_ids"]))
+    np.testing.assert_array_equal(np.asarray(other._a["top_max"]), np.asarray(first._a["top_max"]))
+
+
+def test_interrupted_build_resumes_to_the_identical_index(built, lm, texts, cache):
+    _, reference = built
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_5(done, total, message):
+        if done == 5:
+            raise Stop
+
+    builder = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+    with pytest.raises(Stop):
+        builder.run(progress=stop_after_5)
+    assert builder.checkpoint_path.exists() and not builder.folder.exists()
+    seen = []
+    resumed = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+    idx = resumed.run(progress=lambda done, total, msg: seen.append((done, msg)))
+    assert seen[0] == (4, "resumed")  # last checkpoint was after batch 4
+    assert _shas(idx) == _shas(reference)
+    assert not resumed.checkpoint_path.exists()
+
+
+def test_corrupted_cache_is_detected_and_rebuilt(built, lm, texts, cache):
+    _, reference = built
+    first = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+    first.run(progress=False)
+    path = first.folder / "top_acts.npy"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert IndexBuilder(lm, texts, seed=0, **SETTINGS).load_cached() is None
+    again = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+    idx = again.run(progress=False)
+    assert again.built and _shas(idx) == _shas(reference)
+    (again.folder / "q_ids.npy").write_bytes(b"truncated")
+    assert IndexBuilder(lm, texts, seed=0, **SETTINGS).load_cached() is None
+    cached = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+    cached.run(progress=False)
+    assert cached.built
+    reused = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+    reused.run(progress=False)
+    assert not reused.built  # a valid cache is trusted
+
+
+def test_bad_settings(lm, texts):
+    with pytest.raises(ValueError, match="top_k must be an integer >= 1"):
+        IndexBuilder(lm, texts, top_k=0)
+    with pytest.raises(ValueError, match="n_random must be an integer"):
+        IndexBuilder(lm, texts, n_random="30")
