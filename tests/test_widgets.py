@@ -143,3 +143,145 @@ def test_bundle_is_small_and_self_contained():
     assert b"@import" not in css and b"url(" not in css
     view = TokenView(["a"], [1.0])
     assert view._esm == js.decode() and view._css == css.decode()
+
+
+# ---- NeuronView on the real tiny engine ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The real tiny engine and its index, in a cache shared with the browser test."""
+    import neuronwidget as nw
+    from neuronwidget.engine import get_engine
+
+    cache = tmp_path_factory.getbasetemp() / "nw-widgets-cache"
+    before = nw.settings()
+    nw.configure(model="tiny", cache_dir=str(cache))
+    engine = get_engine("tiny")
+    index = engine.index(progress=False)
+    yield engine, index
+    nw.configure(model=before.model, cache_dir=before.cache_dir)
+
+
+def capture(view):
+    """Record what the widget sends to the front end (the comm's side of the boundary)."""
+    sent: list[tuple[dict, list]] = []
+    view.send = lambda content, buffers=None: sent.append((content, list(buffers or [])))
+    return sent
+
+
+def test_neuronview_state_carries_engine_values_as_binary(tiny):
+    from neuronwidget.widgets import NeuronView
+
+    engine, index = tiny
+    view = NeuronView(1, 3, model="tiny", index=index)
+    state, paths, buffers = state_buffers(view)
+    assert paths == [["_buf"]]
+    data = state["_data"]
+    record = index.record(1, 3)
+    hd = data["header"]
+    assert hd["model"] == engine.model_name and "random weights" in hd["model"] and hd["is_tiny"]
+    assert (hd["layer"], hd["neuron"]) == (1, 3) and hd["max"] == pytest.approx(record.max_activation)
+    assert hd["corpus"] == index.corpus_name
+    assert data["top_total"] == len(record.most_positive_activation_records) > len(data["top"]) == 10
+    for got, want in zip(data["top"], record.most_positive_activation_records):
+        assert got["tokens"] == want.tokens
+        np.testing.assert_array_equal(unpack(buffers[0], got["a"]), np.float32(want.activations))
+    for got, want in zip(data["random"], record.random_sample):
+        np.testing.assert_array_equal(unpack(buffers[0], got["a"]), np.float32(want.activations))
+    edges, counts = index.histogram(1, 3)
+    assert data["hist"]["counts"] == [int(c) for c in counts]
+    assert data["cards"] == [] and data["explainer"].startswith("baseline")
+    payload = len(json.dumps({k: v for k, v in state.items() if k not in ("_esm", "_css")})) + sum(map(len, buffers))
+    print(f"\ninitial NeuronView payload: {payload} bytes (JSON + float32 buffer, without the bundle)")
+    assert payload < 100_000
+
+
+def test_neuronview_messages_try_more_goto(tiny):
+    from neuronwidget.widgets import NeuronView
+
+    engine, index = tiny
+    view = NeuronView(1, 3, model="tiny", index=index)
+    sent = capture(view)
+    text = "The café’s menu <b>costs</b> 5 €\n\tdone"
+    view._handle_msg(view, {"type": "try", "text": text, "id": 7}, [])
+    view.wait(60)
+    (reply, bufs), = sent
+    want = engine.activations(text, 1, 3)
+    assert reply["type"] == "try" and reply["id"] == 7 and reply["tokens"] == want.tokens
+    np.testing.assert_array_equal(unpack(bufs[0], reply["a"]), np.float32(want.activations))
+
+    view._handle_msg(view, {"type": "more", "group": "top", "start": 10, "stop": 15}, [])
+    reply, bufs = sent[-1]
+    want = index.top_records(1, 3, 10, 15)
+    assert [r["tokens"] for r in reply["records"]] == [r.tokens for r in want]
+    np.testing.assert_array_equal(unpack(bufs[0], reply["records"][4]["a"]), np.float32(want[4].activations))
+
+    view._handle_msg(view, {"type": "goto", "layer": 2, "neuron": 5}, [])
+    assert (view.layer, view.neuron) == (2, 5) and view._data["header"]["neuron"] == 5
+    view._handle_msg(view, {"type": "goto", "layer": 99, "neuron": 5}, [])
+    assert sent[-1][0]["type"] == "error" and "layer must be in 0..3" in sent[-1][0]["message"]
+    assert "layer must be in 0..3" in view._status["error"] and (view.layer, view.neuron) == (2, 5)
+    with pytest.raises(ValueError, match="neuron must be in 0..383"):
+        NeuronView(1, 384, model="tiny", index=index)
+
+
+def test_neuronview_test_and_explain_return_scored_cards(tiny):
+    from neuronwidget.explain import score
+    from neuronwidget.widgets import NeuronView
+
+    engine, index = tiny
+    view = NeuronView(0, 7, model="tiny", index=index, explainer="baseline", simulator="baseline")
+    sent = capture(view)
+    view._handle_msg(view, {"type": "test", "explanation": HOSTILE[0]}, [])
+    view.wait(120)
+    (reply, bufs), = [s for s in sent if s[0]["type"] == "card"]
+    card = reply["card"]
+    want = score(index.record(0, 7), HOSTILE[0], "baseline")
+    assert card["explanation"] == HOSTILE[0] and card["score"] == want.score
+    assert card["explainer"] == "you (typed in this view)" and card["simulator"].startswith("baseline")
+    assert [s["kind"] for s in card["seqs"]] == [s.kind for s in want.scored_simulation.scored_sequence_simulations]
+    first = want.scored_simulation.scored_sequence_simulations[0]
+    np.testing.assert_array_equal(unpack(bufs[0], card["seqs"][0]["real"]), np.float32(first.true_activations))
+    assert view._status == {}
+
+    view._handle_msg(view, {"type": "explain"}, [])
+    view.wait(120)
+    cards = [s[0]["card"] for s in sent if s[0]["type"] == "card"]
+    assert len(cards) == 2 and cards[1]["explainer"].startswith("baseline") and cards[1]["explanation"]
+    assert [s.explanation for s in view.explanations] == [cards[1]["explanation"], HOSTILE[0]]
+    # going away and back keeps them; the static fallback shows them escaped
+    view._handle_msg(view, {"type": "goto", "layer": 0, "neuron": 8}, [])
+    view._handle_msg(view, {"type": "goto", "layer": 0, "neuron": 7}, [])
+    assert len(view._data["cards"]) == 2
+    html = view._repr_html_()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script" not in html
+    tags, attrs = parse_tags(html)
+    assert attrs <= {"class", "style", "title"}
+
+
+def test_no_api_key_reaches_widget_state_html_or_errors(tiny):
+    from neuronwidget.explain import OpenAIBackend
+    from neuronwidget.widgets import NeuronView
+
+    engine, index = tiny
+    secret = "sk-test-SECRET-7f3a9c"
+    backend = OpenAIBackend("gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", api_key=secret, max_retries=0,
+                            timeout=5, cache=False)
+    view = NeuronView(1, 3, model="tiny", index=index, explainer=backend, simulator=backend)
+    sent = capture(view)
+    view._handle_msg(view, {"type": "test", "explanation": "anything"}, [])
+    view.wait(60)
+    assert view._status.get("error"), "an unreachable simulator must show an error in the view"
+    blob = json.dumps(view.get_state(), default=lambda b: bytes(b).hex()) + view._repr_html_() + repr(view)
+    blob += json.dumps([s[0] for s in sent]) + str(view._repr_mimebundle_())
+    assert secret not in blob
+
+
+def test_neuronview_save_html(tiny, tmp_path):
+    from neuronwidget.widgets import NeuronView
+
+    _, index = tiny
+    view = NeuronView(1, 3, model="tiny", index=index)
+    page = view.save_html(tmp_path / "n.html").read_text()
+    assert "layer 1 · neuron 3" in page and "random weights" in page and "<script" not in page
+    assert page.count('class="nw-tok"') >= 10 * 64
