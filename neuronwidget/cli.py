@@ -1,0 +1,238 @@
+"""`neuronwidget ...`: the demo page, batch explanations and index building from a shell.
+
+    neuronwidget demo --out demo-output          # what `make demo` runs
+    neuronwidget explain --layers 0 1 --neurons 0-49 --out results/
+    neuronwidget index --model tiny
+
+Also runs as ``python -m neuronwidget.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import sys
+from collections import Counter
+from pathlib import Path
+
+from neuronwidget._io import atomic_write_text
+
+TINY_NOTE = (
+    "Model: 'tiny'. GPT-2's weights are not in the local Hugging Face cache (the demo never "
+    "downloads them; this machine may be offline), so this uses the offline 'tiny' model: "
+    "GPT-2's architecture with RANDOM weights (fixed seed) and a small bundled tokenizer. "
+    "Its neurons are not GPT-2's neurons: the pages show how the method and the widget work, "
+    "not what GPT-2 has learned. With GPT-2 downloaded once (e.g. "
+    "transformers.GPT2LMHeadModel.from_pretrained('gpt2')), the demo uses it."
+)
+
+
+def choose_model(requested: str | None = None) -> tuple[str, str]:
+    """The subject model to use and a sentence saying why: GPT-2 when it is available."""
+    from neuronwidget.models import gpt2_available
+
+    if requested:
+        return requested, f"Model: {requested!r} (asked for with --model)"
+    if gpt2_available("gpt2"):
+        return "gpt2", "Model: GPT-2 small ('gpt2'): its weights are in the local Hugging Face cache"
+    return "tiny", TINY_NOTE
+
+
+def parse_neurons(specs: list[str], n_neurons: int | None = None) -> list[int]:
+    """``["0-9", "20,22"]`` -> [0, 1, ..., 9, 20, 22] (ranges include both ends)."""
+    out: list[int] = []
+    for spec in specs:
+        for part in str(spec).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                if "-" in part:
+                    lo, hi = (int(x) for x in part.split("-", 1))
+                    if hi < lo:
+                        raise ValueError
+                    out.extend(range(lo, hi + 1))
+                else:
+                    out.append(int(part))
+            except ValueError:
+                raise ValueError(
+                    f"bad neuron spec {part!r}: use numbers, ranges like 0-49, or commas like 3,7,9"
+                ) from None
+    if n_neurons is not None:
+        bad = [n for n in out if not 0 <= n < n_neurons]
+        if bad:
+            raise ValueError(f"neurons must be in 0..{n_neurons - 1} for this model, got {bad[:5]}")
+    return sorted(set(out))
+
+
+def pick_interesting(index, layer: int, candidates: range, scorer=None, count: int = 1) -> list[int]:
+    """Neurons of ``layer`` worth showing first.
+
+    With ``scorer`` (a function record -> score or None; cheap for the baseline) the
+    best-scoring candidates win. Without it: neurons whose top records peak on the same
+    token again and again (a clear pattern), ties broken by the strength of the peak.
+    """
+    keys = []
+    for neuron in candidates:
+        if scorer is not None:
+            s = scorer(index.record(layer, neuron))
+            keys.append(((-1.0 if s is None else s), neuron))
+            continue
+        top = [r for r in index.top_records(layer, neuron, 0, 20) if r.activations]
+        if not top:
+            continue
+        peaks = [r.tokens[max(range(len(r.activations)), key=r.activations.__getitem__)] for r in top]
+        share = Counter(t.strip().lower() for t in peaks).most_common(1)[0][1] / len(peaks)
+        keys.append(((round(share, 2), max(r.max_activation for r in top)), neuron))
+    keys.sort(key=lambda k: k[0], reverse=True)
+    return [n for _, n in keys[:count]] or [candidates[0]]
+
+
+def _progress():
+    """A progress callback printing one line per step and its end, not every tick."""
+    last = [None]
+
+    def report(done: int, total: int, message: str) -> None:
+        if message != last[0] or done >= total:
+            print(f"  [{done}/{total}] {message}", flush=True)
+        last[0] = message
+
+    return report
+
+
+def _engine_and_index(model: str, rebuild: bool = False):
+    from neuronwidget.engine import get_engine
+
+    engine = get_engine(model)
+    print(f"Building (or loading) the activation index of {engine.model_name} ...", flush=True)
+    index = engine.index(rebuild=rebuild, progress=True)
+    print(f"Index: {index.n_layers} layers x {index.n_neurons} neurons over {index.corpus_name}", flush=True)
+    return engine, index
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from neuronwidget.explain import BaselineBackend, explain, score
+    from neuronwidget.explain.backends import resolve_explainer, resolve_simulator
+    from neuronwidget.widgets import NeuronView
+
+    model, why = choose_model(args.model)
+    print(why, flush=True)
+    engine, index = _engine_and_index(model)
+    explainer, simulator = resolve_explainer(), resolve_simulator()
+    print(f"Explainer: {explainer.name}\nSimulator: {simulator.name}", flush=True)
+
+    layer = args.layer if args.layer is not None else index.n_layers // 2
+    if args.neuron is not None:
+        neurons = [args.neuron]
+    else:
+        candidates = range(min(index.n_neurons, args.candidates))
+        cheap = isinstance(explainer, BaselineBackend) and isinstance(simulator, BaselineBackend)
+        scorer = (lambda rec: score(rec, explain(rec, explainer)[0], simulator).score) if cheap else None
+        neurons = pick_interesting(index, layer, candidates, scorer, count=args.count if cheap else 1)
+        how = "best baseline scores" if cheap else "clearest repeated peak token"
+        print(f"Picked neuron(s) {neurons} of layer {layer} ({how} among neurons 0..{len(candidates) - 1})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    pages = []
+    for neuron in neurons:
+        print(f"Explaining layer {layer}, neuron {neuron} ...", flush=True)
+        record = index.record(layer, neuron)
+        explanations = explain(record, explainer, progress=_progress())
+        scored = score(record, explanations[0], simulator, progress=_progress())
+        scored.explainer = explainer.name
+        shown = "undefined" if scored.score is None else f"{scored.score:.2f}"
+        print(f"  explanation: {explanations[0]!r}\n  score: {shown}", flush=True)
+        view = NeuronView(layer, neuron, model=model, index=index, explainer=explainer, simulator=simulator)
+        view.explanations.insert(0, scored)  # the live list the view shows, newest first
+        page = out / f"neuron-L{layer}-N{neuron}.html"
+        view.save_html(page)
+        pages.append((page, layer, neuron, explanations[0], shown))
+
+    links = "\n".join(
+        f'<li><a href="{html.escape(p.name)}">layer {lay}, neuron {n}</a>: '
+        f"{html.escape(expl)} (score {html.escape(s)})</li>"
+        for p, lay, n, expl, s in pages
+    )
+    note = f"<p><strong>Model:</strong> {html.escape(engine.model_name)}</p>"
+    if engine.is_tiny:
+        note += f"<p>{html.escape(TINY_NOTE)}</p>"
+    atomic_write_text(
+        out / "index.html",
+        f"<!doctype html><meta charset='utf-8'><title>neuronwidget demo</title>"
+        f"<h1>neuronwidget demo</h1>{note}<ul>{links}</ul>\n",
+    )
+    print("\nWrote:")
+    for page, *_ in pages:
+        print(f"  {page.resolve()}")
+    print(f"  {(out / 'index.html').resolve()}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from neuronwidget.explain import explain_neurons
+
+    model, why = choose_model(args.model)
+    print(why, flush=True)
+    _, index = _engine_and_index(model)
+    neurons = parse_neurons(args.neurons, index.n_neurons)
+    bad = [lay for lay in args.layers if not 0 <= lay < index.n_layers]
+    if bad:
+        raise ValueError(f"layers must be in 0..{index.n_layers - 1} for this model, got {bad}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "explanations.jsonl"
+    table = explain_neurons(index, args.layers, neurons, out=results)
+    atomic_write_text(out / "summary.csv", table.to_csv(index=False))
+    print(table.to_string(max_rows=20))
+    print(f"\nWrote {results.resolve()} (one NeuronSimulationResults per line; reruns resume)")
+    print(f"Wrote {(out / 'summary.csv').resolve()}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    model, why = choose_model(args.model)
+    print(why, flush=True)
+    _engine_and_index(model, rebuild=args.rebuild)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neuronwidget", description="Explain GPT-2 MLP neurons.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="write a standalone NeuronView page for one interesting neuron")
+    demo.add_argument("--out", default="demo-output", help="folder for the HTML pages")
+    demo.add_argument("--model", help="subject model (default: gpt2 when available, else tiny)")
+    demo.add_argument("--layer", type=int, help="layer to look at (default: the middle layer)")
+    demo.add_argument("--neuron", type=int, help="neuron to show (default: picked automatically)")
+    demo.add_argument("--candidates", type=int, default=64, help="neurons searched for a clear pattern")
+    demo.add_argument("--count", type=int, default=3, help="pages to write (offline baseline only)")
+    demo.set_defaults(func=cmd_demo)
+
+    ex = sub.add_parser("explain", help="explain and score many neurons (resumable)")
+    ex.add_argument("--layers", type=int, nargs="+", required=True)
+    ex.add_argument("--neurons", nargs="+", required=True, help="e.g. 0-49 or 3,7,9")
+    ex.add_argument("--out", default="results", help="folder for the results (resumes from it)")
+    ex.add_argument("--model", help="subject model (default: gpt2 when available, else tiny)")
+    ex.set_defaults(func=cmd_explain)
+
+    ix = sub.add_parser("index", help="build the activation index of a model over the default corpus")
+    ix.add_argument("--model", help="subject model (default: gpt2 when available, else tiny)")
+    ix.add_argument("--rebuild", action="store_true", help="ignore the cached index")
+    ix.set_defaults(func=cmd_index)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``neuronwidget`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as e:
+        print(f"neuronwidget {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The command line: `neuronwidget demo` for real in a subprocess, batch explain, neuron specs."""
+
+import ast
+import html
+import html.parser
+import os
+import subprocess
+import sys
+
+import pytest
+
+from neuronwidget import cli
+
+# Tags the static pages may contain; a token or explanation leaking in as HTML shows up as another tag.
+PAGE_TAGS = {"html", "head", "meta", "title", "body", "div", "span", "b", "details", "summary", "h1", "p",
+             "strong", "ul", "li", "a", "svg", "rect", "line", "text", "table", "tr", "td", "th", "br", "code"}
+
+
+def shared_cache(tmp_path_factory):
+    """One cache for this session's CLI and notebook tests: the tiny index is built once."""
+    path = tmp_path_factory.getbasetemp() / "nw-shared-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+class _Tags(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+
+
+def test_demo_writes_standalone_pages(tmp_path, tmp_path_factory):
+    env = dict(os.environ, NEURONWIDGET_CACHE=str(shared_cache(tmp_path_factory)), PYTHONIOENCODING="utf-8")
+    for key in ("OPENAI_API_KEY", "NEURONWIDGET_BASE_URL", "NEURONWIDGET_MODEL"):
+        env.pop(key, None)  # the offline default: the baseline backend
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "neuronwidget.cli", "demo", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stdout = proc.stdout
+    assert "Explainer: baseline" in stdout
+    pages = sorted(out.glob("neuron-L*-N*.html"))
+    assert len(pages) == 3
+    for page in pages:
+        assert str(page.resolve()) in stdout  # the paths are printed
+    index_page = (out / "index.html").read_text(encoding="utf-8")
+    for page in pages:
+        assert f'href="{page.name}"' in index_page
+
+    text = pages[0].read_text(encoding="utf-8")
+    if "tiny" in stdout.splitlines()[0]:
+        assert "RANDOM weights" in stdout
+        assert "tiny (random weights" in text and "RANDOM weights" in index_page
+    assert text.count('class="nw-tok" style="background-color:rgb(') > 20  # coloured tokens
+    assert "<script" not in text  # static: no kernel, no JS
+    parser = _Tags()
+    parser.feed(text)
+    assert parser.tags <= PAGE_TAGS, f"unexpected tags (unescaped text?): {parser.tags - PAGE_TAGS}"
+    # each page shows its neuron's explanation, escaped (e.g. the tokens &quot;st&quot;)
+    lines = stdout.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Explaining layer ")]
+    assert len(starts) == 3
+    for i in starts:
+        layer, neuron = (int(w.strip(",.")) for w in lines[i].split()[2:5:2])
+        shown = ast.literal_eval(next(x for x in lines[i:] if "explanation:" in x).split(": ", 1)[1])
+        page = (out / f"neuron-L{layer}-N{neuron}.html").read_text(encoding="utf-8")
+        assert html.escape(shown) in page
+
+
+def test_explain_batch_writes_and_resumes(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    monkeypatch.setenv("NEURONWIDGET_CACHE", str(shared_cache(tmp_path_factory)))
+    for key in ("OPENAI_API_KEY", "NEURONWIDGET_BASE_URL", "NEURONWIDGET_MODEL"):
+        monkeypatch.delenv(key, raising=False)
+    out = tmp_path / "results"
+    argv = ["explain", "--model", "tiny", "--layers", "0", "1", "--neurons", "0-3", "7", "--out", str(out)]
+    assert cli.main(argv) == 0
+    lines = (out / "explanations.jsonl").read_text().splitlines()
+    assert len(lines) == 10
+    from neuronwidget.records import loads
+
+    done = {(r.neuron_id.layer_index, r.neuron_id.neuron_index) for r in map(loads, lines)}
+    assert done == {(layer, n) for layer in (0, 1) for n in (0, 1, 2, 3, 7)}
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert len(summary) == 11
+    assert cli.main(argv) == 0  # a rerun resumes: nothing is explained twice
+    assert len((out / "explanations.jsonl").read_text().splitlines()) == 10
+    capsys.readouterr()
+
+
+def test_bad_arguments_are_explained(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    monkeypatch.setenv("NEURONWIDGET_CACHE", str(shared_cache(tmp_path_factory)))
+    argv = ["explain", "--model", "tiny", "--layers", "0", "--neurons", "0-x", "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert "bad neuron spec '0-x'" in capsys.readouterr().err
+    argv = ["explain", "--model", "tiny", "--layers", "9", "--neurons", "0", "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert "layers must be in 0..3" in capsys.readouterr().err
+
+
+def test_parse_neurons():
+    assert cli.parse_neurons(["0-3", "7,9", "3"]) == [0, 1, 2, 3, 7, 9]
+    with pytest.raises(ValueError, match="ranges like 0-49"):
+        cli.parse_neurons(["5-2"])
+    with pytest.raises(ValueError, match=r"neurons must be in 0\.\.383"):
+        cli.parse_neurons(["380-390"], n_neurons=384)
