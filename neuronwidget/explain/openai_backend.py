@@ -213,8 +213,9 @@ class OpenAIBackend:
         return [self._request("chat", params, sample=i)["texts"][0] for i in range(n)]
 
     def prompt_logprobs(self, prompt: str, top: int = 15) -> dict[str, Any]:
-        """Prompt tokens and their top logprobs via ``/v1/completions`` (echo=True, max_tokens=0)."""
-        params = {"prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": top, "temperature": 0}
+        """Prompt tokens and their top logprobs via ``/v1/completions`` (echo=True; one extra token
+        is generated because some servers reject max_tokens=0)."""
+        params = {"prompt": prompt, "max_tokens": 1, "echo": True, "logprobs": top, "temperature": 0}
         out = self._request("completion", params)
         lp = out.get("logprobs")
         ok = bool(lp and lp.get("tokens") and len(lp.get("top_logprobs") or []) == len(lp["tokens"]))
@@ -236,7 +237,7 @@ class OpenAIBackend:
             except LogprobsUnsupported:
                 pass
             except BackendError as e:
-                if "404" not in str(e) and "400" not in str(e):
+                if "authentication" in str(e):
                     raise
-                self._logprobs_ok = False
+                self._logprobs_ok = False  # endpoint missing or failing: not usable for this
         return bool(self._logprobs_ok)

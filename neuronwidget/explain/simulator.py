@@ -88,6 +88,13 @@ def simulate_all_at_once(
     prefix = tok.encode(simulation_prefix(explanation), add_special_tokens=False)
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     device = model.device
+    encoded = [record_ids(tok, tokens) for tokens in token_lists]
+    longest = max((len(ids) for ids, _ in encoded), default=0)
+    if limit and len(prefix) + longest > limit:
+        raise ValueError(
+            f"the simulation prompt needs {len(prefix) + longest} tokens but {backend.name} "
+            f"takes at most {limit}; use shorter records"
+        )
     out: list[SequenceSimulation] = []
     with backend._lock, torch.no_grad():
         cache = None
@@ -96,12 +103,7 @@ def simulate_all_at_once(
             backend.forward_passes += 1
         for i, tokens in enumerate(token_lists):
             check_cancel(cancel)
-            ids, slots = record_ids(tok, tokens)
-            if limit and len(prefix) + len(ids) > limit:
-                raise ValueError(
-                    f"the simulation prompt needs {len(prefix) + len(ids)} tokens but {backend.name} "
-                    f"takes at most {limit}; use shorter records"
-                )
+            ids, slots = encoded[i]
             if reuse_prefix:
                 res = model(input_ids=torch.tensor([ids], device=device), past_key_values=copy.deepcopy(cache),
                             use_cache=True)
@@ -169,10 +171,14 @@ def parse_json_values(text: str, n_tokens: int) -> list[float]:
     start, end = body.find("["), body.rfind("]")
     if start < 0 or end <= start:
         raise ValueError(f"no JSON list in the answer: {text[:80]!r}")
+    chunk = body[start : end + 1]
     try:
-        data = json.loads(body[start : end + 1])
+        data = json.loads(chunk)
     except json.JSONDecodeError as e:
-        raise ValueError(f"invalid JSON ({e.msg}) in the answer: {text[:80]!r}") from None
+        try:  # pairs written without the outer list: "[0, 3], [2, 10]"
+            data = json.loads(f"[{chunk}]")
+        except json.JSONDecodeError:
+            raise ValueError(f"invalid JSON ({e.msg}) in the answer: {text[:80]!r}") from None
     values = [0.0] * n_tokens
     if data and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in data):
         if len(data) != n_tokens:

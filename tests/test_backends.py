@@ -1,0 +1,186 @@
+"""OpenAIBackend against real servers on 127.0.0.1: our fault-injecting server, and
+`transformers serve` running SmolLM2-135M-Instruct. Plus backend selection."""
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import neuronwidget as nw
+from neuronwidget.explain import BackendError, BaselineBackend, OpenAIBackend, explain, score, simulate
+from neuronwidget.explain.backends import resolve_explainer, resolve_simulator
+from neuronwidget.explain.openai_backend import LogprobsUnsupported
+
+from explain_fixtures import capital_neuron
+from servers.fault_server import FaultServer
+
+KEY = "sk-test-SECRET-0123456789abcdef"
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+def backend(server, tmp_path, **kw):
+    opts = dict(base_url=server.base_url, api_key=KEY, timeout=0.5, max_retries=4, retry_base_s=0.01,
+                cache_dir=tmp_path / "cache")
+    opts.update(kw)
+    return OpenAIBackend("fault-model", **opts)
+
+
+def test_retries_on_429_500_hang_and_malformed_then_succeed(tmp_path):
+    with FaultServer(hang_s=2.0) as server:
+        server.script = ["429", "500", "hang", "malformed"]
+        b = backend(server, tmp_path, max_retries=5)
+        assert b.chat(MSGS) == ["capital cities."]
+        assert server.requests == 5  # 4 failures retried, then the answer
+        server.script = ["nochoices"]
+        assert b.chat(MSGS, temperature=0.5) == ["capital cities."]
+        assert server.requests == 7
+        assert b.usage.requests == 2 and b.usage.prompt_tokens == 200
+
+
+def test_retries_run_out_with_a_clear_error_without_the_key(tmp_path):
+    with FaultServer() as server:
+        server.script = ["500"] * 3
+        b = backend(server, tmp_path, max_retries=2)
+        with pytest.raises(BackendError) as err:
+            b.chat(MSGS)
+        assert server.requests == 3
+        assert "failed after 3 attempts" in str(err.value) and KEY not in str(err.value)
+        assert err.value.__cause__ is None and err.value.__context__ is None or KEY not in repr(err.value.__context__)
+
+
+def test_401_and_404_give_clear_messages_without_the_key(tmp_path):
+    with FaultServer() as server:
+        server.script = ["401"]
+        b = backend(server, tmp_path)
+        with pytest.raises(BackendError, match="authentication failed") as err:
+            b.chat(MSGS)
+        assert KEY not in str(err.value) and server.requests == 1  # no retry on 401
+        server.script = ["404"]
+        with pytest.raises(BackendError, match="not found") as err:
+            b.chat(MSGS, temperature=0.1)
+        assert "fault-model" in str(err.value)
+    assert KEY not in repr(b) and KEY not in b.name and KEY not in str(b.usage)
+
+
+def test_cache_keyed_by_whole_request_never_the_key(tmp_path):
+    with FaultServer() as server:
+        b = backend(server, tmp_path)
+        b.chat(MSGS)
+        b.chat(MSGS)
+        assert server.requests == 1  # same request: from the cache
+        b.chat(MSGS, temperature=0.2)
+        b.chat([{"role": "user", "content": "other"}])
+        assert server.requests == 3
+        # another key, same request: still the cache (the key is not part of it)
+        other = backend(server, tmp_path, api_key="sk-another-key")
+        other.chat(MSGS)
+        assert server.requests == 3 and other.usage.cached == 1
+    files = list((tmp_path / "cache").rglob("*"))
+    assert any(f.suffix == ".json" for f in files)
+    for f in files:
+        if f.is_file():
+            text = f.read_text()
+            assert KEY not in text and "sk-another-key" not in text
+            assert not f.name.endswith(".tmp")
+
+
+def test_concurrency_limit(tmp_path):
+    with FaultServer(delay_s=0.2) as server:
+        b = backend(server, tmp_path, max_concurrency=2, timeout=5, cache=False)
+        threads = [threading.Thread(target=b.chat, args=([{"role": "user", "content": str(i)}],)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert server.requests == 6 and server.max_in_flight == 2
+
+
+def test_json_simulation_failure_is_reported_not_zeros(tmp_path):
+    with FaultServer(reply="I think the values are high") as server:
+        b = backend(server, tmp_path, simulation="json")
+        record = capital_neuron(length=6)
+        sims = simulate("capital cities", record.top_split("valid")[:2], b, max_activation=record.max_activation)
+        assert all(s.failed and "unparseable" in s.error for s in sims)
+        server.reply = "[[0, 3], [2, 10]]"
+        b = backend(server, tmp_path, simulation="json", cache=False)  # the bad answers are cached
+        scored = score(record, "capital cities", b)
+        ok = [s.simulation for s in scored.scored_simulation.scored_sequence_simulations]
+        assert not any(s.failed for s in ok) and ok[0].expected_activations[:3] == [3.0, 0.0, 10.0]
+        assert scored.simulator.endswith("(JSON)")
+
+
+def test_logprobs_requested_from_a_server_without_them_is_a_clear_error(tmp_path):
+    with FaultServer() as server:
+        b = backend(server, tmp_path, simulation="logprobs")
+        with pytest.raises(LogprobsUnsupported, match="did not return prompt logprobs"):
+            simulate("x", [["a", "b"]], b, max_activation=1.0)
+        auto = backend(server, tmp_path, simulation="auto")
+        assert auto.supports_logprobs() is False
+
+
+def test_import_without_key_and_no_key_message(monkeypatch, tmp_path):
+    env = {"PATH": "", "HOME": str(tmp_path)}
+    code = "import neuronwidget as nw; from neuronwidget.explain import OpenAIBackend; print(nw.explain, OpenAIBackend('gpt-4.1-mini'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(BackendError, match="OPENAI_API_KEY"):
+        OpenAIBackend("gpt-4.1-mini", cache=False).chat(MSGS)
+
+
+def test_backend_selection_order(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("NEURONWIDGET_BASE_URL", raising=False)
+    monkeypatch.delenv("NEURONWIDGET_MODEL", raising=False)
+    assert isinstance(resolve_explainer(), BaselineBackend)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    chosen = resolve_explainer()
+    assert isinstance(chosen, OpenAIBackend) and chosen.model == "gpt-4.1-mini" and KEY not in repr(chosen)
+    monkeypatch.setenv("NEURONWIDGET_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("NEURONWIDGET_MODEL", "served")
+    chosen = resolve_simulator()
+    assert chosen.base_url == "http://127.0.0.1:9/v1" and chosen.model == "served"
+    mine = BaselineBackend()
+    nw.configure(explainer=mine, simulator=mine)
+    try:
+        assert resolve_explainer() is mine and resolve_simulator() is mine
+        explicit = OpenAIBackend("x", base_url="http://127.0.0.1:9/v1")
+        assert resolve_explainer(explicit) is explicit
+    finally:
+        nw.configure(explainer=None, simulator=None)
+    with pytest.raises(ValueError, match="needs a model name"):
+        OpenAIBackend()
+
+
+# ---------- a real model behind a real server ----------
+
+@pytest.fixture(scope="module")
+def smollm2_server():
+    from servers.smollm2 import serve, smollm2_folder
+
+    folder = smollm2_folder()
+    with serve(folder) as base_url:
+        yield base_url, str(folder)
+
+
+@pytest.mark.slow
+def test_transformers_serve_explainer_and_chat_simulator(smollm2_server, tmp_path):
+    base_url, model = smollm2_server
+    b = OpenAIBackend(model, base_url=base_url, cache_dir=tmp_path, temperature=0, timeout=120)
+    record = capital_neuron(length=6)
+    try:
+        explanations = explain(record, b)
+        assert explanations and all(isinstance(e, str) and e.strip() for e in explanations)
+        assert not explanations[0].endswith(".")
+    except nw.explain.ExplanationError as e:  # the small model may refuse; then it must be reported
+        assert "no usable explanation" in str(e)
+    assert b.supports_logprobs() is False  # transformers serve ignores echo/logprobs: detected
+    scored = score(record, "names of capital cities", b, n_top=1, n_random=0)
+    sims = scored.scored_simulation.scored_sequence_simulations
+    assert scored.simulator.endswith("(JSON)") and len(sims) == 1
+    for s in sims:  # parsed into values, or reported as failed — never silent zeros
+        assert s.simulation.failed or len(s.simulation.expected_activations) == 6
+    if any(s.simulation.failed for s in sims):
+        assert "could not be simulated" in scored.scored_simulation.note
+    assert b.usage.requests >= 3 and b.usage.as_dict()["estimated_cost_usd"] == "unknown"
