@@ -45,29 +45,34 @@ Progress = Callable[[int, int, str], None]
 
 
 def _merge(keep_key: torch.Tensor, keep_id: torch.Tensor, keep_acts: torch.Tensor, new_key: torch.Tensor,
-           new_ids: torch.Tensor, batch_acts: torch.Tensor, row_src: torch.Tensor | None, largest: bool) -> None:
-    """Keep, per row, the K best of (kept entries + this batch's candidates), in place.
+           new_ids: torch.Tensor, acts: torch.Tensor, row_src: torch.Tensor | None, largest: bool) -> None:
+    """Keep, per row, the K best keys of (kept entries + this batch's candidates), in place.
 
-    keep_*: [R, K], [R, K], [R, K, T]; new_key [R, B]; new_ids [B] window ids;
-    batch_acts [N, B, T]; row_src maps rows to neurons (None = identity).
+    keep_*: [R, K], [R, K], [R, K, T], unsorted (sorted once when the index is written);
+    new_key [R, B]; new_ids [B] window ids; acts [B, T, N] this batch's activations;
+    row_src maps rows to neurons (None = row i is neuron i). Only rows where some candidate
+    beats the current worst kept key are touched, and only evicted slots are rewritten, so
+    once the top lists settle a batch costs little more than one comparison per entry.
     """
     k = keep_key.shape[1]
-    vals, idx = torch.topk(torch.cat([keep_key, new_key], 1), k, dim=1, largest=largest, sorted=True)
-    rows = (idx >= k).any(1).nonzero().squeeze(1)
+    if largest:
+        rows = (new_key.amax(1) > keep_key.amin(1)).nonzero().squeeze(1)
+    else:
+        rows = (new_key.amin(1) < keep_key.amax(1)).nonzero().squeeze(1)
     if rows.numel() == 0:
         return
-    sub = idx[rows]
-    from_batch = sub >= k
-    bidx = (sub - k).clamp(min=0)
-    ids = torch.where(from_batch, new_ids[bidx], keep_id[rows].gather(1, sub.clamp(max=k - 1)))
-    src = batch_acts[rows if row_src is None else row_src[rows]]  # [R', B, T]
-    t = keep_acts.shape[2]
-    acts = torch.where(from_batch[..., None],
-                       src.gather(1, bidx[..., None].expand(-1, -1, t)).to(keep_acts.dtype),
-                       keep_acts[rows].gather(1, sub.clamp(max=k - 1)[..., None].expand(-1, -1, t)))
-    keep_key[rows] = vals[rows]
-    keep_id[rows] = ids
-    keep_acts[rows] = acts
+    cand = torch.cat([keep_key[rows], new_key[rows]], 1)
+    _, idx = torch.topk(cand, k, dim=1, largest=largest, sorted=False)
+    kept = torch.zeros((rows.numel(), k + 1), dtype=torch.bool, device=idx.device)
+    kept.scatter_(1, torch.where(idx < k, idx, k), True)
+    ev_r, ev_slot = (~kept[:, :k]).nonzero(as_tuple=True)  # evicted slots, row-major
+    nw_r, nw_j = (idx >= k).nonzero(as_tuple=True)  # incoming candidates, row-major: same rows, same counts
+    bidx = idx[nw_r, nw_j] - k
+    rr = rows[ev_r]
+    keep_key[rr, ev_slot] = new_key[rr, bidx]
+    keep_id[rr, ev_slot] = new_ids[bidx]
+    neuron = rr if row_src is None else row_src[rr]
+    keep_acts[rr, ev_slot] = acts[bidx, :, neuron].to(keep_acts.dtype)
 
 
 class _LayerState:
@@ -172,10 +177,9 @@ class IndexBuilder:
         a = acts.float()  # [B, T, N]
         b, t, n = a.shape
         dev = a.device
-        by_neuron = a.permute(2, 0, 1)  # [N, B, T] view
         ids = torch.arange(w0, w0 + b, device=dev)
         m = a.amax(1).T.contiguous()  # [N, B]
-        _merge(st.top_v, st.top_i, st.top_a, m, ids, by_neuron, None, largest=True)
+        _merge(st.top_v, st.top_i, st.top_a, m, ids, a, None, largest=True)
         for j, slot in rand_slots:
             st.rand_a[:, slot] = a[j].T.to(torch.float16)
         # quantile bins: bin of each (neuron, window), random keys, bottom-k per (neuron, bin)
@@ -185,7 +189,7 @@ class IndexBuilder:
         u = torch.rand((n, b), generator=gen).to(dev)
         keys = torch.where(bins[:, None, :] == torch.arange(nb, device=dev)[None, :, None], u[:, None, :], torch.inf)
         rows_to_neuron = torch.arange(n * nb, device=dev) // nb
-        _merge(st.q_key, st.q_i, st.q_a, keys.reshape(n * nb, b), ids, by_neuron, rows_to_neuron, largest=False)
+        _merge(st.q_key, st.q_i, st.q_a, keys.reshape(n * nb, b), ids, a, rows_to_neuron, largest=False)
         flat = a.reshape(-1, n)
         sq = flat * flat
         st.moments += torch.stack([flat.sum(0), sq.sum(0), (sq * flat).sum(0), (sq * sq).sum(0)], 1).double()
@@ -246,6 +250,15 @@ class IndexBuilder:
 
         def stack(fn) -> np.ndarray:
             return np.stack([fn(s).cpu().numpy() for s in states])
+
+        for s in states:  # kept lists are unsorted while streaming: sort once, best first
+            order = torch.sort(s.top_v, dim=1, descending=True, stable=True).indices
+            s.top_v, s.top_i = s.top_v.gather(1, order), s.top_i.gather(1, order)
+            s.top_a = s.top_a.gather(1, order[..., None].expand_as(s.top_a))
+            s.top_i[~torch.isfinite(s.top_v)] = -1
+            order = torch.sort(s.q_key, dim=1, stable=True).indices
+            s.q_key, s.q_i = s.q_key.gather(1, order), s.q_i.gather(1, order)
+            s.q_a = s.q_a.gather(1, order[..., None].expand_as(s.q_a))
 
         def moments(s: _LayerState) -> torch.Tensor:
             e1, e2, e3, e4 = (s.moments / n_tokens).unbind(1)
