@@ -49,6 +49,16 @@ def test_retries_run_out_with_a_clear_error_without_the_key(tmp_path):
         assert err.value.__cause__ is None and err.value.__context__ is None or KEY not in repr(err.value.__context__)
 
 
+def test_key_never_reaches_the_logs(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.DEBUG), FaultServer() as server:
+        server.script = ["500", "401"]
+        with pytest.raises(BackendError):
+            backend(server, tmp_path).chat(MSGS)
+    assert caplog.text and KEY not in caplog.text
+
+
 def test_401_and_404_give_clear_messages_without_the_key(tmp_path):
     with FaultServer() as server:
         server.script = ["401"]

@@ -82,3 +82,15 @@ def test_bad_input():
         score(capital_neuron(), "  ", BaselineBackend())
     with pytest.raises(ValueError, match="BaselineBackend, OpenAIBackend or LocalBackend"):
         explain(capital_neuron(), backend=42)
+
+
+def test_calibrated_scoring_maps_predictions_to_the_neuron_scale():
+    record = capital_neuron()
+    plain = score(record, "Paris London Rome Berlin", BaselineBackend())
+    cal = score(record, "Paris London Rome Berlin", BaselineBackend(), calibrated=True)
+    assert cal.score == pytest.approx(plain.score)  # a linear map leaves r unchanged
+    sim = cal.scored_simulation.scored_sequence_simulations[0].simulation
+    assert sim.activation_scale == "neuron_activations" and sim.uncalibrated_simulation is not None
+    # on the neuron's own scale r² becomes meaningful (0-10 predictions vs ~5-6 activations are not)
+    assert cal.scored_simulation.rsquared_score > plain.scored_simulation.rsquared_score
+    assert cal.scored_simulation.rsquared_score > 0.9

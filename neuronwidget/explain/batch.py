@@ -96,9 +96,7 @@ def explain_neurons(
         explanations = explain(record, explainer, n=n, cancel=cancel)
         scored = []
         for e in explanations:
-            s = score(record, e, simulator, cancel=cancel)
-            s.explainer = explainer.name
-            scored.append(s)
+            scored.append(score(record, e, simulator, explainer=explainer.name, cancel=cancel))
         return NeuronSimulationResults(neuron_id=NeuronId(*pair), scored_explanations=scored)
 
     if path:

@@ -276,6 +276,7 @@ def score(
     n_top: int = N_SCORE_TOP,
     n_random: int = N_SCORE_RANDOM,
     calibrated: bool = False,
+    explainer: str | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> ScoredExplanation:
@@ -283,6 +284,7 @@ def score(
 
     ``calibrated=True`` also simulates the calibration split and maps predictions linearly
     onto the neuron's scale before r² and absolute deviation (correlation is unchanged).
+    ``explainer`` names who wrote the explanation (kept on the result; None = a person/unknown).
     """
     if not isinstance(record, NeuronRecord):
         raise ValueError(f"score() needs a NeuronRecord, got {type(record).__name__}")
@@ -322,6 +324,6 @@ def score(
         explanation=explanation.strip(),
         scored_simulation=scored,
         neuron_id=record.neuron_id,
-        explainer=None,
+        explainer=explainer,
         simulator=simulator_name(backend),
     )
