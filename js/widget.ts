@@ -5,7 +5,7 @@ import { renderCardView, renderTokenView } from "./tokenview";
 import { h } from "./dom";
 import type { Model } from "./types";
 
-export function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
+function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const root = h("div", "nw-root");
   el.appendChild(root);
   const kind = model.get("_view_kind");

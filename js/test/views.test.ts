@@ -1,6 +1,6 @@
 // @vitest-environment jsdom
 import { afterEach, describe, expect, it } from "vitest";
-import { render } from "../widget";
+import widget from "../widget";
 import { FakeModel, f32 } from "./fakemodel";
 import type { CardData, NeuronData } from "../types";
 
@@ -10,7 +10,7 @@ function mount(state: Record<string, unknown>) {
   const model = new FakeModel(state);
   const el = document.createElement("div");
   document.body.appendChild(el);
-  const cleanup = render({ model, el });
+  const cleanup = widget.render({ model, el });
   return { model, el, cleanup };
 }
 

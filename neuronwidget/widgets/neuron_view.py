@@ -94,7 +94,7 @@ class NeuronView(BaseView):
         self._cancel = threading.Event()
         self._busy = False
         super().__init__(_view_kind="neuron", _status={})
-        self.on_msg(self._handle_msg)
+        self.on_msg(self._on_custom_msg)
         self._load(layer, neuron)
 
     # ---- data -----------------------------------------------------------------------------
@@ -153,7 +153,7 @@ class NeuronView(BaseView):
             self._status = {}
 
     # ---- messages from the front end -----------------------------------------------------
-    def _handle_msg(self, _widget: Any, content: Any, buffers: Any = None) -> None:
+    def _on_custom_msg(self, _widget: Any, content: Any, buffers: Any = None) -> None:
         if not isinstance(content, dict):
             return
         kind = content.get("type")
