@@ -106,3 +106,11 @@ def test_parse_neurons():
         cli.parse_neurons(["5-2"])
     with pytest.raises(ValueError, match=r"neurons must be in 0\.\.383"):
         cli.parse_neurons(["380-390"], n_neurons=384)
+
+
+def test_index_command_reports_the_index(tmp_path_factory, monkeypatch, capsys):
+    monkeypatch.setenv("NEURONWIDGET_CACHE", str(shared_cache(tmp_path_factory)))
+    assert cli.main(["index", "--model", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "Model: 'tiny' (asked for with --model)" in out
+    assert "Index: 4 layers x 384 neurons over bundled offline corpus" in out
