@@ -184,7 +184,7 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
     const d = model.get("_data") as NeuronData;
     const values = toFloat32(model.get("_buf"));
     if (!d || !d.header) return showError(d?.error ?? "No neuron loaded.");
-    scale = { max: d.header.max, diverging: false };
+    scale = { max: d.header.max, diverging: !!d.diverging };
     drawHeader(d);
     if (d.header.is_tiny) root.classList.add("nw-tiny");
     drawCards(d, values);

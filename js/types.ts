@@ -62,6 +62,7 @@ export interface NeuronData {
   cards: CardData[];
   explainer: string;
   simulator: string;
+  diverging?: boolean;
   error?: string | null;
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -289,3 +290,29 @@ def test_neuronview_save_html(tiny, tmp_path):
     page = view.save_html(tmp_path / "n.html").read_text()
     assert "layer 1 · neuron 3" in page and "random weights" in page and "<script" not in page
     assert page.count('class="nw-tok"') >= 10 * 64
+
+
+def test_slow_work_reports_progress_and_can_be_cancelled(tiny):
+    from neuronwidget.widgets import NeuronView
+
+    _, index = tiny
+    view = NeuronView(1, 3, model="tiny", index=index, simulator="baseline", diverging=True)
+    assert view._data["diverging"] is True
+    sent = capture(view)
+    statuses: list[dict] = []
+    view.observe(lambda change: statuses.append(change["new"]), names="_status")
+    gate = threading.Event()
+    view._slow.submit(gate.wait, 30)  # hold the worker so the cancel lands before scoring starts
+    view._on_custom_msg(view, {"type": "test", "explanation": "objects"}, [])
+    assert statuses[-1]["task"] == "scoring your explanation"  # progress shows at once
+    view._on_custom_msg(view, {"type": "test", "explanation": "again"}, [])
+    assert "still running" in sent[-1][0]["message"]  # one slow task at a time, said in the view
+    view._on_custom_msg(view, {"type": "cancel"}, [])
+    gate.set()
+    view.wait(60)
+    assert "cancelled" in view._status["error"]
+    assert not [c for c, _ in sent if c["type"] == "card"]
+    # and the next request runs normally
+    view._on_custom_msg(view, {"type": "test", "explanation": "objects"}, [])
+    view.wait(60)
+    assert [c for c, _ in sent if c["type"] == "card"] and view._status == {}

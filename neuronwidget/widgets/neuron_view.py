@@ -66,12 +66,15 @@ class NeuronView(BaseView):
     histogram and scored explanations; lets you try your own text and test your own
     explanation. ``model`` defaults to ``configure(model=...)``; ``index`` to the engine's
     default-corpus index; ``explainer``/``simulator`` to the configured backends.
+    Colours are positive-only (GELU neurons barely go negative); ``diverging=True`` also
+    colours negative activations (blue).
     """
 
     _status = traitlets.Dict().tag(sync=True)
 
     def __init__(self, layer: int, neuron: int, model: Any = None, *, index: Any = None,
-                 explainer: Any = None, simulator: Any = None, n_top: int = 10, n_random: int = 10) -> None:
+                 explainer: Any = None, simulator: Any = None, n_top: int = 10, n_random: int = 10,
+                 diverging: bool = False) -> None:
         from neuronwidget.engine import check_layer_neuron, get_engine
         from neuronwidget.explain.backends import resolve_explainer, resolve_simulator
 
@@ -87,7 +90,7 @@ class NeuronView(BaseView):
         self._engine, self._index = engine, index
         self._explainer = resolve_explainer(explainer)
         self._simulator = resolve_simulator(simulator)
-        self._n_top, self._n_random = n_top, n_random
+        self._n_top, self._n_random, self._diverging = n_top, n_random, bool(diverging)
         self._quick = ThreadPoolExecutor(1, thread_name_prefix="nw-quick")
         self._slow = ThreadPoolExecutor(1, thread_name_prefix="nw-slow")
         self._futures: list[Future] = []
@@ -146,6 +149,7 @@ class NeuronView(BaseView):
             "cards": [card_data(s, pk, mx) for s in self._known()],
             "explainer": self._explainer.name,
             "simulator": self._simulator.name,
+            "diverging": self._diverging,
         }
         with self.hold_sync():
             self._data = data
@@ -278,10 +282,10 @@ class NeuronView(BaseView):
         parts.append('<div style="font-weight:600;margin-top:6px">Explanations</div>')
         parts += [sh.card_html(s, mx) for s in known] or ['<div style="color:#5a5a5a">No explanation yet.</div>']
         parts.append('<div style="font-weight:600;margin-top:6px">Top activating examples</div>')
-        parts += [sh.token_row(r.tokens, r.activations, mx) for r in self._record.most_positive_activation_records[: self._n_top]]
+        parts += [sh.token_row(r.tokens, r.activations, mx, diverging=self._diverging) for r in self._record.most_positive_activation_records[: self._n_top]]
         parts.append('<div style="font-weight:600;margin-top:6px">Random samples</div>')
-        parts += [sh.token_row(r.tokens, r.activations, mx) for r in self._record.random_sample[:3]]
-        parts.append(sh.legend(mx))
+        parts += [sh.token_row(r.tokens, r.activations, mx, diverging=self._diverging) for r in self._record.random_sample[:3]]
+        parts.append(sh.legend(mx, self._diverging))
         return sh.box("".join(parts))
 
     def close(self) -> None:
