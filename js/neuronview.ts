@@ -161,8 +161,12 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
     cards.replaceChildren(h("div", "nw-section", "Explanations"));
     for (const c of d.cards) cards.appendChild(renderCard(c, values, scale));
     if (!d.cards.length) {
-      cards.appendChild(h("div", "nw-note", "No explanation for this neuron yet."));
-      cards.appendChild(button(`Explain with ${d.explainer}`, () => model.send({ type: "explain" })));
+      const empty = h("div", "nw-empty");
+      empty.append(
+        h("div", "nw-note", "No explanation for this neuron yet."),
+        button(`Explain with ${d.explainer}`, () => model.send({ type: "explain" })),
+      );
+      cards.appendChild(empty);
     }
   }
 
@@ -210,6 +214,7 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
     } else if (msg?.type === "card") {
       const card = renderCard(msg.card as CardData, values, scale);
       card.classList.add("nw-new");
+      cards.querySelector(".nw-empty")?.remove();
       cards.children[0].after(card);
     } else if (msg?.type === "error") {
       showError(String(msg.message));

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -112,7 +111,7 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         assert any(expected_max in t for t in tips), (expected_max, tips)
         nv.locator(".nw-top .nw-tok").first.focus()
         assert nv.locator(".nw-tip").is_visible() and "position" in nv.locator(".nw-tip").inner_text()
-        nv.screenshot(path=str(ARTIFACTS / "neuronview.png"))
+        nv.screenshot(path=str(ARTIFACTS / "neuronview-first.png"))
 
         # "try your text": live activations from the kernel equal the engine's
         want = engine.activations(TRY_TEXT, 1, 3)
@@ -122,14 +121,25 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         got = nv.locator(".nw-try-out .nw-tok").evaluate_all("(els) => els.map((e) => e.dataset.value)")
         assert got == [f"{v:.4f}" for v in want.activations]
 
-        # "test your explanation": a hostile explanation comes back as a scored card, as text
+        # "test your explanation": typed text comes back as a scored card
+        nv.locator(".nw-test-input").fill("the word object")
+        nv.get_by_role("button", name="Simulate & score").click()
+        nv.locator(".nw-card.nw-new").first.wait_for(timeout=120_000)
+        assert nv.locator(".nw-card.nw-new .nw-expl").first.inner_text() == "the word object"
+        assert "1 = perfect" in nv.locator(".nw-card.nw-new").first.inner_text()
+        assert nv.locator("text=No explanation for this neuron yet.").count() == 0
+        # the README picture: light theme, a scored card, the max token's tooltip
+        peak = nv.locator(".nw-top .nw-rec").first.locator(f'.nw-seq:not([hidden]) .nw-tok[data-value="{max(top0.activations):.4f}"]')
+        peak.first.hover()
+        nv.screenshot(path=str(ARTIFACTS / "neuronview.png"))
+
+        # a hostile explanation is shown as text and runs nothing
         nv.locator(".nw-test-input").fill(HOSTILE_EXPLANATION)
         nv.get_by_role("button", name="Simulate & score").click()
+        page.wait_for_function("() => document.querySelectorAll('.nw-card.nw-new').length === 2", timeout=120_000)
         card = nv.locator(".nw-card.nw-new").first
-        card.wait_for(timeout=120_000)
         assert card.locator(".nw-expl").inner_text() == HOSTILE_EXPLANATION
         assert card.locator(".nw-score").inner_text().strip()
-        assert "1 = perfect" in card.inner_text()
         card.locator("summary").click()
         assert card.locator(".nw-simrec").count() >= 2
         nv.screenshot(path=str(ARTIFACTS / "neuronview-card.png"))
@@ -159,4 +169,3 @@ def test_widgets_in_real_jupyterlab(lab, cache):
 
     assert dialogs == []
     assert not [e for e in errors if "pwned" in e]
-    shutil.copyfile(ARTIFACTS / "neuronview.png", ARTIFACTS / "neuronview-light.png")

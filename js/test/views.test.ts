@@ -130,6 +130,7 @@ describe("NeuronView", () => {
     expect(model.sent.at(-1)!.content).toEqual({ type: "cancel" });
     model.emit("msg:custom", { type: "card", card: card(HOSTILE[1], 0) }, [f32([4, 0, 10, 0])]);
     expect(el.querySelector(".nw-card.nw-new .nw-expl")!.textContent).toBe(HOSTILE[1]);
+    expect(el.textContent).not.toContain("No explanation for this neuron yet.");
     model.set("_status", { task: null, error: "scoring failed: simulator unreachable. Check the server." });
     expect(el.querySelector(".nw-status .nw-error")!.textContent).toContain("simulator unreachable");
     expect((window as any).__pwned).toBeUndefined();
