@@ -210,7 +210,7 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
       moreBtn.hidden = topBox.childElementCount >= d.top_total || !msg.records.length;
     } else if (msg?.type === "try") {
       if (msg.id !== tryId) return; // a newer request is on its way
-      tryOut.replaceChildren(tokenRow(msg.tokens, slice(values, msg.a), scale));
+      tryOut.replaceChildren(tokenRow(msg.tokens, slice(values, msg.a), scale, { hints: msg.hints }));
     } else if (msg?.type === "card") {
       const card = renderCard(msg.card as CardData, values, scale);
       card.classList.add("nw-new");

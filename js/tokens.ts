@@ -42,6 +42,7 @@ export interface TokenRowOptions {
   offset?: number; // position of tokens[0] within its record
   label?: string; // shown in the tooltip's first line, e.g. "real" or "simulated"
   tenthsScale?: number; // values already on a 0..tenthsScale scale (simulations)
+  hints?: (string | null)[]; // per-token extra tooltip line (e.g. the bytes of a split character)
 }
 
 /** A row of coloured tokens. Values are real activations unless tenthsScale is given. */
@@ -63,6 +64,8 @@ export function tokenRow(tokens: string[], values: ArrayLike<number>, scale: Sca
     }
     let tip = tooltipText(tok, offset + i, v, max, tenth);
     if (opts.label) tip = `${opts.label}\n${tip}`;
+    const hint = opts.hints?.[i];
+    if (hint) tip = `${tip}\n${hint}`;
     span.dataset.tip = tip;
     span.setAttribute("aria-label", tip);
     span.dataset.value = formatActivation(v);

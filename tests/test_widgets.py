@@ -316,3 +316,21 @@ def test_slow_work_reports_progress_and_can_be_cancelled(tiny):
     view._on_custom_msg(view, {"type": "test", "explanation": "objects"}, [])
     view.wait(60)
     assert [c for c, _ in sent if c["type"] == "card"] and view._status == {}
+
+
+def test_split_utf8_characters_get_byte_hints(tiny):
+    from neuronwidget.widgets import NeuronView
+
+    engine, index = tiny
+    view = NeuronView(1, 3, model="tiny", index=index)
+    sent = capture(view)
+    view._on_custom_msg(view, {"type": "try", "text": "café 日本", "id": 1}, [])
+    view.wait(60)
+    reply = sent[-1][0]
+    assert reply["tokens"] == engine.tokenize("café 日本")
+    hints = reply["hints"]
+    assert len(hints) == len(reply["tokens"])
+    for tok, hint in zip(reply["tokens"], hints):
+        assert (hint is not None) == ("\ufffd" in tok)
+    assert any(h and "of “é”" in h for h in hints) and any(h and "日" in h for h in hints)
+    assert any(h and h.startswith("bytes c3") for h in hints)

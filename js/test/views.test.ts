@@ -120,6 +120,8 @@ describe("NeuronView", () => {
     expect(req.type).toBe("try");
     model.emit("msg:custom", { type: "try", id: req.id, tokens: ["hello", " <b>world</b>"], a: [0, 2] }, [f32([0, 2])]);
     expect(el.querySelector(".nw-try-out")!.textContent).toBe("hello <b>world</b>");
+    model.emit("msg:custom", { type: "try", id: req.id, tokens: ["\ufffd", "\ufffd"], a: [0, 2], hints: ["bytes c3 of “é”", "bytes a9 of “é”"] }, [f32([0, 2])]);
+    expect(el.querySelector<HTMLElement>(".nw-try-out .nw-tok")!.dataset.tip).toContain("bytes c3 of “é”");
 
     el.querySelector<HTMLTextAreaElement>(".nw-test-input")!.value = HOSTILE[1];
     btn("Simulate & score").click();

@@ -17,6 +17,7 @@ import traitlets
 from neuronwidget.records import ActivationRecord, NeuronRecord, ScoredExplanation
 from neuronwidget.widgets import static_html as sh
 from neuronwidget.widgets._base import BaseView, Packer
+from neuronwidget.widgets.tokens import byte_hints
 from neuronwidget.widgets.views import card_data
 
 MAX_TRY_CHARS = 4000
@@ -230,9 +231,15 @@ class NeuronView(BaseView):
             raise ValueError(f"your text has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
         with _engine_lock:
             rec = self._engine.activations(text, self._layer, self._neuron)
+        reply = {"type": "try", "id": req_id, "tokens": list(rec.tokens)}
+        if any("\ufffd" in t for t in rec.tokens):
+            tokenizer = self._engine.lm.tokenizer
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) == len(rec.tokens):
+                reply["hints"] = byte_hints(tokenizer, ids, rec.tokens)
         pk = Packer()
-        self.send({"type": "try", "id": req_id, "tokens": list(rec.tokens), "a": pk.add(rec.activations)},
-                  buffers=[pk.tobytes()])
+        reply["a"] = pk.add(rec.activations)
+        self.send(reply, buffers=[pk.tobytes()])
 
     def _test(self, task: str, explanation: str) -> None:
         from neuronwidget.explain import score
