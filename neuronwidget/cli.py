@@ -100,10 +100,15 @@ def _progress():
     return report
 
 
-def _engine_and_index(model: str, rebuild: bool = False):
-    from neuronwidget.engine import get_engine
+def _engine_and_index(model: str, rebuild: bool = False, layers: list[int] = (), neurons: list[int] = ()):
+    """The engine and its default-corpus index; layers/neurons are checked before the slow build."""
+    from neuronwidget.engine import check_layer_neuron, get_engine
 
     engine = get_engine(model)
+    for layer in layers:
+        check_layer_neuron(layer, 0, engine.n_layers, engine.n_neurons, engine.lm.short_name)
+    for neuron in neurons:
+        check_layer_neuron(0, neuron, engine.n_layers, engine.n_neurons, engine.lm.short_name)
     print(f"Building (or loading) the activation index of {engine.model_name} ...", flush=True)
     index = engine.index(rebuild=rebuild, progress=True)
     print(f"Index: {index.n_layers} layers x {index.n_neurons} neurons over {index.corpus_name}", flush=True)
@@ -117,7 +122,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     model, why = choose_model(args.model)
     print(why, flush=True)
-    engine, index = _engine_and_index(model)
+    engine, index = _engine_and_index(model, layers=[args.layer] if args.layer is not None else [],
+                                      neurons=[args.neuron] if args.neuron is not None else [])
     explainer, simulator = resolve_explainer(), resolve_simulator()
     print(f"Explainer: {explainer.name}\nSimulator: {simulator.name}", flush=True)
 
@@ -174,11 +180,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     model, why = choose_model(args.model)
     print(why, flush=True)
-    _, index = _engine_and_index(model)
-    neurons = parse_neurons(args.neurons, index.n_neurons)
-    bad = [lay for lay in args.layers if not 0 <= lay < index.n_layers]
-    if bad:
-        raise ValueError(f"layers must be in 0..{index.n_layers - 1} for this model, got {bad}")
+    neurons = parse_neurons(args.neurons)
+    _, index = _engine_and_index(model, layers=args.layers, neurons=neurons)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "explanations.jsonl"

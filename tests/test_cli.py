@@ -97,7 +97,10 @@ def test_bad_arguments_are_explained(tmp_path, tmp_path_factory, monkeypatch, ca
     assert "bad neuron spec '0-x'" in capsys.readouterr().err
     argv = ["explain", "--model", "tiny", "--layers", "9", "--neurons", "0", "--out", str(tmp_path)]
     assert cli.main(argv) == 2
-    assert "layers must be in 0..3" in capsys.readouterr().err
+    assert "layer must be in 0..3 for tiny, got 9" in capsys.readouterr().err
+    argv = ["explain", "--model", "tiny", "--layers", "0", "--neurons", "380-390", "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert "neuron must be in 0..383 for tiny, got 384" in capsys.readouterr().err
 
 
 def test_parse_neurons():
@@ -114,3 +117,31 @@ def test_index_command_reports_the_index(tmp_path_factory, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "Model: 'tiny' (asked for with --model)" in out
     assert "Index: 4 layers x 384 neurons over bundled offline corpus" in out
+
+
+def test_pick_interesting_without_a_cheap_scorer(tmp_path_factory, monkeypatch):
+    """With an LLM backend the demo cannot score 64 neurons for free: it picks by repeated peaks."""
+    from collections import Counter
+
+    from neuronwidget.engine import get_engine
+
+    monkeypatch.setenv("NEURONWIDGET_CACHE", str(shared_cache(tmp_path_factory)))
+    index = get_engine("tiny").index(progress=False)
+
+    def share(neuron):
+        top = index.top_records(2, neuron, 0, 20)
+        peaks = [r.tokens[r.activations.index(max(r.activations))].strip().lower() for r in top]
+        return Counter(peaks).most_common(1)[0][1] / len(peaks)
+
+    picked = cli.pick_interesting(index, 2, range(16), count=3)
+    assert len(picked) == 3
+    shares = sorted((share(n) for n in range(16)), reverse=True)
+    assert [round(share(n), 2) for n in picked] == [round(s, 2) for s in shares[:3]]
+
+
+def test_demo_with_a_bad_layer_says_what_is_allowed(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    monkeypatch.setenv("NEURONWIDGET_CACHE", str(shared_cache(tmp_path_factory)))
+    for key in ("OPENAI_API_KEY", "NEURONWIDGET_BASE_URL", "NEURONWIDGET_MODEL"):
+        monkeypatch.delenv(key, raising=False)
+    assert cli.main(["demo", "--model", "tiny", "--layer", "7", "--out", str(tmp_path)]) == 2
+    assert "layer must be in 0..3 for tiny, got 7" in capsys.readouterr().err

@@ -126,6 +126,8 @@ def test_404_means_no_explanation(bucket, tmp_path):
     assert P.published_explanations(0, 0, base_url=bucket.url) is None
     with pytest.raises(P.PublishedDataError, match="no activation record"):
         P.published_record(0, 0, base_url=bucket.url)
+    bucket.stop()  # the 404 is remembered: offline, still "none published", not an error
+    assert P.published_explanations(0, 0, base_url=bucket.url) is None
 
 
 @pytest.mark.parametrize("failure, message", [(500, "HTTP 500"), (b'{"neuron_id": {"layer_ind', "valid")])
