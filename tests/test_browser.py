@@ -152,6 +152,14 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         assert page.locator(".nw-root img, .nw-root script").count() == 0
         tv.screenshot(path=str(ARTIFACTS / "tokenview-hostile.png"))
 
+        # navigation: the kernel swaps the neuron's data (JSON + binary buffer) into the view
+        nv.get_by_role("button", name="next ▶").click()
+        page.wait_for_function("() => document.querySelector('.nw-root .nw-id').textContent.includes('neuron 4')",
+                               timeout=30_000)
+        want_max = f"max activation {index.record(1, 4).max_activation:.4f}"
+        assert want_max in nv.locator(".nw-meta").inner_text()
+        assert nv.locator(".nw-top .nw-rec").count() == 10
+
         # dark theme applies live
         light_bg = computed(page, ".nw-root", "backgroundColor")
         light_fg = computed(page, ".nw-root", "color")

@@ -289,7 +289,8 @@ def test_neuronview_save_html(tiny, tmp_path):
     view = NeuronView(1, 3, model="tiny", index=index)
     page = view.save_html(tmp_path / "n.html").read_text()
     assert "layer 1 · neuron 3" in page and "random weights" in page and "<script" not in page
-    assert page.count('class="nw-tok"') >= 10 * 64
+    assert page.count('class="nw-tok"') >= 10 * 19 + 2 * 64
+    assert len(view._repr_html_()) < 80_000  # saved notebooks stay small
 
 
 def test_slow_work_reports_progress_and_can_be_cancelled(tiny):

@@ -287,11 +287,15 @@ class NeuronView(BaseView):
         ]
         known = self._known()
         parts.append('<div style="font-weight:600;margin-top:6px">Explanations</div>')
-        parts += [sh.card_html(s, mx) for s in known] or ['<div style="color:#5a5a5a">No explanation yet.</div>']
+        parts += [sh.card_html(s, mx, details=False) for s in known] or ['<div style="color:#5a5a5a">No explanation yet.</div>']
         parts.append('<div style="font-weight:600;margin-top:6px">Top activating examples</div>')
-        parts += [sh.token_row(r.tokens, r.activations, mx, diverging=self._diverging) for r in self._record.most_positive_activation_records[: self._n_top]]
+        for r in self._record.most_positive_activation_records[: self._n_top]:
+            # centred on the max token, as in the live view (keeps saved notebooks small)
+            peak = max(range(len(r.activations)), key=r.activations.__getitem__, default=0)
+            lo, hi = max(0, peak - 12), peak + 7
+            parts.append(sh.token_row(r.tokens[lo:hi], r.activations[lo:hi], mx, diverging=self._diverging, offset=lo))
         parts.append('<div style="font-weight:600;margin-top:6px">Random samples</div>')
-        parts += [sh.token_row(r.tokens, r.activations, mx, diverging=self._diverging) for r in self._record.random_sample[:3]]
+        parts += [sh.token_row(r.tokens, r.activations, mx, diverging=self._diverging) for r in self._record.random_sample[:2]]
         parts.append(sh.legend(mx, self._diverging))
         return sh.box("".join(parts))
 

@@ -116,7 +116,7 @@ def token_row(tokens: Sequence[str], values: Sequence[float], max_value: float, 
         bg = background(t)
         style = ""
         if bg:
-            style = f' style="background-color:rgb{bg};color:rgb{text_color(bg)};border-radius:2px"'
+            style = f' style="background-color:rgb{bg};color:rgb{text_color(bg)}"'
         title = esc(tooltip(tok, offset + i, v, scale_max, tenth))
         spans.append(f'<span class="nw-tok"{style} title="{title}">{esc(display_token(tok))}</span>')
     return f'<div class="nw-seq" style="{_SEQ}">{"".join(spans)}</div>'
@@ -135,7 +135,7 @@ def legend(max_value: float, diverging: bool = False) -> str:
             f"— colour = activation (one scale for the whole view)</div>")
 
 
-def card_html(scored: ScoredExplanation, max_value: float) -> str:
+def card_html(scored: ScoredExplanation, max_value: float, details: bool = True) -> str:
     sim = scored.scored_simulation
     seqs = sim.scored_sequence_simulations
     n_top = sum(1 for s in seqs if s.kind == "top")
@@ -152,6 +152,8 @@ def card_html(scored: ScoredExplanation, max_value: float) -> str:
     ]
     if sim.note:
         parts.append(f'<div style="{_DIM}">{esc(sim.note)}</div>')
+    if not details:
+        return "".join(parts) + "</div>"
     parts.append("<details><summary>scoring details: real vs simulated activations</summary>")
     for s in seqs:
         simulation = s.simulation
