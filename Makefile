@@ -7,7 +7,7 @@ ARTIFACTS ?= .ci/artifacts
 
 .PHONY: demo test setup js js-test py-test browser-deps lab clean
 
-demo: setup
+demo: $(STAMP)  # no browser needed: the pages are static HTML
 	$(PY) -m neuronwidget.cli demo --out demo-output
 
 test: setup js-test py-test
