@@ -194,3 +194,30 @@ def test_transformers_serve_explainer_and_chat_simulator(smollm2_server, tmp_pat
     if any(s.simulation.failed for s in sims):
         assert "could not be simulated" in scored.scored_simulation.note
     assert b.usage.requests >= 3 and b.usage.as_dict()["estimated_cost_usd"] == "unknown"
+
+
+@pytest.mark.slow
+def test_prompt_logprob_simulation_over_http_matches_the_in_kernel_one(tmp_path):
+    from neuronwidget.explain.simulator import simulate_all_at_once
+    from servers.logprob_server import LogprobServer
+    from servers.smollm2 import smollm2_local
+
+    local = smollm2_local()
+    record = capital_neuron(length=6)
+    tokens = [record.top_split("valid")[0].tokens]
+    with LogprobServer(local.model, local.tokenizer) as server:
+        b = OpenAIBackend("served-model", base_url=server.base_url, cache_dir=tmp_path, timeout=120)
+        assert b.supports_logprobs() is True
+        http = simulate("names of capital cities", tokens, b, max_activation=1.0)[0]
+        assert b.name in score(record, "x", b, n_top=1, n_random=0).simulator
+    assert not http.failed and len(http.expected_activations) == 6
+    assert all(sum(p) == pytest.approx(1.0) for p in http.distribution_probabilities)
+    kernel = simulate_all_at_once(local, "names of capital cities", tokens)[0]
+    # the server sends only its top 15 tokens: on the labels it did send, the renormalised
+    # distribution must be the in-kernel one restricted to those labels (slots line up)
+    for values, probs, kv, kp in zip(http.distribution_values, http.distribution_probabilities,
+                                     kernel.distribution_values, kernel.distribution_probabilities):
+        assert values, "no label among the top tokens at a slot"
+        full = dict(zip(kv, kp))
+        total = sum(full[v] for v in values)
+        assert probs == pytest.approx([full[v] / total for v in values], abs=1e-3)

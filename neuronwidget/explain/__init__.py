@@ -5,7 +5,7 @@ neurons in language models" (OpenAI, 2023), with real LLM backends and an offlin
     scored = score(record, expl[0])              # -> ScoredExplanation
 """
 
-from ._common import BackendError, Cancelled, ExplanationError
+from ._common import BackendError, Cancelled, ExplanationError  # noqa: F401 (errors: importable, not in __all__)
 from .backends import BaselineBackend, LocalBackend, OpenAIBackend
 from .batch import explain_neurons, read_explanations_jsonl, write_explanations_jsonl
 from .explainer import explain
@@ -20,8 +20,6 @@ __all__ = [
     "LocalBackend",
     "BaselineBackend",
     "Cancelled",
-    "BackendError",
-    "ExplanationError",
     "write_explanations_jsonl",
     "read_explanations_jsonl",
 ]

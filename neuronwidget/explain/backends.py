@@ -2,19 +2,13 @@
 
 Which backend (first match wins):
 
-=====================================================  ==========================================
-Where                                                  Backend used
-=====================================================  ==========================================
-``explain(..., backend=b)`` / ``score(..., simulator=b)``  ``b`` (explicit argument)
-``nw.configure(explainer=b, simulator=b)``             ``b``
-``NEURONWIDGET_BASE_URL`` set (+ ``NEURONWIDGET_MODEL``)  ``OpenAIBackend(model, base_url=...)``: any
-                                                       OpenAI-compatible server (vLLM, llama.cpp,
-                                                       Ollama, ``transformers serve``); the model
-                                                       defaults to the server's first listed model
-``OPENAI_API_KEY`` set                                 ``OpenAIBackend("gpt-4.1-mini")`` (or
-                                                       ``NEURONWIDGET_MODEL``)
-nothing configured (offline)                           ``BaselineBackend()``: token lookup, no LLM
-=====================================================  ==========================================
+| Where it is set                                          | Backend used                                   |
+|----------------------------------------------------------|------------------------------------------------|
+| `explain(..., backend=b)`, `score(..., simulator=b)`     | `b` (explicit argument)                        |
+| `nw.configure(explainer=b, simulator=b)`                 | `b`                                            |
+| `NEURONWIDGET_BASE_URL` (+ `NEURONWIDGET_MODEL`)         | `OpenAIBackend(model, base_url=...)`: any OpenAI-compatible server (vLLM, llama.cpp, Ollama, `transformers serve`); model defaults to the server's first listed one |
+| `OPENAI_API_KEY`                                         | `OpenAIBackend("gpt-4.1-mini")` (or `NEURONWIDGET_MODEL`) |
+| nothing configured (offline)                             | `BaselineBackend()`: token lookup, no LLM      |
 
 Backends:
 

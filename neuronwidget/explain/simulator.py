@@ -148,10 +148,9 @@ def _simulate_completion_logprobs(backend: OpenAIBackend, explanation: str, toke
             return SequenceSimulation(list(tokens), [], error="the server's tokens do not line up with the label slots")
         top = lp["top_logprobs"][j] or {}
         found = {}
-        for text, logprob in top.items():
-            s = text.strip()
-            if s.isdigit() and int(s) <= MAX_LABEL and s == str(int(s)):
-                found[int(s)] = found.get(int(s), 0.0) + math.exp(logprob)
+        for text, logprob in top.items():  # exactly the label's text, as in the prompt (no space)
+            if text.isdigit() and text == str(int(text)) and int(text) <= MAX_LABEL:
+                found[int(text)] = math.exp(logprob)
         total = sum(found.values())
         values = sorted(found)
         probs = [found[v] / total for v in values] if total else []
