@@ -18,7 +18,7 @@ from pathlib import Path
 from neuronwidget._io import atomic_write_text
 
 TINY_NOTE = (
-    "Model: 'tiny'. GPT-2's weights are not in the local Hugging Face cache (the demo never "
+    "GPT-2's weights are not in the local Hugging Face cache (the demo never "
     "downloads them; this machine may be offline), so this uses the offline 'tiny' model: "
     "GPT-2's architecture with RANDOM weights (fixed seed) and a small bundled tokenizer. "
     "Its neurons are not GPT-2's neurons: the pages show how the method and the widget work, "
@@ -35,7 +35,7 @@ def choose_model(requested: str | None = None) -> tuple[str, str]:
         return requested, f"Model: {requested!r} (asked for with --model)"
     if gpt2_available("gpt2"):
         return "gpt2", "Model: GPT-2 small ('gpt2'): its weights are in the local Hugging Face cache"
-    return "tiny", TINY_NOTE
+    return "tiny", "Model: 'tiny'. " + TINY_NOTE
 
 
 def parse_neurons(specs: list[str], n_neurons: int | None = None) -> list[int]:
@@ -166,6 +166,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     atomic_write_text(
         out / "index.html",
         f"<!doctype html><meta charset='utf-8'><title>neuronwidget demo</title>"
+        f"<body style='font-family:system-ui,sans-serif;max-width:60em;margin:2em auto'>"
         f"<h1>neuronwidget demo</h1>{note}<ul>{links}</ul>\n",
     )
     print("\nWrote:")
