@@ -24,6 +24,7 @@ import math
 import re
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from ..records import ActivationRecord, NeuronRecord, ScoredExplanation, SequenceSimulation
 from ._common import BackendError, ProgressFn, check_cancel
@@ -248,23 +249,36 @@ def simulate(
     token_lists = [list(r.tokens) if isinstance(r, ActivationRecord) else list(r) for r in records]
     if isinstance(backend, LocalBackend):
         return simulate_all_at_once(backend, explanation, token_lists, progress=progress, cancel=cancel)
-    table = lookup_table(lookup) if isinstance(lookup, NeuronRecord) else dict(lookup or {})
-    use_logprobs = isinstance(backend, OpenAIBackend) and _use_logprobs(backend)
-    out = []
-    for i, tokens in enumerate(token_lists):
-        check_cancel(cancel)
-        if isinstance(backend, BaselineBackend):
+    if isinstance(backend, BaselineBackend):
+        table = lookup_table(lookup) if isinstance(lookup, NeuronRecord) else dict(lookup or {})
+        out = []
+        for i, tokens in enumerate(token_lists):
+            check_cancel(cancel)
             out.append(baseline_simulate(explanation, tokens, table, max_activation))
-        elif use_logprobs:
-            out.append(_simulate_completion_logprobs(backend, explanation, tokens))
-        else:
-            try:
-                out.append(_simulate_json(backend, explanation, tokens))
-            except BackendError as e:  # the whole call failed: report it on this record
-                out.append(SequenceSimulation(list(tokens), [], error=str(e)))
-        if progress:
-            progress(i + 1, len(token_lists), "simulating")
-    return out
+            if progress:
+                progress(i + 1, len(token_lists), "simulating")
+        return out
+
+    use_logprobs = _use_logprobs(backend)
+
+    def one(tokens: list[str]) -> SequenceSimulation:
+        check_cancel(cancel)
+        if use_logprobs:
+            return _simulate_completion_logprobs(backend, explanation, tokens)
+        try:
+            return _simulate_json(backend, explanation, tokens)
+        except BackendError as e:  # the whole call failed: report it on this record
+            return SequenceSimulation(list(tokens), [], error=str(e))
+
+    # records go out in parallel; the backend's own semaphore caps requests in flight
+    results: list[SequenceSimulation | None] = [None] * len(token_lists)
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(token_lists)))) as pool:
+        futures = {pool.submit(one, t): i for i, t in enumerate(token_lists)}
+        for done, fut in enumerate(as_completed(futures), 1):
+            results[futures[fut]] = fut.result()
+            if progress:
+                progress(done, len(token_lists), "simulating")
+    return results  # type: ignore[return-value]
 
 
 def score(
