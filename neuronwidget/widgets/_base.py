@@ -64,13 +64,9 @@ class BaseView(anywidget.AnyWidget):
     _buf = traitlets.Bytes(b"").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
-        if not self._esm_ok():
-            _bundle(_JS)  # raises with the build instructions
+        if not _JS.exists():
+            _bundle(_JS)  # raises, saying how to build it
         super().__init__(**kwargs)
-
-    @classmethod
-    def _esm_ok(cls) -> bool:
-        return _JS.exists()
 
     def _static_html(self) -> str:  # pragma: no cover - every view overrides it
         raise NotImplementedError
