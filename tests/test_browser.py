@@ -159,6 +159,17 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         want_max = f"max activation {index.record(1, 4).max_activation:.4f}"
         assert want_max in nv.locator(".nw-meta").inner_text()
         assert nv.locator(".nw-top .nw-rec").count() == 10
+        # no explanation yet: explained on demand with the configured explainer
+        nv.get_by_role("button", name="Explain with baseline: token lookup (no LLM)").click()
+        nv.locator(".nw-card.nw-new").first.wait_for(timeout=120_000)
+        assert "explainer: baseline" in nv.locator(".nw-card.nw-new .nw-card-who").first.inner_text()
+
+        # VS Code's dark body class restyles the view, and removing it restores it
+        before = computed(page, ".nw-root", "backgroundColor")
+        page.evaluate("() => document.body.classList.add('vscode-dark')")
+        assert computed(page, ".nw-root", "backgroundColor") == "rgb(30, 30, 30)"
+        page.evaluate("() => document.body.classList.remove('vscode-dark')")
+        assert computed(page, ".nw-root", "backgroundColor") == before
 
         # dark theme applies live
         light_bg = computed(page, ".nw-root", "backgroundColor")
