@@ -3,6 +3,7 @@
     neuronwidget demo --out demo-output          # what `make demo` runs
     neuronwidget explain --layers 0 1 --neurons 0-49 --out results/
     neuronwidget index --model tiny
+    neuronwidget published --layer 5 --neurons 131 --records     # OpenAI's GPT-2 data, cached
 
 Also runs as ``python -m neuronwidget.cli``.
 """
@@ -201,6 +202,31 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_published(args: argparse.Namespace) -> int:
+    from neuronwidget.published import (PublishedDataError, PublishedDataUnavailable, published_explanations,
+                                        published_record)
+
+    for neuron in parse_neurons(args.neurons):
+        where = f"layer {args.layer} neuron {neuron}"
+        try:
+            results = published_explanations(args.layer, neuron, model=args.model)
+            for s in results.scored_explanations if results else []:
+                shown = "undefined" if s.score is None else f"{s.score:.2f}"
+                print(f"{where}: {shown}  {s.explanation.strip()!r}")
+            if not results or not results.scored_explanations:
+                print(f"{where}: no published explanation")
+            if args.records:
+                record = published_record(args.layer, neuron, model=args.model)
+                print(f"{where}: activation record cached ({len(record.most_positive_activation_records)} top, "
+                      f"{len(record.random_sample)} random)")
+        except PublishedDataUnavailable as e:
+            print(f"neuronwidget published: {e}", file=sys.stderr)
+            return 1
+        except PublishedDataError as e:  # e.g. no record published for this neuron: go on with the next
+            print(f"{where}: {e}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuronwidget", description="Explain GPT-2 MLP neurons.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--model", help="subject model (default: gpt2 when available, else tiny)")
     ix.add_argument("--rebuild", action="store_true", help="ignore the cached index")
     ix.set_defaults(func=cmd_index)
+    pub = sub.add_parser("published", help="print (and cache) OpenAI's published GPT-2 explanations")
+    pub.add_argument("--model", default="gpt2", help="gpt2 (= gpt2-small) or gpt2-xl")
+    pub.add_argument("--layer", type=int, required=True)
+    pub.add_argument("--neurons", nargs="+", required=True, help="e.g. 0-49 or 3,7,9")
+    pub.add_argument("--records", action="store_true", help="also fetch the activation records (for offline use)")
+    pub.set_defaults(func=cmd_published)
     return parser
 
 

@@ -171,3 +171,23 @@ def test_unreachable_server_gives_offline_message(tmp_path, monkeypatch):
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         P.published_explanations(**kwargs, base_url="http://127.0.0.1:9")
+
+
+def test_cli_prints_and_caches_published_data(bucket, tmp_path, monkeypatch, capsys):
+    from neuronwidget import cli
+
+    monkeypatch.setenv(P.ENV_BASE_URL, bucket.url)
+    assert cli.main(["published", "--layer", "5", "--neurons", "130-131", "--records"]) == 0
+    out = capsys.readouterr().out
+    assert "layer 5 neuron 130: no published explanation" in out
+    assert "layer 5 neuron 130: OpenAI published no activation record" in out
+    assert "layer 5 neuron 131: activation record cached (8 top, 6 random)" in out
+    assert "layer 5 neuron 131: 0.81  'the city Paris'" in out
+    bucket.stop()  # fetched once: available offline
+    assert P.published_record(5, 131).neuron_id.neuron_index == 131
+    assert cli.main(["published", "--layer", "5", "--neurons", "131"]) == 0
+    assert "0.81" in capsys.readouterr().out
+    assert cli.main(["published", "--layer", "5", "--neurons", "7"]) == 1
+    assert "could not reach" in capsys.readouterr().err
+    assert cli.main(["published", "--layer", "12", "--neurons", "7"]) == 2
+    assert "layer must be in 0..11 for gpt2" in capsys.readouterr().err
