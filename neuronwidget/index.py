@@ -17,7 +17,8 @@ for the whole corpus ever exists. Per layer and neuron it keeps
 - a histogram over every token: uniform bins from the GELU minimum to the largest window
   maximum of the calibration sample, plus an overflow bin up to the true maximum.
 
-The build checkpoints its state atomically every ``checkpoint_every`` batches; an
+The build checkpoints its state atomically every ``checkpoint_every`` batches (and at most
+once per ``checkpoint_seconds``); an
 interrupted build resumes from the last checkpoint to the identical index.
 """
 
@@ -44,12 +45,30 @@ N_BINS = 48
 Progress = Callable[[int, int, str], None]
 
 
+class _BatchActs:
+    """One layer's batch activations [B, T, N], with a neuron-major float16 copy made on demand."""
+
+    def __init__(self, acts: torch.Tensor):
+        self.acts = acts
+        self._by_neuron: torch.Tensor | None = None
+
+    def rows(self, bidx: torch.Tensor, neuron: torch.Tensor) -> torch.Tensor:
+        """Activations [E, T] of window ``bidx[e]`` for neuron ``neuron[e]``, float16."""
+        b, t, n = self.acts.shape
+        if bidx.numel() * 8 < n:  # few rows: strided gather straight from the batch
+            return self.acts[bidx, :, neuron].to(torch.float16)
+        if self._by_neuron is None:  # many rows: one transposed copy, then contiguous rows
+            self._by_neuron = torch.empty((n, b, t), dtype=torch.float16, device=self.acts.device)
+            self._by_neuron.copy_(self.acts.permute(2, 0, 1))
+        return self._by_neuron[neuron, bidx]
+
+
 def _merge(keep_key: torch.Tensor, keep_id: torch.Tensor, keep_acts: torch.Tensor, new_key: torch.Tensor,
-           new_ids: torch.Tensor, acts: torch.Tensor, row_src: torch.Tensor | None, largest: bool) -> None:
+           new_ids: torch.Tensor, acts: _BatchActs, row_src: torch.Tensor | None, largest: bool) -> None:
     """Keep, per row, the K best keys of (kept entries + this batch's candidates), in place.
 
     keep_*: [R, K], [R, K], [R, K, T], unsorted (sorted once when the index is written);
-    new_key [R, B]; new_ids [B] window ids; acts [B, T, N] this batch's activations;
+    new_key [R, B]; new_ids [B] window ids; acts: this batch's activations;
     row_src maps rows to neurons (None = row i is neuron i). Only rows where some candidate
     beats the current worst kept key are touched, and only evicted slots are rewritten, so
     once the top lists settle a batch costs little more than one comparison per entry.
@@ -72,7 +91,7 @@ def _merge(keep_key: torch.Tensor, keep_id: torch.Tensor, keep_acts: torch.Tenso
     keep_key[rr, ev_slot] = new_key[rr, bidx]
     keep_id[rr, ev_slot] = new_ids[bidx]
     neuron = rr if row_src is None else row_src[rr]
-    keep_acts[rr, ev_slot] = acts[bidx, :, neuron].to(keep_acts.dtype)
+    keep_acts[rr, ev_slot] = acts.rows(bidx, neuron)
 
 
 class _LayerState:
@@ -105,7 +124,7 @@ class IndexBuilder:
 
     def __init__(self, lm: LoadedModel, corpus: Any = None, *, top_k: int = 40, n_random: int = 30,
                  n_quantile: int = 5, seed: int = 0, batch_size: int | None = None,
-                 calibration_windows: int = 256, checkpoint_every: int = 25):
+                 calibration_windows: int = 256, checkpoint_every: int = 25, checkpoint_seconds: float = 60.0):
         for name, value, lo in (("top_k", top_k, 1), ("n_random", n_random, 0), ("n_quantile", n_quantile, 1),
                                 ("checkpoint_every", checkpoint_every, 1), ("calibration_windows", calibration_windows, 8)):
             if not isinstance(value, int) or isinstance(value, bool) or value < lo:
@@ -118,6 +137,7 @@ class IndexBuilder:
         self.batch_size = batch_size or (16 if lm.device.type == "cpu" else 128)
         self.calibration_windows = calibration_windows
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds  # and at least this long apart (the state can be 100s of MB)
         self.settings = {"top_k": top_k, "n_random": n_random, "n_quantile": n_quantile, "seed": seed,
                          "window": WINDOW, "calibration_windows": calibration_windows, "quantiles": list(QUANTILES),
                          "n_bins": N_BINS}
@@ -128,6 +148,7 @@ class IndexBuilder:
         self.folder: Path = root / self.key
         self.checkpoint_path: Path = root / f"{self.key}.checkpoint.pt"
         self.built = False  # True when run() computed the index rather than loading it
+        self.timings: dict[str, float] = {}  # seconds spent, when built
 
     # -- cache ---------------------------------------------------------------------------
     def load_cached(self) -> NeuronIndex | None:
@@ -179,7 +200,8 @@ class IndexBuilder:
         dev = a.device
         ids = torch.arange(w0, w0 + b, device=dev)
         m = a.amax(1).T.contiguous()  # [N, B]
-        _merge(st.top_v, st.top_i, st.top_a, m, ids, a, None, largest=True)
+        batch = _BatchActs(a)
+        _merge(st.top_v, st.top_i, st.top_a, m, ids, batch, None, largest=True)
         for j, slot in rand_slots:
             st.rand_a[:, slot] = a[j].T.to(torch.float16)
         # quantile bins: bin of each (neuron, window), random keys, bottom-k per (neuron, bin)
@@ -189,13 +211,16 @@ class IndexBuilder:
         u = torch.rand((n, b), generator=gen).to(dev)
         keys = torch.where(bins[:, None, :] == torch.arange(nb, device=dev)[None, :, None], u[:, None, :], torch.inf)
         rows_to_neuron = torch.arange(n * nb, device=dev) // nb
-        _merge(st.q_key, st.q_i, st.q_a, keys.reshape(n * nb, b), ids, a, rows_to_neuron, largest=False)
+        _merge(st.q_key, st.q_i, st.q_a, keys.reshape(n * nb, b), ids, batch, rows_to_neuron, largest=False)
         flat = a.reshape(-1, n)
-        sq = flat * flat
-        st.moments += torch.stack([flat.sum(0), sq.sum(0), (sq * flat).sum(0), (sq * sq).sum(0)], 1).double()
-        width = (st.hist_hi - GELU_MIN) / N_BINS
-        bin_of = ((flat - GELU_MIN) / width).floor_().clamp_(0, N_BINS).long()
-        bin_of += torch.arange(n, device=dev) * (N_BINS + 1)
+        # vector norms give sum(a^2), sum(a^4) in one pass each without temporaries
+        s2 = torch.linalg.vector_norm(flat, 2, dim=0).double() ** 2
+        s4 = torch.linalg.vector_norm(flat, 4, dim=0).double() ** 4
+        st.moments += torch.stack([flat.sum(0).double(), s2, flat.pow(3).sum(0).double(), s4], 1)
+        inv_width = N_BINS / (st.hist_hi - GELU_MIN)
+        pos = torch.addcmul(-GELU_MIN * inv_width, flat, inv_width).clamp_(0, N_BINS)  # (a - lo) / width
+        bin_of = pos.to(torch.int32)  # truncation == floor for values >= 0
+        bin_of += torch.arange(0, n * (N_BINS + 1), N_BINS + 1, device=dev, dtype=torch.int32)
         st.hist += torch.bincount(bin_of.reshape(-1), minlength=n * (N_BINS + 1)).reshape(n, N_BINS + 1)
 
     def _build(self, progress: bool | Progress) -> None:
@@ -219,23 +244,31 @@ class IndexBuilder:
                     start = int(ck["next_batch"])
             except Exception:  # a damaged checkpoint only costs a restart
                 start = 0
+        t0 = time.perf_counter()
         if start == 0:
             self._calibrate(windows, states)
+        t1 = time.perf_counter()
         report = _progress(progress, n_batches, f"indexing {lm.short_name} ({n_win * WINDOW:,} tokens)")
         try:
             report(start, n_batches, "resumed" if start else "started")
+            last_checkpoint = time.perf_counter()
             for bi in range(start, n_batches):
                 w0 = bi * self.batch_size
                 chunk = windows[w0:w0 + self.batch_size]
                 rand_slots = [(j, slot_of[w0 + j]) for j in range(len(chunk)) if (w0 + j) in slot_of]
                 self._forward(chunk, lambda layer, acts: self._fold(states[layer], layer, acts, w0, rand_slots, bi))
                 done = bi + 1
-                if done % self.checkpoint_every == 0 and done < n_batches:
+                if (done % self.checkpoint_every == 0 and done < n_batches
+                        and time.perf_counter() - last_checkpoint >= self.checkpoint_seconds):
                     self._checkpoint(states, done)
+                    last_checkpoint = time.perf_counter()
                 report(done, n_batches, "")
         finally:
             report(-1, n_batches, "close")
+        t2 = time.perf_counter()
         self._write(windows, rand_ids, states)
+        self.timings = {"calibration_s": t1 - t0, "pass_s": t2 - t1, "write_s": time.perf_counter() - t2,
+                        "windows": n_win, "batches_run": n_batches - start}
         if self.checkpoint_path.exists():
             self.checkpoint_path.unlink()
 

@@ -14,7 +14,8 @@ from neuronwidget.index_store import QUANTILES
 from neuronwidget.models import load_model
 from neuronwidget.records import NeuronRecord
 
-SETTINGS = dict(top_k=12, n_random=9, n_quantile=3, batch_size=16, calibration_windows=64, checkpoint_every=2)
+SETTINGS = dict(top_k=12, n_random=9, n_quantile=3, batch_size=16, calibration_windows=64, checkpoint_every=2,
+                checkpoint_seconds=0)
 
 
 @pytest.fixture(scope="module")

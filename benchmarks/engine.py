@@ -1,0 +1,192 @@
+"""Engine benchmark: prints ratios measured in one run (not a test).
+
+    python benchmarks/engine.py [--quick]
+
+Figures, on a GPT-2-small-sized model (GPT2Config() defaults, random weights; speed does
+not depend on the weights) unless said otherwise:
+  1. all-neuron index throughput / bare ``model.transformer(...)`` throughput, same batches
+     (goal >= 0.9);
+  2. the same index with activations from TransformerLens ``run_with_cache`` (goal: ours
+     >= 1.5x faster) when transformer_lens imports. TransformerLens 4 removed
+     HookedTransformer; 3.9 works with this transformers when installed aside, e.g.
+     ``pip install --target /tmp/tl --no-deps transformer_lens==3.9.0 better_abc einops
+     fancy-einsum jaxtyping typeguard wadler_lindig beartype datasets dill multiprocess
+     xxhash`` then ``PYTHONPATH=/tmp/tl python benchmarks/engine.py``;
+  3. ``layer_activations(text, L)`` time / full forward time (goal <= (L+1)/12 + 0.05);
+  4. first index on a fresh cache with the offline default corpus: tiny model and the
+     GPT-2-small-sized model (seconds to ready, tokens covered);
+  5. one neuron's record from the index (goal <= 50 ms); index size on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from neuronwidget import config  # noqa: E402
+from neuronwidget.corpus import bundled_corpus  # noqa: E402
+from neuronwidget.engine import Engine  # noqa: E402
+from neuronwidget.index import IndexBuilder  # noqa: E402
+from neuronwidget.models import load_model  # noqa: E402
+
+
+def fresh_cache() -> None:
+    config.configure(cache_dir=tempfile.mkdtemp(prefix="nw-bench-"))
+
+
+def small_gpt2(tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return load_model(GPT2LMHeadModel(GPT2Config()), device="cpu", tokenizer=tokenizer)
+
+
+def bare_forward(lm, windows: np.ndarray, batch: int) -> float:
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for s in range(0, len(windows), batch):
+            lm.transformer(input_ids=torch.from_numpy(windows[s:s + batch]).long(), use_cache=False)
+    return time.perf_counter() - t
+
+
+class TLBuilder(IndexBuilder):
+    """The same index bookkeeping, activations captured by TransformerLens run_with_cache."""
+
+    tl_model = None
+
+    def _forward(self, ids, fn):
+        names = [f"blocks.{i}.mlp.hook_post" for i in range(self.lm.n_layers)]
+        with torch.inference_mode():
+            _, cache = self.tl_model.run_with_cache(torch.from_numpy(ids.astype(np.int64)),
+                                                    names_filter=lambda n: n in names)
+        for i, name in enumerate(names):
+            fn(i, cache[name])
+
+
+def tl_model_or_reason():
+    try:
+        import warnings
+
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        from transformer_lens import HookedTransformer, HookedTransformerConfig
+    except Exception as e:  # noqa: BLE001
+        return None, f"transformer_lens not importable ({type(e).__name__}: {str(e)[:200]})"
+    cfg = HookedTransformerConfig(n_layers=12, d_model=768, n_ctx=1024, d_head=64, n_heads=12, d_mlp=3072,
+                                  d_vocab=50257, act_fn="gelu_new", normalization_type="LN", device="cpu")
+    torch.manual_seed(0)
+    return HookedTransformer(cfg).eval(), None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller corpus, skips the gpt2-small default-corpus index")
+    args = ap.parse_args()
+    n_windows = 96 if args.quick else 384
+    batch = 16
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; corpus slice: {n_windows} windows "
+          f"({n_windows * 64:,} tokens), batch {batch} windows")
+
+    tiny = load_model("tiny", device="cpu")
+    lm = small_gpt2(tiny.tokenizer)
+    corpus = bundled_corpus()
+    corpus.max_tokens = n_windows * 64
+    windows = corpus.windows(lm.tokenizer, lm.eos_token_id)
+
+    # 1. index vs bare forward (bare timed on both sides of the index run, averaged)
+    fresh_cache()
+    bare1 = bare_forward(lm, windows, batch)
+    b = IndexBuilder(lm, corpus, batch_size=batch, calibration_windows=64)
+    t = time.perf_counter()
+    idx = b.run(progress=False)
+    total = time.perf_counter() - t
+    bare2 = bare_forward(lm, windows, batch)
+    bare = (bare1 + bare2) / 2
+    tok = len(windows) * 64
+    print("\n1. all-neuron index vs bare model.transformer forward (gpt2-small size, 12x3072 neurons)")
+    print(f"   bare forward: {tok / bare:,.0f} tok/s ({bare1:.1f}s, {bare2:.1f}s)")
+    print(f"   index streaming pass: {tok / b.timings['pass_s']:,.0f} tok/s -> ratio {bare / b.timings['pass_s']:.2f}"
+          f"  (goal >= 0.9)")
+    print(f"   index total incl. calibration ({min(64, len(windows))} windows) and write: {total:.1f}s -> "
+          f"ratio {bare / total:.2f}")
+
+    # 2. TransformerLens
+    print("\n2. same index through TransformerLens run_with_cache")
+    tl, why = tl_model_or_reason()
+    if tl is None:
+        print(f"   not measured: {why}")
+    else:
+        fresh_cache()
+        tb = TLBuilder(lm, corpus, batch_size=batch, calibration_windows=64)
+        tb.tl_model = tl
+        tb.run(progress=False)
+        print(f"   TL streaming pass: {tok / tb.timings['pass_s']:,.0f} tok/s; ours is "
+              f"{tb.timings['pass_s'] / b.timings['pass_s']:.2f}x faster (goal >= 1.5)")
+
+    # 3. activations(text, layer) vs full forward
+    eng = Engine(lm.model, device="cpu", tokenizer=tiny.tokenizer)
+    text = "\n".join(corpus.documents())[:6000]
+    ids = torch.tensor([eng.lm.tokenizer(text, add_special_tokens=False)["input_ids"][:512]])
+    text = "".join(eng.token_strings(ids[0].tolist()))
+    reps = 2 if args.quick else 4
+
+    def timeit(fn) -> float:
+        fn()
+        return statistics.median(_t(fn) for _ in range(reps))
+
+    def _t(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    def full() -> None:
+        with torch.inference_mode():
+            lm.transformer(input_ids=ids, use_cache=False)
+
+    full_s = timeit(full)
+    print(f"\n3. layer_activations(text of {ids.shape[1]} tokens, L) / full forward ({full_s * 1000:.0f} ms)")
+    for layer in (0, 3, 6, 11):
+        r = timeit(lambda: eng.layer_activations(text, layer)) / full_s
+        print(f"   L={layer:2d}: {r:.2f}  (goal <= {(layer + 1) / 12 + 0.05:.2f})")
+
+    # 4. first index on a fresh cache, offline default corpus
+    print("\n4. first index, fresh cache, offline default corpus (incl. tokenising, calibration, write)")
+    for name, model in (("tiny", "tiny"), ("gpt2-small-sized", lm.model)):
+        if args.quick and name != "tiny":
+            print(f"   {name}: skipped in --quick")
+            continue
+        fresh_cache()
+        e = Engine(model, device="cpu", tokenizer=tiny.tokenizer)
+        t = time.perf_counter()
+        i = e.index(progress=False)
+        print(f"   {name}: ready in {time.perf_counter() - t:.1f}s, {i.n_tokens:,} tokens ({i.corpus_name})")
+        if name == "tiny":
+            tiny_idx = i
+
+    # 5. record latency and size
+    print("\n5. records and size")
+    for name, index in (("gpt2-small-sized", idx), ("tiny", tiny_idx)):
+        rng = np.random.default_rng(0)
+        times = []
+        for _ in range(20):
+            layer, neuron = int(rng.integers(index.n_layers)), int(rng.integers(index.n_neurons))
+            t = time.perf_counter()
+            index.record(layer, neuron)
+            times.append(time.perf_counter() - t)
+        size = index.size_bytes()
+        win = index.n_windows * 64 * 4
+        print(f"   {name}: record() median {statistics.median(times) * 1000:.1f} ms, max {max(times) * 1000:.1f} ms "
+              f"(goal <= 50); index {size / 1e6:.1f} MB for {index.n_tokens:,} tokens = fixed "
+              f"{(size - win) / 1e6:.1f} MB (records of every neuron) + 4.0 MB per million tokens (window ids)")
+
+
+if __name__ == "__main__":
+    main()
