@@ -106,8 +106,13 @@ def main() -> None:
         records = records[:4]
     _, reuse_s = timed(lambda: simulate_all_at_once(backend, expl, records, reuse_prefix=True))
     _, none_s = timed(lambda: simulate_all_at_once(backend, expl, records, reuse_prefix=False))
+    tok = backend.tokenizer
+    n_prefix = len(tok.encode(simulation_prefix(expl), add_special_tokens=False))
+    n_record = sum(len(record_ids(tok, r)[0]) for r in records) / len(records)
     print(f"\n2. prefix KV reuse on {len(records)} records: {reuse_s:.2f} s vs {none_s:.2f} s without "
           f"-> {none_s / reuse_s:.1f}x (goal >= 3x)")
+    print(f"   prompt: {n_prefix} shared prefix tokens + {n_record:.0f} tokens per record on average, so "
+          f"skipping the prefix saves at most ~{(n_prefix + n_record) / n_record:.1f}x of the token work")
 
     # 3. + 4. explain and score one neuron end to end with SmolLM2
     explanations, explain_s = timed(lambda: explain(record, backend))
