@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller corpus, skips the gpt2-small default-corpus index")
     args = ap.parse_args()
     n_windows = 96 if args.quick else 384
-    batch = 16
+    batch = 64
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; corpus slice: {n_windows} windows "
           f"({n_windows * 64:,} tokens), batch {batch} windows")
 
