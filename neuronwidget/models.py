@@ -192,7 +192,8 @@ def load_model(spec: Any = None, device: Any = None, dtype: Any = None, *, token
     GPT2LMHeadModel / GPT2Model object (then pass ``tokenizer=`` unless its tokenizer can be
     loaded from ``model.config.name_or_path``). ``None`` = ``configure(model=...)``.
     ``device``: None = cuda > mps > cpu. ``dtype``: None = float32 on CPU, bfloat16/float16
-    on accelerators. Raises :class:`ModelUnavailableError` when weights cannot be loaded.
+    on accelerators. A model object is moved to that device/dtype in place and put in eval
+    mode. Raises :class:`ModelUnavailableError` when weights cannot be loaded.
     """
     from . import config
 
