@@ -24,19 +24,9 @@ TRY_TEXT = f"def main(): return <svg onload={TRAP}>\n"
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """Build the tiny index once in this process; the notebook's kernel reads it from disk."""
-    import neuronwidget as nw
-    from neuronwidget.engine import get_engine
-
-    # NEURONWIDGET_TEST_CACHE lets a developer keep the index between runs
-    cache = Path(os.environ.get("NEURONWIDGET_TEST_CACHE") or tmp_path_factory.getbasetemp() / "nw-widgets-cache")
-    before = nw.settings()
-    nw.configure(model="tiny", cache_dir=str(cache))
-    engine = get_engine("tiny")
-    index = engine.index(progress=False)
-    yield cache, engine, index
-    nw.configure(model=before.model, cache_dir=before.cache_dir)
+def cache(tiny_index):
+    """The tiny index, built once per session; the notebook's kernel reads it from disk."""
+    return tiny_index
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import shared_cache
 
 from neuronwidget import cli
 
@@ -15,12 +16,6 @@ from neuronwidget import cli
 PAGE_TAGS = {"html", "head", "meta", "title", "body", "div", "span", "b", "details", "summary", "h1", "p",
              "strong", "ul", "li", "a", "svg", "rect", "line", "text", "table", "tr", "td", "th", "br", "code"}
 
-
-def shared_cache(tmp_path_factory):
-    """One cache for this session's CLI and notebook tests: the tiny index is built once."""
-    path = tmp_path_factory.getbasetemp() / "nw-shared-cache"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 class _Tags(html.parser.HTMLParser):

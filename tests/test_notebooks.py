@@ -5,16 +5,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import shared_cache
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
-
-def shared_cache(tmp_path_factory):
-    """The cache test_cli.py uses too: the tiny index is built once per session."""
-    path = tmp_path_factory.getbasetemp() / "nw-shared-cache"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 def run(name, tmp_path_factory, monkeypatch):

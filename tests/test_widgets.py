@@ -150,19 +150,10 @@ def test_bundle_is_small_and_self_contained():
 # ---- NeuronView on the real tiny engine ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """The real tiny engine and its index, in a cache shared with the browser test."""
-    import neuronwidget as nw
-    from neuronwidget.engine import get_engine
-
-    # NEURONWIDGET_TEST_CACHE lets a developer keep the index between runs
-    cache = Path(os.environ.get("NEURONWIDGET_TEST_CACHE") or tmp_path_factory.getbasetemp() / "nw-widgets-cache")
-    before = nw.settings()
-    nw.configure(model="tiny", cache_dir=str(cache))
-    engine = get_engine("tiny")
-    index = engine.index(progress=False)
-    yield engine, index
-    nw.configure(model=before.model, cache_dir=before.cache_dir)
+def tiny(tiny_index):
+    """The real tiny engine and its index (built once per session, see conftest)."""
+    _, engine, index = tiny_index
+    return engine, index
 
 
 def capture(view):
