@@ -1,8 +1,10 @@
-// Activation histogram over all corpus tokens: plain SVG, log-scaled counts.
+// Activation histogram (over all corpus tokens unless a caption says otherwise): plain SVG, log-scaled counts.
 import { h, svg } from "./dom";
 import { formatActivation } from "./format";
 
-export function histogram(edges: number[], counts: number[], maxActivation: number): HTMLElement {
+const ALL_TOKENS = "activation over all corpus tokens (count, log scale)";
+
+export function histogram(edges: number[], counts: number[], maxActivation: number, caption = ALL_TOKENS): HTMLElement {
   const box = h("div", "nw-hist");
   if (!counts.length || edges.length !== counts.length + 1) {
     box.appendChild(h("div", "nw-note", "no histogram for this neuron"));
@@ -14,7 +16,7 @@ export function histogram(edges: number[], counts: number[], maxActivation: numb
   const lo = edges[0];
   const span = edges[edges.length - 1] - lo || 1;
   const root = svg("svg", { viewBox: `0 0 ${W} ${H + 14}`, width: W, height: H + 14, role: "img" });
-  root.setAttribute("aria-label", "histogram of this neuron's activations over all corpus tokens (log count)");
+  root.setAttribute("aria-label", `histogram: ${caption}`);
   counts.forEach((c, i) => {
     const x0 = ((edges[i] - lo) / span) * W;
     const x1 = ((edges[i + 1] - lo) / span) * W;
@@ -36,6 +38,6 @@ export function histogram(edges: number[], counts: number[], maxActivation: numb
   root.appendChild(l);
   root.appendChild(r);
   box.appendChild(root);
-  box.appendChild(h("div", "nw-caption", "activation over all corpus tokens (count, log scale)"));
+  box.appendChild(h("div", "nw-caption", caption));
   return box;
 }

@@ -194,7 +194,7 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
     drawCards(d, values);
     topBox.replaceChildren(...d.top.map((r) => centredRecord(r, values, scale)));
     moreBtn.hidden = d.top.length >= d.top_total;
-    side.replaceChildren(h("div", "nw-section", "Activation histogram"), histogram(d.hist.edges, d.hist.counts, d.header.max));
+    side.replaceChildren(h("div", "nw-section", "Activation histogram"), histogram(d.hist.edges, d.hist.counts, d.header.max, d.hist.caption));
     drawSamples(d, values);
     legendBox.replaceChildren(legend(scale));
     tryOut.replaceChildren();

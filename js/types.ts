@@ -58,7 +58,7 @@ export interface NeuronData {
   top_total: number;
   random: Rec[];
   quantiles: { label: string; records: Rec[] }[];
-  hist: { edges: number[]; counts: number[] };
+  hist: { edges: number[]; counts: number[]; caption?: string };
   cards: CardData[];
   explainer: string;
   simulator: string;

@@ -18,13 +18,16 @@ stays available offline.
 from __future__ import annotations
 
 import os
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 from neuronwidget import config
 from neuronwidget._io import atomic_write_bytes, stable_hash
-from neuronwidget.records import NeuronRecord, NeuronSimulationResults, loads
+from neuronwidget.records import ActivationRecord, NeuronRecord, NeuronSimulationResults, loads
 
 DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/neuron-explainer"
 ENV_BASE_URL = "NEURONWIDGET_PUBLISHED_URL"
@@ -153,7 +156,49 @@ def published_record(layer: int, neuron: int, model: str = "gpt2", *,
     return record
 
 
+class PublishedIndex:
+    """OpenAI's published records of GPT-2 small or XL, read like an engine's index.
+
+    ``NeuronView(5, 131, index=PublishedIndex("gpt2"))`` shows a neuron from the published
+    files alone: no model is loaded until you type your own text. Records are fetched on
+    first use and cached (in memory and on disk). The histogram is of the published random
+    sample's tokens, an estimate of the activation distribution over WebText.
+    """
+
+    def __init__(self, model: str = "gpt2", *, base_url: str | None = None, timeout: float = TIMEOUT_S):
+        name, _ = _canonical(model, 0, 0)
+        _, self.n_layers, self.n_neurons = _MODELS[name]
+        self.model_name = name
+        self.corpus_name = f"OpenAI's published {name} activation records (WebText)"
+        self.histogram_caption = "activation over the published random sample's tokens (count, log scale)"
+        self._base_url, self._timeout = base_url, timeout
+        self._records: dict[tuple[int, int], NeuronRecord] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"PublishedIndex(model={self.model_name!r})"
+
+    def record(self, layer: int, neuron: int) -> NeuronRecord:
+        with self._lock:
+            key = (layer, neuron)
+            if key not in self._records:
+                self._records[key] = published_record(layer, neuron, self.model_name, base_url=self._base_url,
+                                                      timeout=self._timeout)
+            return self._records[key]
+
+    def top_records(self, layer: int, neuron: int, start: int = 0, stop: int | None = None) -> list[ActivationRecord]:
+        return self.record(layer, neuron).most_positive_activation_records[start:stop]
+
+    def histogram(self, layer: int, neuron: int, bins: int = 48) -> tuple[np.ndarray, np.ndarray]:
+        values = [a for r in self.record(layer, neuron).random_sample for a in r.activations]
+        if not values:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        counts, edges = np.histogram(np.asarray(values, dtype=np.float64), bins=bins)
+        return edges, counts.astype(np.int64)
+
+
 __all__ = [
+    "PublishedIndex",
     "published_explanations",
     "published_record",
     "PublishedDataError",

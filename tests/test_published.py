@@ -191,3 +191,25 @@ def test_cli_prints_and_caches_published_data(bucket, tmp_path, monkeypatch, cap
     assert "could not reach" in capsys.readouterr().err
     assert cli.main(["published", "--layer", "12", "--neurons", "7"]) == 2
     assert "layer must be in 0..11 for gpt2" in capsys.readouterr().err
+
+
+def test_neuronview_from_published_records_alone(bucket, monkeypatch):
+    from neuronwidget.widgets import NeuronView
+    from neuronwidget.widgets._base import unpack
+
+    monkeypatch.setenv(P.ENV_BASE_URL, bucket.url)
+    view = NeuronView.published(5, 131, model="gpt2")
+    assert view._engine is None  # nothing ran a model
+    data = view._data
+    assert data["header"]["model"] == "gpt2" and "published" in data["header"]["corpus"]
+    assert data["top"][0]["tokens"] == _TOKENS
+    # the published explanation is shown as a card with its published score
+    assert data["cards"][0]["explanation"] == " the city Paris"
+    assert data["cards"][0]["score"] == pytest.approx(0.81)
+    # activations travel as float32 in the binary buffer, equal to the published values
+    first = unpack(view._buf, data["top"][0]["a"])
+    assert first.tolist() == pytest.approx([0.0, 0.1, 0.2, 0.0, 0.3, 3.5, 0.0], abs=1e-6)
+    assert sum(data["hist"]["counts"]) == 6 * len(_TOKENS)  # the random sample's tokens
+    assert "random sample" in data["hist"]["caption"]
+    html = view._repr_html_()
+    assert "the city Paris" in html and "Eiffel" in html

@@ -76,18 +76,21 @@ class NeuronView(BaseView):
     def __init__(self, layer: int, neuron: int, model: Any = None, *, index: Any = None,
                  explainer: Any = None, simulator: Any = None, n_top: int = 10, n_random: int = 10,
                  diverging: bool = False) -> None:
-        from neuronwidget.engine import check_layer_neuron, get_engine
+        from neuronwidget.engine import get_engine
         from neuronwidget.explain.backends import resolve_explainer, resolve_simulator
+        from neuronwidget.published import PublishedIndex
 
-        engine = get_engine(model)
-        check_layer_neuron(layer, neuron, engine.n_layers, engine.n_neurons, engine.model_name)
-        if index is None:
-            index = engine.index()
-        elif (index.n_layers, index.n_neurons) != (engine.n_layers, engine.n_neurons):
-            raise ValueError(
-                f"index has {index.n_layers}x{index.n_neurons} neurons but the model {engine.model_name} has "
-                f"{engine.n_layers}x{engine.n_neurons}; pass the index built for this model (engine.index())"
-            )
+        if isinstance(index, PublishedIndex):
+            engine = None  # published records alone: a model is loaded only for "try your text"
+        else:
+            engine = get_engine(model)
+            if index is None:
+                index = engine.index()
+            elif (index.n_layers, index.n_neurons) != (engine.n_layers, engine.n_neurons):
+                raise ValueError(
+                    f"index has {index.n_layers}x{index.n_neurons} neurons but the model {engine.model_name} has "
+                    f"{engine.n_layers}x{engine.n_neurons}; pass the index built for this model (engine.index())"
+                )
         self._engine, self._index = engine, index
         self._explainer = resolve_explainer(explainer)
         self._simulator = resolve_simulator(simulator)
@@ -100,6 +103,14 @@ class NeuronView(BaseView):
         super().__init__(_view_kind="neuron", _status={})
         self.on_msg(self._on_custom_msg)
         self._load(layer, neuron)
+
+    @classmethod
+    def published(cls, layer: int, neuron: int, model: str = "gpt2", **kwargs: Any) -> NeuronView:
+        """A view of OpenAI's published records and explanations alone, without running any model
+        (GPT-2 small "gpt2" or "gpt2-xl"; needs the network once per neuron, then the cache)."""
+        from neuronwidget.published import PublishedIndex
+
+        return cls(layer, neuron, index=PublishedIndex(model), **kwargs)
 
     # ---- data -----------------------------------------------------------------------------
     @property
@@ -120,16 +131,16 @@ class NeuronView(BaseView):
         return self._known()
 
     def _known(self) -> list[ScoredExplanation]:
-        key = (self._engine.model_name, self._index.corpus_name, self._layer, self._neuron)
+        key = (self._index.model_name, self._index.corpus_name, self._layer, self._neuron)
         if key not in _KNOWN:
-            _KNOWN[key] = _published(self._engine.model_name, self._layer, self._neuron)
+            _KNOWN[key] = _published(self._index.model_name, self._layer, self._neuron)
         return _KNOWN[key]
 
     def _load(self, layer: int, neuron: int) -> None:
         from neuronwidget.engine import check_layer_neuron
 
-        layer, neuron = check_layer_neuron(layer, neuron, self._engine.n_layers, self._engine.n_neurons,
-                                           self._engine.model_name)
+        ix = self._index
+        layer, neuron = check_layer_neuron(layer, neuron, ix.n_layers, ix.n_neurons, ix.model_name)
         record = self._index.record(layer, neuron)
         self._layer, self._neuron, self._record = layer, neuron, record
         mx = float(record.max_activation)
@@ -139,14 +150,15 @@ class NeuronView(BaseView):
                      for i, group in enumerate(record.random_sample_by_quantile or []) if group]
         edges, counts = self._index.histogram(layer, neuron)
         data = {
-            "header": {"model": self._engine.model_name, "is_tiny": bool(self._engine.is_tiny), "layer": layer,
-                       "neuron": neuron, "n_layers": self._engine.n_layers, "n_neurons": self._engine.n_neurons,
-                       "max": mx, "corpus": self._index.corpus_name},
+            "header": {"model": ix.model_name, "is_tiny": bool(self._engine and self._engine.is_tiny),
+                       "layer": layer, "neuron": neuron, "n_layers": ix.n_layers, "n_neurons": ix.n_neurons,
+                       "max": mx, "corpus": ix.corpus_name},
             "top": [_rec(r, pk) for r in record.most_positive_activation_records[: self._n_top]],
             "top_total": len(record.most_positive_activation_records),
             "random": [_rec(r, pk) for r in record.random_sample[: self._n_random]],
             "quantiles": quantiles,
-            "hist": {"edges": [round(float(e), 5) for e in edges], "counts": [int(c) for c in counts]},
+            "hist": {"edges": [round(float(e), 5) for e in edges], "counts": [int(c) for c in counts],
+                     **({"caption": ix.histogram_caption} if hasattr(ix, "histogram_caption") else {})},
             "cards": [card_data(s, pk, mx) for s in self._known()],
             "explainer": self._explainer.name,
             "simulator": self._simulator.name,
@@ -230,6 +242,10 @@ class NeuronView(BaseView):
         if len(text) > MAX_TRY_CHARS:
             raise ValueError(f"your text has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
         with _engine_lock:
+            if self._engine is None:  # a published-records view loads the model on first use
+                from neuronwidget.engine import get_engine
+
+                self._engine = get_engine(self._index.model_name)
             rec = self._engine.activations(text, self._layer, self._neuron)
         reply = {"type": "try", "id": req_id, "tokens": list(rec.tokens)}
         if any("\ufffd" in t for t in rec.tokens):
