@@ -44,6 +44,7 @@ _PUBLIC = {
     # published GPT-2 data
     "published_explanations": "neuronwidget.published",
     "published_record": "neuronwidget.published",
+    "PublishedIndex": "neuronwidget.published",
     # widgets
     "NeuronView": "neuronwidget.widgets",
     "TokenView": "neuronwidget.widgets",
