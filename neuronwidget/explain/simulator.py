@@ -19,6 +19,7 @@ Simulators, chosen by the backend:
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import re
@@ -96,26 +97,32 @@ def simulate_all_at_once(
             f"the simulation prompt needs {len(prefix) + longest} tokens but {backend.name} "
             f"takes at most {limit}; use shorter records"
         )
+    # The LM head is a large share of the work (vocabulary x hidden per position): where the
+    # model supports it, compute logits only at the label slots (and not at all for the prefix).
+    slots_only = "logits_to_keep" in inspect.signature(model.forward).parameters
     out: list[SequenceSimulation] = []
     with backend._lock, torch.no_grad():
         cache = None
         if reuse_prefix:
-            cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+            head = {"logits_to_keep": 1} if slots_only else {}
+            cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, **head).past_key_values
             backend.forward_passes += 1
         for i, tokens in enumerate(token_lists):
             check_cancel(cancel)
             ids, slots = encoded[i]
+            offset = 0 if reuse_prefix else len(prefix)
+            keep = torch.tensor([offset + s for s in slots], device=device)
+            head = {"logits_to_keep": keep} if slots_only else {}
             if reuse_prefix:
                 res = model(input_ids=torch.tensor([ids], device=device), past_key_values=copy.deepcopy(cache),
-                            use_cache=True)
-                logits = res.logits[0]
+                            use_cache=True, **head)
             else:
-                res = model(input_ids=torch.tensor([prefix + ids], device=device), use_cache=False)
-                logits = res.logits[0, len(prefix):]
+                res = model(input_ids=torch.tensor([prefix + ids], device=device), use_cache=False, **head)
+            rows = res.logits[0] if slots_only else res.logits[0, keep]  # one row per slot
             backend.forward_passes += 1
             dv, dp, ev = [], [], []
-            for s in slots:
-                values, probs, expected = _distribution(logits[s], labels)
+            for row in rows:
+                values, probs, expected = _distribution(row, labels)
                 dv.append(values)
                 dp.append(probs)
                 ev.append(expected)
