@@ -127,18 +127,17 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
     title.append(h("span", "nw-model", hd.model), h("span", "nw-id", ` · layer ${hd.layer} · neuron ${hd.neuron}`));
     const meta = h("div", "nw-meta", `max activation ${formatActivation(hd.max)} · corpus: ${hd.corpus}`);
     const nav = h("div", "nw-nav");
-    const layerIn = h("input", "nw-num");
-    layerIn.type = "number";
-    layerIn.min = "0";
-    layerIn.max = String(hd.n_layers - 1);
-    layerIn.value = String(hd.layer);
-    layerIn.setAttribute("aria-label", "layer");
-    const neuronIn = h("input", "nw-num");
-    neuronIn.type = "number";
-    neuronIn.min = "0";
-    neuronIn.max = String(hd.n_neurons - 1);
-    neuronIn.value = String(hd.neuron);
-    neuronIn.setAttribute("aria-label", "neuron");
+    const numberInput = (label: string, value: number, count: number) => {
+      const el = h("input", "nw-num");
+      el.type = "number";
+      el.min = "0";
+      el.max = String(count - 1);
+      el.value = String(value);
+      el.setAttribute("aria-label", label);
+      return el;
+    };
+    const layerIn = numberInput("layer", hd.layer, hd.n_layers);
+    const neuronIn = numberInput("neuron", hd.neuron, hd.n_neurons);
     const goto = (layer: number, neuron: number) => model.send({ type: "goto", layer, neuron });
     const step = (delta: number) => {
       const flat = (hd.layer * hd.n_neurons + hd.neuron + delta + hd.n_layers * hd.n_neurons) % (hd.n_layers * hd.n_neurons);
