@@ -18,25 +18,13 @@ from pathlib import Path
 
 from neuronwidget._io import atomic_write_text
 
-TINY_NOTE = (
-    "GPT-2's weights are not in the local Hugging Face cache (the demo never "
-    "downloads them; this machine may be offline), so this uses the offline 'tiny' model: "
-    "GPT-2's architecture with RANDOM weights (fixed seed) and a small bundled tokenizer. "
-    "Its neurons are not GPT-2's neurons: the pages show how the method and the widget work, "
-    "not what GPT-2 has learned. With GPT-2 downloaded once (e.g. "
-    "transformers.GPT2LMHeadModel.from_pretrained('gpt2')), the demo uses it."
-)
-
-
 def choose_model(requested: str | None = None) -> tuple[str, str]:
-    """The subject model to use and a sentence saying why: GPT-2 when it is available."""
-    from neuronwidget.models import gpt2_available
+    """The subject model to use and a sentence saying why: --model, else GPT-2 when available."""
+    from neuronwidget.models import demo_model
 
     if requested:
         return requested, f"Model: {requested!r} (asked for with --model)"
-    if gpt2_available("gpt2"):
-        return "gpt2", "Model: GPT-2 small ('gpt2'): its weights are in the local Hugging Face cache"
-    return "tiny", "Model: 'tiny'. " + TINY_NOTE
+    return demo_model()
 
 
 def parse_neurons(specs: list[str], n_neurons: int | None = None) -> list[int]:
@@ -163,6 +151,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     note = f"<p><strong>Model:</strong> {html.escape(engine.model_name)}</p>"
     if engine.is_tiny:
+        from neuronwidget.models import TINY_NOTE
+
         note += f"<p>{html.escape(TINY_NOTE)}</p>"
     atomic_write_text(
         out / "index.html",

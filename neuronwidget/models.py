@@ -283,5 +283,23 @@ def gpt2_available(name: str = "gpt2") -> bool:
     return any(isinstance(try_to_load_from_cache(name, f), str) for f in ("model.safetensors", "pytorch_model.bin"))
 
 
-__all__ = ["TINY", "TINY_NAME", "HUB_IDS", "LoadedModel", "ModelUnavailableError", "load_model",
+TINY_NOTE = (
+    "GPT-2's weights are not in the local Hugging Face cache (nothing is downloaded behind "
+    "your back; this machine may be offline), so this uses the offline 'tiny' model: GPT-2's "
+    "architecture with RANDOM weights (fixed seed) and a small bundled tokenizer. Its neurons "
+    "are not GPT-2's neurons: this shows how the method and the widget work, not what GPT-2 has "
+    "learned. With GPT-2 downloaded once (e.g. transformers.GPT2LMHeadModel.from_pretrained('gpt2')), "
+    "GPT-2 is used."
+)
+
+
+def demo_model() -> tuple[str, str]:
+    """The model for demos and notebooks, and a sentence saying which and why: GPT-2 small
+    when its weights are already on disk, else the offline tiny model."""
+    if gpt2_available("gpt2"):
+        return "gpt2", "Model: GPT-2 small ('gpt2'): its weights are in the local Hugging Face cache."
+    return TINY, "Model: 'tiny'. " + TINY_NOTE
+
+
+__all__ = ["TINY", "TINY_NAME", "TINY_NOTE", "demo_model", "HUB_IDS", "LoadedModel", "ModelUnavailableError", "load_model",
            "gpt2_available", "default_device"]
