@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ._io import stable_hash
+
 WINDOW = 64
 ONLINE_DEFAULT = "stas/openwebtext-10k"
 _BUNDLED_FILE = "corpus_pydoc.txt.gz"
@@ -151,7 +153,7 @@ def hf_corpus(name: str, split: str = "train", text_field: str = "text", max_tok
     if text_field not in ds.column_names:
         raise ValueError(f"dataset {name!r} has no {text_field!r} column; columns: {ds.column_names}")
     fp = f"hf-{name}-{split}-{getattr(ds, '_fingerprint', '')}"
-    return Corpus(f"Hugging Face dataset {name} ({split})", hashlib.sha256(fp.encode()).hexdigest()[:16],
+    return Corpus(f"Hugging Face dataset {name} ({split})", stable_hash(fp),
                   lambda: (row[text_field] for row in ds), max_tokens=max_tokens)
 
 

@@ -169,7 +169,7 @@ class IndexBuilder:
             self.checkpoint_path.unlink()
         self._build(progress)
         self.built = True
-        arrays, meta = read_store(self.folder)
+        arrays, meta = read_store(self.folder, verify=False)  # just written and checksummed
         return NeuronIndex(self.folder, arrays, meta, self.lm.token_strings())
 
     # -- build ---------------------------------------------------------------------------
