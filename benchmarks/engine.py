@@ -32,11 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from neuronwidget import config  # noqa: E402
-from neuronwidget.corpus import bundled_corpus  # noqa: E402
-from neuronwidget.engine import Engine  # noqa: E402
-from neuronwidget.index import IndexBuilder  # noqa: E402
-from neuronwidget.models import load_model  # noqa: E402
+from neuronwidget import api as config  # noqa: E402
+from neuronwidget.activations.corpus import bundled_corpus  # noqa: E402
+from neuronwidget.activations import Engine  # noqa: E402
+from neuronwidget.activations.build import IndexBuilder  # noqa: E402
+from neuronwidget.subject import load_model  # noqa: E402
 
 
 def fresh_cache() -> None:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-from neuronwidget.explain import LocalBackend, explain, score
-from neuronwidget.explain.prompts import simulation_prefix
-from neuronwidget.explain.simulator import _distribution, label_token_ids, record_ids, simulate_all_at_once
+from neuronwidget.api import explain, score
+from neuronwidget.explanations import LocalBackend
+from neuronwidget.explanations.prompts import simulation_prefix
+from neuronwidget.explanations.simulator import _distribution, label_token_ids, record_ids, simulate_all_at_once
 
 
 def smollm2() -> LocalBackend:
@@ -37,7 +38,7 @@ def smollm2() -> LocalBackend:
 
 def real_record(n_tokens: int):
     """A neuron record from a real forward pass: the engine's tiny model over its bundled corpus."""
-    from neuronwidget.engine import get_engine
+    from neuronwidget.api import get_engine
 
     eng = get_engine("tiny")
     idx = eng.index(progress=False)

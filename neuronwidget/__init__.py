@@ -3,7 +3,8 @@
     import neuronwidget as nw
     nw.NeuronView(5, 131)
 
-Public names are imported on first use, so ``import neuronwidget`` stays fast.
+Public names are imported on first use, so ``import neuronwidget`` imports neither torch
+nor numpy and stays fast.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _PUBLIC = {
     # settings
-    "configure": "neuronwidget.config",
-    "settings": "neuronwidget.config",
+    "configure": "neuronwidget.api",
+    "settings": "neuronwidget.api",
     # records (OpenAI's formats)
     "ActivationRecord": "neuronwidget.records",
     "NeuronId": "neuronwidget.records",
@@ -28,23 +29,23 @@ _PUBLIC = {
     "ScoredExplanation": "neuronwidget.records",
     "NeuronSimulationResults": "neuronwidget.records",
     # engine
-    "Engine": "neuronwidget.engine",
-    "get_engine": "neuronwidget.engine",
-    "NeuronIndex": "neuronwidget.index",
-    "Corpus": "neuronwidget.corpus",
-    "default_corpus": "neuronwidget.corpus",
-    # explain / simulate / score
-    "explain": "neuronwidget.explain",
-    "simulate": "neuronwidget.explain",
-    "score": "neuronwidget.explain",
-    "explain_neurons": "neuronwidget.explain",
-    "OpenAIBackend": "neuronwidget.explain",
-    "LocalBackend": "neuronwidget.explain",
-    "BaselineBackend": "neuronwidget.explain",
+    "Engine": "neuronwidget.activations",
+    "get_engine": "neuronwidget.api",
+    "NeuronIndex": "neuronwidget.activations",
+    "Corpus": "neuronwidget.activations",
+    "default_corpus": "neuronwidget.activations",
+    # explain / simulate / score (with the configured backends)
+    "explain": "neuronwidget.api",
+    "simulate": "neuronwidget.api",
+    "score": "neuronwidget.api",
+    "explain_neurons": "neuronwidget.api",
+    "OpenAIBackend": "neuronwidget.explanations",
+    "LocalBackend": "neuronwidget.explanations",
+    "BaselineBackend": "neuronwidget.explanations",
     # published GPT-2 data
-    "published_explanations": "neuronwidget.published",
-    "published_record": "neuronwidget.published",
-    "PublishedIndex": "neuronwidget.published",
+    "published_explanations": "neuronwidget.activations.published",
+    "published_record": "neuronwidget.activations.published",
+    "PublishedIndex": "neuronwidget.activations.published",
     # widgets
     "NeuronView": "neuronwidget.widgets",
     "TokenView": "neuronwidget.widgets",
@@ -66,7 +67,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return __all__
 
-
-# `explain` names both a subpackage and a function. Importing the subpackage binds the
-# module to `neuronwidget.explain`; rebind the function (the import runs only once).
-from .explain import explain  # noqa: E402,F401

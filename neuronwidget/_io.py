@@ -41,3 +41,24 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """A short hex digest of a JSON-serialisable value, stable across runs and machines."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+# Where every cache lives. A leaf fact so that no layer has to import the settings to find
+# its folder: `api.configure(cache_dir=...)` sets it, `$NEURONWIDGET_CACHE` is the default,
+# then ~/.cache/neuronwidget.
+ENV_CACHE_DIR = "NEURONWIDGET_CACHE"
+_cache_root: Path | None = None
+
+
+def set_cache_root(path: str | os.PathLike | None) -> None:
+    """Called by ``api.configure(cache_dir=...)`` only; None goes back to the default."""
+    global _cache_root
+    _cache_root = Path(path).expanduser() if path is not None else None
+
+
+def cache_root() -> Path:
+    """The cache folder in force (created on first use)."""
+    chosen = _cache_root or os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "neuronwidget"
+    path = Path(chosen).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -20,7 +20,7 @@ from neuronwidget._io import atomic_write_text
 
 def choose_model(requested: str | None = None) -> tuple[str, str]:
     """The subject model to use and a sentence saying why: --model, else GPT-2 when available."""
-    from neuronwidget.models import demo_model
+    from neuronwidget.subject import demo_model
 
     if requested:
         return requested, f"Model: {requested!r} (asked for with --model)"
@@ -91,7 +91,8 @@ def _progress():
 
 def _engine_and_index(model: str, rebuild: bool = False, layers: list[int] = (), neurons: list[int] = ()):
     """The engine and its default-corpus index; layers/neurons are checked before the slow build."""
-    from neuronwidget.engine import check_layer_neuron, get_engine
+    from neuronwidget.api import get_engine
+    from neuronwidget.records import check_layer_neuron
 
     engine = get_engine(model)
     for layer in layers:
@@ -105,8 +106,8 @@ def _engine_and_index(model: str, rebuild: bool = False, layers: list[int] = (),
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from neuronwidget.explain import BaselineBackend, explain, score
-    from neuronwidget.explain.backends import resolve_explainer, resolve_simulator
+    from neuronwidget.api import explain, resolve_explainer, resolve_simulator, score
+    from neuronwidget.explanations import BaselineBackend
     from neuronwidget.widgets import NeuronView
 
     model, why = choose_model(args.model)
@@ -151,7 +152,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     note = f"<p><strong>Model:</strong> {html.escape(engine.model_name)}</p>"
     if engine.is_tiny:
-        from neuronwidget.models import TINY_NOTE
+        from neuronwidget.subject import TINY_NOTE
 
         note += f"<p>{html.escape(TINY_NOTE)}</p>"
     atomic_write_text(
@@ -168,7 +169,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from neuronwidget.explain import explain_neurons
+    from neuronwidget.api import explain_neurons
 
     model, why = choose_model(args.model)
     print(why, flush=True)
@@ -193,7 +194,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_published(args: argparse.Namespace) -> int:
-    from neuronwidget.published import (PublishedDataError, PublishedDataUnavailable, published_explanations,
+    from neuronwidget.activations.published import (PublishedDataError, PublishedDataUnavailable, published_explanations,
                                         published_record)
 
     for neuron in parse_neurons(args.neurons):

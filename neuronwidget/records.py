@@ -131,6 +131,21 @@ class ActivationRecord(_Serializable):
         return max(self.activations) if self.activations else 0.0
 
 
+def _as_index(value: Any, what: str, upper: int, model: str) -> int:
+    # numpy integers pass (they have __index__); bools and floats do not
+    if isinstance(value, bool) or not hasattr(value, "__index__") or isinstance(value, float):
+        raise ValueError(f"{what} must be an integer in 0..{upper - 1} for {model}, got {value!r} ({type(value).__name__})")
+    value = int(value.__index__())
+    if not 0 <= value < upper:
+        raise ValueError(f"{what} must be in 0..{upper - 1} for {model}, got {value}")
+    return value
+
+
+def check_layer_neuron(layer: Any, neuron: Any, n_layers: int, n_neurons: int, model: str) -> tuple[int, int]:
+    """Validated (layer, neuron), or a ValueError naming the allowed range for ``model``."""
+    return _as_index(layer, "layer", n_layers, model), _as_index(neuron, "neuron", n_neurons, model)
+
+
 @_register
 @dataclass(frozen=True)
 class NeuronId(_Serializable):
@@ -274,4 +289,5 @@ __all__ = [
     "TOP_SPLITS",
     "RANDOM_SPLITS",
     "loads",
+    "check_layer_neuron",
 ]

@@ -16,7 +16,7 @@ def shared_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def _tiny_built(tmp_path_factory):
     import neuronwidget as nw
-    from neuronwidget.engine import get_engine
+    from neuronwidget.api import get_engine
 
     cache = shared_cache(tmp_path_factory)
     before = nw.settings()

@@ -8,9 +8,10 @@ import threading
 import pytest
 
 import neuronwidget as nw
-from neuronwidget.explain import BackendError, BaselineBackend, OpenAIBackend, explain, score, simulate
-from neuronwidget.explain.backends import resolve_explainer, resolve_simulator
-from neuronwidget.explain.openai_backend import LogprobsUnsupported
+from neuronwidget.api import explain, score, simulate
+from neuronwidget.explanations import BackendError, BaselineBackend, OpenAIBackend
+from neuronwidget.api import resolve_explainer, resolve_simulator
+from neuronwidget.explanations.backends.openai_api import LogprobsUnsupported
 
 from explain_fixtures import capital_neuron
 from servers.fault_server import FaultServer
@@ -131,7 +132,7 @@ def test_logprobs_requested_from_a_server_without_them_is_a_clear_error(tmp_path
 
 def test_import_without_key_and_no_key_message(monkeypatch, tmp_path):
     env = {"PATH": "", "HOME": str(tmp_path)}
-    code = "import neuronwidget as nw; from neuronwidget.explain import OpenAIBackend; print(nw.explain, OpenAIBackend('gpt-4.1-mini'))"
+    code = "import neuronwidget as nw; from neuronwidget.explanations import OpenAIBackend; print(nw.explain, OpenAIBackend('gpt-4.1-mini'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -198,7 +199,7 @@ def test_transformers_serve_explainer_and_chat_simulator(smollm2_server, tmp_pat
 
 @pytest.mark.slow
 def test_prompt_logprob_simulation_over_http_matches_the_in_kernel_one(tmp_path):
-    from neuronwidget.explain.simulator import simulate_all_at_once
+    from neuronwidget.explanations.simulator import simulate_all_at_once
     from servers.logprob_server import LogprobServer
     from servers.smollm2 import smollm2_local
 

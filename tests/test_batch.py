@@ -4,8 +4,9 @@ import threading
 
 import pytest
 
-from neuronwidget.explain import BaselineBackend, Cancelled, explain_neurons, read_explanations_jsonl, write_explanations_jsonl
-from neuronwidget.explain.batch import COLUMNS
+from neuronwidget.api import explain_neurons
+from neuronwidget.explanations import BaselineBackend, Cancelled, read_explanations_jsonl, write_explanations_jsonl
+from neuronwidget.explanations.batch import COLUMNS
 
 from explain_fixtures import capital_neuron
 

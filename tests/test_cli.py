@@ -118,7 +118,7 @@ def test_pick_interesting_without_a_cheap_scorer(tmp_path_factory, monkeypatch):
     """With an LLM backend the demo cannot score 64 neurons for free: it picks by repeated peaks."""
     from collections import Counter
 
-    from neuronwidget.engine import get_engine
+    from neuronwidget.api import get_engine
 
     monkeypatch.setenv("NEURONWIDGET_CACHE", str(shared_cache(tmp_path_factory)))
     index = get_engine("tiny").index(progress=False)

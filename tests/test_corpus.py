@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuronwidget.corpus import (Corpus, CorpusUnavailableError, WINDOW, as_corpus, bundled_corpus,
+from neuronwidget.activations.corpus import (Corpus, CorpusUnavailableError, WINDOW, as_corpus, bundled_corpus,
                                  default_corpus)
-from neuronwidget.models import load_model
+from neuronwidget.subject import load_model
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from neuronwidget import config
-from neuronwidget.corpus import bundled_corpus
-from neuronwidget.engine import Engine, get_engine
-from neuronwidget.hooks import mlp_activations
+from neuronwidget import api as config
+from neuronwidget.activations.corpus import bundled_corpus
+from neuronwidget.activations import Engine
+from neuronwidget.api import get_engine
+from neuronwidget.subject import mlp_activations
 from neuronwidget.records import ActivationRecord
 
 
@@ -90,7 +91,9 @@ def test_bad_input_names_what_is_allowed(eng):
         eng.activations_many("one string", 0, 0)
 
 
-def test_index_uses_configured_corpus_and_is_cached(eng, tmp_path):
+def test_index_uses_configured_corpus_and_is_cached(tmp_path):
+    # configure() reaches the kernel's shared engines (get_engine), read at index() time
+    eng = get_engine("tiny", device="cpu")
     texts = ["\n".join(bundled_corpus().documents())[:9000]]
     config.configure(cache_dir=str(tmp_path), corpus=texts)
     try:

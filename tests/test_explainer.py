@@ -3,9 +3,10 @@
 import pytest
 
 import neuronwidget as nw
-from neuronwidget.explain import BaselineBackend, explain, score
-from neuronwidget.explain.explainer import parse_explanation
-from neuronwidget.explain.prompts import FRAMING, explainer_messages, format_records, scale
+from neuronwidget.api import explain, score
+from neuronwidget.explanations import BaselineBackend
+from neuronwidget.explanations.explainer import parse_explanation
+from neuronwidget.explanations.prompts import FRAMING, explainer_messages, format_records, scale
 from neuronwidget.records import ActivationRecord
 
 from explain_fixtures import capital_neuron
@@ -67,7 +68,7 @@ def test_baseline_end_to_end_offline(monkeypatch):
 
 
 def test_baseline_lookup_never_sees_scoring_records():
-    from neuronwidget.explain.baseline import lookup_table
+    from neuronwidget.explanations.backends.baseline import lookup_table
 
     record = capital_neuron()
     record.top_split("valid")[0].tokens[0] = " Zanzibar"  # only in a scoring record

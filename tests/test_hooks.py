@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from neuronwidget.hooks import mlp_activations, run_mlp_hooks
-from neuronwidget.models import load_model
+from neuronwidget.subject import mlp_activations, run_mlp_hooks
+from neuronwidget.subject import load_model
 
 
 @pytest.fixture(scope="module")

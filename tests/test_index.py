@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from neuronwidget import config
-from neuronwidget.corpus import bundled_corpus
-from neuronwidget.hooks import mlp_activations
-from neuronwidget.index import IndexBuilder
-from neuronwidget.index_store import QUANTILES
-from neuronwidget.models import load_model
+from neuronwidget import api as config
+from neuronwidget.activations.corpus import bundled_corpus
+from neuronwidget.subject import mlp_activations
+from neuronwidget.activations.build import IndexBuilder
+from neuronwidget.activations.store import QUANTILES
+from neuronwidget.subject import load_model
 from neuronwidget.records import NeuronRecord
 
 SETTINGS = dict(top_k=12, n_random=9, n_quantile=3, batch_size=16, calibration_windows=64, checkpoint_every=2,

@@ -8,7 +8,8 @@ import textwrap
 import pytest
 import torch
 
-from neuronwidget.models import TINY, TINY_NAME, ModelUnavailableError, _load_tiny, gpt2_available, load_model
+from neuronwidget.subject import TINY, TINY_NAME, ModelUnavailableError, gpt2_available, load_model
+from neuronwidget.subject.loading import _load_tiny
 
 
 def test_tiny_is_a_gpt2_with_real_bpe_tokenizer_and_honest_name():
@@ -60,7 +61,7 @@ def test_bad_model_specs():
 
 def test_offline_gpt2_gives_one_clear_error(tmp_path):
     code = textwrap.dedent("""
-        from neuronwidget.models import load_model, gpt2_available, ModelUnavailableError
+        from neuronwidget.subject import load_model, gpt2_available, ModelUnavailableError
         assert gpt2_available("gpt2") is False
         assert gpt2_available("tiny") is True
         try:

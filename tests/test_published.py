@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from neuronwidget import published as P
+from neuronwidget.activations import published as P
 from neuronwidget.records import NeuronRecord, NeuronSimulationResults
 from servers.published_server import PublishedServer
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from neuronwidget.explain.scoring import (
+from neuronwidget.explanations.scoring import (
     absolute_dev_explained, correlation, fit_linear_calibration, rsquared, score_sequences,
 )
 from neuronwidget.records import SequenceSimulation

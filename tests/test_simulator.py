@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from neuronwidget.explain import Cancelled, LocalBackend, score, simulate
-from neuronwidget.explain.simulator import label_token_ids, parse_json_values, simulate_all_at_once
+from neuronwidget.api import score, simulate
+from neuronwidget.explanations import Cancelled, LocalBackend
+from neuronwidget.explanations.simulator import label_token_ids, parse_json_values, simulate_all_at_once
 
 from explain_fixtures import capital_neuron
 
@@ -130,7 +131,8 @@ def test_smollm2_from_gguf_simulates_two_records():
 
 @pytest.mark.slow
 def test_smollm2_local_explains():
-    from neuronwidget.explain import ExplanationError, explain
+    from neuronwidget.api import explain
+    from neuronwidget.explanations import ExplanationError
     from servers.smollm2 import smollm2_local
 
     backend = smollm2_local()

@@ -220,7 +220,7 @@ def test_neuronview_messages_try_more_goto(tiny):
 
 
 def test_neuronview_test_and_explain_return_scored_cards(tiny):
-    from neuronwidget.explain import score
+    from neuronwidget.api import score
     from neuronwidget.widgets import NeuronView
 
     engine, index = tiny
@@ -254,7 +254,7 @@ def test_neuronview_test_and_explain_return_scored_cards(tiny):
 
 
 def test_no_api_key_reaches_widget_state_html_or_errors(tiny):
-    from neuronwidget.explain import OpenAIBackend
+    from neuronwidget.explanations import OpenAIBackend
     from neuronwidget.widgets import NeuronView
 
     engine, index = tiny

@@ -46,7 +46,7 @@ def _published(model_name: str, layer: int, neuron: int) -> list[ScoredExplanati
     if model_name not in ("gpt2", "gpt2-xl") or _published_offline:
         return []
     try:
-        from neuronwidget.published import PublishedDataUnavailable, published_explanations
+        from neuronwidget.activations.published import PublishedDataUnavailable, published_explanations
 
         res = published_explanations(layer, neuron, model_name, timeout=5.0)
     except PublishedDataUnavailable:
@@ -76,11 +76,9 @@ class NeuronView(BaseView):
     def __init__(self, layer: int, neuron: int, model: Any = None, *, index: Any = None,
                  explainer: Any = None, simulator: Any = None, n_top: int = 10, n_random: int = 10,
                  diverging: bool = False) -> None:
-        from neuronwidget.engine import get_engine
-        from neuronwidget.explain.backends import resolve_explainer, resolve_simulator
-        from neuronwidget.published import PublishedIndex
+        from neuronwidget.api import get_engine, resolve_explainer, resolve_simulator
 
-        if isinstance(index, PublishedIndex):
+        if index is not None and index.precomputed:
             engine = None  # published records alone: a model is loaded only for "try your text"
         else:
             engine = get_engine(model)
@@ -108,7 +106,7 @@ class NeuronView(BaseView):
     def published(cls, layer: int, neuron: int, model: str = "gpt2", **kwargs: Any) -> NeuronView:
         """A view of OpenAI's published records and explanations alone, without running any model
         (GPT-2 small "gpt2" or "gpt2-xl"; needs the network once per neuron, then the cache)."""
-        from neuronwidget.published import PublishedIndex
+        from neuronwidget.activations.published import PublishedIndex
 
         return cls(layer, neuron, index=PublishedIndex(model), **kwargs)
 
@@ -137,7 +135,7 @@ class NeuronView(BaseView):
         return _KNOWN[key]
 
     def _load(self, layer: int, neuron: int) -> None:
-        from neuronwidget.engine import check_layer_neuron
+        from neuronwidget.records import check_layer_neuron
 
         ix = self._index
         layer, neuron = check_layer_neuron(layer, neuron, ix.n_layers, ix.n_neurons, ix.model_name)
@@ -158,7 +156,7 @@ class NeuronView(BaseView):
             "random": [_rec(r, pk) for r in record.random_sample[: self._n_random]],
             "quantiles": quantiles,
             "hist": {"edges": [round(float(e), 5) for e in edges], "counts": [int(c) for c in counts],
-                     **({"caption": ix.histogram_caption} if hasattr(ix, "histogram_caption") else {})},
+                     "caption": ix.histogram_caption},
             "cards": [card_data(s, pk, mx) for s in self._known()],
             "explainer": self._explainer.name,
             "simulator": self._simulator.name,
@@ -215,7 +213,7 @@ class NeuronView(BaseView):
         self._submit(self._slow, self._run_slow, task, fn, *args)
 
     def _run_slow(self, task: str, fn, *args) -> None:
-        from neuronwidget.explain import Cancelled
+        from neuronwidget.explanations import Cancelled
 
         try:
             fn(task, *args)
@@ -243,7 +241,7 @@ class NeuronView(BaseView):
             raise ValueError(f"your text has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
         with _engine_lock:
             if self._engine is None:  # a published-records view loads the model on first use
-                from neuronwidget.engine import get_engine
+                from neuronwidget.api import get_engine
 
                 self._engine = get_engine(self._index.model_name)
             rec = self._engine.activations(text, self._layer, self._neuron)
@@ -258,7 +256,7 @@ class NeuronView(BaseView):
         self.send(reply, buffers=[pk.tobytes()])
 
     def _test(self, task: str, explanation: str) -> None:
-        from neuronwidget.explain import score
+        from neuronwidget.api import score
 
         if not explanation:
             raise ValueError("type an explanation first, then press “Simulate & score”")
@@ -267,7 +265,7 @@ class NeuronView(BaseView):
         self._add_card(scored)
 
     def _explain(self, task: str) -> None:
-        from neuronwidget.explain import explain, score
+        from neuronwidget.api import explain, score
 
         texts = explain(self._record, self._explainer, progress=self._progress(task), cancel=self._cancel)
         scored = score(self._record, texts[0], self._simulator, progress=self._progress("scoring the explanation"),

@@ -23,7 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from neuronwidget.explain import LocalBackend
+from neuronwidget.explanations import LocalBackend
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FOLDER = Path.home() / ".cache" / "neuronwidget-test" / "smollm2"

@@ -1,7 +1,7 @@
 """The on-disk layout of a neuron index and the :class:`NeuronIndex` that reads it.
 
 One folder per (model identity, corpus fingerprint, settings) under
-``config.cache_dir()/index/``. Arrays are ``.npy`` files, neuron-major: ``[layer, neuron,
+``<cache root>/index/``. Arrays are ``.npy`` files, neuron-major: ``[layer, neuron,
 ...]``, so one neuron's records are one contiguous slice. Window token ids are stored
 once (``windows.npy``) and referenced by window id. ``manifest.json`` lists every file
 with its shape, dtype and SHA-256; a folder whose files do not match is treated as
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write_json
-from .records import ActivationRecord, NeuronId, NeuronRecord
+from .._io import atomic_write_json
+from ..records import ActivationRecord, NeuronId, NeuronRecord, check_layer_neuron
 
 FORMAT_VERSION = 1
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
@@ -109,6 +109,8 @@ class NeuronIndex:
         self.n_windows: int = meta["n_windows"]
         self.corpus_name: str = f"{meta['corpus_name']}, {self.n_tokens:,} tokens"
         self.settings: dict[str, Any] = meta["settings"]
+        self.precomputed = False
+        self.histogram_caption = "activation over every corpus token (count, log scale)"
         self._short = meta.get("short_name", self.model_name)
 
     def __repr__(self) -> str:
@@ -116,8 +118,6 @@ class NeuronIndex:
                 f"layers={self.n_layers}, neurons={self.n_neurons})")
 
     def _check(self, layer: Any, neuron: Any) -> tuple[int, int]:
-        from .engine import check_layer_neuron
-
         return check_layer_neuron(layer, neuron, self.n_layers, self.n_neurons, self._short)
 
     def _records(self, window_ids: np.ndarray, acts: np.ndarray) -> list[ActivationRecord]:

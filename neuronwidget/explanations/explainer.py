@@ -8,7 +8,7 @@ import threading
 from ..records import NeuronRecord
 from ._common import ExplanationError, ProgressFn, check_cancel
 from .backends import BaselineBackend, resolve_explainer
-from .baseline import baseline_explanation
+from .backends.baseline import baseline_explanation
 from .prompts import explainer_messages
 
 N_EXPLAINER_RECORDS = 5

@@ -8,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_json, stable_hash
-from ..config import cache_dir
+from .._io import atomic_write_json, cache_root, stable_hash
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -39,7 +38,7 @@ class ResponseCache:
 
     @property
     def folder(self) -> Path:
-        return self._folder if self._folder is not None else cache_dir() / "llm-responses"
+        return self._folder if self._folder is not None else cache_root() / "llm-responses"
 
     def _path(self, request: dict[str, Any]) -> Path:
         key = stable_hash(request, length=32)

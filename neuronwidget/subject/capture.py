@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .models import LoadedModel
+from .loading import LoadedModel
 
 
 class _StopForward(Exception):

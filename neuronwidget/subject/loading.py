@@ -185,24 +185,16 @@ def _weights_fingerprint(transformer: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def load_model(spec: Any = None, device: Any = None, dtype: Any = None, *, tokenizer: Any = None) -> LoadedModel:
+def load_model(spec: Any = "gpt2", device: Any = None, dtype: Any = None, *, tokenizer: Any = None) -> LoadedModel:
     """Load (once per kernel) a GPT-2 model for activation capture.
 
     ``spec``: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", a local folder, "tiny", or a
     GPT2LMHeadModel / GPT2Model object (then pass ``tokenizer=`` unless its tokenizer can be
-    loaded from ``model.config.name_or_path``). ``None`` = ``configure(model=...)``.
+    loaded from ``model.config.name_or_path``).
     ``device``: None = cuda > mps > cpu. ``dtype``: None = float32 on CPU, bfloat16/float16
     on accelerators. A model object is moved to that device/dtype in place and put in eval
     mode. Raises :class:`ModelUnavailableError` when weights cannot be loaded.
     """
-    from . import config
-
-    if spec is None:
-        spec = config.settings().model
-    if device is None:
-        device = config.settings().device
-    if dtype is None:
-        dtype = config.settings().dtype
     dev = torch.device(device) if device is not None else default_device()
     dt = _resolve_dtype(dtype, dev)
     if isinstance(spec, os.PathLike):

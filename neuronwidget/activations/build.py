@@ -33,12 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import config
-from ._io import atomic_write_bytes, stable_hash
+from .._io import atomic_write_bytes, cache_root, stable_hash
+from ..subject import LoadedModel, run_mlp_hooks
 from .corpus import WINDOW, Corpus, as_corpus
-from .hooks import run_mlp_hooks
-from .index_store import FORMAT_VERSION, QUANTILES, CorruptIndexError, NeuronIndex, read_store, write_store
-from .models import LoadedModel
+from .store import FORMAT_VERSION, QUANTILES, CorruptIndexError, NeuronIndex, read_store, write_store
 
 GELU_MIN = -0.1701  # gelu_new's minimum is about -0.16997
 N_BINS = 48
@@ -124,12 +122,13 @@ class IndexBuilder:
 
     def __init__(self, lm: LoadedModel, corpus: Any = None, *, top_k: int = 40, n_random: int = 30,
                  n_quantile: int = 5, seed: int = 0, batch_size: int | None = None,
-                 calibration_windows: int = 256, checkpoint_every: int = 25, checkpoint_seconds: float = 60.0):
+                 calibration_windows: int = 256, checkpoint_every: int = 25, checkpoint_seconds: float = 60.0,
+                 cache_dir: Path | None = None):
         for name, value, lo in (("top_k", top_k, 1), ("n_random", n_random, 0), ("n_quantile", n_quantile, 1),
                                 ("checkpoint_every", checkpoint_every, 1), ("calibration_windows", calibration_windows, 8)):
             if not isinstance(value, int) or isinstance(value, bool) or value < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-        if not isinstance(seed, int):
+        if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         self.lm = lm
         self.corpus: Corpus = as_corpus(corpus)
@@ -144,7 +143,7 @@ class IndexBuilder:
         self.key = stable_hash({"model": lm.identity, "dtype": str(lm.dtype), "corpus": self.corpus.fingerprint,
                                 "max_tokens": self.corpus.max_tokens, "settings": self.settings,
                                 "format": FORMAT_VERSION})
-        root = config.cache_dir() / "index"
+        root = (Path(cache_dir) if cache_dir is not None else cache_root()) / "index"
         self.folder: Path = root / self.key
         self.checkpoint_path: Path = root / f"{self.key}.checkpoint.pt"
         self.built = False  # True when run() computed the index rather than loading it

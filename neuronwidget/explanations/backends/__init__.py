@@ -24,10 +24,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..config import settings
 from . import baseline
-from .local_backend import LocalBackend
-from .openai_backend import OpenAIBackend
+from .local import LocalBackend
+from .openai_api import OpenAIBackend
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 ENV_BASE_URL = "NEURONWIDGET_BASE_URL"
@@ -68,12 +67,12 @@ def _from_environment() -> Any:
 
 
 def resolve_explainer(backend: Any = None) -> Any:
-    """The explainer backend in force: argument > configure() > environment > baseline."""
-    chosen = backend if backend is not None else settings().explainer
-    return _check(chosen, "explainer") if chosen is not None else _from_environment()
+    """The explainer backend in force: argument > environment > baseline
+    (``neuronwidget.api`` puts ``configure(explainer=...)`` between the first two)."""
+    return _check(backend, "explainer") if backend is not None else _from_environment()
 
 
 def resolve_simulator(simulator: Any = None) -> Any:
-    """The simulator backend in force: argument > configure() > environment > baseline."""
-    chosen = simulator if simulator is not None else settings().simulator
-    return _check(chosen, "simulator") if chosen is not None else _from_environment()
+    """The simulator backend in force: argument > environment > baseline
+    (``neuronwidget.api`` puts ``configure(simulator=...)`` between the first two)."""
+    return _check(simulator, "simulator") if simulator is not None else _from_environment()

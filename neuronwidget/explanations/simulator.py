@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from ..records import ActivationRecord, NeuronRecord, ScoredExplanation, SequenceSimulation
 from ._common import BackendError, ProgressFn, check_cancel
 from .backends import BaselineBackend, LocalBackend, OpenAIBackend, resolve_simulator
-from .baseline import baseline_simulate, lookup_table
+from .backends.baseline import baseline_simulate, lookup_table
 from .prompts import MAX_LABEL, PLACEHOLDER, json_simulator_messages, simulation_prefix, token_text
 from .scoring import calibrate, fit_linear_calibration, score_sequences
 

@@ -6,7 +6,7 @@ of GPT-2 small, in their public Azure bucket (``az://openaipublic/neuron-explain
 served over HTTPS). This module fetches one neuron's files, caches them on disk and loads
 them into our record types::
 
-    from neuronwidget.published import published_explanations, published_record
+    from neuronwidget.activations.published import published_explanations, published_record
     results = published_explanations(5, 131)          # GPT-2 small
     results.scored_explanations[0].explanation, results.scored_explanations[0].score
     record = published_record(5, 131)                 # -> NeuronRecord
@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from neuronwidget import config
-from neuronwidget._io import atomic_write_bytes, stable_hash
-from neuronwidget.records import ActivationRecord, NeuronRecord, NeuronSimulationResults, loads
+from .._io import atomic_write_bytes, cache_root, stable_hash
+from ..records import ActivationRecord, NeuronRecord, NeuronSimulationResults, loads
 
 DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/neuron-explainer"
 ENV_BASE_URL = "NEURONWIDGET_PUBLISHED_URL"
@@ -71,7 +70,7 @@ def _base_url(base_url: str | None) -> str:
 
 def _cache_path(base: str, name: str, kind: str, layer: int, neuron: int, suffix: str) -> Path:
     source = "openai" if base == DEFAULT_BASE_URL else "url-" + stable_hash(base, 10)
-    return config.cache_dir() / "published" / source / name / kind / str(layer) / f"{neuron}{suffix}"
+    return cache_root() / "published" / source / name / kind / str(layer) / f"{neuron}{suffix}"
 
 
 def _fetch(url: str, timeout: float) -> bytes | None:
@@ -92,7 +91,7 @@ def _fetch(url: str, timeout: float) -> bytes | None:
         raise PublishedDataUnavailable(
             f"could not reach {url} ({reason}). The published GPT-2 data is fetched from OpenAI's "
             f"public bucket ({DEFAULT_BASE_URL}), which needs internet access; files fetched "
-            f"before are read from the cache ({config.cache_dir() / 'published'}) when present."
+            f"before are read from the cache ({cache_root() / 'published'}) when present."
         ) from None
 
 
@@ -169,6 +168,7 @@ class PublishedIndex:
         name, _ = _canonical(model, 0, 0)
         _, self.n_layers, self.n_neurons = _MODELS[name]
         self.model_name = name
+        self.precomputed = True  # records from files; the model loads only for the user's own text
         self.corpus_name = f"OpenAI's published {name} activation records (WebText)"
         self.histogram_caption = "activation over the published random sample's tokens (count, log scale)"
         self._base_url, self._timeout = base_url, timeout

@@ -1,7 +1,7 @@
 """The engine: a loaded GPT-2 plus everything asked of it (activations, token strings, index).
 
-``Engine(model)`` wraps :func:`neuronwidget.models.load_model`; ``get_engine`` returns one
-shared Engine per (model, device) for the kernel.
+``Engine(model)`` wraps :func:`neuronwidget.subject.load_model`; ``neuronwidget.api.get_engine``
+returns one shared Engine per (model, device, dtype) for the kernel.
 
 Texts longer than the model's context (``n_ctx``, 1024 for GPT-2) are processed in
 overlapping windows, never truncated: the first window covers tokens 0..n_ctx-1; every
@@ -11,39 +11,23 @@ reported token sees at least ``n_ctx // 2`` tokens of left context.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 import torch
 
-from .hooks import mlp_activations
-from .models import LoadedModel, load_model
-from .records import ActivationRecord
-
-_engines: dict[tuple, Engine] = {}
-_lock = threading.Lock()
-
-
-def _as_int(value: Any, what: str, upper: int, model: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{what} must be an integer in 0..{upper - 1} for {model}, got {value!r} ({type(value).__name__})")
-    value = int(value)
-    if not 0 <= value < upper:
-        raise ValueError(f"{what} must be in 0..{upper - 1} for {model}, got {value}")
-    return value
-
-
-def check_layer_neuron(layer: Any, neuron: Any, n_layers: int, n_neurons: int, model: str) -> tuple[int, int]:
-    """Validated (layer, neuron) or a ValueError naming the allowed range."""
-    return _as_int(layer, "layer", n_layers, model), _as_int(neuron, "neuron", n_neurons, model)
-
+from ..records import ActivationRecord, check_layer_neuron
+from ..subject import LoadedModel, load_model, mlp_activations
 
 class Engine:
     """Activations of GPT-2 MLP neurons, and the corpus index, for one model on one device."""
 
-    def __init__(self, model: Any = None, device: Any = None, dtype: Any = None, *, tokenizer: Any = None):
+    def __init__(self, model: Any = "gpt2", device: Any = None, dtype: Any = None, *, tokenizer: Any = None,
+                 corpus: Any = None):
         self.lm: LoadedModel = load_model(model, device=device, dtype=dtype, tokenizer=tokenizer)
+        # what index() uses when given none: a corpus source, or a zero-argument callable that
+        # returns one (get_engine passes one that reads configure(corpus=...) at call time)
+        self.corpus = corpus
         self._indexes: dict[tuple, Any] = {}
 
     # -- facts -----------------------------------------------------------------------------
@@ -68,10 +52,10 @@ class Engine:
 
     # -- input checks ------------------------------------------------------------------------
     def _layer(self, layer: Any) -> int:
-        return _as_int(layer, "layer", self.n_layers, self.lm.short_name)
+        return check_layer_neuron(layer, 0, self.n_layers, 1, self.lm.short_name)[0]
 
     def _neuron(self, neuron: Any) -> int:
-        return _as_int(neuron, "neuron", self.n_neurons, self.lm.short_name)
+        return check_layer_neuron(0, neuron, 1, self.n_neurons, self.lm.short_name)[1]
 
     def _ids(self, text: Any) -> list[int]:
         if not isinstance(text, str):
@@ -152,13 +136,16 @@ class Engine:
               rebuild: bool = False, progress: Any = True, **settings: Any):
         """The corpus index for every neuron (cached on disk; built with a progress bar if new).
 
-        ``corpus``: None = ``configure(corpus=...)`` or else the default corpus (see
-        :func:`neuronwidget.corpus.default_corpus`); any source ``as_corpus`` accepts.
-        Extra settings (``n_quantile``, ``batch_size``, ``checkpoint_every``, ...) go to
-        :class:`neuronwidget.index.IndexBuilder`.
+        ``corpus``: None = this engine's ``corpus`` (for ``get_engine``'s engines:
+        ``configure(corpus=...)``), else the default corpus (see
+        :func:`neuronwidget.activations.corpus.default_corpus`); any source ``as_corpus`` accepts.
+        Extra settings (``n_quantile``, ``batch_size``, ``checkpoint_every``, ``cache_dir``, ...)
+        go to :class:`neuronwidget.activations.build.IndexBuilder`.
         """
-        from .index import IndexBuilder
+        from .build import IndexBuilder
 
+        if corpus is None:
+            corpus = self.corpus() if callable(self.corpus) else self.corpus
         builder = IndexBuilder(self.lm, corpus, top_k=top_k, n_random=n_random, seed=seed, **settings)
         if not rebuild and builder.key in self._indexes:
             return self._indexes[builder.key]
@@ -167,21 +154,4 @@ class Engine:
         return idx
 
 
-def get_engine(model: Any = None, device: Any = None) -> Engine:
-    """The shared Engine for ``model`` (None = ``configure(model=...)``, default "gpt2")."""
-    from . import config
-
-    if model is None:
-        model = config.settings().model
-    if device is None:
-        device = config.settings().device
-    key = (model if isinstance(model, str) else id(model), str(device), str(config.settings().dtype))
-    with _lock:
-        eng = _engines.get(key)
-        if eng is None or (not isinstance(model, str) and eng.lm.model is not model):
-            eng = Engine(model, device=device)
-            _engines[key] = eng
-        return eng
-
-
-__all__ = ["Engine", "get_engine", "check_layer_neuron"]
+__all__ = ["Engine"]

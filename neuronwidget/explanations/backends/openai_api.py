@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from ._common import BackendError, ResponseCache, Usage
+from .._common import BackendError, ResponseCache, Usage
 
 
 class LogprobsUnsupported(BackendError):

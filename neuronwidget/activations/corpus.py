@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import stable_hash
+from .._io import stable_hash
 
 WINDOW = 64
 ONLINE_DEFAULT = "stas/openwebtext-10k"
@@ -180,13 +180,9 @@ def _file_documents(path: Path) -> list[str]:
 
 
 def as_corpus(source: Any = None) -> Corpus:
-    """Turn any supported source into a :class:`Corpus` (None -> configured or default corpus)."""
+    """Turn any supported source into a :class:`Corpus` (None -> :func:`default_corpus`)."""
     if source is None:
-        from . import config
-
-        source = config.settings().corpus
-        if source is None:
-            return default_corpus()
+        return default_corpus()
     if isinstance(source, Corpus):
         return source
     if isinstance(source, os.PathLike) or (

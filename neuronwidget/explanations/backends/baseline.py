@@ -16,8 +16,8 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 
-from ..records import NeuronRecord, SequenceSimulation
-from .prompts import scale
+from ...records import NeuronRecord, SequenceSimulation
+from ..prompts import scale
 
 NAME = "baseline: token lookup (no LLM)"
 UNSEEN_VALUE = 10.0

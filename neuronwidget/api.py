@@ -1,0 +1,124 @@
+"""The kernel-wide entry points: settings (``configure``), the shared engine, and the
+explainer / simulator in force. This is the only module that reads the settings; every
+layer below takes what it needs as arguments.
+
+Precedence for anything a function also takes as an argument:
+explicit argument > ``configure(...)`` > environment variable > built-in default.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from . import _io
+from .activations import Engine
+from .explanations import backends as _backends
+from .explanations import batch as _batch
+from .explanations import explainer as _explainer
+from .explanations import simulator as _simulator
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: Any = "gpt2"  # hub id, local path, "tiny", or a loaded model object
+    corpus: Any = None  # None = the default corpus (see activations.corpus.default_corpus)
+    explainer: Any = None  # a backend object, or None = environment, else the offline baseline
+    simulator: Any = None  # a backend object, or None = environment, else the offline baseline
+    device: str | None = None  # None = cuda > mps > cpu
+    dtype: Any = None  # None = float32 on cpu, float16/bfloat16 on accelerators
+    cache_dir: str | os.PathLike | None = None  # None = $NEURONWIDGET_CACHE or ~/.cache/neuronwidget
+
+
+_settings = Settings()
+
+
+def configure(**changes: Any) -> Settings:
+    """Change kernel-wide defaults, e.g. ``nw.configure(model="gpt2-xl", cache_dir="/data/nw")``.
+
+    Only the names given change; pass ``None`` to go back to the built-in default.
+    Returns the settings now in force.
+    """
+    global _settings
+    allowed = {f.name for f in fields(Settings)}
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise ValueError(
+            f"configure() got unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+    defaults = Settings()
+    resolved = {k: (getattr(defaults, k) if v is None else v) for k, v in changes.items()}
+    _settings = replace(_settings, **resolved)
+    _io.set_cache_root(_settings.cache_dir)
+    return _settings
+
+
+def settings() -> Settings:
+    return _settings
+
+
+def cache_dir() -> Path:
+    """Where indexes, response caches and downloads live. Created on first use."""
+    return _io.cache_root()
+
+
+# -- the shared engine -------------------------------------------------------------------------
+_engines: dict[tuple, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(model: Any = None, device: Any = None) -> Engine:
+    """The kernel's shared Engine for ``model`` (None = ``configure(model=...)``, default "gpt2").
+
+    Its ``index()`` uses ``configure(corpus=...)`` when given no corpus.
+    """
+    s = _settings
+    model = s.model if model is None else model
+    device = s.device if device is None else device
+    key = (model if isinstance(model, str) else id(model), str(device), str(s.dtype))
+    with _engines_lock:
+        eng = _engines.get(key)
+        if eng is None or (not isinstance(model, str) and eng.lm.model is not model):
+            eng = Engine(model, device=device, dtype=s.dtype, corpus=lambda: _settings.corpus)
+            _engines[key] = eng
+    return eng
+
+
+# -- the backends in force -----------------------------------------------------------------------
+def resolve_explainer(backend: Any = None) -> Any:
+    """argument > ``configure(explainer=...)`` > environment > the offline baseline."""
+    return _backends.resolve_explainer(backend if backend is not None else _settings.explainer)
+
+
+def resolve_simulator(simulator: Any = None) -> Any:
+    """argument > ``configure(simulator=...)`` > environment > the offline baseline."""
+    return _backends.resolve_simulator(simulator if simulator is not None else _settings.simulator)
+
+
+@functools.wraps(_explainer.explain)
+def explain(record, backend=None, **kwargs):
+    return _explainer.explain(record, resolve_explainer(backend), **kwargs)
+
+
+@functools.wraps(_simulator.simulate)
+def simulate(explanation, records, simulator=None, **kwargs):
+    return _simulator.simulate(explanation, records, resolve_simulator(simulator), **kwargs)
+
+
+@functools.wraps(_simulator.score)
+def score(record, explanation, simulator=None, **kwargs):
+    return _simulator.score(record, explanation, resolve_simulator(simulator), **kwargs)
+
+
+@functools.wraps(_batch.explain_neurons)
+def explain_neurons(index, layers, neurons, *, explainer=None, simulator=None, **kwargs):
+    return _batch.explain_neurons(index, layers, neurons, explainer=resolve_explainer(explainer),
+                                  simulator=resolve_simulator(simulator), **kwargs)
+
+
+__all__ = ["Settings", "configure", "settings", "cache_dir", "get_engine", "resolve_explainer", "resolve_simulator",
+           "explain", "simulate", "score", "explain_neurons"]
