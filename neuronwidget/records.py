@@ -16,6 +16,10 @@ from typing import Any, ClassVar
 
 _REGISTRY: dict[str, type] = {}
 
+# The two sides of a neuron: "positive" explains large activations, "negative" explains large
+# -activations (the method applied to the negated neuron; signed gated-MLP neurons need both).
+SIDES = ("positive", "negative")
+
 # Split layout of the method: top records are dealt out every 4th (offsets 0..3),
 # random records every 3rd (offsets 0..2).
 TOP_SPLITS = ("train", "calibration", "valid", "test")
@@ -36,6 +40,8 @@ class _Serializable:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if not f.metadata.get("serialize", True):
+                continue
             value = getattr(self, f.name)
             if f.name in self._extras and value == _default_of(f):
                 continue
@@ -118,6 +124,11 @@ class ActivationRecord(_Serializable):
 
     tokens: list[str]
     activations: list[float]
+    # neuronwidget, in memory only (never serialised): each token's raw bytes, when known.
+    # Byte-level tokenizers split one character over several tokens, whose strings then hold
+    # U+FFFD; views join such tokens back into the character they spell.
+    token_bytes: list[bytes] | None = field(default=None, repr=False, compare=False,
+                                            metadata={"serialize": False})
 
     def __post_init__(self):
         if len(self.tokens) != len(self.activations):
@@ -125,10 +136,20 @@ class ActivationRecord(_Serializable):
                 f"ActivationRecord needs one activation per token: got {len(self.tokens)} tokens "
                 f"and {len(self.activations)} activations"
             )
+        if self.token_bytes is not None and len(self.token_bytes) != len(self.tokens):
+            raise ValueError(f"token_bytes needs one entry per token: got {len(self.token_bytes)} for {len(self.tokens)}")
 
     @property
     def max_activation(self) -> float:
         return max(self.activations) if self.activations else 0.0
+
+    @property
+    def min_activation(self) -> float:
+        return min(self.activations) if self.activations else 0.0
+
+    def negated(self) -> ActivationRecord:
+        """The same tokens with every activation negated (the negative side of a signed neuron)."""
+        return ActivationRecord(list(self.tokens), [-a for a in self.activations], self.token_bytes)
 
 
 def _as_index(value: Any, what: str, upper: int, model: str) -> int:
@@ -170,6 +191,37 @@ class NeuronRecord(_Serializable):
     skewness: float | None = math.nan
     kurtosis: float | None = math.nan
     most_positive_activation_records: list[ActivationRecord] = field(default_factory=list)
+    # neuronwidget extras: the windows with the lowest minimum activation (lowest first), and
+    # which side this record presents ("negative" = a record made by for_side("negative")).
+    most_negative_activation_records: list[ActivationRecord] = field(default_factory=list)
+    side: str = "positive"
+
+    _extras: ClassVar[tuple[str, ...]] = ("most_negative_activation_records", "side")
+
+    def for_side(self, side: str) -> NeuronRecord:
+        """This neuron seen from one side. "negative" is the method applied to -activation:
+        the most negative windows become the top records and every activation is negated
+        (random samples too). Quantile samples are binned by the positive maximum, so the
+        flipped record has none."""
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+        if side == self.side:
+            return self
+
+        def neg(records: list[ActivationRecord]) -> list[ActivationRecord]:
+            return [r.negated() for r in records]
+
+        return NeuronRecord(
+            neuron_id=self.neuron_id,
+            random_sample=neg(self.random_sample),
+            mean=None if self.mean is None else -self.mean,
+            variance=self.variance,
+            skewness=None if self.skewness is None else -self.skewness,
+            kurtosis=self.kurtosis,
+            most_positive_activation_records=neg(self.most_negative_activation_records),
+            most_negative_activation_records=neg(self.most_positive_activation_records),
+            side=side,
+        )
 
     @property
     def max_activation(self) -> float:
@@ -286,6 +338,7 @@ __all__ = [
     "ScoredSimulation",
     "ScoredExplanation",
     "NeuronSimulationResults",
+    "SIDES",
     "TOP_SPLITS",
     "RANDOM_SPLITS",
     "loads",
