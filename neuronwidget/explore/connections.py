@@ -1,0 +1,251 @@
+"""What a neuron reads from and writes to, from the weights alone (no corpus, no forward pass).
+
+GPT-2 uses the definitions OpenAI published with its neuron dataset (HF Conv1D weights are
+``[in, out]``: ``c_fc.weight`` is ``[d_model, d_mlp]``, ``c_proj.weight`` is ``[d_mlp, d_model]``):
+
+- input token ``t`` of neuron ``(l, n)``:   ``wte[t] · diag(ln_2[l].g) · c_fc[l][:, n]``
+- output token ``t`` of neuron ``(l, n)``:  ``c_proj[l][n, :] · diag(ln_f.g) · wte[t]``
+- neuron ``(l1, n1)`` -> ``(l2, n2)``, l1 < l2:  ``c_proj[l1][n1, :] · diag(ln_2[l2].g) · c_fc[l2][:, n2]``
+
+Gated MLPs (Llama, Qwen, Mistral, SmolLM, Gemma: ``act(gate_proj x) * up_proj x``) have no
+single input weight, and the activation is not linear in the input, so the analogue is the
+neuron's *direct-path activation*: the activation neuron ``(l, n)`` would have if the residual
+stream entering its MLP held only one vector ``v`` (a token's embedding, or an upstream
+neuron's output weight ``down_proj[l1][:, n1]``), passed through that MLP's RMSNorm:
+
+    x = w ∘ v / rms(v)        (w: the MLP's input norm weight; Gemma: 1 + w)
+    a(v) = act(gate_proj[l][n] · x) * (up_proj[l][n] · x)
+
+Input tokens are ranked by ``a(embed_tokens[t])`` (most positive: "excite"; most negative:
+the signed neuron's negative side); neuron -> neuron by ``a(down_proj[l1][:, n1])``. Output
+tokens are linear as for GPT-2: ``down_proj[l][:, n] · diag(w_final) · lm_head[t]`` (Gemma:
+``1 + w_final``). The MLP input norm is ``post_attention_layernorm`` (``pre_feedforward_layernorm``
+where the model has one: Gemma 2/3).
+
+Every list is computed per neuron with matrix-vector products: nothing of size vocab x
+neurons (or neurons x neurons) is ever materialised.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..records import check_layer_neuron
+
+_weights_cache: dict[int, Any] = {}
+_lock = threading.Lock()
+
+
+@dataclass
+class Connections:
+    """One neuron's weight-based connections; every list is [(name or id, value), ...], strongest first."""
+
+    model: str
+    layer: int
+    neuron: int
+    family: str  # "gpt2" or "gated"
+    input_tokens: list[tuple[str, float]] = field(default_factory=list)  # excite the neuron most
+    input_tokens_negative: list[tuple[str, float]] = field(default_factory=list)  # push it most negative
+    output_promoted: list[tuple[str, float]] = field(default_factory=list)
+    output_suppressed: list[tuple[str, float]] = field(default_factory=list)
+    upstream: list[tuple[int, int, float]] = field(default_factory=list)  # (layer, neuron, weight), by |weight|
+    downstream: list[tuple[int, int, float]] = field(default_factory=list)
+    definition: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        def toks(items):
+            return [{"token": t, "value": round(float(v), 6)} for t, v in items]
+
+        def neurons(items):
+            return [{"layer": int(a), "neuron": int(b), "value": round(float(v), 6)} for a, b, v in items]
+
+        return {
+            "model": self.model, "layer": self.layer, "neuron": self.neuron, "family": self.family,
+            "input_tokens": toks(self.input_tokens), "input_tokens_negative": toks(self.input_tokens_negative),
+            "output_promoted": toks(self.output_promoted), "output_suppressed": toks(self.output_suppressed),
+            "upstream": neurons(self.upstream), "downstream": neurons(self.downstream),
+            "definition": self.definition,
+        }
+
+
+GPT2_DEFINITION = ("weights only (OpenAI's definitions): input wte[t]·diag(ln_2.g)·c_fc[:,n]; "
+                   "output c_proj[n,:]·diag(ln_f.g)·wte[t]; neuron→neuron c_proj[l1][n1,:]·diag(ln_2.g of l2)·c_fc[l2][:,n2]")
+GATED_DEFINITION = ("weights only: a(v) = act(gate·x)·(up·x), x = norm weight ∘ v / rms(v), the activation if the "
+                    "residual held only v (a token embedding or an upstream neuron's down_proj column); output "
+                    "down_proj[:,n]·diag(final norm)·lm_head[t]")
+
+
+class _Weights:
+    """The matrices of one model, in one orientation: in_[l] [m, d] (rows = neurons), out[l] [m, d]."""
+
+    def __init__(self, model: Any):
+        self._model_ref = model
+        inner = getattr(model, "transformer", None)
+        if inner is None and hasattr(model, "h") and hasattr(model, "wte"):
+            inner = model
+        if inner is not None and hasattr(inner, "h"):
+            self.family = "gpt2"
+            blocks = inner.h
+            self.gain = [b.ln_2.weight for b in blocks]
+            self.w_in = [b.mlp.c_fc.weight.T for b in blocks]  # [m, d] views
+            self.gate = self.up = None
+            self.w_out = [b.mlp.c_proj.weight for b in blocks]  # [m, d]
+            self.embed = inner.wte.weight
+            self.final_gain = inner.ln_f.weight
+            head = getattr(model, "lm_head", None)
+            self.unembed = head.weight if head is not None else inner.wte.weight
+            self.act = None
+            return
+        base = getattr(model, "model", model)
+        layers = getattr(base, "layers", None)
+        if layers is None or not hasattr(layers[0].mlp, "gate_proj"):
+            raise ValueError(
+                f"weight connections need a GPT-2 model (transformer.h[i].mlp.c_fc/c_proj) or a gated-MLP model "
+                f"(model.layers[i].mlp.gate_proj/up_proj/down_proj); got {type(model).__name__}"
+            )
+        self.family = "gated"
+        model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
+        plus_one = model_type.startswith("gemma")
+
+        def norm_weight(norm: Any) -> torch.Tensor:
+            w = norm.weight
+            return (1.0 + w) if plus_one else w
+
+        def mlp_norm(block: Any) -> Any:
+            pre = getattr(block, "pre_feedforward_layernorm", None)
+            return pre if pre is not None else block.post_attention_layernorm
+
+        self.gain = [norm_weight(mlp_norm(b)) for b in layers]
+        self.gate = [b.mlp.gate_proj.weight for b in layers]  # [m, d]
+        self.up = [b.mlp.up_proj.weight for b in layers]  # [m, d]
+        self.w_in = None
+        self.w_out = [b.mlp.down_proj.weight.T for b in layers]  # [m, d] view of [d, m]
+        self.act = layers[0].mlp.act_fn
+        self.embed = base.embed_tokens.weight
+        self.final_gain = norm_weight(base.norm)
+        head = getattr(model, "lm_head", None)
+        self.unembed = head.weight if head is not None else self.embed
+        self._embed_rms: torch.Tensor | None = None
+        self._out_rms: dict[int, torch.Tensor] = {}
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.w_out)
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.w_out[0].shape[0])
+
+    # gated helpers: rms of the rows of a matrix (cached; one pass over the weights each, ever)
+    def embed_rms(self) -> torch.Tensor:
+        if self._embed_rms is None:
+            self._embed_rms = self.embed.float().pow(2).mean(1).sqrt().clamp(min=1e-12)
+        return self._embed_rms
+
+    def out_rms(self, layer: int) -> torch.Tensor:
+        if layer not in self._out_rms:
+            self._out_rms[layer] = self.w_out[layer].float().pow(2).mean(1).sqrt().clamp(min=1e-12)
+        return self._out_rms[layer]
+
+    # -- the three kinds of connection, each one neuron at a time -------------------------
+    def input_scores(self, layer: int, neuron: int) -> torch.Tensor:
+        """[vocab] how much each token's embedding drives the neuron."""
+        g = self.gain[layer].float()
+        if self.family == "gpt2":
+            return _mv(self.embed, g * self.w_in[layer][neuron].float())
+        zg = _mv(self.embed, g * self.gate[layer][neuron].float()) / self.embed_rms()
+        zu = _mv(self.embed, g * self.up[layer][neuron].float()) / self.embed_rms()
+        return self.act(zg) * zu
+
+    def output_scores(self, layer: int, neuron: int) -> torch.Tensor:
+        """[vocab] each token's logit change per unit of the neuron's activation (direct path)."""
+        return _mv(self.unembed, self.w_out[layer][neuron].float() * self.final_gain.float())
+
+    def downstream_scores(self, layer: int, neuron: int, later: int) -> torch.Tensor:
+        """[m] connection from (layer, neuron) to every neuron of layer ``later``."""
+        d = self.w_out[layer][neuron].float()
+        g = self.gain[later].float()
+        if self.family == "gpt2":
+            return _mv(self.w_in[later], g * d)
+        x = g * d / d.pow(2).mean().sqrt().clamp(min=1e-12)
+        return self.act(_mv(self.gate[later], x)) * _mv(self.up[later], x)
+
+    def upstream_scores(self, layer: int, neuron: int, earlier: int) -> torch.Tensor:
+        """[m] connection from every neuron of layer ``earlier`` to (layer, neuron)."""
+        g = self.gain[layer].float()
+        if self.family == "gpt2":
+            return _mv(self.w_out[earlier], g * self.w_in[layer][neuron].float())
+        rms = self.out_rms(earlier)
+        zg = _mv(self.w_out[earlier], g * self.gate[layer][neuron].float()) / rms
+        zu = _mv(self.w_out[earlier], g * self.up[layer][neuron].float()) / rms
+        return self.act(zg) * zu
+
+
+def _mv(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """matrix [r, d] @ vector [d] -> float32 [r], in the matrix's dtype and device."""
+    return (matrix @ vector.to(device=matrix.device, dtype=matrix.dtype)).float()
+
+
+def weights_of(model: Any) -> _Weights:
+    """The (cached) weight view of a model object."""
+    with _lock:
+        w = _weights_cache.get(id(model))
+        if w is None or w._model_ref is not model:
+            w = _Weights(model)
+            _weights_cache[id(model)] = w
+        return w
+
+
+def _top(values: torch.Tensor, k: int, largest: bool = True) -> tuple[list[int], list[float]]:
+    k = min(k, values.numel())
+    v, i = torch.topk(values, k, largest=largest)
+    return i.tolist(), v.tolist()
+
+
+def connections(model: Any, layer: int, neuron: int, *, token_strings: list[str] | None = None, k: int = 10,
+                model_name: str = "") -> Connections:
+    """Connections of one neuron of ``model`` (a transformers GPT-2 or gated-MLP model object).
+
+    ``token_strings``: the vocabulary as text (id -> string); ids are shown when None.
+    Upstream and downstream neurons are ranked by |weight| over every earlier / later layer.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    w = weights_of(model)
+    layer, neuron = check_layer_neuron(layer, neuron, w.n_layers, w.n_neurons, model_name or type(model).__name__)
+
+    def name(i: int) -> str:
+        return token_strings[i] if token_strings is not None and i < len(token_strings) else f"#{i}"
+
+    with torch.inference_mode():
+        inp = w.input_scores(layer, neuron)
+        out = w.output_scores(layer, neuron)
+        up = [(l1, w.upstream_scores(layer, neuron, l1)) for l1 in range(layer)]
+        down = [(l2, w.downstream_scores(layer, neuron, l2)) for l2 in range(layer + 1, w.n_layers)]
+
+    def tokens(values: torch.Tensor, largest: bool) -> list[tuple[str, float]]:
+        ids, vals = _top(values, k, largest)
+        return [(name(i), v) for i, v in zip(ids, vals) if (v > 0) == largest and v != 0]
+
+    def strongest(per_layer: list[tuple[int, torch.Tensor]]) -> list[tuple[int, int, float]]:
+        if not per_layer:
+            return []
+        flat = torch.cat([s for _, s in per_layer])
+        idx, _ = _top(flat.abs(), k, True)
+        m = w.n_neurons
+        return [(per_layer[i // m][0], i % m, float(flat[i])) for i in idx]
+
+    return Connections(
+        model=model_name, layer=layer, neuron=neuron, family=w.family,
+        input_tokens=tokens(inp, True), input_tokens_negative=tokens(inp, False),
+        output_promoted=tokens(out, True), output_suppressed=tokens(out, False),
+        upstream=strongest(up), downstream=strongest(down),
+        definition=GPT2_DEFINITION if w.family == "gpt2" else GATED_DEFINITION,
+    )
+
+
+__all__ = ["Connections", "connections", "weights_of", "GPT2_DEFINITION", "GATED_DEFINITION"]

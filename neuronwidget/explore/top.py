@@ -1,0 +1,124 @@
+"""Which neurons fire at one token: every layer's MLP activations from one forward pass,
+normalised by each neuron's maximum over the index so that neurons of different scales compare.
+
+The value ranked is ``activation / max`` for a positive activation (``max``: the neuron's
+largest activation in the index) and ``activation / min`` for a negative one, when the index
+records each neuron's minimum (signed, gated neurons); otherwise only positive activations
+are ranked (GPT-2's GELU neurons have no meaningful negative side).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..subject import mlp_activations
+from .store import ExplanationStore, get_store, model_key
+
+TOP_COLUMNS = ["layer", "neuron", "side", "activation", "normalized", "explanation", "score"]
+
+
+def index_extremes(index: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """(max [layers, neurons], min [layers, neurons] or None) of every neuron over ``index``."""
+    arrays = getattr(index, "_a", None)
+    if isinstance(arrays, dict) and "top_max" in arrays:
+        mx = np.asarray(arrays["top_max"][:, :, 0], dtype=np.float32)
+    elif hasattr(index, "max_activations"):
+        mx = np.asarray(index.max_activations(), dtype=np.float32)
+    else:
+        raise ValueError(f"{type(index).__name__} does not give every neuron's maximum; use an engine's index()")
+    mn = index.min_activations() if hasattr(index, "min_activations") else None
+    return mx, (None if mn is None else np.asarray(mn, dtype=np.float32))
+
+
+def normalise(acts: np.ndarray, mx: np.ndarray, mn: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(normalised value, is_negative_side) for activations ``acts`` shaped like ``mx``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos = np.where((acts > 0) & (mx > 0), acts / mx, -np.inf)
+        if mn is None:
+            return pos, np.zeros(acts.shape, dtype=bool)
+        neg = np.where((acts < 0) & (mn < 0), acts / mn, -np.inf)
+    is_neg = neg > pos
+    return np.where(is_neg, neg, pos), is_neg
+
+
+class TextActivations:
+    """Every neuron's activation on every token of one text (one forward pass), ready to rank."""
+
+    def __init__(self, engine: Any, text: str, index: Any = None):
+        self.engine = engine
+        lm = engine.lm
+        ids = engine._ids(text)
+        if len(ids) > lm.n_ctx:
+            raise ValueError(f"text has {len(ids)} tokens; at most {lm.n_ctx} fit in {lm.short_name}'s context")
+        self.tokens = engine.token_strings(ids)
+        acts = mlp_activations(lm, torch.tensor([ids]), range(lm.n_layers))
+        # [tokens, layers, neurons]
+        self.acts = np.stack([acts[layer][0].numpy() for layer in range(lm.n_layers)], axis=1)
+        self.index = index if index is not None else engine.index()
+        self.max, self.min = index_extremes(self.index)
+        if self.max.shape != self.acts.shape[1:]:
+            raise ValueError(f"index has {self.max.shape[0]}x{self.max.shape[1]} neurons but the model has "
+                             f"{self.acts.shape[1]}x{self.acts.shape[2]}; pass the index built for this model")
+        self.model = model_key(lm.short_name)
+
+    def position(self, position: Any) -> int:
+        n = len(self.tokens)
+        if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
+            raise ValueError(f"position must be an int token index in 0..{n - 1} (or -{n}..-1), got {position!r}")
+        if not -n <= position < n:
+            raise ValueError(f"position {position} is out of range: the text has {n} tokens, "
+                             f"so position must be in 0..{n - 1} (or -{n}..-1 from the end)")
+        return int(position) % n
+
+    def top(self, position: Any, k: int = 20, store: ExplanationStore | None = None) -> list[dict[str, Any]]:
+        """The ``k`` neurons with the largest normalised activation at token ``position``."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        p = self.position(position)
+        a = self.acts[p]
+        norm, is_neg = normalise(a, self.max, self.min)
+        flat = norm.ravel()
+        k = min(k, int(np.isfinite(flat).sum()))
+        if k == 0:
+            return []
+        idx = np.argpartition(-flat, k - 1)[:k]
+        idx = idx[np.lexsort((idx, -flat[idx]))]  # by value, ties by (layer, neuron)
+        n = a.shape[1]
+        rows = []
+        for i in idx:
+            layer, neuron = divmod(int(i), n)
+            rows.append({"layer": layer, "neuron": neuron, "side": "negative" if is_neg.ravel()[i] else "positive",
+                         "activation": float(a[layer, neuron]), "normalized": float(flat[i]),
+                         "explanation": None, "score": None})
+        known = (store or get_store()).best(self.model, [(r["layer"], r["neuron"], r["side"]) for r in rows])
+        for r in rows:
+            hit = known.get((r["layer"], r["neuron"], r["side"]))
+            if hit:
+                r["explanation"], r["score"] = hit
+        return rows
+
+
+def top_neurons(text: str, position: int, k: int = 20, model: Any = None, *, index: Any = None,
+                store: ExplanationStore | None = None):
+    """The ``k`` neurons (over all layers) that fire most at token ``position`` of ``text``.
+
+    Returns a pandas DataFrame with columns layer, neuron, side, activation, normalized
+    (activation ÷ the neuron's index maximum, or ÷ its minimum for the negative side),
+    explanation and score (the best-scored explanation in the store, when there is one),
+    highest normalised value first. ``model``: None = the configured model; ``index``: None =
+    the model's default-corpus index (built once, cached). ``position`` may count from the end
+    (-1 = the last token).
+    """
+    import pandas as pd
+
+    from ..api import get_engine
+
+    engine = get_engine(model)
+    acts = TextActivations(engine, text, index)
+    return pd.DataFrame(acts.top(position, k, store), columns=TOP_COLUMNS)
+
+
+__all__ = ["top_neurons", "TextActivations", "index_extremes", "normalise", "TOP_COLUMNS"]
