@@ -193,9 +193,30 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_published_all(args: argparse.Namespace) -> int:
+    """`published --all`: bulk-import OpenAI's explanations into the explanation store."""
+    from neuronwidget.explore.bulk import import_published
+    from neuronwidget.explore.store import get_store
+
+    layers = parse_neurons(args.layers) if args.layers else ([args.layer] if args.layer is not None else None)
+    neurons = parse_neurons(args.neurons) if args.neurons else None
+    store = get_store()
+    print(f"Importing OpenAI's published {args.model} explanations into {store.path} "
+          f"(a rerun resumes where this one stops) ...", flush=True)
+    report = import_published(args.model, layers=layers, neurons=neurons, store=store, workers=args.workers)
+    print(report.summary())
+    print(f"Store: {store.count(args.model):,} {args.model} explanations; search them with nw.search(...)")
+    return 0 if not report.failed else 1
+
+
 def cmd_published(args: argparse.Namespace) -> int:
     from neuronwidget.activations.published import (PublishedDataError, PublishedDataUnavailable, published_explanations,
                                         published_record)
+
+    if args.all:
+        return cmd_published_all(args)
+    if args.layer is None or not args.neurons:
+        raise ValueError("give --layer and --neurons, or --all to import every published explanation")
 
     for neuron in parse_neurons(args.neurons):
         where = f"layer {args.layer} neuron {neuron}"
@@ -244,8 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     ix.set_defaults(func=cmd_index)
     pub = sub.add_parser("published", help="print (and cache) OpenAI's published GPT-2 explanations")
     pub.add_argument("--model", default="gpt2", help="gpt2 (= gpt2-small) or gpt2-xl")
-    pub.add_argument("--layer", type=int, required=True)
-    pub.add_argument("--neurons", nargs="+", required=True, help="e.g. 0-49 or 3,7,9")
+    pub.add_argument("--layer", type=int)
+    pub.add_argument("--neurons", nargs="+", help="e.g. 0-49 or 3,7,9 (with --all: default every neuron)")
+    pub.add_argument("--all", action="store_true",
+                     help="import every published explanation into the searchable store (resumable)")
+    pub.add_argument("--layers", nargs="+", help="with --all: only these layers, e.g. 0-5 (default: all)")
+    pub.add_argument("--workers", type=int, default=16, help="with --all: concurrent downloads")
     pub.add_argument("--records", action="store_true", help="also fetch the activation records (for offline use)")
     pub.set_defaults(func=cmd_published)
     return parser
