@@ -48,15 +48,35 @@ def test_model_object_with_tokenizer():
     assert lm.transformer is obj and lm.n_layers == 2 and lm.n_neurons == 128 and not lm.is_tiny
     assert load_model(obj, device="cpu") is lm
     assert lm.identity != tiny.identity
+    assert lm.family.name == "gpt2" and "mlp.act" in lm.neuron_site and lm.bos_token_id is None
 
 
-def test_bad_model_specs():
+def test_bad_model_specs(tmp_path):
     with pytest.raises(ValueError, match="model must be"):
         load_model("not-a-model", device="cpu")
-    with pytest.raises(ValueError, match="GPT-2 model"):
+    with pytest.raises(ValueError, match="model must be"):
         load_model(object(), device="cpu")
     with pytest.raises(ValueError, match="dtype must be"):
         load_model(TINY, device="cpu", dtype="float13")
+    with pytest.raises(ValueError, match="not a model folder"):
+        load_model(str(tmp_path), device="cpu")
+
+
+def test_unsupported_architecture_names_the_supported_ones(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32))
+    for spec in (bert, str(tmp_path)):
+        if isinstance(spec, str):
+            bert.config.save_pretrained(spec)  # a folder with a BERT config: refused before any weights load
+        with pytest.raises(ValueError) as err:
+            load_model(spec, device="cpu")
+        msg = str(err.value)
+        assert "'bert' is not supported" in msg
+        for name in ("GPT-2", "Llama", "SmolLM", "Qwen2", "Qwen3", "Mistral", "Gemma"):
+            assert name in msg
+        assert not isinstance(err.value, ModelUnavailableError)
 
 
 def test_offline_gpt2_gives_one_clear_error(tmp_path):

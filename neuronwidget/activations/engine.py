@@ -1,12 +1,17 @@
-"""The engine: a loaded GPT-2 plus everything asked of it (activations, token strings, index).
+"""The engine: a loaded subject model plus everything asked of it (activations, token strings, index).
 
 ``Engine(model)`` wraps :func:`neuronwidget.subject.load_model`; ``neuronwidget.api.get_engine``
 returns one shared Engine per (model, device, dtype) for the kernel.
 
-Texts longer than the model's context (``n_ctx``, 1024 for GPT-2) are processed in
-overlapping windows, never truncated: the first window covers tokens 0..n_ctx-1; every
-later window starts ``n_ctx // 2`` tokens before the first token it reports, so each
-reported token sees at least ``n_ctx // 2`` tokens of left context.
+Texts longer than the model's context are processed in overlapping windows, never
+truncated. With ``n`` = the text tokens one forward pass takes (``lm.max_text_tokens``:
+``n_ctx`` minus the BOS the model's tokenizer prepends, if any; 1024 for GPT-2): the first
+window covers tokens 0..n-1; every later window starts ``n // 2`` tokens before the first
+token it reports, so each reported token sees at least ``n // 2`` tokens of left context.
+Every window gets the model's BOS (if its tokenizer adds one); records never show it.
+
+Records carry ``token_bytes`` (each token's raw bytes) so views can join a character that a
+byte-level tokenizer split over several tokens (whose strings hold U+FFFD).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from ..records import ActivationRecord, check_layer_neuron
 from ..subject import LoadedModel, load_model, mlp_activations
 
 class Engine:
-    """Activations of GPT-2 MLP neurons, and the corpus index, for one model on one device."""
+    """Activations of MLP neurons, and the corpus index, for one subject model on one device."""
 
     def __init__(self, model: Any = "gpt2", device: Any = None, dtype: Any = None, *, tokenizer: Any = None,
                  corpus: Any = None):
@@ -62,25 +67,34 @@ class Engine:
             raise ValueError(f"text must be a non-empty string, got {type(text).__name__}")
         if not text:
             raise ValueError("text is empty; give at least one character of text")
-        ids = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.lm.encode(text)
         if not ids:
             raise ValueError(f"text {text!r} produced no tokens; give some text")
         return list(ids)
 
     # -- tokens ------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[str]:
-        """Token strings as in OpenAI's records (" Paris"): joined, they give back the text."""
-        table = self.lm.token_strings()
-        return [table[i] for i in self._ids(text)]
+        """Token strings as in OpenAI's records (" Paris"); tokens holding part of a character
+        show U+FFFD (their bytes, see :meth:`record`, join back to the text)."""
+        return self.lm.pieces(self._ids(text), text)[0]
 
     def token_strings(self, ids: Any) -> list[str]:
         table = self.lm.token_strings()
         return [table[int(i)] for i in ids]
 
+    def token_bytes(self, ids: Any) -> list[bytes]:
+        """Each id's raw bytes (see :meth:`neuronwidget.subject.LoadedModel.token_bytes`)."""
+        table = self.lm.token_bytes()
+        return [table[int(i)] for i in ids]
+
     # -- activations -------------------------------------------------------------------------
+    def _record(self, ids: list[int], text: str, acts: np.ndarray) -> ActivationRecord:
+        strings, raw = self.lm.pieces(ids, text)
+        return ActivationRecord(tokens=strings, activations=acts.astype(float).tolist(), token_bytes=raw)
+
     def _run_long(self, ids: list[int], layer: int) -> np.ndarray:
-        """float32 [len(ids), n_neurons] for any length (overlapping windows past n_ctx)."""
-        n_ctx = self.lm.n_ctx
+        """float32 [len(ids), n_neurons] for any length (overlapping windows past max_text_tokens)."""
+        n_ctx = self.lm.max_text_tokens
         if len(ids) <= n_ctx:
             return mlp_activations(self.lm, torch.tensor([ids]), [layer])[layer][0].numpy()
         overlap = n_ctx // 2
@@ -97,14 +111,13 @@ class Engine:
         """(token strings, float32 [n_tokens, n_neurons]) for every neuron of ``layer``."""
         layer = self._layer(layer)
         ids = self._ids(text)
-        return self.token_strings(ids), self._run_long(ids, layer)
+        return self.lm.pieces(ids, text)[0], self._run_long(ids, layer)
 
     def activations(self, text: str, layer: int, neuron: int) -> ActivationRecord:
         """One neuron's activation on every token of ``text`` (any length; see module doc)."""
         layer, neuron = self._layer(layer), self._neuron(neuron)
         ids = self._ids(text)
-        acts = self._run_long(ids, layer)[:, neuron]
-        return ActivationRecord(tokens=self.token_strings(ids), activations=acts.astype(float).tolist())
+        return self._record(ids, text, self._run_long(ids, layer)[:, neuron])
 
     def activations_many(self, texts: list[str], layer: int, neuron: int, batch_size: int = 16) -> list[ActivationRecord]:
         """:meth:`activations` for many texts, batched (right-padded; causal attention makes
@@ -114,11 +127,11 @@ class Engine:
         layer, neuron = self._layer(layer), self._neuron(neuron)
         all_ids = [self._ids(t) for t in texts]
         out: list[ActivationRecord | None] = [None] * len(all_ids)
-        short = [i for i, ids in enumerate(all_ids) if len(ids) <= self.lm.n_ctx]
+        limit = self.lm.max_text_tokens
+        short = [i for i, ids in enumerate(all_ids) if len(ids) <= limit]
         for i, ids in enumerate(all_ids):
-            if len(ids) > self.lm.n_ctx:
-                acts = self._run_long(ids, layer)[:, neuron]
-                out[i] = ActivationRecord(self.token_strings(ids), acts.astype(float).tolist())
+            if len(ids) > limit:
+                out[i] = self._record(ids, texts[i], self._run_long(ids, layer)[:, neuron])
         short.sort(key=lambda i: len(all_ids[i]))
         pad = self.lm.eos_token_id
         for s in range(0, len(short), batch_size):
@@ -128,7 +141,7 @@ class Engine:
             acts = mlp_activations(self.lm, batch, [layer])[layer][:, :, neuron].numpy()
             for row, i in enumerate(group):
                 n = len(all_ids[i])
-                out[i] = ActivationRecord(self.token_strings(all_ids[i]), acts[row, :n].astype(float).tolist())
+                out[i] = self._record(all_ids[i], texts[i], acts[row, :n])
         return out  # type: ignore[return-value]
 
     # -- index -------------------------------------------------------------------------------

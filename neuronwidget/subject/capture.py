@@ -1,10 +1,15 @@
-"""Capture GPT-2 MLP neuron activations: the output of ``transformer.h[L].mlp.act``
-(post-GELU, the input of ``c_proj``).
+"""Capture MLP neuron activations, one mechanism for every family: a hook at the neuron's
+site (GPT-2: output of ``mlp.act``; gated MLPs: a forward pre-hook on ``mlp.down_proj``, whose
+input is ``act(gate x) * up x``).
 
-Only the blocks up to the last layer needed run: a forward hook on that layer's
-activation function raises a private exception once it has what it needs, so neither the
-later blocks, nor ``ln_f``, nor the LM head are ever computed. Hooks are removed in a
-``finally`` so they never outlive the call, even when the forward pass raises.
+Only the blocks up to the last layer needed run: that layer's hook raises a private
+exception once it has what it needs, so neither later blocks, nor the final norm, nor the
+LM head are ever computed. Hooks are removed in a ``finally`` so they never outlive the
+call, even when the forward pass raises.
+
+BOS: callers pass TEXT token ids. When the model's tokenizer prepends a BOS
+(``lm.prefix_ids``), the capture prepends it too and hands on the activations of the text
+positions only: BOS is in the model's context, as its tokenizer expects, and never in a record.
 """
 
 from __future__ import annotations
@@ -24,30 +29,38 @@ LayerFn = Callable[[int, torch.Tensor], None]
 
 
 def run_mlp_hooks(lm: LoadedModel, input_ids: torch.Tensor, layers: Iterable[int], fn: LayerFn) -> None:
-    """Run ``input_ids`` [batch, seq] through the blocks and call ``fn(layer, acts)`` for each
-    layer in ``layers`` with its activations [batch, seq, n_neurons] (model dtype, on the
-    model's device), in layer order, while the forward pass is running.
+    """Run ``input_ids`` [batch, seq] (text tokens, no BOS) through the blocks and call
+    ``fn(layer, acts)`` for each layer in ``layers`` with its activations [batch, seq,
+    n_neurons] (model dtype, on the model's device; BOS excluded), in layer order, while the
+    forward pass is running.
     """
     wanted = sorted(set(int(x) for x in layers))
     if not wanted:
         raise ValueError("layers must name at least one layer")
     last = wanted[-1]
-    handles = []
+    blocks = lm.blocks
+    if wanted[0] < 0 or last >= len(blocks):
+        raise ValueError(f"layers must be in 0..{len(blocks) - 1} for {lm.short_name}, got {wanted}")
+    ids = input_ids.to(lm.device)
+    skip = len(lm.prefix_ids)
+    if skip:
+        prefix = torch.tensor(lm.prefix_ids, dtype=ids.dtype, device=ids.device)
+        ids = torch.cat([prefix.expand(ids.shape[0], skip), ids], dim=1)
 
     def make_hook(layer: int):
-        def hook(_module, _inputs, output):
-            fn(layer, output)
+        def on_acts(acts: torch.Tensor) -> None:
+            fn(layer, acts[:, skip:] if skip else acts)
             if layer == last:
                 raise _StopForward
 
-        return hook
+        return on_acts
 
-    blocks = lm.transformer.h
+    handles = []
     try:
         for layer in wanted:
-            handles.append(blocks[layer].mlp.act.register_forward_hook(make_hook(layer)))
+            handles.append(lm.family.hook(blocks[layer], make_hook(layer)))
         with torch.inference_mode():
-            lm.transformer(input_ids=input_ids.to(lm.device), use_cache=False)
+            lm.base(input_ids=ids, use_cache=False)
     except _StopForward:
         pass
     finally:
@@ -56,7 +69,8 @@ def run_mlp_hooks(lm: LoadedModel, input_ids: torch.Tensor, layers: Iterable[int
 
 
 def mlp_activations(lm: LoadedModel, input_ids: torch.Tensor, layers: Iterable[int]) -> dict[int, torch.Tensor]:
-    """Activations of ``layers`` for ``input_ids`` [batch, seq]: {layer: float32 [batch, seq, n_neurons]} on CPU."""
+    """Activations of ``layers`` for ``input_ids`` [batch, seq] (text tokens, no BOS):
+    {layer: float32 [batch, seq, n_neurons]} on CPU."""
     out: dict[int, torch.Tensor] = {}
 
     def keep(layer: int, acts: torch.Tensor) -> None:

