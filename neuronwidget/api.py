@@ -20,6 +20,7 @@ from .activations import Engine
 from .explanations import backends as _backends
 from .explanations import batch as _batch
 from .explanations import explainer as _explainer
+from .explanations import scoring as _scoring
 from .explanations import simulator as _simulator
 
 
@@ -109,9 +110,9 @@ def simulate(explanation, records, simulator=None, **kwargs):
     return _simulator.simulate(explanation, records, resolve_simulator(simulator), **kwargs)
 
 
-@functools.wraps(_simulator.score)
+@functools.wraps(_scoring.score)
 def score(record, explanation, simulator=None, **kwargs):
-    return _simulator.score(record, explanation, resolve_simulator(simulator), **kwargs)
+    return _scoring.score(record, explanation, resolve_simulator(simulator), **kwargs)
 
 
 @functools.wraps(_batch.explain_neurons)

@@ -180,8 +180,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     results = out / "explanations.jsonl"
     table = explain_neurons(index, args.layers, neurons, out=results)
     atomic_write_text(out / "summary.csv", table.to_csv(index=False))
+    from neuronwidget.explanations import read_explanations_jsonl, write_explanations_jsonl
+
+    write_explanations_jsonl(read_explanations_jsonl(results), out / "openai")
     print(table.to_string(max_rows=20))
-    print(f"\nWrote {results.resolve()} (one NeuronSimulationResults per line; reruns resume)")
+    print(f"\nWrote {results.resolve()} (neuronwidget's format, one neuron per line; reruns resume)")
+    print(f"Wrote {(out / 'openai').resolve()}/<layer>/<neuron>.jsonl (OpenAI's format and layout)")
     print(f"Wrote {(out / 'summary.csv').resolve()}")
     return 0
 

@@ -2,8 +2,18 @@
 
 They follow OpenAI's neuron-explainer JSON formats field for field, so their published
 GPT-2 files load unchanged: every object carries a ``dataclass_name`` tag and the field
-names of their dataclasses. Fields that are ours alone (marked "neuronwidget extra"
-below) are written only when set, so what we write stays loadable by their code.
+names of their dataclasses.
+
+Two ways to write them:
+
+* ``to_dict()`` / ``to_json()``: OpenAI's format, exactly. Only OpenAI's fields (plus the
+  ``dataclass_name`` tag), so their loader (``fast_dataclasses.loads``, which calls
+  ``cls(**fields)``) reads every object we write.
+* ``to_dict(extras=True)`` / ``to_json(extras=True)``: OpenAI's fields plus ours (marked
+  "neuronwidget extra" below, written only when set). Not OpenAI's format: it is only ever
+  written inside neuronwidget's own files (see ``explanations.files``), never on its own.
+
+Reading (``from_dict``/``from_json``/``loads``) accepts both, and ignores unknown fields.
 """
 
 from __future__ import annotations
@@ -37,20 +47,21 @@ class _Serializable:
     # Field names that are neuronwidget extras: omitted from JSON while they hold their default.
     _extras: ClassVar[tuple[str, ...]] = ()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, extras: bool = False) -> dict[str, Any]:
+        """OpenAI's fields only (``extras=False``), or with neuronwidget's extras that are set."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             if not f.metadata.get("serialize", True):
                 continue
             value = getattr(self, f.name)
-            if f.name in self._extras and value == _default_of(f):
+            if f.name in self._extras and (not extras or value == _default_of(f)):
                 continue
-            out[f.name] = _encode(value)
+            out[f.name] = _encode(value, extras)
         out["dataclass_name"] = type(self).__name__
         return out
 
-    def to_json(self, **kwargs) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
+    def to_json(self, extras: bool = False, **kwargs) -> str:
+        return json.dumps(self.to_dict(extras), **kwargs)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
@@ -81,13 +92,13 @@ def _default_of(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _encode(value: Any) -> Any:
+def _encode(value: Any, extras: bool) -> Any:
     if isinstance(value, _Serializable):
-        return value.to_dict()
+        return value.to_dict(extras)
     if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
+        return [_encode(v, extras) for v in value]
     if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
+        return {k: _encode(v, extras) for k, v in value.items()}
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
         return value.item()
     return value
@@ -112,9 +123,18 @@ def _decode(value: Any) -> Any:
         raise ValueError(f"malformed {name}: {e}") from None
 
 
+# The top-level tag of neuronwidget's own explanation files (one line per neuron and side:
+# {"format": NEURONWIDGET_FORMAT, "version": 1, "side": ..., "result": <with extras>}).
+NEURONWIDGET_FORMAT = "neuronwidget.explanations"
+
+
 def loads(text: str | bytes) -> Any:
-    """Parse any JSON written by neuronwidget or OpenAI's neuron-explainer into our types."""
-    return _decode(json.loads(text))
+    """Parse any JSON written by neuronwidget or OpenAI's neuron-explainer into our types
+    (a line of neuronwidget's explanation files gives its NeuronSimulationResults)."""
+    data = json.loads(text)
+    if isinstance(data, dict) and data.get("format") == NEURONWIDGET_FORMAT and "result" in data:
+        data = data["result"]
+    return _decode(data)
 
 
 @_register
@@ -255,11 +275,14 @@ class SequenceSimulation(_Serializable):
     distribution_values: list[list[float]] = field(default_factory=list)
     distribution_probabilities: list[list[float]] = field(default_factory=list)
     uncalibrated_simulation: SequenceSimulation | None = None
-    # neuronwidget extra: why this record could not be simulated (e.g. unparseable output).
-    # A failed simulation is excluded from scoring and shown as failed, never as zeros.
+    # neuronwidget extras: why this record could not be simulated (e.g. unparseable output);
+    # a failed simulation is excluded from scoring and shown as failed, never as zeros.
+    # ``retryable``: the failure may go away on a rerun (e.g. the server's retries ran out);
+    # a batch run does not count a neuron with such a failure as done.
     error: str | None = None
+    retryable: bool = False
 
-    _extras: ClassVar[tuple[str, ...]] = ("error",)
+    _extras: ClassVar[tuple[str, ...]] = ("error", "retryable")
 
     @property
     def failed(self) -> bool:
@@ -305,12 +328,18 @@ class ScoredSimulation(_Serializable):
 class ScoredExplanation(_Serializable):
     explanation: str
     scored_simulation: ScoredSimulation
-    # neuronwidget extras: who produced the explanation and who simulated it
+    # neuronwidget extras: which neuron and side it explains, who produced the explanation
+    # and who simulated it
     neuron_id: NeuronId | None = None
     explainer: str | None = None
     simulator: str | None = None
+    side: str = "positive"
 
-    _extras: ClassVar[tuple[str, ...]] = ("neuron_id", "explainer", "simulator")
+    _extras: ClassVar[tuple[str, ...]] = ("neuron_id", "explainer", "simulator", "side")
+
+    def __post_init__(self):
+        if self.side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {self.side!r}")
 
     @property
     def score(self) -> float | None:

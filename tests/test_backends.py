@@ -74,6 +74,59 @@ def test_401_and_404_give_clear_messages_without_the_key(tmp_path):
     assert KEY not in repr(b) and KEY not in b.name and KEY not in str(b.usage)
 
 
+@pytest.mark.parametrize("status, message", [("401", "authentication failed (401)"), ("404", "not found (404)"),
+                                             ("403", "permission denied (403)")])
+def test_score_fails_fast_with_the_same_message_as_explain(tmp_path, status, message):
+    record = capital_neuron(length=6)
+    with FaultServer() as server:
+        server.script = [status]
+        with pytest.raises(BackendError) as from_explain:
+            explain(record, backend(server, tmp_path, cache=False))
+        for simulation in ("auto", "json", "logprobs"):
+            server.requests, server.script = 0, [status] * 20
+            with pytest.raises(BackendError) as from_score:
+                score(record, "capital cities", backend(server, tmp_path, simulation=simulation, cache=False))
+            assert message in str(from_score.value) and str(from_score.value) == str(from_explain.value)
+            assert not from_score.value.retryable and KEY not in str(from_score.value)
+            # no retries, no flood: the first refusal ends it (auto mode first probes for logprobs)
+            assert server.requests <= 2, (simulation, server.requests)
+
+
+def test_connection_refused_fails_fast_in_explain_and_score(tmp_path):
+    from servers.smollm2 import free_port
+
+    b = OpenAIBackend("m", base_url=f"http://127.0.0.1:{free_port()}/v1", api_key=KEY, max_retries=6,
+                      retry_base_s=1.0, cache=False)
+    record = capital_neuron(length=6)
+    for call in (lambda: explain(record, b), lambda: score(record, "capital cities", b)):
+        with pytest.raises(BackendError, match="connection refused at http://127.0.0.1:") as err:
+            call()
+        assert not err.value.retryable  # with 6 retries of >= 0.5 s each this would take many seconds
+
+
+def test_when_some_records_fail_the_note_names_the_causes(tmp_path):
+    def reply(body):  # a model that answers two records with prose, the rest with JSON
+        text = body["messages"][-1]["content"]
+        return "they look high to me" if any(w in text for w in PROSE) else "[[0, 3], [2, 10]]"
+
+    record = capital_neuron(length=6)
+    records = record.top_split("valid")[:5] + record.random_split("valid")[:5]
+    PROSE = {"\n".join(f"{i}\t{t}" for i, t in enumerate(r.tokens)) for r in records[1:3]}
+    with FaultServer(reply=reply) as server:
+        # both attempts for the first record fail with 500 (it goes alone, before the others)
+        b = backend(server, tmp_path, simulation="json", max_retries=1, max_concurrency=1)
+        server.script = ["500", "500"]
+        scored = score(record, "capital cities", b)
+    sims = [s.simulation for s in scored.scored_simulation.scored_sequence_simulations]
+    failed = [s for s in sims if s.failed]
+    assert len(failed) == 3 and sum(s.retryable for s in failed) == 1
+    note = scored.scored_simulation.note
+    assert note.startswith(f"3 of {len(records)} records could not be simulated")
+    assert "2x unparseable simulator answer" in note and "1x chat request to" in note
+    assert "failed after 2 attempts" in note and KEY not in note
+    assert scored.score is not None  # the others are scored
+
+
 def test_cache_keyed_by_whole_request_never_the_key(tmp_path):
     with FaultServer() as server:
         b = backend(server, tmp_path)

@@ -2,13 +2,16 @@
 
 import threading
 
+import pandas as pd
 import pytest
 
 from neuronwidget.api import explain_neurons
-from neuronwidget.explanations import BaselineBackend, Cancelled, read_explanations_jsonl, write_explanations_jsonl
+from neuronwidget.explanations import (BaselineBackend, Cancelled, OpenAIBackend, read_explanations_jsonl,
+                                       write_explanations_jsonl)
 from neuronwidget.explanations.batch import COLUMNS
 
 from explain_fixtures import capital_neuron
+from servers.fault_server import FaultServer
 
 
 class RecordStore:
@@ -62,7 +65,10 @@ def test_a_failing_neuron_is_reported_and_retried_next_time(tmp_path):
     df = explain_neurons(store, 0, [2, 3], explainer=BaselineBackend(), simulator=BaselineBackend(),
                          out=out, progress=False)
     broken = df[df.neuron == 3].iloc[0]
-    assert "neuron 3 is broken" in broken.error and broken.score is None or broken.score != broken.score
+    assert "neuron 3 is broken" in broken.error
+    assert pd.isna(broken.score) and pd.isna(broken.explanation)
+    fine = df[df.neuron == 2].iloc[0]
+    assert pd.isna(fine.error) and fine.score > 0.9
     assert len(read_explanations_jsonl(out)) == 1
     store2 = RecordStore()
     explain_neurons(store2, 0, [2, 3], explainer=BaselineBackend(), simulator=BaselineBackend(), out=out, progress=False)
@@ -76,11 +82,76 @@ def test_openai_jsonl_layout_round_trip(tmp_path):
     results = read_explanations_jsonl(df_out)
     paths = write_explanations_jsonl(results, tmp_path / "explanations")
     assert sorted(p.relative_to(tmp_path / "explanations").as_posix() for p in paths) == ["4/0.jsonl", "4/1.jsonl"]
-    back = read_explanations_jsonl(paths[0])
-    assert len(back) == 1 and back[0].to_dict() == results[0].to_dict() or back[0].to_dict() == results[1].to_dict()
+    for path in paths:
+        back = read_explanations_jsonl(path)
+        assert len(back) == 1
+        same = [r for r in results if r.neuron_id == back[0].neuron_id]
+        assert len(same) == 1 and f"4/{back[0].neuron_id.neuron_index}.jsonl" in path.as_posix()
+        assert back[0].to_dict() == same[0].to_dict()  # OpenAI's fields, unchanged
+        assert back[0].scored_explanations[0].explainer is None  # our extras stay out of OpenAI's files
     first_line = paths[0].read_text().splitlines()[0]
     assert '"dataclass_name": "NeuronSimulationResults"' in first_line
     with pytest.raises(ValueError, match="line 1"):
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"dataclass_name": "NeuronId", "layer_index": 1, "neuron_index": 2}\n')
         read_explanations_jsonl(bad)
+
+
+def _fault_reply(body):
+    system = body["messages"][0]["content"]
+    return "[[0, 3], [2, 10]]" if "JSON" in system else "names of capital cities."
+
+
+def test_a_run_cut_off_mid_neuron_is_completed_on_rerun(tmp_path):
+    """The server answers the first neuron's explanation and 4 of its 8 simulations, then
+    fails until retries run out: nothing incomplete is saved, and the rerun completes it."""
+    out = tmp_path / "run.jsonl"
+    with FaultServer(reply=_fault_reply) as server:
+        def backend():
+            return OpenAIBackend("fault-model", base_url=server.base_url, api_key="k", timeout=5, max_retries=1,
+                                 retry_base_s=0.01, simulation="json", cache_dir=tmp_path / "cache")
+
+        server.script = ["ok"] * 5 + ["500"] * 1000
+        first = explain_neurons(RecordStore(), 0, [1, 2], explainer=backend(), simulator=backend(), out=out,
+                                concurrency=1, progress=False)
+        assert first.neuron.tolist() == [1, 2]
+        assert "incomplete, not saved: 4 of 8 simulations failed" in first.error[0]
+        assert "failed after 2 attempts" in first.error[0]
+        assert "failed after 2 attempts" in first.error[1]  # its explanation could not be asked for
+        assert out.read_text() == ""  # nothing was saved as done
+        n_before = server.requests
+
+        server.script = []  # the server is back
+        again = explain_neurons(RecordStore(), 0, [1, 2], explainer=backend(), simulator=backend(), out=out,
+                                concurrency=2, progress=False)
+        # neuron 1: its explanation and 4 simulations came from the cache; neuron 2: all new
+        assert server.requests - n_before == 4 + (1 + 8)
+    assert again.error.isna().all() and again.score.notna().all()
+    lines = out.read_text().splitlines()
+    done = read_explanations_jsonl(out)
+    assert len(lines) == 2 and sorted(r.neuron_id.neuron_index for r in done) == [1, 2]
+    for r in done:  # one complete entry per neuron: every scoring record simulated
+        sims = r.scored_explanations[0].scored_simulation.scored_sequence_simulations
+        assert len(sims) == 8 and not any(s.simulation.failed for s in sims)
+
+
+def test_an_unfinished_entry_on_disk_is_redone_and_replaced(tmp_path):
+    from neuronwidget.explanations.files import entry_line
+    from neuronwidget.records import NeuronSimulationResults
+
+    out = tmp_path / "run.jsonl"
+    explain_neurons(RecordStore(), 0, [0, 1], explainer=BaselineBackend(), simulator=BaselineBackend(),
+                    out=out, progress=False)
+    good = read_explanations_jsonl(out)
+    # an entry from an older version, saved with a simulation whose retries had run out
+    partial = NeuronSimulationResults.from_dict(good[0].to_dict(extras=True))
+    sim = partial.scored_explanations[0].scored_simulation.scored_sequence_simulations[0].simulation
+    sim.error, sim.retryable, sim.expected_activations = "chat request failed after 5 attempts", True, []
+    out.write_text(entry_line(partial) + "\n" + entry_line(good[1]) + "\n" + entry_line(good[1]) + "\n")
+    store = RecordStore()
+    explain_neurons(store, 0, [0, 1], explainer=BaselineBackend(), simulator=BaselineBackend(), out=out,
+                    progress=False)
+    assert store.calls == [(0, partial.neuron_id.neuron_index)]
+    again = read_explanations_jsonl(out)
+    assert sorted(r.neuron_id.neuron_index for r in again) == [0, 1]
+    assert sorted((r.to_dict(extras=True) for r in again), key=str) == sorted((r.to_dict(extras=True) for r in good), key=str)

@@ -46,14 +46,16 @@ def _scored():
 @pytest.mark.parametrize("make", [_record, _scored])
 def test_round_trip(make):
     obj = make()
-    again = type(obj).from_json(obj.to_json())
+    again = type(obj).from_json(obj.to_json(extras=True))
     assert again == obj
-    assert R.loads(obj.to_json()) == obj
+    assert R.loads(obj.to_json(extras=True)) == obj
+    # OpenAI's format keeps OpenAI's fields only
+    assert type(obj).from_json(obj.to_json()).to_dict() == obj.to_dict()
 
 
 def test_every_registered_type_round_trips():
     results = R.NeuronSimulationResults(neuron_id=R.NeuronId(1, 2), scored_explanations=[_scored()])
-    assert R.NeuronSimulationResults.from_json(results.to_json()) == results
+    assert R.NeuronSimulationResults.from_json(results.to_json(extras=True)) == results
     assert R.NeuronId.from_json(R.NeuronId(0, 5).to_json()) == R.NeuronId(0, 5)
 
 
@@ -112,3 +114,105 @@ def test_bad_input_is_explained():
         R.NeuronRecord.from_json(R.NeuronId(0, 0).to_json())
     with pytest.raises(ValueError, match="not valid JSON"):
         R.NeuronRecord.from_json("{nope")
+
+
+# ---------- OpenAI's format, exactly ----------
+# OpenAI's dataclass fields (neuron-explainer: neuron_explainer/activations/activations.py and
+# neuron_explainer/explanations/explanations.py), as data: required fields, then fields with
+# defaults. Their loader (fast_dataclasses.loads) drops "dataclass_name" and calls cls(**d),
+# so an unknown key or a missing required one breaks it.
+OPENAI_FIELDS = {
+    "ActivationRecord": (["tokens", "activations"], []),
+    "NeuronId": (["layer_index", "neuron_index"], []),
+    "NeuronRecord": (["neuron_id"], ["random_sample", "random_sample_by_quantile", "quantile_boundaries", "mean",
+                                     "variance", "skewness", "kurtosis", "most_positive_activation_records"]),
+    "SequenceSimulation": (["tokens", "expected_activations", "activation_scale", "distribution_values",
+                            "distribution_probabilities"], ["uncalibrated_simulation"]),
+    "ScoredSequenceSimulation": (["simulation", "true_activations", "ev_correlation_score"],
+                                 ["rsquared_score", "absolute_dev_explained_score"]),
+    "ScoredSimulation": (["scored_sequence_simulations"],
+                         ["ev_correlation_score", "rsquared_score", "absolute_dev_explained_score"]),
+    "ScoredExplanation": (["explanation", "scored_simulation"], []),
+    "NeuronSimulationResults": (["neuron_id", "scored_explanations"], []),
+}
+
+
+def openai_loads(text):
+    """OpenAI's loader rebuilt from their field lists: tagged dicts -> cls(**fields)."""
+    import dataclasses
+
+    classes = {
+        name: dataclasses.make_dataclass(name, [(f, object) for f in req] + [(f, object, None) for f in opt])
+        for name, (req, opt) in OPENAI_FIELDS.items()
+    }
+
+    def hook(d):
+        if "dataclass_name" not in d:
+            return d
+        fields = {k: v for k, v in d.items() if k != "dataclass_name"}
+        return classes[d["dataclass_name"]](**fields)  # TypeError on an unknown or missing field
+
+    return json.loads(text, object_hook=hook)
+
+
+def _tagged_dicts(value):
+    if isinstance(value, list):
+        for v in value:
+            yield from _tagged_dicts(v)
+    elif isinstance(value, dict):
+        if "dataclass_name" in value:
+            yield value
+        for v in value.values():
+            yield from _tagged_dicts(v)
+
+
+def _signed_record():
+    rec = _record()
+    rec.most_negative_activation_records = [R.ActivationRecord(["n", "m"], [-3.0, -1.0])]
+    return rec
+
+
+def _full_results():
+    scored = _scored()
+    scored.side = "negative"
+    sim = scored.scored_simulation.scored_sequence_simulations[0].simulation
+    scored.scored_simulation.scored_sequence_simulations[0].simulation = R.SequenceSimulation(
+        sim.tokens, [2.0, 4.0], "neuron_activations", sim.distribution_values, sim.distribution_probabilities,
+        uncalibrated_simulation=sim)
+    scored.scored_simulation.scored_sequence_simulations[1].simulation.retryable = True
+    scored.scored_simulation.top_only_score = 0.5
+    return R.NeuronSimulationResults(neuron_id=R.NeuronId(3, 17), scored_explanations=[scored])
+
+
+def _negative_side():
+    return _signed_record().for_side("negative")
+
+
+@pytest.mark.parametrize("make", [_signed_record, _negative_side, _scored, _full_results])
+def test_openai_format_holds_exactly_openai_fields(make):
+    obj = make()
+    data = obj.to_dict()
+    tagged = list(_tagged_dicts(data))
+    assert tagged and data["dataclass_name"] == type(obj).__name__
+    for d in tagged:
+        required, optional = OPENAI_FIELDS[d["dataclass_name"]]
+        assert set(d) - {"dataclass_name"} == set(required) | set(optional), d["dataclass_name"]
+    loaded = openai_loads(obj.to_json())  # what their loader does, field for field
+    assert type(loaded).__name__ == type(obj).__name__
+    # and our reader gets OpenAI's fields back unchanged
+    assert type(obj).from_json(obj.to_json()).to_dict() == data
+
+
+@pytest.mark.parametrize("make", [_signed_record, _negative_side, _scored, _full_results])
+def test_our_extras_round_trip_through_our_format(make):
+    obj = make()
+    again = type(obj).from_json(obj.to_json(extras=True))
+    assert again == obj
+    assert R.loads(obj.to_json(extras=True)) == obj
+    with pytest.raises(TypeError):  # our format is not OpenAI's: their loader rejects the extras
+        openai_loads(obj.to_json(extras=True))
+
+
+def test_side_must_be_a_known_side():
+    with pytest.raises(ValueError, match="side must be one of"):
+        R.ScoredExplanation("x", R.ScoredSimulation([]), side="both")

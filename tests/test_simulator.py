@@ -3,6 +3,7 @@ SmolLM2-135M-Instruct from its GGUF. Plus JSON answer parsing."""
 
 import threading
 
+import numpy as np
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -70,8 +71,17 @@ def test_score_and_cancel_on_the_local_model(tiny):
     record = capital_neuron(length=8)
     scored = score(record, "capital cities", tiny)
     assert scored.simulator == "local: tiny random GPT-2 (all-at-once logprobs)"
-    assert len(scored.scored_simulation.scored_sequence_simulations) == 8
-    assert scored.score is None or -1 <= scored.score <= 1
+    seqs = scored.scored_simulation.scored_sequence_simulations
+    scoring_records = record.top_split("valid")[:5] + record.random_split("valid")[:5]
+    assert [s.kind for s in seqs] == ["top"] * 5 + ["random"] * 3
+    assert [s.simulation.tokens for s in seqs] == [r.tokens for r in scoring_records]
+    assert [s.true_activations for s in seqs] == [r.activations for r in scoring_records]
+    # the score is Pearson r pooled over every token of every record (random weights still
+    # give varied predictions, so it is defined)
+    real = np.concatenate([s.true_activations for s in seqs])
+    pred = np.concatenate([s.simulation.expected_activations for s in seqs])
+    assert len(pred) == len(real) == 8 * 8
+    assert scored.score == pytest.approx(float(np.corrcoef(real, pred)[0, 1]), abs=1e-9)
     seen = []
     score(record, "capital cities", tiny, progress=lambda d, t, m: seen.append((d, t)))
     assert seen[-1] == (8, 8)
@@ -135,10 +145,13 @@ def test_smollm2_local_explains():
     from neuronwidget.explanations import ExplanationError
     from servers.smollm2 import smollm2_local
 
-    backend = smollm2_local()
+    from neuronwidget.explanations.explainer import parse_explanation
+    from neuronwidget.explanations.prompts import explainer_messages
+
+    backend = smollm2_local()  # greedy (temperature 0): the answer is deterministic
     backend.max_tokens = 24
-    try:
-        out = explain(capital_neuron(length=10), backend)
-        assert out and all(isinstance(e, str) and e and not e.endswith(".") for e in out)
-    except ExplanationError as e:  # a refusal or empty answer is reported, not returned
-        assert "no usable explanation" in str(e)
+    record = capital_neuron(length=10)
+    raw = backend.chat(explainer_messages(record.top_split("train")[:5], record.max_activation))[0]
+    expected = parse_explanation(raw)
+    assert expected, f"SmolLM2 gave no usable explanation: {raw!r}"
+    assert explain(record, backend) == [expected]

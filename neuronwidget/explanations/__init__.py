@@ -5,11 +5,13 @@ neurons in language models" (OpenAI, 2023), with real LLM backends and an offlin
     scored = score(record, expl[0])              # -> ScoredExplanation
 """
 
-from ._common import BackendError, Cancelled, ExplanationError  # noqa: F401 (errors: importable, not in __all__)
+from ._common import BackendError, Cancelled, ExplanationError, RetriesExhausted  # noqa: F401 (errors: importable, not in __all__)
 from .backends import BaselineBackend, LocalBackend, OpenAIBackend
-from .batch import explain_neurons, read_explanations_jsonl, write_explanations_jsonl
+from .batch import explain_neurons
 from .explainer import explain
-from .simulator import score, simulate
+from .files import read_explanations_jsonl, write_explanations_jsonl
+from .scoring import score
+from .simulator import simulate
 
 __all__ = [
     "explain",

@@ -18,7 +18,17 @@ class Cancelled(Exception):
 
 
 class BackendError(RuntimeError):
-    """An LLM backend failed in a way retrying will not fix (or retries ran out)."""
+    """An LLM backend failed in a way that no retry fixes (wrong key, unknown model or
+    endpoint, connection refused, a rejected request). ``retryable`` is False."""
+
+    retryable = False
+
+
+class RetriesExhausted(BackendError):
+    """Every retry of a request failed on an error that may be passing (429, 5xx, timeouts,
+    dropped connections, malformed bodies): a later rerun may succeed."""
+
+    retryable = True
 
 
 class ExplanationError(ValueError):

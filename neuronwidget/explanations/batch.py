@@ -1,8 +1,7 @@
-"""Explain and score many neurons, resumably; OpenAI's per-neuron JSONL files."""
+"""Explain and score many neurons, resumably, into neuronwidget's JSONL (see ``files``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterable
@@ -10,19 +9,25 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from ..records import NeuronId, NeuronSimulationResults, ScoredExplanation
+from .._io import atomic_write_text
+from ..records import SIDES, NeuronId, NeuronSimulationResults, ScoredExplanation, SequenceSimulation
+from ._common import Cancelled
 from .backends import resolve_explainer, resolve_simulator
 from .explainer import explain
-from .simulator import score
+from .files import entry_line, parse_line
+from .scoring import failure_causes, score
 
-COLUMNS = ["layer", "neuron", "explanation", "score", "random_only_score", "explainer", "simulator", "error"]
+COLUMNS = ["layer", "neuron", "side", "explanation", "score", "random_only_score", "explainer", "simulator", "error"]
+
+Key = tuple[int, int, str]  # (layer, neuron, side)
 
 
-def _row(layer: int, neuron: int, best: ScoredExplanation | None, error: str | None = None) -> dict[str, Any]:
+def _row(key: Key, best: ScoredExplanation | None, error: str | None = None) -> dict[str, Any]:
     sim = best.scored_simulation if best else None
     return {
-        "layer": layer,
-        "neuron": neuron,
+        "layer": key[0],
+        "neuron": key[1],
+        "side": key[2],
         "explanation": best.explanation if best else None,
         "score": sim.ev_correlation_score if sim else None,
         "random_only_score": sim.random_only_score if sim else None,
@@ -39,17 +44,40 @@ def _best(results: NeuronSimulationResults) -> ScoredExplanation | None:
     return max(items, key=lambda s: -2.0 if s.score is None else s.score)
 
 
-def _read_done(path: Path) -> dict[tuple[int, int], NeuronSimulationResults]:
-    done: dict[tuple[int, int], NeuronSimulationResults] = {}
+def unfinished(result: NeuronSimulationResults) -> list[SequenceSimulation]:
+    """Simulations that failed for a reason a rerun may fix (e.g. the server's retries ran
+    out). A neuron is done only when this is empty: every scoring record was simulated, or
+    failed for good (e.g. an answer that cannot be parsed, which the cache would repeat)."""
+    return [s.simulation for e in result.scored_explanations
+            for s in e.scored_simulation.scored_sequence_simulations
+            if s.simulation.failed and s.simulation.retryable]
+
+
+def _read_done(path: Path) -> dict[Key, NeuronSimulationResults]:
+    """Complete entries already in ``path``. Lines cut short by an interruption, unfinished
+    entries (of older versions) and repeats are dropped by rewriting the file atomically."""
+    done: dict[Key, NeuronSimulationResults] = {}
     if not path.exists():
         return done
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                r = NeuronSimulationResults.from_json(line)
-            except ValueError:
-                continue  # a line cut short by an interruption: that neuron is redone
-            done[(r.neuron_id.layer_index, r.neuron_id.neuron_index)] = r
+    text = path.read_text("utf-8")
+    lines: list[str] = []
+    dropped = 0 if not text or text.endswith("\n") else 1  # a last line without its newline: rewrite
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            result, side = parse_line(line)
+        except ValueError:
+            dropped += 1  # a line cut short by an interruption: that neuron is redone
+            continue
+        key = (result.neuron_id.layer_index, result.neuron_id.neuron_index, side)
+        if key in done or unfinished(result):
+            dropped += 1
+            continue
+        done[key] = result
+        lines.append(line + "\n")
+    if dropped:
+        atomic_write_text(path, "".join(lines))
     return done
 
 
@@ -61,105 +89,89 @@ def explain_neurons(
     explainer=None,
     simulator=None,
     out: str | os.PathLike | None = None,
+    sides: Iterable[str] = ("positive",),
     concurrency: int = 4,
     n: int = 1,
     progress: bool = True,
     cancel: threading.Event | None = None,
 ):
-    """Explain and score every (layer, neuron) pair; returns a pandas DataFrame.
+    """Explain and score every (layer, neuron, side); returns a pandas DataFrame (one row each).
 
-    ``index`` is anything with ``.record(layer, neuron)`` (e.g. a NeuronIndex). With ``out``
-    (a .jsonl path) each neuron's NeuronSimulationResults is appended as soon as it is done,
-    and a rerun skips the neurons already there. A neuron that fails gets its error in the
-    DataFrame and is not written, so the next run tries it again.
+    ``index`` is anything with ``.record(layer, neuron)`` returning a NeuronRecord (e.g. a
+    NeuronIndex). ``sides=("positive", "negative")`` also explains each neuron's negative
+    side (``record.for_side("negative")``). With ``out`` (a .jsonl path, neuronwidget's format,
+    see ``explanations.files``) each entry is appended as soon as it is complete, and a rerun
+    skips the entries already there. An entry is complete when every scoring record was
+    simulated or failed for a reason a rerun would not fix; anything else (an error, a
+    simulation whose retries ran out, an interruption) is reported in the DataFrame's
+    ``error`` column and not written, so the next run does it again (the response cache makes
+    the finished part free).
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    sides = [sides] if isinstance(sides, str) else list(sides)
+    if not sides or any(s not in SIDES for s in sides) or len(set(sides)) != len(sides):
+        raise ValueError(f"sides must be distinct values from {SIDES}, got {sides!r}")
     layers = [layers] if isinstance(layers, int) else list(layers)
     neurons = [neurons] if isinstance(neurons, int) else list(neurons)
-    pairs = [(int(layer), int(neuron)) for layer in layers for neuron in neurons]
+    keys: list[Key] = [(int(layer), int(neuron), side) for layer in layers for neuron in neurons for side in sides]
     explainer = resolve_explainer(explainer)
     simulator = resolve_simulator(simulator)
     path = Path(out) if out is not None else None
     done = _read_done(path) if path else {}
-    rows = {p: _row(*p, _best(done[p])) for p in pairs if p in done}
-    todo = [p for p in pairs if p not in done]
+    rows = {k: _row(k, _best(done[k])) for k in keys if k in done}
+    todo = [k for k in keys if k not in done]
     lock = threading.Lock()
 
-    def work(pair: tuple[int, int]) -> NeuronSimulationResults:
+    def work(key: Key) -> NeuronSimulationResults | None:
         if cancel is not None and cancel.is_set():
-            return None  # type: ignore[return-value]
-        record = index.record(*pair)
+            return None
+        layer, neuron, side = key
+        record = index.record(layer, neuron).for_side(side)
         explanations = explain(record, explainer, n=n, cancel=cancel)
-        scored = []
-        for e in explanations:
-            scored.append(score(record, e, simulator, explainer=explainer.name, cancel=cancel))
-        return NeuronSimulationResults(neuron_id=NeuronId(*pair), scored_explanations=scored)
+        scored = [score(record, e, simulator, explainer=explainer.name, cancel=cancel) for e in explanations]
+        return NeuronSimulationResults(neuron_id=NeuronId(layer, neuron), scored_explanations=scored)
 
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="explaining neurons", disable=not progress)
+    bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc="explaining neurons", disable=not progress)
     sink = open(path, "a", encoding="utf-8") if path else None
-    if sink and path.stat().st_size:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                sink.write("\n")  # close a line cut short by an interruption before appending
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = {pool.submit(work, p): p for p in todo}
+            futures = {pool.submit(work, k): k for k in todo}
             for fut in as_completed(futures):
-                pair = futures[fut]
+                key = futures[fut]
                 try:
                     result = fut.result()
+                except Cancelled:
+                    continue
                 except Exception as e:  # noqa: BLE001 - one neuron's failure must not stop the batch
-                    if type(e).__name__ == "Cancelled":
-                        continue
-                    rows[pair] = _row(*pair, None, error=f"{type(e).__name__}: {e}")
+                    rows[key] = _row(key, None, error=f"{type(e).__name__}: {e}")
                 else:
                     if result is None:
                         continue
-                    if sink:
-                        with lock:
-                            sink.write(result.to_json() + "\n")
-                            sink.flush()
-                            os.fsync(sink.fileno())
-                    rows[pair] = _row(*pair, _best(result))
+                    missing = unfinished(result)
+                    if missing:
+                        total = sum(len(e.scored_simulation.scored_sequence_simulations)
+                                    for e in result.scored_explanations)
+                        rows[key] = _row(key, _best(result), error=(
+                            f"incomplete, not saved: {len(missing)} of {total} simulations failed on errors a "
+                            f"rerun may fix ({failure_causes(missing)}); run again to complete it"))
+                    else:
+                        if sink:
+                            with lock:
+                                sink.write(entry_line(result) + "\n")
+                                sink.flush()
+                                os.fsync(sink.fileno())
+                        rows[key] = _row(key, _best(result))
                 bar.update(1)
     finally:
         bar.close()
         if sink:
             sink.close()
     if cancel is not None and cancel.is_set():
-        from ._common import Cancelled
-
-        raise Cancelled(f"cancelled after {len(rows)} of {len(pairs)} neurons")
-    return pd.DataFrame([rows[p] for p in pairs if p in rows], columns=COLUMNS)
-
-
-def write_explanations_jsonl(results: Iterable[NeuronSimulationResults], directory: str | os.PathLike) -> list[Path]:
-    """OpenAI's published layout: ``{directory}/{layer}/{neuron}.jsonl``, one object per file."""
-    from .._io import atomic_write_text
-
-    paths = []
-    for r in results:
-        p = Path(directory) / str(r.neuron_id.layer_index) / f"{r.neuron_id.neuron_index}.jsonl"
-        atomic_write_text(p, r.to_json() + "\n")
-        paths.append(p)
-    return paths
-
-
-def read_explanations_jsonl(path: str | os.PathLike) -> list[NeuronSimulationResults]:
-    """Every NeuronSimulationResults in a .jsonl file (OpenAI's or ours)."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(NeuronSimulationResults.from_json(line))
-                except (ValueError, json.JSONDecodeError) as e:
-                    raise ValueError(f"{path}, line {i}: not a NeuronSimulationResults ({e})") from None
-    return out
+        raise Cancelled(f"cancelled after {len(rows)} of {len(keys)} entries")
+    return pd.DataFrame([rows[k] for k in keys if k in rows], columns=COLUMNS)

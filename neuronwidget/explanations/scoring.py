@@ -15,11 +15,18 @@ the note says how many.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 
-from ..records import ScoredSequenceSimulation, ScoredSimulation, SequenceSimulation
+from ..records import NeuronRecord, ScoredExplanation, ScoredSequenceSimulation, ScoredSimulation, SequenceSimulation
+from ._common import ProgressFn
+from .backends import resolve_simulator
+from .simulator import simulate, simulator_name
+
+N_SCORE_TOP = 5
+N_SCORE_RANDOM = 5
 
 
 def _arrays(real: Sequence[float], pred: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -123,12 +130,28 @@ def score_sequences(
     return _pool(scored)
 
 
+def failure_causes(simulations: Sequence[SequenceSimulation], limit: int = 3) -> str:
+    """The distinct reasons simulations failed, with counts, most frequent first:
+    ``'2x unparseable simulator answer: ...; 1x chat request ... failed after 5 attempts ...'``."""
+    counts: dict[str, int] = {}
+    for sim in simulations:
+        if sim.failed:
+            cause = sim.error if len(sim.error) <= 160 else sim.error[:157] + "..."
+            counts[cause] = counts.get(cause, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    text = "; ".join(f"{n}x {cause}" for cause, n in ranked[:limit])
+    if len(ranked) > limit:
+        text += f"; and {len(ranked) - limit} other cause(s)"
+    return text
+
+
 def _pool(scored: list[ScoredSequenceSimulation]) -> ScoredSimulation:
     ok = [s for s in scored if not s.simulation.failed]
     notes: list[str] = []
     n_failed = len(scored) - len(ok)
     if n_failed:
-        notes.append(f"{n_failed} of {len(scored)} records could not be simulated and are left out of the scores")
+        notes.append(f"{n_failed} of {len(scored)} records could not be simulated and are left out of the scores "
+                     f"({failure_causes([s.simulation for s in scored])})")
 
     def flat(items: list[ScoredSequenceSimulation]) -> tuple[list[float], list[float]]:
         real = [a for s in items for a in s.true_activations]
@@ -153,3 +176,67 @@ def _pool(scored: list[ScoredSequenceSimulation]) -> ScoredSimulation:
                 notes.append(f"{kind}-only score: {why_undefined(*flat(part))}")
     out.note = "; ".join(notes) or None
     return out
+
+
+def score(
+    record: NeuronRecord,
+    explanation: str,
+    simulator=None,
+    *,
+    n_top: int = N_SCORE_TOP,
+    n_random: int = N_SCORE_RANDOM,
+    calibrated: bool = False,
+    explainer: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> ScoredExplanation:
+    """Simulate ``explanation`` on held-out valid-split records (5 top + 5 random) and score it.
+
+    ``calibrated=True`` also simulates the calibration split and maps predictions linearly
+    onto the neuron's scale before r² and absolute deviation (correlation is unchanged).
+    ``explainer`` names who wrote the explanation (kept on the result; None = a person/unknown).
+    Either side of a signed neuron: pass ``record.for_side("negative")`` to score an
+    explanation of its negative side (the result's ``side`` says which).
+    """
+    if not isinstance(record, NeuronRecord):
+        raise ValueError(f"score() needs a NeuronRecord, got {type(record).__name__}")
+    top = record.top_split("valid")[:n_top]
+    rand = record.random_split("valid")[:n_random]
+    if not top and not rand:
+        raise ValueError(f"{record.neuron_id} has no valid-split records to score on (needs top or random records)")
+    backend = resolve_simulator(simulator)
+    records = top + rand
+    kinds = ["top"] * len(top) + ["random"] * len(rand)
+    extra = []
+    if calibrated:
+        extra = record.top_split("calibration")[:n_top] + record.random_split("calibration")[:n_random]
+    total = len(records) + len(extra)
+
+    def report(done, _total, msg):
+        if progress:
+            progress(done, total, msg)
+
+    sims = simulate(explanation, records + extra, backend, max_activation=record.max_activation,
+                    lookup=record, progress=report, cancel=cancel)
+    sims, cal_sims = sims[: len(records)], sims[len(records):]
+    note = None
+    if calibrated:
+        ok = [(r, s) for r, s in zip(extra, cal_sims) if not s.failed]
+        if ok:
+            real = [a for r, _ in ok for a in r.activations]
+            pred = [a for _, s in ok for a in s.expected_activations]
+            slope, intercept = fit_linear_calibration(real, pred)
+            sims = [calibrate(s, slope, intercept) for s in sims]
+        else:
+            note = "no calibration records could be simulated, so the scores are uncalibrated"
+    scored = score_sequences(sims, [r.activations for r in records], kinds)
+    if note:
+        scored.note = "; ".join(x for x in (scored.note, note) if x)
+    return ScoredExplanation(
+        explanation=explanation.strip(),
+        scored_simulation=scored,
+        neuron_id=record.neuron_id,
+        explainer=explainer,
+        simulator=simulator_name(backend),
+        side=record.side,
+    )

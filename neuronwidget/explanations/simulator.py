@@ -27,15 +27,11 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from ..records import ActivationRecord, NeuronRecord, ScoredExplanation, SequenceSimulation
+from ..records import ActivationRecord, NeuronRecord, SequenceSimulation
 from ._common import BackendError, ProgressFn, check_cancel
 from .backends import BaselineBackend, LocalBackend, OpenAIBackend, resolve_simulator
 from .backends.baseline import baseline_simulate, lookup_table
 from .prompts import MAX_LABEL, PLACEHOLDER, json_simulator_messages, simulation_prefix, token_text
-from .scoring import calibrate, fit_linear_calibration, score_sequences
-
-N_SCORE_TOP = 5
-N_SCORE_RANDOM = 5
 
 
 # ---------- all-at-once logprob simulation on an in-kernel model ----------
@@ -270,80 +266,32 @@ def simulate(
 
     def one(tokens: list[str]) -> SequenceSimulation:
         check_cancel(cancel)
-        if use_logprobs:
-            return _simulate_completion_logprobs(backend, explanation, tokens)
         try:
+            if use_logprobs:
+                return _simulate_completion_logprobs(backend, explanation, tokens)
             return _simulate_json(backend, explanation, tokens)
-        except BackendError as e:  # the whole call failed: report it on this record
-            return SequenceSimulation(list(tokens), [], error=str(e))
+        except BackendError as e:
+            if not e.retryable:
+                raise  # a wrong key, unknown model, nothing listening: no record can succeed
+            return SequenceSimulation(list(tokens), [], error=str(e), retryable=True)
 
-    # records go out in parallel; the backend's own semaphore caps requests in flight
+    # The first record goes alone: a wrong key or model fails there, after one request. The
+    # rest go out in parallel (the backend's own semaphore caps requests in flight).
     results: list[SequenceSimulation | None] = [None] * len(token_lists)
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(token_lists)))) as pool:
-        futures = {pool.submit(one, t): i for i, t in enumerate(token_lists)}
-        for done, fut in enumerate(as_completed(futures), 1):
-            results[futures[fut]] = fut.result()
-            if progress:
-                progress(done, len(token_lists), "simulating")
+    if not token_lists:
+        return []
+    results[0] = one(token_lists[0])
+    if progress:
+        progress(1, len(token_lists), "simulating")
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(token_lists) - 1))) as pool:
+        futures = {pool.submit(one, t): i for i, t in enumerate(token_lists) if i}
+        try:
+            for done, fut in enumerate(as_completed(futures), 2):
+                results[futures[fut]] = fut.result()  # a fatal error is raised here
+                if progress:
+                    progress(done, len(token_lists), "simulating")
+        except BaseException:
+            for fut in futures:  # requests not yet sent are not sent
+                fut.cancel()
+            raise
     return results  # type: ignore[return-value]
-
-
-def score(
-    record: NeuronRecord,
-    explanation: str,
-    simulator=None,
-    *,
-    n_top: int = N_SCORE_TOP,
-    n_random: int = N_SCORE_RANDOM,
-    calibrated: bool = False,
-    explainer: str | None = None,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-) -> ScoredExplanation:
-    """Simulate ``explanation`` on held-out valid-split records (5 top + 5 random) and score it.
-
-    ``calibrated=True`` also simulates the calibration split and maps predictions linearly
-    onto the neuron's scale before r² and absolute deviation (correlation is unchanged).
-    ``explainer`` names who wrote the explanation (kept on the result; None = a person/unknown).
-    """
-    if not isinstance(record, NeuronRecord):
-        raise ValueError(f"score() needs a NeuronRecord, got {type(record).__name__}")
-    top = record.top_split("valid")[:n_top]
-    rand = record.random_split("valid")[:n_random]
-    if not top and not rand:
-        raise ValueError(f"{record.neuron_id} has no valid-split records to score on (needs top or random records)")
-    backend = resolve_simulator(simulator)
-    records = top + rand
-    kinds = ["top"] * len(top) + ["random"] * len(rand)
-    extra = []
-    if calibrated:
-        extra = record.top_split("calibration")[:n_top] + record.random_split("calibration")[:n_random]
-    total = len(records) + len(extra)
-
-    def report(done, _total, msg):
-        if progress:
-            progress(done, total, msg)
-
-    sims = simulate(explanation, records + extra, backend, max_activation=record.max_activation,
-                    lookup=record, progress=report, cancel=cancel)
-    sims, cal_sims = sims[: len(records)], sims[len(records):]
-    note = None
-    if calibrated:
-        ok = [(r, s) for r, s in zip(extra, cal_sims) if not s.failed]
-        if ok:
-            real = [a for r, _ in ok for a in r.activations]
-            pred = [a for _, s in ok for a in s.expected_activations]
-            slope, intercept = fit_linear_calibration(real, pred)
-            sims = [calibrate(s, slope, intercept) for s in sims]
-        else:
-            note = "no calibration records could be simulated, so the scores are uncalibrated"
-    scored = score_sequences(sims, [r.activations for r in records], kinds)
-    if note:
-        scored.note = "; ".join(x for x in (scored.note, note) if x)
-    return ScoredExplanation(
-        explanation=explanation.strip(),
-        scored_simulation=scored,
-        neuron_id=record.neuron_id,
-        explainer=explainer,
-        simulator=simulator_name(backend),
-    )

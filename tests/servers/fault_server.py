@@ -2,9 +2,10 @@
 
 ``server.script`` is a list of behaviours consumed one per request: "ok", "429", "500",
 "hang" (sleeps past the client's timeout, then answers), "malformed" (a 200 whose body is
-not JSON), "nochoices" (a JSON 200 without choices), "401" (echoes the bearer key back, as
+not JSON), "nochoices" (a JSON 200 without choices), "403", "404", "401" (echoes the bearer key back, as
 some servers do, so tests can check the client never repeats it). After the script runs
-out every request is "ok". Requests are counted server-side.
+out every request is "ok". Requests are counted server-side. ``reply`` is the answer's text,
+or a function of the request body returning it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FaultServer:
-    def __init__(self, reply: str = "capital cities.", hang_s: float = 2.0, delay_s: float = 0.0):
+    def __init__(self, reply="capital cities.", hang_s: float = 2.0, delay_s: float = 0.0):
         self.script: list[str] = []
         self.reply = reply
         self.hang_s = hang_s
@@ -76,6 +77,8 @@ class FaultServer:
                     elif action == "401":
                         msg = f"Incorrect API key provided: {auth.removeprefix('Bearer ')}"
                         self._send(401, json.dumps({"error": {"message": msg, "type": "invalid_request_error"}}).encode())
+                    elif action == "403":
+                        self._send(403, json.dumps({"error": {"message": "this key may not use that model"}}).encode())
                     elif action == "404":
                         self._send(404, json.dumps({"error": {"message": "model not found"}}).encode())
                     elif action == "malformed":
@@ -94,16 +97,17 @@ class FaultServer:
 
             def _ok(self, body: dict) -> dict:
                 usage = {"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105}
+                text = server.reply(body) if callable(server.reply) else server.reply
                 if self.path.endswith("/chat/completions"):
                     return {
                         "id": "c1", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
                         "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": server.reply}}],
+                                     "message": {"role": "assistant", "content": text}}],
                         "usage": usage,
                     }
                 return {
                     "id": "c2", "object": "text_completion", "created": 0, "model": body.get("model", "m"),
-                    "choices": [{"index": 0, "finish_reason": "length", "text": server.reply, "logprobs": None}],
+                    "choices": [{"index": 0, "finish_reason": "length", "text": text, "logprobs": None}],
                     "usage": usage,
                 }
 

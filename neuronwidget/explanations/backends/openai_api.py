@@ -2,7 +2,8 @@
 ``transformers serve``...).
 
 Retries with exponential backoff and jitter on 429, 5xx, timeouts, dropped connections and
-malformed bodies; clear errors on 401/404; a concurrency limit; an on-disk response cache
+malformed bodies (``RetriesExhausted`` when they run out); fails at once with a clear
+``BackendError`` on what no retry fixes (401, 403, 404, 400, connection refused); a concurrency limit; an on-disk response cache
 keyed by the whole request (model, server, messages or prompt, parameters — never the key).
 The API key is kept out of repr(), error messages, caches and logs.
 """
@@ -16,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from .._common import BackendError, ResponseCache, Usage
+from .._common import BackendError, ResponseCache, RetriesExhausted, Usage
 
 
 class LogprobsUnsupported(BackendError):
@@ -25,6 +26,17 @@ class LogprobsUnsupported(BackendError):
 
 class _Malformed(Exception):
     pass
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection error was a refused connection (nothing listens there)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ConnectionRefusedError) or "connection refused" in str(exc).lower():
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class OpenAIBackend:
@@ -159,7 +171,15 @@ class OpenAIBackend:
                 raise BackendError(f"permission denied (403): {self._scrub(str(e))[:200]}") from None
             except openai.BadRequestError as e:
                 raise BackendError(f"the server rejected the request (400): {self._scrub(str(e))[:300]}") from None
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as e:
+            except openai.APIConnectionError as e:
+                if _refused(e):
+                    raise BackendError(
+                        f"connection refused at {self.base_url or 'api.openai.com'}: is the server running "
+                        "there, on that port?"
+                    ) from None
+                last = f"{type(e).__name__}: {self._scrub(str(e))[:200]}"
+                continue
+            except (openai.RateLimitError, openai.InternalServerError) as e:
                 last = f"{type(e).__name__}: {self._scrub(str(e))[:200]}"
                 continue
             except openai.APIStatusError as e:
@@ -175,7 +195,7 @@ class OpenAIBackend:
             if self._cache is not None:
                 self._cache.put(key, out)
             return out
-        raise BackendError(
+        raise RetriesExhausted(
             f"{kind} request to {self.base_url or 'api.openai.com'} failed after {self.max_retries + 1} "
             f"attempts; last error: {last}"
         )
@@ -236,8 +256,10 @@ class OpenAIBackend:
                 self.prompt_logprobs("a\t1\n", top=2)
             except LogprobsUnsupported:
                 pass
+            except RetriesExhausted:
+                self._logprobs_ok = False  # the endpoint keeps failing: not usable for this
             except BackendError as e:
-                if "authentication" in str(e):
-                    raise
-                self._logprobs_ok = False  # endpoint missing or failing: not usable for this
+                if not str(e).startswith(("not found (404)", "the server rejected", "HTTP 4")):
+                    raise  # wrong key, no permission, nothing listening: say so now
+                self._logprobs_ok = False  # endpoint missing or the request rejected
         return bool(self._logprobs_ok)
