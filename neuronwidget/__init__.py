@@ -46,6 +46,14 @@ _PUBLIC = {
     "published_explanations": "neuronwidget.activations.published",
     "published_record": "neuronwidget.activations.published",
     "PublishedIndex": "neuronwidget.activations.published",
+    # explore: text -> neurons, weight connections, explanation search
+    "top_neurons": "neuronwidget.explore.top",
+    "neuron_connections": "neuronwidget.explore.api",
+    "search": "neuronwidget.explore.api",
+    "record_explanation": "neuronwidget.explore.api",
+    "import_explanations": "neuronwidget.explore.api",
+    "Explorer": "neuronwidget.widgets.explorer",
+    "SearchBox": "neuronwidget.widgets.explorer",
     # widgets
     "NeuronView": "neuronwidget.widgets",
     "TokenView": "neuronwidget.widgets",

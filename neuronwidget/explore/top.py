@@ -51,8 +51,9 @@ class TextActivations:
         self.engine = engine
         lm = engine.lm
         ids = engine._ids(text)
-        if len(ids) > lm.n_ctx:
-            raise ValueError(f"text has {len(ids)} tokens; at most {lm.n_ctx} fit in {lm.short_name}'s context")
+        limit = int(getattr(lm, "max_text_tokens", lm.n_ctx))
+        if len(ids) > limit:
+            raise ValueError(f"text has {len(ids)} tokens; at most {limit} fit in {lm.short_name}'s context")
         self.tokens = engine.token_strings(ids)
         acts = mlp_activations(lm, torch.tensor([ids]), range(lm.n_layers))
         # [tokens, layers, neurons]
@@ -75,9 +76,24 @@ class TextActivations:
 
     def top(self, position: Any, k: int = 20, store: ExplanationStore | None = None) -> list[dict[str, Any]]:
         """The ``k`` neurons with the largest normalised activation at token ``position``."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        p = self.position(position)
+        rows = self._ranked(self.position(position), _check_k(k))
+        self._join(rows, store)
+        return rows
+
+    def every_position(self, k: int = 20, store: ExplanationStore | None = None) -> list[list[dict[str, Any]]]:
+        """:meth:`top` at every token, with one look-up of known explanations for all of them."""
+        tops = [self._ranked(p, _check_k(k)) for p in range(len(self.tokens))]
+        self._join([r for rows in tops for r in rows], store)
+        return tops
+
+    def _join(self, rows: list[dict[str, Any]], store: ExplanationStore | None) -> None:
+        known = (store or get_store()).best(self.model, {(r["layer"], r["neuron"], r["side"]) for r in rows})
+        for r in rows:
+            hit = known.get((r["layer"], r["neuron"], r["side"]))
+            if hit:
+                r["explanation"], r["score"] = hit
+
+    def _ranked(self, p: int, k: int) -> list[dict[str, Any]]:
         a = self.acts[p]
         norm, is_neg = normalise(a, self.max, self.min)
         flat = norm.ravel()
@@ -93,12 +109,13 @@ class TextActivations:
             rows.append({"layer": layer, "neuron": neuron, "side": "negative" if is_neg.ravel()[i] else "positive",
                          "activation": float(a[layer, neuron]), "normalized": float(flat[i]),
                          "explanation": None, "score": None})
-        known = (store or get_store()).best(self.model, [(r["layer"], r["neuron"], r["side"]) for r in rows])
-        for r in rows:
-            hit = known.get((r["layer"], r["neuron"], r["side"]))
-            if hit:
-                r["explanation"], r["score"] = hit
         return rows
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    return k
 
 
 def top_neurons(text: str, position: int, k: int = 20, model: Any = None, *, index: Any = None,

@@ -1,0 +1,86 @@
+// NeuronView's "Connections (from the weights)" section: input tokens, output tokens, and the
+// strongest upstream / downstream neurons (click one to go there). Text only, never HTML.
+import { button, h } from "./dom";
+import { displayToken, formatActivation } from "./format";
+
+export interface TokenWeight {
+  token: string;
+  value: number;
+}
+
+export interface NeuronWeight {
+  layer: number;
+  neuron: number;
+  value: number;
+}
+
+export interface ConnectionsData {
+  family?: string;
+  input_tokens?: TokenWeight[];
+  input_tokens_negative?: TokenWeight[];
+  output_promoted?: TokenWeight[];
+  output_suppressed?: TokenWeight[];
+  upstream?: NeuronWeight[];
+  downstream?: NeuronWeight[];
+  definition?: string;
+  error?: string;
+}
+
+function tokenList(title: string, items: TokenWeight[] | undefined): HTMLElement | null {
+  if (!items || !items.length) return null;
+  const box = h("div", "nw-conn-group");
+  box.appendChild(h("div", "nw-conn-title", title));
+  const list = h("div", "nw-conn-tokens");
+  for (const t of items) {
+    const chip = h("span", "nw-conn-token", displayToken(t.token));
+    chip.title = `${JSON.stringify(t.token)}: ${formatActivation(t.value)}`;
+    list.appendChild(chip);
+  }
+  box.appendChild(list);
+  return box;
+}
+
+function neuronList(title: string, items: NeuronWeight[] | undefined, goto: (layer: number, neuron: number) => void): HTMLElement | null {
+  if (!items || !items.length) return null;
+  const box = h("div", "nw-conn-group");
+  box.appendChild(h("div", "nw-conn-title", title));
+  const list = h("div", "nw-conn-neurons");
+  for (const n of items) {
+    const b = button(`L${n.layer}/N${n.neuron} (${formatActivation(n.value)})`, () => goto(n.layer, n.neuron),
+      `go to layer ${n.layer}, neuron ${n.neuron}`);
+    b.classList.add("nw-conn-neuron");
+    list.appendChild(b);
+  }
+  box.appendChild(list);
+  return box;
+}
+
+/** The section as one <details> element, or null when the payload has none. */
+export function renderConnections(data: ConnectionsData | null | undefined, goto: (layer: number, neuron: number) => void): HTMLElement | null {
+  if (!data) return null;
+  const box = h("details", "nw-box nw-connections");
+  box.open = true;
+  box.appendChild(h("summary", "nw-section", "Connections (from the weights, no corpus)"));
+  if (data.error) {
+    box.appendChild(h("div", "nw-note", data.error));
+    return box;
+  }
+  const gated = data.family === "gated";
+  const parts = [
+    tokenList("Input: tokens that excite it most", data.input_tokens),
+    gated ? tokenList("Input: tokens that drive it most negative", data.input_tokens_negative) : null,
+    tokenList("Output: tokens it promotes", data.output_promoted),
+    tokenList("Output: tokens it suppresses", data.output_suppressed),
+    neuronList("Upstream neurons (strongest)", data.upstream, goto),
+    neuronList("Downstream neurons (strongest)", data.downstream, goto),
+  ];
+  for (const p of parts) if (p) box.appendChild(p);
+  if (data.definition) box.appendChild(h("div", "nw-note nw-conn-def", data.definition));
+  return box;
+}
+
+/** What NeuronView appends to its side column: [] or [the section] (one call, one payload key). */
+export function connectionsSection(data: ConnectionsData | null | undefined, goto: (layer: number, neuron: number) => void): HTMLElement[] {
+  const el = renderConnections(data, goto);
+  return el ? [el] : [];
+}

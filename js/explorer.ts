@@ -1,0 +1,263 @@
+// Explorer (text -> the neurons firing at each token) and SearchBox (words -> explanations).
+// Both open a NeuronView in place: the kernel puts a NeuronView widget in `_child` and this
+// file renders that widget's own model with renderNeuronView, with a button back.
+import "./explorer.css";
+import { button, h } from "./dom";
+import { displayToken, formatActivation, formatScore } from "./format";
+import { keepKeys, renderNeuronView } from "./neuronview";
+
+export interface TopRow {
+  layer: number;
+  neuron: number;
+  side: string;
+  activation: number;
+  normalized: number;
+  explanation: string | null;
+  score: number | null;
+}
+
+export interface ExplorerData {
+  model: string;
+  is_tiny: boolean;
+  tokens: string[];
+  k: number;
+  tops: TopRow[][];
+  peak: number[];
+}
+
+export interface SearchRow {
+  model: string;
+  layer: number;
+  neuron: number;
+  side: string;
+  explanation: string;
+  score: number | null;
+  explainer: string | null;
+  source: string | null;
+}
+
+export interface SearchData {
+  query: string;
+  model: string | null;
+  limit: number;
+  results: SearchRow[];
+  error: string | null;
+}
+
+// front end -> kernel
+export interface OpenRequest {
+  type: "open";
+  layer: number;
+  neuron: number;
+  model?: string;
+}
+
+export interface SearchRequest {
+  type: "search";
+  query: string;
+}
+
+type AnyModel = {
+  get(name: string): any;
+  on(event: string, cb: (...args: any[]) => void): void;
+  off(event?: string | null, cb?: ((...args: any[]) => void) | null): void;
+  send(content: unknown, callbacks?: unknown, buffers?: any): void;
+  widget_manager?: { get_model(id: string): Promise<any> };
+};
+
+/** The model id inside a widget reference ("anywidget:<id>" or "IPY_MODEL_<id>"). */
+export function refId(ref: unknown): string | null {
+  if (typeof ref !== "string" || !ref) return null;
+  for (const prefix of ["anywidget:", "IPY_MODEL_"]) if (ref.startsWith(prefix)) return ref.slice(prefix.length);
+  return ref;
+}
+
+/** The part of a view that shows the child NeuronView in place of `main`, with a way back. */
+function inPlace(model: AnyModel, root: HTMLElement, main: HTMLElement, showError: (m: string) => void) {
+  const panel = h("div", "nw-inplace");
+  panel.hidden = true;
+  const back = button("◀ back", () => {
+    panel.hidden = true;
+    main.hidden = false;
+  }, "back to where you were");
+  back.classList.add("nw-back");
+  const holder = h("div", "nw-child");
+  panel.append(back, holder);
+  root.appendChild(panel);
+  let mountedId: string | null = null;
+  let cleanup: (() => void) | null = null;
+
+  async function show() {
+    const id = refId(model.get("_child"));
+    if (!id) return;
+    main.hidden = true;
+    panel.hidden = false;
+    if (id === mountedId) return;
+    const wm = model.widget_manager;
+    if (!wm) return showError("This notebook front end cannot show a NeuronView inside another view; display nw.NeuronView(layer, neuron) in a cell instead.");
+    try {
+      const child = await wm.get_model(id);
+      cleanup?.();
+      const childRoot = h("div", "nw-root nw-nested");
+      holder.replaceChildren(childRoot);
+      cleanup = renderNeuronView(child, childRoot);
+      mountedId = id;
+    } catch (e) {
+      showError(`could not show the neuron: ${(e as Error).message}`);
+    }
+  }
+  return { show, dispose: () => cleanup?.() };
+}
+
+function statusLine(root: HTMLElement) {
+  const status = h("div", "nw-status");
+  root.appendChild(status);
+  return {
+    el: status,
+    error(message: string) {
+      const err = h("div", "nw-error", message);
+      err.setAttribute("role", "alert");
+      status.replaceChildren(err);
+    },
+    busy(message: string) {
+      status.replaceChildren(h("span", "nw-status-msg", message));
+    },
+    clear() {
+      status.replaceChildren();
+    },
+  };
+}
+
+function neuronButton(label: string, detail: string, explanation: string | null, score: number | null, onOpen: () => void): HTMLElement {
+  const row = button("", onOpen, "open this neuron's view");
+  row.classList.add("nw-xrow");
+  row.append(h("span", "nw-xid", label), h("span", "nw-xval", detail));
+  const expl = h("span", explanation ? "nw-xexpl" : "nw-xexpl nw-note", explanation ?? "no explanation yet");
+  row.append(expl);
+  if (score !== null && score !== undefined) row.append(h("span", "nw-xscore", `score ${formatScore(score)}`));
+  return row;
+}
+
+export function renderExplorer(model: AnyModel, root: HTMLElement): () => void {
+  const d = model.get("_data") as ExplorerData;
+  const main = h("div", "nw-explorer");
+  const status = statusLine(root);
+  root.prepend(main);
+  const title = h("div", "nw-title");
+  title.append(h("span", "nw-model", d.model), h("span", "nw-id", " · explorer"));
+  const hint = h("div", "nw-note", "Click or focus a token: the neurons that fire most there, over all layers (activation ÷ the neuron's max over the index).");
+  const text = h("div", "nw-xtext");
+  const table = h("div", "nw-xtable");
+  main.append(title, hint, text, table);
+  if (d.is_tiny) root.classList.add("nw-tiny");
+  const place = inPlace(model, root, main, status.error);
+
+  let selected = -1;
+  const spans: HTMLElement[] = [];
+  const peak = Math.max(1e-9, ...d.peak);
+  d.tokens.forEach((tok, i) => {
+    const span = h("span", "nw-tok nw-xtok", displayToken(tok));
+    span.tabIndex = 0;
+    span.setAttribute("role", "button");
+    span.setAttribute("aria-label", `token ${i}: ${tok}`);
+    span.dataset.position = String(i);
+    const alpha = Math.max(0, Math.min(1, d.peak[i] / peak));
+    span.style.backgroundColor = `rgba(255, 140, 0, ${(0.08 + 0.5 * alpha).toFixed(3)})`;
+    span.addEventListener("click", () => select(i));
+    span.addEventListener("focus", () => select(i));
+    span.addEventListener("keydown", (ev: KeyboardEvent) => {
+      ev.stopPropagation();
+      const step = ev.key === "ArrowRight" ? 1 : ev.key === "ArrowLeft" ? -1 : 0;
+      if (step && spans[i + step]) {
+        ev.preventDefault();
+        spans[i + step].focus();
+      }
+    });
+    spans.push(span);
+    text.appendChild(span);
+  });
+
+  function select(i: number) {
+    if (i === selected) return;
+    spans[selected]?.classList.remove("nw-xsel");
+    selected = i;
+    spans[i].classList.add("nw-xsel");
+    const rows = d.tops[i] ?? [];
+    table.replaceChildren(h("div", "nw-section", `Top ${rows.length} neurons at ${JSON.stringify(d.tokens[i])} (token ${i})`));
+    if (!rows.length) table.appendChild(h("div", "nw-note", "No neuron fires above zero here."));
+    for (const r of rows) {
+      const detail = `${formatActivation(r.normalized)}× max · ${formatActivation(r.activation)}${r.side === "negative" ? " (negative side)" : ""}`;
+      table.appendChild(neuronButton(`L${r.layer}/N${r.neuron}`, detail, r.explanation, r.score, () => {
+        status.busy(`opening layer ${r.layer}, neuron ${r.neuron}…`);
+        model.send({ type: "open", layer: r.layer, neuron: r.neuron } satisfies OpenRequest);
+      }));
+    }
+  }
+
+  function onMsg(msg: any) {
+    if (msg?.type === "opened") {
+      status.clear();
+      void place.show();
+    } else if (msg?.type === "error") status.error(String(msg.message));
+  }
+  const onChild = () => void place.show();
+  model.on("msg:custom", onMsg);
+  model.on("change:_child", onChild);
+  if (d.tokens.length) select(d.peak.indexOf(Math.max(...d.peak)));
+  return () => {
+    model.off("msg:custom", onMsg);
+    model.off("change:_child", onChild);
+    place.dispose();
+  };
+}
+
+export function renderSearchBox(model: AnyModel, root: HTMLElement): () => void {
+  const main = h("div", "nw-search");
+  const status = statusLine(root);
+  root.prepend(main);
+  const input = h("input", "nw-input nw-search-input");
+  input.type = "search";
+  input.placeholder = "words to search explanations for, e.g. capital cities";
+  input.setAttribute("aria-label", "search explanations");
+  const go = () => model.send({ type: "search", query: input.value } satisfies SearchRequest);
+  keepKeys(input);
+  input.addEventListener("keydown", (ev: KeyboardEvent) => {
+    if (ev.key === "Enter") go();
+  });
+  const results = h("div", "nw-xtable nw-search-results");
+  main.append(h("div", "nw-section", "Search explanations"), input, button("Search", go), results);
+  const place = inPlace(model, root, main, status.error);
+
+  function draw() {
+    const d = model.get("_data") as SearchData;
+    if (document.activeElement !== input) input.value = d.query ?? "";
+    results.replaceChildren();
+    if (d.error) return status.error(d.error);
+    status.clear();
+    if (d.query && !d.results.length) results.appendChild(h("div", "nw-note", "No explanation matches these words."));
+    for (const r of d.results) {
+      const label = `${r.model} L${r.layer}/N${r.neuron}${r.side === "negative" ? " (−)" : ""}`;
+      results.appendChild(neuronButton(label, r.explainer ?? "", r.explanation, r.score, () => {
+        status.busy(`opening ${label}…`);
+        model.send({ type: "open", layer: r.layer, neuron: r.neuron, model: r.model } satisfies OpenRequest);
+      }));
+    }
+  }
+  function onMsg(msg: any) {
+    if (msg?.type === "opened") {
+      status.clear();
+      void place.show();
+    } else if (msg?.type === "error") status.error(String(msg.message));
+  }
+  const onChild = () => void place.show();
+  draw();
+  model.on("change:_data", draw);
+  model.on("msg:custom", onMsg);
+  model.on("change:_child", onChild);
+  return () => {
+    model.off("change:_data", draw);
+    model.off("msg:custom", onMsg);
+    model.off("change:_child", onChild);
+    place.dispose();
+  };
+}

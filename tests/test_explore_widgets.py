@@ -1,0 +1,79 @@
+"""Explorer, SearchBox and NeuronView's connections / store hooks, on the real tiny engine."""
+
+import html
+
+import pytest
+
+import neuronwidget as nw
+from neuronwidget.explore.store import ExplanationStore
+from neuronwidget.records import NeuronId, ScoredExplanation, ScoredSimulation
+
+TEXT = "The Eiffel Tower is in Paris. def main(): return 42"
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_index):
+    return tiny_index
+
+
+def test_explorer_shows_every_tokens_top_neurons_and_opens_one_in_place(tiny, tmp_path):
+    _, engine, index = tiny
+    st = ExplanationStore(tmp_path / "s.sqlite")
+    ex = nw.Explorer(TEXT, model="tiny", k=7, store=st)
+    d = ex._data
+    assert d["tokens"] == engine.tokenize(TEXT) and ex._view_kind == "explorer"
+    for p in (0, 4, len(d["tokens"]) - 1):
+        want = nw.top_neurons(TEXT, p, k=7, model="tiny", store=st)
+        assert [(r["layer"], r["neuron"]) for r in d["tops"][p]] == list(zip(want.layer, want.neuron))
+        assert [r["normalized"] for r in d["tops"][p]] == pytest.approx(want.normalized.tolist(), abs=1e-4)
+    assert ex.top(4).equals(nw.top_neurons(TEXT, 4, k=7, model="tiny", store=st))
+
+    r = d["tops"][4][0]
+    ex._on_msg(ex, {"type": "open", "layer": r["layer"], "neuron": r["neuron"]})
+    view = ex.neuron_view
+    assert isinstance(view, nw.NeuronView) and (view.layer, view.neuron) == (r["layer"], r["neuron"])
+    assert view._index is index
+    ex._on_msg(ex, {"type": "open", "layer": 2, "neuron": 5})
+    assert ex.neuron_view is view and (view.layer, view.neuron) == (2, 5)  # one view, reloaded
+    ex._on_msg(ex, {"type": "open", "layer": 99, "neuron": 5})  # bad input: an error in the view
+    assert "layer" in ex._status["error"] and (view.layer, view.neuron) == (2, 5)
+    page = ex._repr_html_()
+    assert "Explorer" in page and all(html.escape(t) in page for t in d["tokens"])
+
+
+@pytest.mark.parametrize("text, message", [("", "text is empty"), (None, "non-empty string"),
+                                           ("x" * 20_001, "at most 20000")])
+def test_explorer_bad_text(tiny, text, message):
+    with pytest.raises(ValueError, match=message):
+        nw.Explorer(text, model="tiny")
+
+
+def test_neuronview_shows_weight_connections(tiny):
+    view = nw.NeuronView(1, 3, model="tiny")
+    got = view._data["connections"]
+    want = nw.neuron_connections(1, 3, model="tiny", k=8).to_dict()
+    assert got == want and got["input_tokens"] and got["downstream"]
+
+
+def test_explanations_made_in_neuronview_become_searchable(tiny):
+    view = nw.NeuronView(1, 3, model="tiny")
+    view._on_custom_msg(view, {"type": "test", "explanation": "zanzibar quokka tokens"})
+    view.wait(120)
+    df = nw.search("zanzibar quokka", model="tiny")
+    assert (df.layer[0], df.neuron[0], df.source[0]) == (1, 3, "NeuronView")
+    assert df.explanation[0] == "zanzibar quokka tokens" and df.score[0] == pytest.approx(view.explanations[0].score)
+
+
+def test_searchbox_lists_results_and_opens_a_neuronview(tiny, tmp_path):
+    st = ExplanationStore(tmp_path / "s.sqlite")
+    st.add(ScoredExplanation("closing brackets in code", ScoredSimulation([], ev_correlation_score=0.4),
+                             NeuronId(2, 9)), "tiny")
+    box = nw.SearchBox("brackets", model="tiny", store=st)
+    assert [(r["layer"], r["neuron"]) for r in box._data["results"]] == [(2, 9)]
+    box._on_msg(box, {"type": "search", "query": "'; DROP TABLE explanations; --"})
+    assert box._data["results"] == [] and box._data["error"] is None
+    box._on_msg(box, {"type": "search", "query": "*"})
+    assert "no words to search for" in box._data["error"]
+    box._on_msg(box, {"type": "open", "layer": 2, "neuron": 9, "model": "tiny"})
+    assert (box.neuron_view.layer, box.neuron_view.neuron) == (2, 9)
+    assert st.count() == 1
