@@ -1,0 +1,131 @@
+// @vitest-environment jsdom
+import { afterEach, describe, expect, it } from "vitest";
+import { renderExplorer, renderSearchBox, refId } from "../explorer";
+import { renderConnections } from "../connections";
+import { FakeModel, f32 } from "./fakemodel";
+
+const HOSTILE = "<img src=x onerror=window.__pwned=1>";
+
+function row(layer: number, neuron: number, explanation: string | null) {
+  return { layer, neuron, side: "positive", activation: 1.5, normalized: 0.75, explanation, score: explanation ? 0.4 : null };
+}
+
+function neuronState() {
+  const tokens = ["a", "b", "c"];
+  return {
+    _view_kind: "neuron",
+    _data: {
+      header: { model: "tiny", is_tiny: true, layer: 1, neuron: 3, n_layers: 2, n_neurons: 8, max: 4, min: 0, corpus: "c", signed: false, side: "positive" },
+      top: [{ tokens, a: [0, 3] }], top_total: 1, random: [], quantiles: [],
+      hist: { edges: [0, 1, 2], counts: [3, 1], caption: "all tokens" }, cards: [],
+      explainer: "baseline", simulator: "baseline", diverging: false,
+      connections: { family: "gpt2", input_tokens: [{ token: HOSTILE, value: 1 }], output_promoted: [], output_suppressed: [],
+        upstream: [{ layer: 0, neuron: 5, value: -0.5 }], downstream: [], definition: "weights" },
+    },
+    _buf: f32([0, 4, 1]),
+    _status: {},
+  };
+}
+
+function mountExplorer() {
+  const model = new FakeModel({
+    _view_kind: "explorer",
+    _data: { model: "tiny", is_tiny: true, tokens: ["The", HOSTILE, " end"], k: 2,
+      tops: [[row(0, 1, null)], [row(2, 7, HOSTILE), row(1, 4, "commas")], []], peak: [0.2, 0.9, 0] },
+    _status: {},
+    _child: null,
+  });
+  const root = document.createElement("div");
+  root.className = "nw-root";
+  document.body.appendChild(root);
+  const cleanup = renderExplorer(model as any, root);
+  return { model, root, cleanup };
+}
+
+afterEach(() => {
+  document.body.replaceChildren();
+  delete (window as any).__pwned;
+});
+
+describe("Explorer", () => {
+  it("shows tokens as text, the top neurons of the focused token, and asks to open one", () => {
+    const { model, root } = mountExplorer();
+    const toks = Array.from(root.querySelectorAll<HTMLElement>(".nw-xtok"));
+    expect(toks.map((t) => t.textContent)).toEqual(["The", HOSTILE, " end"]);
+    expect(root.querySelector("img")).toBeNull();
+    // the token with the highest peak is selected first
+    expect(toks[1].classList.contains("nw-xsel")).toBe(true);
+    expect(Array.from(root.querySelectorAll(".nw-xrow .nw-xid")).map((e) => e.textContent)).toEqual(["L2/N7", "L1/N4"]);
+    expect(root.querySelector(".nw-xrow .nw-xexpl")!.textContent).toBe(HOSTILE);
+    toks[0].dispatchEvent(new FocusEvent("focus"));
+    expect(Array.from(root.querySelectorAll(".nw-xrow .nw-xid")).map((e) => e.textContent)).toEqual(["L0/N1"]);
+    expect(root.querySelector(".nw-xrow .nw-xexpl")!.textContent).toBe("no explanation yet");
+    toks[2].click();
+    expect(root.textContent).toContain("No neuron fires above zero here.");
+    toks[1].click();
+    (root.querySelectorAll<HTMLButtonElement>(".nw-xrow")[1]).click();
+    expect(model.sent.at(-1)!.content).toEqual({ type: "open", layer: 1, neuron: 4 });
+  });
+
+  it("renders the NeuronView the kernel opens in place, and goes back", async () => {
+    const { model, root } = mountExplorer();
+    const child = new FakeModel(neuronState());
+    (model as any).widget_manager = { get_model: async (id: string) => (id === "abc" ? child : Promise.reject(new Error(id))) };
+    model.set("_child", "anywidget:abc");
+    await new Promise((r) => setTimeout(r, 0));
+    const panel = root.querySelector<HTMLElement>(".nw-inplace")!;
+    expect(panel.hidden).toBe(false);
+    expect(root.querySelector<HTMLElement>(".nw-explorer")!.hidden).toBe(true);
+    expect(panel.querySelector(".nw-id")!.textContent).toContain("layer 1 · neuron 3");
+    // the connections section is in the NeuronView, tokens as text; a neuron link navigates
+    expect(panel.querySelector(".nw-conn-token")!.textContent).toBe(HOSTILE);
+    expect(panel.querySelector("img")).toBeNull();
+    panel.querySelector<HTMLButtonElement>(".nw-conn-neuron")!.click();
+    expect(child.sent.at(-1)!.content).toEqual({ type: "goto", layer: 0, neuron: 5 });
+    root.querySelector<HTMLButtonElement>(".nw-back")!.click();
+    expect(panel.hidden).toBe(true);
+    expect(root.querySelector<HTMLElement>(".nw-explorer")!.hidden).toBe(false);
+  });
+
+  it("says so when the front end cannot nest widgets", async () => {
+    const { model, root } = mountExplorer();
+    (model as any).widget_manager = undefined;
+    model.emit("msg:custom", { type: "opened", layer: 1, neuron: 3 });
+    model.set("_child", "anywidget:abc");
+    await new Promise((r) => setTimeout(r, 0));
+    expect(root.querySelector(".nw-error")!.textContent).toContain("cannot show a NeuronView inside");
+  });
+});
+
+describe("SearchBox", () => {
+  it("sends the query, lists results as text, opens one with its model", () => {
+    const model = new FakeModel({ _view_kind: "search", _data: { query: "", model: null, limit: 20, results: [], error: null }, _child: null, _status: {} });
+    const root = document.createElement("div");
+    document.body.appendChild(root);
+    renderSearchBox(model as any, root);
+    const input = root.querySelector<HTMLInputElement>(".nw-search-input")!;
+    input.value = "capital cities";
+    input.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter" }));
+    expect(model.sent.at(-1)!.content).toEqual({ type: "search", query: "capital cities" });
+    model.set("_data", { query: "capital cities", model: null, limit: 20, error: null,
+      results: [{ model: "gpt2", layer: 5, neuron: 131, side: "positive", explanation: HOSTILE, score: 0.8, explainer: "x", source: "s" }] });
+    expect(root.querySelector(".nw-xexpl")!.textContent).toBe(HOSTILE);
+    expect(root.querySelector("img")).toBeNull();
+    root.querySelector<HTMLButtonElement>(".nw-xrow")!.click();
+    expect(model.sent.at(-1)!.content).toEqual({ type: "open", layer: 5, neuron: 131, model: "gpt2" });
+    model.set("_data", { query: "*", model: null, limit: 20, results: [], error: "query '*' has no words to search for" });
+    expect(root.querySelector(".nw-error")!.textContent).toContain("no words");
+  });
+});
+
+describe("connections", () => {
+  it("draws nothing without data and a message on error", () => {
+    expect(renderConnections(null, () => {})).toBeNull();
+    expect(renderConnections({ error: "connections unavailable: x" }, () => {})!.textContent).toContain("unavailable");
+  });
+  it("reads widget references", () => {
+    expect(refId("anywidget:abc")).toBe("abc");
+    expect(refId("IPY_MODEL_xyz")).toBe("xyz");
+    expect(refId(null)).toBeNull();
+  });
+});
