@@ -61,18 +61,53 @@ def brute(lm, built):
     return {layer: np.concatenate(a) for layer, a in acts.items()}  # [W, 64, N] float32
 
 
-def test_top_k_equals_brute_force(built, brute, lm):
+def _ranked(values, largest):
+    """Window ids per neuron ordered as the index ranks them: by value, ties by window id."""
+    w = np.arange(values.shape[0])
+    out = []
+    for n in range(values.shape[1]):
+        v = values[:, n]
+        out.append(np.lexsort((w, -v if largest else v)))
+    return np.stack(out)  # [N, W]
+
+
+def test_top_and_bottom_k_equal_brute_force(built, brute, lm):
     _, idx = built
     k = SETTINGS["top_k"]
     for layer in range(lm.n_layers):
-        maxima = brute[layer].max(1)  # [W, N]
-        want = -np.sort(-maxima, axis=0)[:k].T  # [N, k]
-        np.testing.assert_array_equal(np.asarray(idx._a["top_max"][layer]), want)
-        ids = np.asarray(idx._a["top_ids"][layer])
-        np.testing.assert_array_equal(np.take_along_axis(maxima.T, ids, 1), want)  # the windows really are those
-        got_acts = np.asarray(idx._a["top_acts"][layer])  # [N, k, 64]
-        want_acts = brute[layer][ids, :, np.arange(lm.n_neurons)[:, None]]  # [N, k, 64]
-        np.testing.assert_array_equal(got_acts, want_acts.astype(np.float16))
+        a = brute[layer]  # [W, 64, N]
+        for name, vals, stat, largest in (("top", a.max(1), "top_max", True), ("bottom", a.min(1), "bottom_min", False)):
+            want_ids = _ranked(vals, largest)[:, :k]  # [N, k]
+            got_ids = np.asarray(idx._a[f"{name}_ids"][layer])
+            np.testing.assert_array_equal(got_ids, want_ids)
+            np.testing.assert_array_equal(np.asarray(idx._a[stat][layer]), np.take_along_axis(vals.T, want_ids, 1))
+        for n in range(0, lm.n_neurons, 5):
+            for ids in (np.asarray(idx._a["top_ids"][layer, n]), np.asarray(idx._a["bottom_ids"][layer, n])):
+                np.testing.assert_array_equal(idx.window_activations(layer, n, ids), a[ids, :, n].astype(np.float16))
+        assert idx.max_activation(layer, 3) == float(a[:, :, 3].max())
+        assert idx.min_activation(layer, 3) == float(a[:, :, 3].min())
+
+
+def test_signed_records_equal_brute_force_over_all_windows(built, brute, lm):
+    """record(): most_positive = the windows with the highest maximum, most_negative = the
+    windows with the lowest minimum (lowest first), every token's activation as computed."""
+    _, idx = built
+    windows = np.asarray(idx._a["windows"])
+    table = lm.token_strings()
+    for layer, neuron in ((0, 0), (1, 200), (lm.n_layers - 1, lm.n_neurons - 1)):
+        a = brute[layer][:, :, neuron]  # [W, 64]
+        rec = idx.record(layer, neuron)
+        for records, order in ((rec.most_positive_activation_records, np.lexsort((np.arange(len(a)), -a.max(1)))),
+                               (rec.most_negative_activation_records, np.lexsort((np.arange(len(a)), a.min(1))))):
+            assert len(records) == SETTINGS["top_k"]
+            for r, w in zip(records, order):
+                assert r.tokens == [table[t] for t in windows[w]]
+                assert r.activations == a[w].astype(np.float16).astype(np.float32).tolist()
+        mins = [r.min_activation for r in rec.most_negative_activation_records]
+        assert mins == sorted(mins) and mins[0] == float(a.min().astype(np.float16))
+        assert idx.min_activation(layer, neuron) == float(a.min())  # exact float32
+        neg = rec.for_side("negative")
+        assert neg.max_activation == -mins[0]
 
 
 def test_random_and_quantile_samples_and_moments_match_brute_force(built, brute, lm):
@@ -81,8 +116,8 @@ def test_random_and_quantile_samples_and_moments_match_brute_force(built, brute,
     assert len(set(rand_ids.tolist())) == SETTINGS["n_random"]
     for layer in (0, lm.n_layers - 1):
         a = brute[layer]
-        np.testing.assert_array_equal(np.asarray(idx._a["rand_acts"][layer]),
-                                      a[rand_ids].transpose(2, 0, 1).astype(np.float16))
+        for n in range(0, lm.n_neurons, 11):
+            np.testing.assert_array_equal(idx.window_activations(layer, n, rand_ids), a[rand_ids, :, n].astype(np.float16))
         maxima = a.max(1)
         bounds = np.asarray(idx._a["q_bounds"][layer])  # [N, 4]
         assert np.all(np.diff(bounds, axis=1) >= 0)
@@ -93,6 +128,7 @@ def test_random_and_quantile_samples_and_moments_match_brute_force(built, brute,
                 chosen = q_ids[n, b][q_ids[n, b] >= 0]
                 assert len(set(chosen.tolist())) == min(SETTINGS["n_quantile"], int((bins[:, n] == b).sum()))
                 assert np.all(bins[chosen, n] == b)
+                np.testing.assert_array_equal(idx.window_activations(layer, n, chosen), a[chosen, :, n].astype(np.float16))
         flat = a.reshape(-1, a.shape[2]).astype(np.float64)
         mean, var = flat.mean(0), flat.var(0)
         skew = ((flat - mean) ** 3).mean(0) / var ** 1.5
@@ -102,11 +138,56 @@ def test_random_and_quantile_samples_and_moments_match_brute_force(built, brute,
         np.testing.assert_allclose(got[:, 1], var, rtol=1e-4)
         np.testing.assert_allclose(got[:, 2], skew, rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(got[:, 3], kurt, rtol=1e-3, atol=1e-3)
-        edges, counts = idx.histogram(layer, 5)
-        assert counts.sum() == idx.n_tokens and len(edges) == len(counts) + 1 and np.all(np.diff(edges) > 0)
-        assert edges[-1] >= float(maxima[:, 5].max()) - 1e-6
-        want_counts, _ = np.histogram(np.clip(flat[:, 5], edges[0], edges[-1]), bins=edges)
-        assert np.abs(want_counts - counts).sum() <= 0.001 * idx.n_tokens  # only float rounding at bin edges
+        for n in (5, 100, lm.n_neurons - 1):
+            edges, counts = idx.histogram(layer, n)
+            assert counts.sum() == idx.n_tokens and len(edges) == len(counts) + 1 and np.all(np.diff(edges) > 0)
+            assert edges[0] <= float(flat[:, n].min()) and edges[-1] >= float(flat[:, n].max())  # the true range
+            want_counts, _ = np.histogram(flat[:, n], bins=edges)
+            assert np.abs(want_counts - counts).sum() <= 0.001 * idx.n_tokens  # only float rounding at bin edges
+
+
+def test_size_follows_the_data(built, lm):
+    """Each neuron stores each window it references once: never more rows than windows."""
+    _, idx = built
+    off = np.asarray(idx._a["ref_offsets"])
+    per_neuron = np.diff(off)
+    assert per_neuron.max() <= idx.n_windows
+    refs = SETTINGS["top_k"] * 2 + SETTINGS["n_random"] + 5 * SETTINGS["n_quantile"]
+    assert per_neuron.mean() < refs  # overlaps (a top window that is also random, ...) are stored once
+    assert np.asarray(idx._a["ref_acts"]).shape == (off[-1], 64)
+
+
+def test_ordered_keys_and_hash_match_python():
+    from neuronwidget.activations.state import _mix, ordered, unordered
+
+    x = torch.tensor([-np.inf, -3.5, -1e-30, -0.0, 0.0, 1e-30, 2.0, np.inf], dtype=torch.float32)
+    o = ordered(x)
+    assert torch.all(o[1:] >= o[:-1]) and o[3] < o[4]
+    assert torch.equal(unordered(o).view(torch.int32), x.view(torch.int32))
+
+    def mix(v):  # splitmix64 finaliser on unsigned 64-bit Python ints
+        m = (1 << 64) - 1
+        v ^= v >> 30
+        v = (v * 0xBF58476D1CE4E5B9) & m
+        v ^= v >> 27
+        v = (v * 0x94D049BB133111EB) & m
+        return v ^ (v >> 31)
+
+    vals = [0, 1, 12345, 2**40 + 7, -5 & ((1 << 63) - 1)]
+    got = _mix(torch.tensor(vals, dtype=torch.long)).tolist()
+    assert [g & ((1 << 64) - 1) for g in got] == [mix(v) for v in vals]
+
+
+def test_records_carry_token_bytes(built, lm):
+    _, idx = built
+    rec = idx.record(1, 3)
+    table = lm.token_bytes()
+    for r in rec.most_positive_activation_records[:3] + rec.random_sample[:2]:
+        assert r.token_bytes is not None and len(r.token_bytes) == len(r.tokens)
+        assert b"".join(r.token_bytes).decode("utf-8", errors="replace") == "".join(r.tokens)
+    windows = np.asarray(idx._a["windows"])
+    w = int(idx._a["top_ids"][1, 3, 0])
+    assert rec.most_positive_activation_records[0].token_bytes == [table[t] for t in windows[w]]
 
 
 def test_record_has_openai_layout(built, lm, texts):
@@ -121,7 +202,9 @@ def test_record_has_openai_layout(built, lm, texts):
     assert all(len(r.tokens) == 64 for r in rec.most_positive_activation_records)
     assert "".join(rec.most_positive_activation_records[0].tokens) in "<|endoftext|>".join(texts)
     assert idx.top_records(2, 17, 1, 3) == rec.most_positive_activation_records[1:3]
-    assert NeuronRecord.from_json(rec.to_json()) == rec
+    assert NeuronRecord.from_json(rec.to_json(extras=True)) == rec
+    openai_view = NeuronRecord.from_json(rec.to_json())  # OpenAI's fields only: the positive side unchanged
+    assert openai_view.most_positive_activation_records == rec.most_positive_activation_records
     assert idx.corpus_name == f"2 texts given, {idx.n_tokens:,} tokens"
     assert idx.model_name.startswith("tiny")
     with pytest.raises(ValueError, match=r"layer must be in 0\.\.3 for tiny, got 4"):
@@ -166,7 +249,7 @@ def test_corrupted_cache_is_detected_and_rebuilt(built, lm, texts, cache):
     _, reference = built
     first = IndexBuilder(lm, texts, seed=0, **SETTINGS)
     first.run(progress=False)
-    path = first.folder / "top_acts.npy"
+    path = first.folder / "ref_acts.npy"
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -184,6 +267,19 @@ def test_corrupted_cache_is_detected_and_rebuilt(built, lm, texts, cache):
     assert not reused.built  # a valid cache is trusted
 
 
+def test_older_format_is_rebuilt_never_misread(built, lm, texts, cache):
+    first = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+    first.run(progress=False)
+    manifest = first.folder / "manifest.json"
+    meta = json.loads(manifest.read_text())
+    meta["format_version"] = 1
+    manifest.write_text(json.dumps(meta))
+    assert IndexBuilder(lm, texts, seed=0, **SETTINGS).load_cached() is None
+    again = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+    again.run(progress=False)
+    assert again.built
+
+
 def test_bad_settings(lm, texts):
     with pytest.raises(ValueError, match="top_k must be an integer >= 1"):
         IndexBuilder(lm, texts, top_k=0)
@@ -197,6 +293,8 @@ def test_corpus_smaller_than_top_k(lm, cache):
     rec = idx.record(0, 0)
     assert 0 < idx.n_windows < 40
     assert len(rec.most_positive_activation_records) == idx.n_windows  # no padding records
+    assert len(rec.most_negative_activation_records) == idx.n_windows
+    assert np.asarray(idx._a["top_ids"]).shape[2] == idx.n_windows  # nor padding slots on disk
     assert len(rec.random_sample) == idx.n_windows
     assert sum(len(q) for q in rec.random_sample_by_quantile) <= idx.n_windows
     assert idx.histogram(0, 0)[1].sum() == idx.n_tokens

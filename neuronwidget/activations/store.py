@@ -24,7 +24,7 @@ import numpy as np
 from .._io import atomic_write_json
 from ..records import ActivationRecord, NeuronId, NeuronRecord, check_layer_neuron
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: both tails, per-neuron deduplicated window activations
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
 
@@ -93,15 +93,25 @@ class NeuronIndex:
 
     ``record(layer, neuron)`` gives OpenAI's NeuronRecord: the ``top_k`` windows with the
     highest maximum activation (sorted, highest first), ``n_random`` random windows (the
-    same windows for every neuron), samples by quantile of the per-window maximum, and
-    mean / variance / skewness / excess kurtosis over every corpus token.
+    same windows for every neuron), samples by quantile of the per-window maximum, mean /
+    variance / skewness / excess kurtosis over every corpus token, and (a neuronwidget
+    extra) the ``top_k`` windows with the lowest minimum activation, lowest first.
+
+    Layout (format 2): each neuron's records reference windows by id; the per-token
+    activations of every window a neuron references are stored once for that neuron
+    (``ref_acts`` rows ``ref_offsets[i]:ref_offsets[i + 1]`` for neuron ``i = layer *
+    n_neurons + neuron``, window ids ascending in ``ref_windows``), so a window that is both
+    a top and a random window, say, costs one row, and a neuron never stores more windows
+    than the corpus has.
     """
 
-    def __init__(self, folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], token_strings: list[str]):
+    def __init__(self, folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], token_strings: list[str],
+                 token_bytes: list[bytes] | None = None):
         self.folder = folder
         self._a = arrays
         self._meta = meta
         self._tok = np.asarray(token_strings, dtype=object)
+        self._bytes = None if token_bytes is None else np.asarray(token_bytes, dtype=object)
         self.model_name: str = meta["model_name"]
         self.n_layers: int = meta["n_layers"]
         self.n_neurons: int = meta["n_neurons"]
@@ -120,54 +130,80 @@ class NeuronIndex:
     def _check(self, layer: Any, neuron: Any) -> tuple[int, int]:
         return check_layer_neuron(layer, neuron, self.n_layers, self.n_neurons, self._short)
 
-    def _records(self, window_ids: np.ndarray, acts: np.ndarray) -> list[ActivationRecord]:
+    def window_activations(self, layer: int, neuron: int, window_ids: Any) -> np.ndarray:
+        """float16 [len(window_ids), 64]: the neuron's activations on windows it recorded
+        (a ValueError for a window it did not keep)."""
+        layer, neuron = self._check(layer, neuron)
+        i = layer * self.n_neurons + neuron
+        lo, hi = (int(x) for x in self._a["ref_offsets"][i:i + 2])
+        known = np.asarray(self._a["ref_windows"][lo:hi])
+        ids = np.asarray(window_ids, dtype=np.int64).reshape(-1)
+        pos = np.searchsorted(known, ids)
+        if ids.size and (np.any(pos >= len(known)) or np.any(known[np.minimum(pos, len(known) - 1)] != ids)):
+            raise ValueError(f"L{layer}/N{neuron} did not record some of windows {ids.tolist()}")
+        return np.asarray(self._a["ref_acts"][lo:hi])[pos]
+
+    def _records(self, layer: int, neuron: int, window_ids: np.ndarray) -> list[ActivationRecord]:
+        ids = np.asarray(window_ids, dtype=np.int64)
+        ids = ids[ids >= 0]
+        acts = self.window_activations(layer, neuron, ids)
         windows = self._a["windows"]
         out = []
-        for wid, a in zip(window_ids, acts):
-            if wid < 0:
-                continue
-            out.append(ActivationRecord(tokens=self._tok[windows[wid]].tolist(), activations=a.astype(np.float32).tolist()))
+        for wid, a in zip(ids, acts):
+            toks = windows[wid]
+            out.append(ActivationRecord(tokens=self._tok[toks].tolist(), activations=a.astype(np.float32).tolist(),
+                                        token_bytes=None if self._bytes is None else self._bytes[toks].tolist()))
         return out
 
     def top_records(self, layer: int, neuron: int, start: int = 0, stop: int | None = None) -> list[ActivationRecord]:
         """Top windows ``start:stop`` of one neuron, highest maximum activation first."""
         layer, neuron = self._check(layer, neuron)
-        sl = slice(start, stop)
-        return self._records(np.asarray(self._a["top_ids"][layer, neuron, sl]), np.asarray(self._a["top_acts"][layer, neuron, sl]))
+        return self._records(layer, neuron, self._a["top_ids"][layer, neuron, slice(start, stop)])
+
+    def bottom_records(self, layer: int, neuron: int, start: int = 0, stop: int | None = None) -> list[ActivationRecord]:
+        """Bottom windows ``start:stop`` of one neuron, lowest minimum activation first."""
+        layer, neuron = self._check(layer, neuron)
+        return self._records(layer, neuron, self._a["bottom_ids"][layer, neuron, slice(start, stop)])
 
     def random_records(self, layer: int, neuron: int) -> list[ActivationRecord]:
         layer, neuron = self._check(layer, neuron)
-        return self._records(np.asarray(self._a["rand_ids"]), np.asarray(self._a["rand_acts"][layer, neuron]))
+        return self._records(layer, neuron, self._a["rand_ids"])
 
     def record(self, layer: int, neuron: int) -> NeuronRecord:
         """Everything recorded about one neuron, as OpenAI's NeuronRecord."""
         layer, neuron = self._check(layer, neuron)
         q_ids = np.asarray(self._a["q_ids"][layer, neuron])
-        q_acts = np.asarray(self._a["q_acts"][layer, neuron])
         mean, var, skew, kurt = (float(x) for x in self._a["moments"][layer, neuron])
         return NeuronRecord(
             neuron_id=NeuronId(layer, neuron),
             random_sample=self.random_records(layer, neuron),
-            random_sample_by_quantile=[self._records(q_ids[b], q_acts[b]) for b in range(q_ids.shape[0])],
+            random_sample_by_quantile=[self._records(layer, neuron, q_ids[b]) for b in range(q_ids.shape[0])],
             quantile_boundaries=[float(x) for x in self._a["q_bounds"][layer, neuron]],
             mean=mean, variance=var, skewness=skew, kurtosis=kurt,
             most_positive_activation_records=self.top_records(layer, neuron),
+            most_negative_activation_records=self.bottom_records(layer, neuron),
         )
 
     def histogram(self, layer: int, neuron: int) -> tuple[np.ndarray, np.ndarray]:
         """(edges, counts) of this neuron's activation over every corpus token.
 
-        Bins are uniform from the GELU minimum up to the largest window maximum seen in a
-        calibration sample; the last bin runs from there to the neuron's true maximum (or
-        one bin width further, when nothing overflowed).
+        Bins are uniform over the range the tokens of a calibration sample span; the first
+        bin runs from the neuron's true minimum up to there and the last from there to the
+        true maximum (each one bin width wide when nothing fell outside the range).
         """
         layer, neuron = self._check(layer, neuron)
         return (np.array(self._a["hist_edges"][layer, neuron], dtype=np.float64),
                 np.array(self._a["hist_counts"][layer, neuron], dtype=np.int64))
 
     def max_activation(self, layer: int, neuron: int) -> float:
+        """The largest activation of this neuron over the corpus."""
         layer, neuron = self._check(layer, neuron)
         return float(self._a["top_max"][layer, neuron, 0])
+
+    def min_activation(self, layer: int, neuron: int) -> float:
+        """The smallest (most negative) activation of this neuron over the corpus."""
+        layer, neuron = self._check(layer, neuron)
+        return float(self._a["bottom_min"][layer, neuron, 0])
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir())

@@ -1,0 +1,342 @@
+"""The mergeable per-neuron state of an index build (see :mod:`.build` for what it holds).
+
+Selections (top-k by window maximum, bottom-k by window minimum, quantile samples by a
+pseudo-random key) all keep the K smallest int64 keys per row. A key is
+``rank_value * 2**32 + window_id``: the rank value is an order-preserving integer image of
+the float32 statistic (negated for top-k) or a hash of (seed, layer, neuron, window), so
+keys are unique, ties break by window id, and the kept set is the same whatever order or
+split the windows are seen in. ``IndexState.merge`` combines the states of disjoint shards.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .store import QUANTILES
+
+if TYPE_CHECKING:
+    from .build import Plan
+
+N_BINS = 48  # uniform histogram bins over the calibration range (+ underflow + overflow)
+EMPTY = torch.iinfo(torch.int64).max
+_LOW32 = 0xFFFFFFFF
+_NB = len(QUANTILES) + 1
+_CHUNK_WINDOWS = 4  # CPU: per-token statistics over 4 windows at a time stay in cache
+
+
+def ordered(x: torch.Tensor) -> torch.Tensor:
+    """float32 -> int64 with the same order (an involution on the int32 bit pattern)."""
+    i = x.float().contiguous().view(torch.int32).long()
+    return torch.where(i >= 0, i, i ^ 0x7FFFFFFF)
+
+
+def unordered(o: torch.Tensor) -> torch.Tensor:
+    i = torch.where(o >= 0, o, o ^ 0x7FFFFFFF)
+    return i.to(torch.int32).view(torch.float32)
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser on int64 (wrapping multiply, logical shifts)."""
+    x = x ^ ((x >> 30) & ((1 << 34) - 1))
+    x = x * -4658895280553007687  # 0xbf58476d1ce4e5b9
+    x = x ^ ((x >> 27) & ((1 << 37) - 1))
+    x = x * -7723592293110705685  # 0x94d049bb133111eb
+    return x ^ ((x >> 31) & ((1 << 33) - 1))
+
+
+def window_ids_of(key: torch.Tensor) -> torch.Tensor:
+    return key & _LOW32
+
+
+class Calibration:
+    """Per layer: quantile boundaries of the window maximum [N, 4] and the histogram range."""
+
+    def __init__(self, q_bounds: list[torch.Tensor], lo: list[torch.Tensor], hi: list[torch.Tensor]):
+        self.q_bounds, self.lo, self.hi = q_bounds, lo, hi
+
+    @classmethod
+    def from_samples(cls, parts: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]], dev) -> Calibration:
+        q = torch.tensor(QUANTILES, device=dev)
+        qb, lo, hi = [], [], []
+        for layer in parts:
+            maxima = torch.cat([p[0] for p in layer])  # [P, N]
+            qb.append(torch.quantile(maxima, q, dim=0).T.contiguous())
+            low = torch.stack([p[1] for p in layer]).amin(0)
+            high = torch.stack([p[2] for p in layer]).amax(0)
+            lo.append(low)
+            hi.append(torch.maximum(high, low + 1e-3))  # a constant neuron still gets bins of some width
+        return cls(qb, lo, hi)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"q_bounds": [t.cpu() for t in self.q_bounds], "lo": [t.cpu() for t in self.lo],
+                "hi": [t.cpu() for t in self.hi]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], dev) -> Calibration:
+        return cls(*([t.to(dev) for t in d[k]] for k in ("q_bounds", "lo", "hi")))
+
+
+class _BatchActs:
+    """One layer's batch activations [B, T, N] float32, with a neuron-major float16 copy made on demand."""
+
+    def __init__(self, acts: torch.Tensor):
+        self.acts = acts
+        self._by_neuron: torch.Tensor | None = None
+
+    def rows(self, bidx: torch.Tensor, neuron: torch.Tensor) -> torch.Tensor:
+        """Activations [E, T] of window ``bidx[e]`` for neuron ``neuron[e]``, float16."""
+        b, t, n = self.acts.shape
+        if bidx.numel() * 8 < n:  # few rows: strided gather straight from the batch
+            return self.acts[bidx, :, neuron].to(torch.float16)
+        if self._by_neuron is None:  # many rows: one transposed copy, then contiguous rows
+            self._by_neuron = torch.empty((n, b, t), dtype=torch.float16, device=self.acts.device)
+            self._by_neuron.copy_(self.acts.permute(2, 0, 1))
+        return self._by_neuron[neuron, bidx]
+
+
+def _merge_batch(keep_key: torch.Tensor, keep_acts: torch.Tensor, new_key: torch.Tensor, w0: int,
+                 acts: _BatchActs, row_src: torch.Tensor | None) -> None:
+    """Keep, per row, the K smallest keys of (kept + this batch's candidates), in place.
+
+    new_key [R, B] (window w0 + j in column j); row_src maps rows to neurons (None = row i
+    is neuron i). Only rows where some candidate beats the worst kept key are touched, and
+    only evicted slots are rewritten.
+    """
+    k = keep_key.shape[1]
+    rows = (new_key.amin(1) < keep_key.amax(1)).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return
+    cand = torch.cat([keep_key[rows], new_key[rows]], 1)
+    _, idx = torch.topk(cand, k, dim=1, largest=False, sorted=False)
+    kept = torch.zeros((rows.numel(), k + 1), dtype=torch.bool, device=idx.device)
+    kept.scatter_(1, torch.where(idx < k, idx, k), True)
+    ev_r, ev_slot = (~kept[:, :k]).nonzero(as_tuple=True)  # evicted slots, row-major
+    nw_r, nw_j = (idx >= k).nonzero(as_tuple=True)  # incoming candidates, row-major: same rows, same counts
+    bidx = idx[nw_r, nw_j] - k
+    rr = rows[ev_r]
+    keep_key[rr, ev_slot] = new_key[rr, bidx]
+    neuron = rr if row_src is None else row_src[rr]
+    keep_acts[rr, ev_slot] = acts.rows(bidx, neuron)
+
+
+def _merge_states(ka: torch.Tensor, aa: torch.Tensor, kb: torch.Tensor, ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    k = ka.shape[1]
+    keys, acts = torch.cat([ka, kb], 1), torch.cat([aa, ab], 1)
+    top, idx = torch.topk(keys, k, dim=1, largest=False, sorted=False)
+    return top, acts.gather(1, idx[..., None].expand(-1, -1, acts.shape[2]))
+
+
+class LayerState:
+    FIELDS = ("top_key", "top_a", "bot_key", "bot_a", "q_key", "q_a", "rand_a", "hist")
+
+    def __init__(self, n: int, k: int, r: int, q: int, t: int, dev: torch.device):
+        f16 = torch.float16
+        self.top_key = torch.full((n, k), EMPTY, device=dev)
+        self.top_a = torch.zeros((n, k, t), dtype=f16, device=dev)
+        self.bot_key = torch.full((n, k), EMPTY, device=dev)
+        self.bot_a = torch.zeros((n, k, t), dtype=f16, device=dev)
+        self.q_key = torch.full((n * _NB, q), EMPTY, device=dev)
+        self.q_a = torch.zeros((n * _NB, q, t), dtype=f16, device=dev)
+        self.rand_a = torch.zeros((n, r, t), dtype=f16, device=dev)
+        self.hist = torch.zeros((n, N_BINS + 2), dtype=torch.long, device=dev)
+
+    def merge(self, other: LayerState) -> None:
+        for k, a in (("top_key", "top_a"), ("bot_key", "bot_a"), ("q_key", "q_a")):
+            key, acts = _merge_states(getattr(self, k), getattr(self, a), getattr(other, k), getattr(other, a))
+            setattr(self, k, key)
+            setattr(self, a, acts)
+        self.hist += other.hist
+
+
+class IndexState:
+    """Everything one build (or one shard set of it) has folded so far; mergeable."""
+
+    def __init__(self, n_layers: int, n_neurons: int, plan: Plan, calib: Calibration, dev: torch.device):
+        self.n_layers, self.n_neurons, self.plan, self.calib, self.dev = n_layers, n_neurons, plan, calib, dev
+        r = len(plan.rand_ids)
+        self.layers = [LayerState(n_neurons, plan.top_k, r, plan.n_quantile, plan.windows.shape[1], dev)
+                       for _ in range(n_layers)]
+        self.rand_filled = torch.zeros(r, dtype=torch.bool)
+        self.shard_moments: dict[int, torch.Tensor] = {}  # shard -> [L, N, 4] float64 sums of a^1..a^4
+        self.batches_done: set[int] = set()
+        self._slot_of = {int(w): i for i, w in enumerate(plan.rand_ids)}
+        self._hist_offsets = torch.arange(0, n_neurons * (N_BINS + 2), N_BINS + 2, device=dev, dtype=torch.int32)
+        self._neuron_of_qrow = torch.arange(n_neurons * _NB, device=dev) // _NB
+        self._neuron_mix = (torch.arange(n_neurons, device=dev, dtype=torch.long) * -7046029254386353131)[:, None]
+
+    # -- folding ---------------------------------------------------------------------------
+    def fold_batch(self, lm: Any, batch: int) -> None:
+        from .build import forward
+
+        plan = self.plan
+        w0 = batch * plan.batch_size
+        chunk = plan.windows[w0:w0 + plan.batch_size]
+        shard = plan.shard_of_batch(batch)
+        if shard not in self.shard_moments:
+            self.shard_moments[shard] = torch.zeros((self.n_layers, self.n_neurons, 4), dtype=torch.float64, device=self.dev)
+        rand_slots = [(j, self._slot_of[w0 + j]) for j in range(len(chunk)) if (w0 + j) in self._slot_of]
+        forward(lm, chunk, lambda layer, acts: self._fold(layer, acts, w0, rand_slots, self.shard_moments[shard][layer]))
+        for _, slot in rand_slots:
+            self.rand_filled[slot] = True
+        self.batches_done.add(batch)
+
+    def _fold(self, layer: int, acts: torch.Tensor, w0: int, rand_slots: list[tuple[int, int]],
+              moments: torch.Tensor) -> None:
+        st, cal = self.layers[layer], self.calib
+        a = acts.float()  # [B, T, N]; no copy when the model runs in float32
+        b, t, n = a.shape
+        dev = a.device
+        # per-token statistics in chunks of a few windows, so temporaries stay in cache:
+        # window max / min, moment sums, histogram bin of every token
+        mx = torch.empty((b, n), device=dev)
+        mn = torch.empty((b, n), device=dev)
+        bins = torch.empty((b * t, n), dtype=torch.int32, device=dev)
+        lo, hi = cal.lo[layer], cal.hi[layer]
+        inv = N_BINS / (hi - lo)
+        off = 1 - lo * inv  # bin = floor((a - lo) / width) + 1; 0 = underflow, N_BINS + 1 = overflow
+        step = _CHUNK_WINDOWS if dev.type == "cpu" else b
+        sums = torch.zeros((4, n), dtype=torch.float64, device=dev)
+        for s in range(0, b, step):
+            c3 = a[s:s + step]
+            torch.amax(c3, 1, out=mx[s:s + step])
+            torch.amin(c3, 1, out=mn[s:s + step])
+            c = c3.reshape(-1, n)
+            c2 = c * c
+            sums += torch.stack([c.sum(0), c2.sum(0), (c2 * c).sum(0), (c2 * c2).sum(0)]).double()
+            del c2
+            pos = torch.addcmul(off, c, inv).clamp_(0, N_BINS + 1)
+            rows = bins[s * t:(s + step) * t]
+            rows.copy_(pos)  # truncation == floor for values >= 0
+            rows += self._hist_offsets
+        moments += sums.T
+        st.hist += torch.bincount(bins.view(-1), minlength=n * (N_BINS + 2)).view(n, N_BINS + 2)
+        del bins
+
+        wid = torch.arange(w0, w0 + b, device=dev, dtype=torch.long)
+        batch = _BatchActs(a)
+        mxt, mnt = mx.T, mn.T  # [N, B]
+        _merge_batch(st.top_key, st.top_a, -ordered(mxt) * (1 << 32) + wid, w0, batch, None)
+        _merge_batch(st.bot_key, st.bot_a, ordered(mnt) * (1 << 32) + wid, w0, batch, None)
+        # quantile bins: bin of each (neuron, window); key = hash(seed, layer, neuron, window)
+        qbin = (mxt[:, None, :] >= cal.q_bounds[layer][:, :, None]).sum(1)  # [N, B] in 0..4
+        base = _mix(wid + _mix(torch.tensor(self.plan.seed * 4096 + layer, device=dev)))
+        u = (_mix(base[None, :] + self._neuron_mix) >> 33) & 0x7FFFFFFF  # [N, B], 31 random bits
+        qkey = u * (1 << 32) + wid
+        keys = torch.where(qbin[:, None, :] == torch.arange(_NB, device=dev)[None, :, None], qkey[:, None, :], EMPTY)
+        _merge_batch(st.q_key, st.q_a, keys.view(n * _NB, b), w0, batch, self._neuron_of_qrow)
+        for j, slot in rand_slots:
+            st.rand_a[:, slot] = a[j].T.to(torch.float16)
+
+    # -- merging and persistence ------------------------------------------------------------
+    def merge(self, other: IndexState) -> None:
+        """Fold ``other`` (built from disjoint batches, same plan and calibration) into this one."""
+        if self.batches_done & other.batches_done:
+            raise ValueError("cannot merge index states that folded the same batches twice")
+        for mine, theirs in zip(self.layers, other.layers):
+            mine.merge(theirs)
+            fill = other.rand_filled.to(mine.rand_a.device)
+            mine.rand_a[:, fill] = theirs.rand_a[:, fill]
+        self.rand_filled |= other.rand_filled
+        for shard, m in other.shard_moments.items():
+            if shard in self.shard_moments:
+                self.shard_moments[shard] = self.shard_moments[shard] + m.to(self.dev)
+            else:
+                self.shard_moments[shard] = m.to(self.dev)
+        self.batches_done |= other.batches_done
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": [{f: getattr(s, f).cpu() for f in LayerState.FIELDS} for s in self.layers],
+                "rand_filled": self.rand_filled.clone(), "calib": self.calib.to_dict(),
+                "shard_moments": {int(k): v.cpu() for k, v in self.shard_moments.items()},
+                "batches_done": sorted(self.batches_done), "shape": [self.n_layers, self.n_neurons]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], plan: Plan, dev: torch.device) -> IndexState:
+        n_layers, n_neurons = d["shape"]
+        state = cls(n_layers, n_neurons, plan, Calibration.from_dict(d["calib"], dev), dev)
+        for s, saved in zip(state.layers, d["layers"]):
+            for f in LayerState.FIELDS:
+                if getattr(s, f).shape != saved[f].shape:
+                    raise ValueError(f"checkpoint field {f} has shape {tuple(saved[f].shape)}, expected {tuple(getattr(s, f).shape)}")
+                setattr(s, f, saved[f].to(dev))
+        state.rand_filled = d["rand_filled"].clone()
+        state.shard_moments = {int(k): v.to(dev) for k, v in d["shard_moments"].items()}
+        state.batches_done = set(int(b) for b in d["batches_done"])
+        return state
+
+
+def _sorted(key: torch.Tensor, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    order = torch.sort(key, dim=1).indices  # keys are unique: no ties
+    return key.gather(1, order), acts.gather(1, order[..., None].expand_as(acts))
+
+
+def finalize_arrays(plan: Plan, state: IndexState) -> dict[str, np.ndarray]:
+    """The arrays of the on-disk store (see :mod:`.store`) from a complete state."""
+    missing = plan.n_batches - len(state.batches_done)
+    if missing:
+        raise ValueError(f"index state is incomplete: {missing} of {plan.n_batches} batches not folded")
+    n, nb, q = state.n_neurons, _NB, plan.n_quantile
+    n_tokens = int(plan.windows.size)
+    out: dict[str, list[np.ndarray]] = {}
+    ref_windows, ref_acts, ref_counts = [], [], []
+    total = torch.zeros((state.n_layers, n, 4), dtype=torch.float64, device=state.dev)
+    for shard in sorted(state.shard_moments):  # shard order: the same sum however shards were spread
+        total += state.shard_moments[shard]
+    for layer, s in enumerate(state.layers):
+        top_key, top_a = _sorted(s.top_key, s.top_a)
+        bot_key, bot_a = _sorted(s.bot_key, s.bot_a)
+        q_key, q_a = _sorted(s.q_key, s.q_a)
+        top_ok, bot_ok, q_ok = top_key != EMPTY, bot_key != EMPTY, q_key != EMPTY
+        top_ids = torch.where(top_ok, window_ids_of(top_key), -1)
+        bot_ids = torch.where(bot_ok, window_ids_of(bot_key), -1)
+        q_ids = torch.where(q_ok, window_ids_of(q_key), -1).view(n, nb, q)
+        top_max = torch.where(top_ok, unordered(-(top_key >> 32)), torch.nan)
+        bot_min = torch.where(bot_ok, unordered(bot_key >> 32), torch.nan)
+        # per neuron, every window any of its lists references, once (sorted by window id)
+        rand = torch.as_tensor(plan.rand_ids, device=top_ids.device).expand(n, -1)
+        ids = torch.cat([top_ids, bot_ids, rand, q_ids.view(n, -1)], 1)
+        acts = torch.cat([top_a, bot_a, s.rand_a, q_a.view(n, nb * q, -1)], 1)
+        ids_sorted, order = torch.sort(ids, dim=1, stable=True)
+        first = ids_sorted >= 0
+        first[:, 1:] &= ids_sorted[:, 1:] != ids_sorted[:, :-1]
+        rows, cols = first.nonzero(as_tuple=True)  # row-major: neuron by neuron, window ids ascending
+        ref_windows.append(ids_sorted[rows, cols].int().cpu().numpy())
+        ref_acts.append(acts[rows, order[rows, cols]].cpu().numpy())
+        ref_counts.append(first.sum(1).cpu().numpy())
+        e1, e2, e3, e4 = (total[layer] / n_tokens).unbind(1)
+        var = (e2 - e1 ** 2).clamp(min=0)
+        m3 = e3 - 3 * e1 * e2 + 2 * e1 ** 3
+        m4 = e4 - 4 * e1 * e3 + 6 * e1 ** 2 * e2 - 3 * e1 ** 4
+        safe = torch.where(var > 0, var, torch.ones_like(var))
+        skew = torch.where(var > 0, m3 / safe ** 1.5, torch.zeros_like(var))
+        kurt = torch.where(var > 0, m4 / safe ** 2 - 3, torch.zeros_like(var))
+        lo, hi = state.calib.lo[layer], state.calib.hi[layer]
+        width = (hi - lo) / N_BINS
+        grid = lo[:, None] + width[:, None] * torch.arange(N_BINS + 1, device=lo.device)[None, :]
+        grid[:, -1] = hi
+        first_edge = torch.minimum(bot_min[:, 0], lo - width)[:, None]  # underflow bin, never empty-width
+        last_edge = torch.maximum(top_max[:, 0], hi + width)[:, None]  # overflow bin
+        layer_arrays = {
+            "top_ids": top_ids.int(), "top_max": top_max, "bottom_ids": bot_ids.int(), "bottom_min": bot_min,
+            "q_bounds": state.calib.q_bounds[layer], "q_ids": q_ids.int(),
+            "moments": torch.stack([e1, var, skew, kurt], 1), "hist_counts": s.hist,
+            "hist_edges": torch.cat([first_edge, grid, last_edge], 1).float(),
+        }
+        for k, v in layer_arrays.items():
+            out.setdefault(k, []).append(v.cpu().numpy())
+    arrays = {k: np.stack(v) for k, v in out.items()}
+    counts = np.concatenate(ref_counts)
+    arrays.update({
+        "windows": plan.windows.astype(np.int32),
+        "rand_ids": plan.rand_ids.astype(np.int32),
+        "ref_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        "ref_windows": np.concatenate(ref_windows),
+        "ref_acts": np.concatenate(ref_acts),
+    })
+    return arrays
+
+
+__all__ = ["Calibration", "IndexState", "N_BINS", "finalize_arrays", "ordered", "unordered"]
