@@ -1,0 +1,108 @@
+"""End to end: Explorer and SearchBox in a real JupyterLab 4, driven by Debian's chromium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tests.browser.lab import Lab
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / ".ci" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+TEXT = "The Eiffel Tower is in Paris. <b>bold</b>"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, tiny_index):
+    server = Lab(tmp_path_factory.mktemp("lab"), env={"NEURONWIDGET_CACHE": str(tiny_index[0])})
+    server.start()
+    yield server
+    server.stop()
+
+
+def write_notebook(root: Path, cache_dir: Path) -> str:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(f"import neuronwidget as nw\nnw.configure(model='tiny', cache_dir={str(cache_dir)!r})"),
+        nbformat.v4.new_code_cell(f"ex = nw.Explorer({TEXT!r}, k=5)\nex"),
+        nbformat.v4.new_code_cell(
+            "from neuronwidget.records import NeuronId, ScoredExplanation, ScoredSimulation\n"
+            "nw.record_explanation(ScoredExplanation('quokka wombat words', ScoredSimulation([], ev_correlation_score=0.5),"
+            " NeuronId(2, 9)), 'tiny')\nnw.SearchBox('quokka')"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "explorer.ipynb")
+    return "explorer.ipynb"
+
+
+def test_explorer_click_a_token_see_neurons_open_one(lab, tiny_index):
+    from playwright.sync_api import sync_playwright
+
+    import neuronwidget as nw
+
+    cache_dir, engine, _ = tiny_index
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = write_notebook(lab.root, cache_dir)
+    tokens = engine.tokenize(TEXT)
+    errors: list[str] = []
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1300, "height": 1600})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
+        page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60_000)
+        page.wait_for_function(
+            "() => { const w = window.jupyterapp.shell.currentWidget;"
+            " return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
+            " && w.sessionContext.session.kernel.status === 'idle'; }", timeout=60_000)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_selector(".nw-root .nw-xtok", timeout=120_000)
+        ex = page.locator(".nw-root").filter(has=page.locator(".nw-explorer")).first
+
+        # the text as tokens (hostile markup stays text)
+        assert ex.locator(".nw-xtok").evaluate_all("(els) => els.map((e) => e.textContent)") == tokens
+        assert ex.locator("b").count() == 0
+
+        # click a token: its top neurons appear, as top_neurons computes them
+        position = 5
+        ex.locator(".nw-xtok").nth(position).click()
+        want = nw.top_neurons(TEXT, position, k=5, model="tiny")
+        ex.locator(".nw-xrow").first.wait_for(timeout=30_000)
+        shown = ex.locator(".nw-xrow .nw-xid").evaluate_all("(els) => els.map((e) => e.textContent)")
+        assert shown == [f"L{a}/N{b}" for a, b in zip(want.layer, want.neuron)]
+        ex.screenshot(path=str(ARTIFACTS / "explorer.png"))
+
+        # open one: its NeuronView appears in place, with its connections, and a way back
+        layer, neuron = int(want.layer[1]), int(want.neuron[1])
+        ex.locator(".nw-xrow").nth(1).click()
+        panel = ex.locator(".nw-inplace")
+        panel.locator(".nw-top .nw-tok").first.wait_for(timeout=120_000)
+        assert f"layer {layer} · neuron {neuron}" in panel.locator(".nw-id").first.inner_text()
+        assert ex.locator(".nw-explorer").is_hidden()
+        assert panel.locator(".nw-connections .nw-conn-token").count() > 0
+        ex.screenshot(path=str(ARTIFACTS / "explorer-neuronview.png"))
+        # the nested view is live: "next" asks the kernel and the header follows
+        panel.get_by_role("button", name="next ▶").click()
+        page.wait_for_function(
+            f"() => Array.from(document.querySelectorAll('.nw-inplace .nw-id')).some("
+            f"(e) => e.textContent.includes('neuron {neuron + 1}'))", timeout=60_000)
+        ex.locator(".nw-back").click()
+        assert ex.locator(".nw-explorer").is_visible() and panel.is_hidden()
+
+        # the search box: a recorded explanation is found and opens its NeuronView
+        sb = page.locator(".nw-root").filter(has=page.locator(".nw-search")).first
+        sb.locator(".nw-xrow").first.wait_for(timeout=60_000)
+        assert sb.locator(".nw-xexpl").first.inner_text() == "quokka wombat words"
+        sb.locator(".nw-xrow").first.click()
+        sb.locator(".nw-inplace .nw-top .nw-tok").first.wait_for(timeout=120_000)
+        assert "layer 2 · neuron 9" in sb.locator(".nw-inplace .nw-id").first.inner_text()
+        browser.close()
+    assert not errors, errors
