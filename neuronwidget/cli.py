@@ -107,7 +107,6 @@ def _engine_and_index(model: str, rebuild: bool = False, layers: list[int] = (),
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from neuronwidget.api import explain, resolve_explainer, resolve_simulator, score
-    from neuronwidget.explanations import BaselineBackend
     from neuronwidget.widgets import NeuronView
 
     model, why = choose_model(args.model)
@@ -122,7 +121,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         neurons = [args.neuron]
     else:
         candidates = range(min(index.n_neurons, args.candidates))
-        cheap = isinstance(explainer, BaselineBackend) and isinstance(simulator, BaselineBackend)
+        cheap = explainer.cheap and simulator.cheap
         scorer = (lambda rec: score(rec, explain(rec, explainer)[0], simulator).score) if cheap else None
         neurons = pick_interesting(index, layer, candidates, scorer, count=args.count if cheap else 1)
         how = "best baseline scores" if cheap else "clearest repeated peak token"

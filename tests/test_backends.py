@@ -252,7 +252,6 @@ def test_transformers_serve_explainer_and_chat_simulator(smollm2_server, tmp_pat
 
 @pytest.mark.slow
 def test_prompt_logprob_simulation_over_http_matches_the_in_kernel_one(tmp_path):
-    from neuronwidget.explanations.simulator import simulate_all_at_once
     from servers.logprob_server import LogprobServer
     from servers.smollm2 import smollm2_local
 
@@ -266,7 +265,7 @@ def test_prompt_logprob_simulation_over_http_matches_the_in_kernel_one(tmp_path)
         assert b.name in score(record, "x", b, n_top=1, n_random=0).simulator
     assert not http.failed and len(http.expected_activations) == 6
     assert all(sum(p) == pytest.approx(1.0) for p in http.distribution_probabilities)
-    kernel = simulate_all_at_once(local, "names of capital cities", tokens)[0]
+    kernel = local.simulate_all_at_once("names of capital cities", tokens)[0]
     # the server sends only its top 15 tokens: on the labels it did send, the renormalised
     # distribution must be the in-kernel one restricted to those labels (slots line up)
     for values, probs, kv, kp in zip(http.distribution_values, http.distribution_probabilities,

@@ -10,7 +10,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from neuronwidget.api import score, simulate
 from neuronwidget.explanations import Cancelled, LocalBackend
-from neuronwidget.explanations.simulator import label_token_ids, parse_json_values, simulate_all_at_once
+from neuronwidget.explanations.backends.local import label_token_ids
+from neuronwidget.explanations.prompts import parse_json_values
 
 from explain_fixtures import capital_neuron
 
@@ -48,23 +49,45 @@ def count_forwards(model):
     return calls, handle
 
 
-def test_one_forward_pass_per_record_and_prefix_reuse_matches(tiny):
-    calls, handle = count_forwards(tiny.model)
+def assert_same_predictions(a, b, tol=1e-5):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.tokens == y.tokens and not x.failed and not y.failed
+        assert x.expected_activations == pytest.approx(y.expected_activations, abs=tol)
+        assert x.distribution_values == y.distribution_values
+        for px, py in zip(x.distribution_probabilities, y.distribution_probabilities):
+            assert px == pytest.approx(py, abs=tol)
+
+
+MORE = TOKENS + [[" Berlin", ",", " Rome", " and", " Paris", " are", " capitals", "."], [" x"], []]
+
+
+def test_batched_one_by_one_and_no_prefix_reuse_agree(tiny):
+    base_calls, h1 = count_forwards(tiny.model.base_model)
+    full_calls, h2 = count_forwards(tiny.model)
     try:
-        reused = simulate_all_at_once(tiny, "names of capital cities", TOKENS, reuse_prefix=True)
-        assert len(calls) == 1 + len(TOKENS)  # the shared prefix once, then one pass per record
-        calls.clear()
-        fresh = simulate_all_at_once(tiny, "names of capital cities", TOKENS, reuse_prefix=False)
-        assert len(calls) == len(TOKENS)
+        tiny.batch_size = 2
+        batched = tiny.simulate_all_at_once("names of capital cities", MORE)
+        # the shared prefix once, then the 4 non-empty records 2 at a time in padded batches
+        assert (len(base_calls), len(full_calls)) == (1 + 2, 0)
+        base_calls.clear()
+        reused = tiny.simulate_all_at_once("names of capital cities", MORE, batched=False)
+        assert len(full_calls) == 1 + 4  # the prefix once, then one pass per non-empty record
+        full_calls.clear()
+        fresh = tiny.simulate_all_at_once("names of capital cities", MORE, reuse_prefix=False)
+        assert len(full_calls) == 4
     finally:
-        handle.remove()
-    for a, b in zip(reused, fresh):
-        assert a.expected_activations == pytest.approx(b.expected_activations, abs=1e-5)
-        for pa, pb in zip(a.distribution_probabilities, b.distribution_probabilities):
-            assert pa == pytest.approx(pb, abs=1e-5)
+        h1.remove()
+        h2.remove()
+        tiny.batch_size = 16
+    assert_same_predictions(batched, reused)
+    assert_same_predictions(batched, fresh)
+    assert batched[-1].tokens == [] and batched[-1].expected_activations == []
+    # a batch of one gives what a batch of many gives (padding changes nothing)
+    assert_same_predictions([tiny.simulate_all_at_once("names of capital cities", [MORE[2]])[0]], [batched[2]])
     # a different explanation changes the predictions (the prompt really is read)
-    other = simulate_all_at_once(tiny, "punctuation marks", TOKENS)
-    assert other[0].expected_activations != pytest.approx(reused[0].expected_activations, abs=1e-6)
+    other = tiny.simulate_all_at_once("punctuation marks", TOKENS)
+    assert other[0].expected_activations != pytest.approx(batched[0].expected_activations, abs=1e-6)
 
 
 def test_score_and_cancel_on_the_local_model(tiny):
@@ -121,22 +144,23 @@ def test_parse_json_values_rejects(text):
 
 
 @pytest.mark.slow
-def test_smollm2_from_gguf_simulates_two_records():
+def test_smollm2_from_gguf_batched_equals_one_by_one():
     from servers.smollm2 import smollm2_local
 
     backend = smollm2_local()
     labels = label_token_ids(backend.tokenizer)
     assert sorted(labels) == list(range(10))  # digit-by-digit tokenizer: "10" is two tokens
     record = capital_neuron(length=10)
-    calls, handle = count_forwards(backend.model)
-    try:
-        sims = simulate("names of capital cities", record.top_split("valid")[:2], backend, max_activation=1.0)
-    finally:
-        handle.remove()
-    assert len(calls) == 3
+    records = record.top_split("valid")[:5] + record.random_split("valid")[:5]
+    before = backend.forward_passes
+    sims = simulate("names of capital cities", records, backend, max_activation=1.0)
+    assert backend.forward_passes - before == 2  # the prefix, then all records in one batch
     for sim in sims:
         assert len(sim.expected_activations) == 10 and not sim.failed
         assert all(sum(p) == pytest.approx(1.0, abs=1e-9) for p in sim.distribution_probabilities)
+    # the same predictions as one record at a time
+    one_by_one = backend.simulate_all_at_once("names of capital cities", [r.tokens for r in records], batched=False)
+    assert_same_predictions(sims, one_by_one, tol=1e-4)
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ neurons in language models" (OpenAI, 2023), with real LLM backends and an offlin
 """
 
 from ._common import BackendError, Cancelled, ExplanationError, RetriesExhausted  # noqa: F401 (errors: importable, not in __all__)
-from .backends import BaselineBackend, LocalBackend, OpenAIBackend
+from .backends import BaselineBackend, ChatExplainer, Explainer, LocalBackend, OpenAIBackend, Simulator
 from .batch import explain_neurons
 from .explainer import explain
 from .files import read_explanations_jsonl, write_explanations_jsonl
@@ -21,6 +21,9 @@ __all__ = [
     "OpenAIBackend",
     "LocalBackend",
     "BaselineBackend",
+    "Explainer",
+    "Simulator",
+    "ChatExplainer",
     "Cancelled",
     "write_explanations_jsonl",
     "read_explanations_jsonl",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -163,3 +164,74 @@ def json_simulator_messages(explanation: str, tokens: Sequence[str]) -> list[dic
         {"role": "assistant", "content": json.dumps(ex_answer)},
         {"role": "user", "content": _json_question(explanation, tokens)},
     ]
+
+
+# ---- reading the answers ----
+
+_FRAMINGS = [
+    r"(?:explanation(?: of neuron \d+)?(?: behaviou?r)?\s*:\s*)",
+    r"(?:neuron \d+\s*:\s*)",
+    r"(?:(?:the )?main thing (?:this|the) neuron does is (?:to )?find(?:s|ing)?\s*:?\s*)",
+    r"(?:(?:this|the) neuron (?:is )?(?:looks?|looking) for\s*:?\s*)",
+    r"(?:(?:this|the) neuron (?:fires|activates|responds) (?:on|to|for)\s*:?\s*)",
+]
+_FRAMING_RE = re.compile(r"^\s*(?:" + "|".join(_FRAMINGS) + r")+", re.IGNORECASE)
+_REFUSAL_RE = re.compile(
+    r"^\s*(?:i'?m sorry|i am sorry|sorry,|i can(?:no|')t|i am unable|i'm unable|as an ai|i don'?t know)",
+    re.IGNORECASE,
+)
+
+
+def parse_explanation(text: str | None) -> str | None:
+    """The explanation inside an answer, or None when it is empty or a refusal.
+
+    Keeps the first non-empty line, strips quotes, framing phrases ("the main thing this
+    neuron does is find …") and a trailing period.
+    """
+    if not text:
+        return None
+    line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
+    if _REFUSAL_RE.match(line):
+        return None
+    line = line.strip().strip("\"'“”*` ")
+    line = _FRAMING_RE.sub("", line).strip()
+    line = line.rstrip(".").strip().strip("\"'“”*` ")
+    if not line or line.startswith("..."):
+        return None
+    return line
+
+
+def parse_json_values(text: str, n_tokens: int) -> list[float]:
+    """Values from an answer like ``[[0, 3], [5, 10]]`` (left-out tokens are 0). ValueError if unusable."""
+    if not text or not text.strip():
+        raise ValueError("empty answer")
+    body = re.sub(r"^```(?:json)?|```$", "", text.strip(), flags=re.MULTILINE).strip()
+    start, end = body.find("["), body.rfind("]")
+    if start < 0 or end <= start:
+        raise ValueError(f"no JSON list in the answer: {text[:80]!r}")
+    chunk = body[start : end + 1]
+    try:
+        data = json.loads(chunk)
+    except json.JSONDecodeError as e:
+        try:  # pairs written without the outer list: "[0, 3], [2, 10]"
+            data = json.loads(f"[{chunk}]")
+        except json.JSONDecodeError:
+            raise ValueError(f"invalid JSON ({e.msg}) in the answer: {text[:80]!r}") from None
+    values = [0.0] * n_tokens
+    if data and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in data):
+        if len(data) != n_tokens:
+            raise ValueError(f"got {len(data)} plain values for {n_tokens} tokens")
+        pairs = list(enumerate(data))
+    else:
+        pairs = []
+        for item in data:
+            if not (isinstance(item, list) and len(item) == 2):
+                raise ValueError(f"expected [token_index, value] pairs, got {str(item)[:40]!r}")
+            pairs.append((item[0], item[1]))
+    for i, v in pairs:
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n_tokens:
+            raise ValueError(f"token index {i!r} is not in 0..{n_tokens - 1}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise ValueError(f"value {v!r} for token {i} is not a number")
+        values[i] = float(min(MAX_LABEL, max(0, v)))
+    return values

@@ -23,7 +23,7 @@ import numpy as np
 from ..records import NeuronRecord, ScoredExplanation, ScoredSequenceSimulation, ScoredSimulation, SequenceSimulation
 from ._common import ProgressFn
 from .backends import resolve_simulator
-from .simulator import simulate, simulator_name
+from .simulator import simulate
 
 N_SCORE_TOP = 5
 N_SCORE_RANDOM = 5
@@ -237,6 +237,6 @@ def score(
         scored_simulation=scored,
         neuron_id=record.neuron_id,
         explainer=explainer,
-        simulator=simulator_name(backend),
+        simulator=backend.simulator_name,
         side=record.side,
     )

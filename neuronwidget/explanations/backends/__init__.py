@@ -10,12 +10,13 @@ Which backend (first match wins):
 | `OPENAI_API_KEY`                                         | `OpenAIBackend("gpt-4.1-mini")` (or `NEURONWIDGET_MODEL`) |
 | nothing configured (offline)                             | `BaselineBackend()`: token lookup, no LLM      |
 
-Backends:
+Backends (each one class playing both roles, the ``Explainer`` and ``Simulator`` protocols
+of ``base``; any object with those members works the same, see ``base``):
 
 * ``OpenAIBackend(model, *, base_url=None, api_key=None, ...)`` — the openai SDK; retries
   with backoff on 429/5xx/timeouts, a concurrency limit, an on-disk response cache.
 * ``LocalBackend(model_id_or_path, *, gguf_file=None)`` — a transformers model in this
-  kernel; simulates with exact label probabilities in one forward pass per record.
+  kernel; simulates with exact label probabilities, all records of a score in one batch.
 * ``BaselineBackend()`` — the paper's token-lookup baseline; needs no model at all.
 """
 
@@ -24,7 +25,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import baseline
+from .base import ChatExplainer, Explainer, Simulator
+from .baseline import BaselineBackend
 from .local import LocalBackend
 from .openai_api import OpenAIBackend
 
@@ -33,30 +35,26 @@ ENV_BASE_URL = "NEURONWIDGET_BASE_URL"
 ENV_MODEL = "NEURONWIDGET_MODEL"
 
 
-class BaselineBackend:
-    """The offline baseline: explanations and simulations from a token lookup table (no LLM)."""
-
-    name = baseline.NAME
-
-    def __repr__(self) -> str:
-        return "BaselineBackend()"
+def members(protocol: type) -> list[str]:
+    """The names an object needs to play a protocol's role (attributes and methods)."""
+    names = set(getattr(protocol, "__annotations__", {})) | {n for n in vars(protocol) if callable(vars(protocol)[n])}
+    return sorted(n for n in names if not n.startswith("_"))
 
 
-Backend = Any  # BaselineBackend | OpenAIBackend | LocalBackend
-
-
-def _check(backend: Any, role: str) -> Any:
+def _check(backend: Any, role: str, protocol: type) -> Any:
     if isinstance(backend, str) and backend.strip().lower() == "baseline":
         return BaselineBackend()
-    if not isinstance(backend, (BaselineBackend, OpenAIBackend, LocalBackend)):
+    if not isinstance(backend, protocol):
+        missing = [m for m in members(protocol) if not hasattr(backend, m)]
         raise ValueError(
-            f"{role} must be a BaselineBackend, OpenAIBackend or LocalBackend (or 'baseline'), "
-            f"got {type(backend).__name__}"
+            f"the {role} must implement the {protocol.__name__} protocol ({', '.join(members(protocol))}; "
+            f"{type(backend).__name__} lacks {', '.join(missing)}): e.g. OpenAIBackend, LocalBackend, "
+            f"BaselineBackend, the string 'baseline', or a class of your own with those members"
         )
     return backend
 
 
-def _from_environment() -> Any:
+def _from_environment() -> OpenAIBackend | BaselineBackend:
     base_url = os.environ.get(ENV_BASE_URL)
     model = os.environ.get(ENV_MODEL) or None
     if base_url:
@@ -66,13 +64,17 @@ def _from_environment() -> Any:
     return BaselineBackend()
 
 
-def resolve_explainer(backend: Any = None) -> Any:
+def resolve_explainer(backend: Any = None) -> Explainer:
     """The explainer backend in force: argument > environment > baseline
     (``neuronwidget.api`` puts ``configure(explainer=...)`` between the first two)."""
-    return _check(backend, "explainer") if backend is not None else _from_environment()
+    return _check(backend, "explainer", Explainer) if backend is not None else _from_environment()
 
 
-def resolve_simulator(simulator: Any = None) -> Any:
+def resolve_simulator(simulator: Any = None) -> Simulator:
     """The simulator backend in force: argument > environment > baseline
     (``neuronwidget.api`` puts ``configure(simulator=...)`` between the first two)."""
-    return _check(simulator, "simulator") if simulator is not None else _from_environment()
+    return _check(simulator, "simulator", Simulator) if simulator is not None else _from_environment()
+
+
+__all__ = ["Explainer", "Simulator", "ChatExplainer", "OpenAIBackend", "LocalBackend", "BaselineBackend",
+           "resolve_explainer", "resolve_simulator"]

@@ -13,11 +13,14 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 
 from ...records import NeuronRecord, SequenceSimulation
+from .._common import check_cancel
 from ..prompts import scale
+from .base import ProgressFn
 
 NAME = "baseline: token lookup (no LLM)"
 UNSEEN_VALUE = 10.0
@@ -82,3 +85,30 @@ def baseline_simulate(
         else:
             values.append(0.0)
     return SequenceSimulation(tokens=list(tokens), expected_activations=values)
+
+
+class BaselineBackend:
+    """The offline baseline: explanations and simulations from a token lookup table (no LLM).
+    Implements both roles (``Explainer``, ``Simulator``)."""
+
+    name = NAME
+    simulator_name = NAME
+    cheap = True
+
+    def __repr__(self) -> str:
+        return "BaselineBackend()"
+
+    def explain(self, record: NeuronRecord, *, n: int = 1, cancel: threading.Event | None = None) -> list[str]:
+        return [baseline_explanation(record)]  # deterministic: one explanation, whatever n is
+
+    def simulate(self, explanation: str, token_lists: Sequence[Sequence[str]], *, max_activation: float,
+                 lookup: NeuronRecord | dict[str, float] | None = None, progress: ProgressFn | None = None,
+                 cancel: threading.Event | None = None) -> list[SequenceSimulation]:
+        table = lookup_table(lookup) if isinstance(lookup, NeuronRecord) else dict(lookup or {})
+        out = []
+        for i, tokens in enumerate(token_lists):
+            check_cancel(cancel)
+            out.append(baseline_simulate(explanation, tokens, table, max_activation))
+            if progress:
+                progress(i + 1, len(token_lists), "simulating")
+        return out

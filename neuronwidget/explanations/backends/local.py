@@ -1,20 +1,81 @@
-"""A transformers model running inside this kernel (hub id, local folder or GGUF file)."""
+"""A transformers model running inside this kernel (hub id, local folder or GGUF file).
+
+Simulation is the paper's all-at-once logprob method: one prompt holds every token of a
+record followed by a tab and a placeholder; one forward pass reads the model's exact
+probabilities over the labels at every slot; the prediction is their expected value. The
+few-shot prefix (shared by every record of one explanation) runs once; then all records of
+one call go through the model together, right-padded in one batch (``batch_size`` at a
+time) on copies of the prefix's KV cache. Labels are the numbers 0-10 that are ONE token in
+the model's tokenizer: with digit-by-digit tokenizers (Llama, SmolLM2) "10" is two tokens
+and is left out, the distribution is over 0-9. Correlation scores do not depend on that scale.
+"""
 
 from __future__ import annotations
 
+import copy
+import inspect
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ...records import NeuronRecord, SequenceSimulation
+from .._common import check_cancel
+from ..prompts import MAX_LABEL, PLACEHOLDER, simulation_prefix, token_text
+from .base import ChatExplainer, ProgressFn
 
-class LocalBackend:
-    """Explain and simulate with a causal LM loaded in this process.
+
+def label_token_ids(tokenizer) -> dict[int, int]:
+    """Label value -> token id, for the labels 0..10 that are a single token."""
+    out = {}
+    for v in range(MAX_LABEL + 1):
+        ids = tokenizer.encode(str(v), add_special_tokens=False)
+        if len(ids) == 1:
+            out[v] = ids[0]
+    if not out:
+        raise ValueError("the simulator's tokenizer has no single-token labels 0-10; it cannot simulate")
+    return out
+
+
+def record_ids(tokenizer, tokens: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Prompt ids for one record (``token<TAB>placeholder`` lines) and the slot positions."""
+    tab = tokenizer.encode("\t", add_special_tokens=False)
+    filler = tokenizer.encode(PLACEHOLDER + "\n", add_special_tokens=False)
+    ids: list[int] = []
+    slots: list[int] = []
+    for t in tokens:
+        ids += tokenizer.encode(token_text(t), add_special_tokens=False) + tab
+        slots.append(len(ids) - 1)  # the next token after the tab is the label
+        ids += filler
+    return ids, slots
+
+
+def _simulation(tokens: Sequence[str], label_logits, values: list[float]) -> SequenceSimulation:
+    """A SequenceSimulation from the label logits at each slot (rows: slots, columns: labels)."""
+    import torch
+
+    probs = torch.softmax(label_logits.double(), dim=-1)
+    expected = (probs * torch.tensor(values, dtype=torch.float64, device=probs.device)).sum(-1)
+    return SequenceSimulation(list(tokens), expected.tolist(), distribution_values=[list(values) for _ in tokens],
+                              distribution_probabilities=probs.tolist())
+
+
+# Configs whose logits are not just the LM head on the last hidden state: these models take
+# the per-record path, which reads the model's own logits.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+class LocalBackend(ChatExplainer):
+    """Explain and simulate with a causal LM loaded in this process (both roles: ``Explainer``,
+    ``Simulator``).
 
     ``LocalBackend("HuggingFaceTB/SmolLM2-360M-Instruct")``, ``LocalBackend("/path/to/folder")``,
     ``LocalBackend("/path/to/folder", gguf_file="model.Q4_1.gguf")`` (or the .gguf path itself).
-    ``model``/``tokenizer`` may also be passed already loaded. Simulation is the paper's
-    all-at-once logprob method: one forward pass per record, exact label probabilities.
+    ``model``/``tokenizer`` may also be passed already loaded. ``batch_size``: records per
+    forward pass when simulating.
     """
+
+    cheap = False
 
     def __init__(
         self,
@@ -27,11 +88,15 @@ class LocalBackend:
         temperature: float = 1.0,
         max_tokens: int = 60,
         name: str | None = None,
+        batch_size: int = 16,
     ):
         if model_id_or_path is None and model is None:
             raise ValueError("LocalBackend needs a model id, a local path, a .gguf file, or model= and tokenizer=")
         if model is not None and tokenizer is None:
             raise ValueError("LocalBackend(model=...) also needs tokenizer=")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.batch_size = batch_size
         path = str(model_id_or_path) if model_id_or_path is not None else None
         if path and path.endswith(".gguf") and gguf_file is None:
             p = Path(path)
@@ -46,7 +111,7 @@ class LocalBackend:
         self._lock = threading.RLock()  # one generation / forward pass at a time
         label = name or (f"{path}:{gguf_file}" if gguf_file else path) or type(model).__name__
         self.name = f"local: {label}"
-        self.forward_passes = 0  # counted by the simulator, for benchmarks and tests
+        self.forward_passes = 0  # simulation forward passes so far, for benchmarks and tests
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.source!r}, gguf_file={self.gguf_file!r})"
@@ -102,3 +167,130 @@ class LocalBackend:
             out = model.generate(**ids, **gen)
         texts = [tok.decode(row[ids["input_ids"].shape[1]:], skip_special_tokens=True) for row in out]
         return texts if temp > 0 else texts * n
+
+    # ---- the Simulator role ----
+    @property
+    def simulator_name(self) -> str:
+        return f"{self.name} (all-at-once logprobs)"
+
+    def simulate(self, explanation: str, token_lists: Sequence[Sequence[str]], *, max_activation: float,
+                 lookup: NeuronRecord | dict[str, float] | None = None, progress: ProgressFn | None = None,
+                 cancel: threading.Event | None = None) -> list[SequenceSimulation]:
+        return self.simulate_all_at_once(explanation, token_lists, progress=progress, cancel=cancel)
+
+    def simulate_all_at_once(
+        self,
+        explanation: str,
+        token_lists: Sequence[Sequence[str]],
+        *,
+        reuse_prefix: bool = True,
+        batched: bool = True,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[SequenceSimulation]:
+        """Predictions for every record. ``batched`` (the default): the shared prefix once,
+        then the records ``batch_size`` at a time in one padded pass each. ``batched=False``:
+        one pass per record (on a copy of the prefix's cache when ``reuse_prefix``, else on
+        the whole prompt). All three give the same predictions (to float rounding)."""
+        import torch
+
+        model, tok = self.model, self.tokenizer
+        labels = label_token_ids(tok)
+        prefix = tok.encode(simulation_prefix(explanation), add_special_tokens=False)
+        limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        encoded = [record_ids(tok, tokens) for tokens in token_lists]
+        longest = max((len(ids) for ids, _ in encoded), default=0)
+        if limit and len(prefix) + longest > limit:
+            raise ValueError(
+                f"the simulation prompt needs {len(prefix) + longest} tokens but {self.name} "
+                f"takes at most {limit}; use shorter records"
+            )
+        out = [SequenceSimulation(list(t), []) for t in token_lists]  # an empty record stays empty
+        todo = [i for i, t in enumerate(token_lists) if len(t)]
+        encoded, token_lists = [encoded[i] for i in todo], [token_lists[i] for i in todo]
+        head = self._label_head(labels) if batched and reuse_prefix else None
+        with self._lock, torch.no_grad():
+            if not todo:
+                return out
+            if head is not None:
+                sims = self._batched(prefix, encoded, token_lists, head, list(map(float, labels)), progress, cancel)
+            else:
+                sims = self._one_by_one(prefix, encoded, token_lists, labels, reuse_prefix, progress, cancel)
+        for i, sim in zip(todo, sims):
+            out[i] = sim
+        return out
+
+    def _label_head(self, labels: dict[int, int]):
+        """(base model, label rows of the LM head, their bias), or None where the model's logits
+        are more than the LM head on the last hidden state."""
+        model = self.model
+        out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        base = getattr(model, "base_model", None)
+        if out is None or base is None or base is model or any(getattr(model.config, a, None) for a in _LOGIT_TRANSFORMS):
+            return None
+        ids = list(labels.values())
+        bias = getattr(out, "bias", None)
+        return base, out.weight[ids], (bias[ids] if bias is not None else None)
+
+    def _batched(self, prefix, encoded, token_lists, head, values, progress, cancel) -> list[SequenceSimulation]:
+        import torch
+
+        base, weight, bias = head
+        device = weight.device
+        cache = base(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+        self.forward_passes += 1
+        out: list[SequenceSimulation] = []
+        for start in range(0, len(encoded), self.batch_size):
+            check_cancel(cancel)
+            chunk = encoded[start : start + self.batch_size]
+            # everything after a record's last slot cannot change its predictions: cut it
+            rows = [ids[: slots[-1] + 1] for ids, slots in chunk]
+            width = max(len(r) for r in rows)
+            # right padding: under the causal mask no real token sees a pad, so no mask is needed
+            batch = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=device)
+            kv = copy.deepcopy(cache)
+            kv.batch_repeat_interleave(len(rows))
+            hidden = base(input_ids=batch, past_key_values=kv, use_cache=True).last_hidden_state
+            self.forward_passes += 1
+            which = torch.tensor([i for i, (_, slots) in enumerate(chunk) for _ in slots], device=device)
+            where = torch.tensor([s for _, slots in chunk for s in slots], device=device)
+            logits = torch.nn.functional.linear(hidden[which, where], weight, bias)  # labels only
+            at = 0
+            for (_, slots), tokens in zip(chunk, token_lists[start : start + len(chunk)]):
+                out.append(_simulation(tokens, logits[at : at + len(slots)], values))
+                at += len(slots)
+            if progress:
+                progress(len(out), len(encoded), "simulating")
+        return out
+
+    def _one_by_one(self, prefix, encoded, token_lists, labels, reuse_prefix, progress, cancel):
+        import torch
+
+        model = self.model
+        device = model.device
+        values, label_ids = list(map(float, labels)), list(labels.values())
+        # compute logits only at the label slots (and none for the prefix) where the model can
+        slots_only = "logits_to_keep" in inspect.signature(model.forward).parameters
+        cache = None
+        if reuse_prefix:
+            head = {"logits_to_keep": 1} if slots_only else {}
+            cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, **head).past_key_values
+            self.forward_passes += 1
+        out: list[SequenceSimulation] = []
+        for i, tokens in enumerate(token_lists):
+            check_cancel(cancel)
+            ids, slots = encoded[i]
+            offset = 0 if reuse_prefix else len(prefix)
+            keep = torch.tensor([offset + s for s in slots], device=device)
+            head = {"logits_to_keep": keep} if slots_only else {}
+            if reuse_prefix:
+                res = model(input_ids=torch.tensor([ids], device=device), past_key_values=copy.deepcopy(cache),
+                            use_cache=True, **head)
+            else:
+                res = model(input_ids=torch.tensor([prefix + ids], device=device), use_cache=False, **head)
+            rows = res.logits[0] if slots_only else res.logits[0, keep]  # one row per slot
+            self.forward_passes += 1
+            out.append(_simulation(tokens, rows[:, label_ids], values))
+            if progress:
+                progress(i + 1, len(token_lists), "simulating")
+        return out

@@ -11,13 +11,19 @@ The API key is kept out of repr(), error messages, caches and logs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-from .._common import BackendError, ResponseCache, RetriesExhausted, Usage
+from ...records import NeuronRecord, SequenceSimulation
+from .._common import BackendError, ResponseCache, RetriesExhausted, Usage, check_cancel
+from ..prompts import MAX_LABEL, PLACEHOLDER, json_simulator_messages, parse_json_values, simulation_prefix, token_text
+from .base import ChatExplainer, ProgressFn
 
 
 class LogprobsUnsupported(BackendError):
@@ -39,8 +45,9 @@ def _refused(exc: BaseException) -> bool:
     return False
 
 
-class OpenAIBackend:
-    """Explain and simulate with a model behind an OpenAI-compatible API.
+class OpenAIBackend(ChatExplainer):
+    """Explain and simulate with a model behind an OpenAI-compatible API (both roles:
+    ``Explainer``, ``Simulator``).
 
     ``model`` may be None with a ``base_url``: the server's first listed model is used.
     ``api_key`` defaults to ``$OPENAI_API_KEY``; servers on a ``base_url`` often need none.
@@ -48,6 +55,8 @@ class OpenAIBackend:
     paper's all-at-once method; an error if the server cannot), "json" (chat, asks for JSON),
     or "auto" (logprobs where the server supports it, else json; always json on api.openai.com).
     """
+
+    cheap = False
 
     def __init__(
         self,
@@ -263,3 +272,97 @@ class OpenAIBackend:
                     raise  # wrong key, no permission, nothing listening: say so now
                 self._logprobs_ok = False  # endpoint missing or the request rejected
         return bool(self._logprobs_ok)
+
+    # ---- the Simulator role ----
+    def uses_logprobs(self) -> bool:
+        """Whether simulation reads prompt logprobs (else it asks for JSON over chat)."""
+        if self.simulation == "logprobs":
+            return True
+        if self.simulation == "json" or self.base_url is None:
+            return False
+        return self.supports_logprobs()
+
+    @property
+    def simulator_name(self) -> str:
+        return f"{self.name} ({'prompt logprobs' if self.uses_logprobs() else 'JSON'})"
+
+    def simulate(self, explanation: str, token_lists: Sequence[Sequence[str]], *, max_activation: float,
+                 lookup: NeuronRecord | dict[str, float] | None = None, progress: ProgressFn | None = None,
+                 cancel: threading.Event | None = None) -> list[SequenceSimulation]:
+        """Prompt-logprob simulation (the paper's all-at-once method over HTTP) where the server
+        supports it, else JSON answers over chat. A request whose retries ran out fails its
+        record (retryable); an error no retry fixes is raised at once."""
+        use_logprobs = self.uses_logprobs()
+
+        def one(tokens: Sequence[str]) -> SequenceSimulation:
+            check_cancel(cancel)
+            try:
+                if use_logprobs:
+                    return self._simulate_logprobs(explanation, tokens)
+                return self._simulate_json(explanation, tokens)
+            except BackendError as e:
+                if not e.retryable:
+                    raise  # a wrong key, unknown model, nothing listening: no record can succeed
+                return SequenceSimulation(list(tokens), [], error=str(e), retryable=True)
+
+        # The first record goes alone: a wrong key or model fails there, after one request. The
+        # rest go out in parallel (the semaphore caps requests in flight).
+        if not token_lists:
+            return []
+        results: list[SequenceSimulation | None] = [one(token_lists[0])] + [None] * (len(token_lists) - 1)
+        if progress:
+            progress(1, len(token_lists), "simulating")
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(token_lists) - 1))) as pool:
+            futures = {pool.submit(one, t): i for i, t in enumerate(token_lists) if i}
+            try:
+                for done, fut in enumerate(as_completed(futures), 2):
+                    results[futures[fut]] = fut.result()  # a fatal error is raised here
+                    if progress:
+                        progress(done, len(token_lists), "simulating")
+            except BaseException:
+                for fut in futures:  # requests not yet sent are not sent
+                    fut.cancel()
+                raise
+        return results  # type: ignore[return-value]
+
+    def _simulate_logprobs(self, explanation: str, tokens: Sequence[str]) -> SequenceSimulation:
+        prefix = simulation_prefix(explanation)
+        parts, slot_chars = [prefix], []
+        pos = len(prefix)
+        for t in tokens:
+            line = token_text(t) + "\t"
+            pos += len(line)
+            slot_chars.append(pos)  # where the placeholder (the label's place) starts
+            parts.append(line + PLACEHOLDER + "\n")
+            pos += len(PLACEHOLDER) + 1
+        lp = self.prompt_logprobs("".join(parts))
+        starts, at = {}, 0
+        for j, t in enumerate(lp["tokens"]):
+            starts[at] = j
+            at += len(t)
+        dv, dp, ev = [], [], []
+        for c in slot_chars:
+            j = starts.get(c)
+            if j is None:
+                return SequenceSimulation(list(tokens), [], error="the server's tokens do not line up with the label slots")
+            top = lp["top_logprobs"][j] or {}
+            found = {}
+            for text, logprob in top.items():  # exactly the label's text, as in the prompt (no space)
+                if text.isdigit() and text == str(int(text)) and int(text) <= MAX_LABEL:
+                    found[int(text)] = math.exp(logprob)
+            total = sum(found.values())
+            values = sorted(found)
+            probs = [found[v] / total for v in values] if total else []
+            dv.append([float(v) for v in values])
+            dp.append(probs)
+            ev.append(float(sum(v * p for v, p in zip(values, probs))))  # no label in the top -> 0
+        return SequenceSimulation(list(tokens), ev, distribution_values=dv, distribution_probabilities=dp)
+
+    def _simulate_json(self, explanation: str, tokens: Sequence[str]) -> SequenceSimulation:
+        messages = json_simulator_messages(explanation, tokens)
+        answer = self.chat(messages, n=1, max_tokens=12 * len(tokens) + 20, temperature=0)[0]
+        try:
+            values = parse_json_values(answer, len(tokens))
+        except ValueError as e:
+            return SequenceSimulation(list(tokens), [], error=f"unparseable simulator answer: {e}")
+        return SequenceSimulation(list(tokens), values)
