@@ -1,18 +1,16 @@
-// Colour maths shared by every view: one scale per view, colour-blind-safe palettes,
-// text colour chosen by contrast against the computed background.
+// Colour maths shared by every view. Palettes, levels and the 0-10 rule come from
+// neuronwidget/widgets/display.json, the one file the Python side reads too.
+import display from "../neuronwidget/widgets/display.json";
 
 export type RGB = [number, number, number];
+export type Theme = "light" | "dark";
 
-// Single-hue orange ramp (sequential) and a blue ramp for the negative side (diverging).
-const ORANGE: RGB[] = [
-  [254, 240, 222], [253, 208, 162], [253, 174, 107], [241, 105, 19], [196, 70, 6], [127, 39, 4],
-];
-const BLUE: RGB[] = [
-  [226, 238, 249], [190, 215, 236], [134, 182, 218], [66, 139, 196], [26, 96, 164], [8, 58, 120],
-];
-
+export const THEMES: Theme[] = ["light", "dark"];
 /** Below this fraction of the scale a token gets no background (reads as "zero"). */
-export const MIN_VISIBLE = 0.02;
+export const MIN_VISIBLE: number = display.min_visible;
+/** Colours are quantised to this many levels per side (one CSS class per level). */
+export const LEVELS: number = display.levels;
+const TENTHS: number = display.tenths;
 
 export function clamp(x: number, lo: number, hi: number): number {
   return Math.min(hi, Math.max(lo, x));
@@ -28,10 +26,17 @@ export function normalize(value: number, maxAbs: number, diverging = false): num
 /** The method's 0-10 scale: min(10, floor(10 * max(a, 0) / max_activation)). */
 export function discretize(value: number, maxActivation: number): number {
   if (!(maxActivation > 0) || !Number.isFinite(value)) return 0;
-  return Math.min(10, Math.floor((10 * Math.max(value, 0)) / maxActivation));
+  return Math.min(TENTHS, Math.floor((TENTHS * Math.max(value, 0)) / maxActivation));
 }
 
-function ramp(stops: RGB[], t: number): RGB {
+/** Signed colour level in -LEVELS..LEVELS; 0 = no colour. */
+export function level(t: number): number {
+  if (!Number.isFinite(t) || Math.abs(t) < MIN_VISIBLE) return 0;
+  const l = Math.max(1, Math.min(LEVELS, Math.round(Math.abs(t) * LEVELS)));
+  return t > 0 ? l : -l;
+}
+
+function ramp(stops: number[][], t: number): RGB {
   const x = clamp(t, 0, 1) * (stops.length - 1);
   const i = Math.min(stops.length - 2, Math.floor(x));
   const f = x - i;
@@ -40,10 +45,21 @@ function ramp(stops: RGB[], t: number): RGB {
   return [0, 1, 2].map((k) => Math.round(a[k] + (b[k] - a[k]) * f)) as RGB;
 }
 
+/** Background of a signed level in a theme, or null for level 0. */
+export function levelColor(l: number, theme: Theme = "light"): RGB | null {
+  if (l === 0) return null;
+  const pal = display.palettes[theme];
+  return ramp(l > 0 ? pal.positive : pal.negative, Math.abs(l) / LEVELS);
+}
+
 /** Background for a normalized value, or null when it is too small to show. */
-export function background(t: number): RGB | null {
-  if (Math.abs(t) < MIN_VISIBLE) return null;
-  return t > 0 ? ramp(ORANGE, t) : ramp(BLUE, -t);
+export function background(t: number, theme: Theme = "light"): RGB | null {
+  return levelColor(level(t), theme);
+}
+
+/** CSS class of a signed level: nw-p7 (positive) / nw-n7 (negative); "" for no colour. */
+export function levelClass(l: number): string {
+  return l === 0 ? "" : `${l > 0 ? "nw-p" : "nw-n"}${Math.abs(l)}`;
 }
 
 /** WCAG relative luminance of an sRGB colour. */
@@ -70,4 +86,40 @@ export function textColor(bg: RGB): RGB {
 
 export function css([r, g, b]: RGB): string {
   return `rgb(${r}, ${g}, ${b})`;
+}
+
+/** Where a theme is dark: JupyterLab's dark themes and VS Code's dark / high-contrast ones. */
+export const DARK_SELECTORS = [
+  'body[data-jp-theme-light="false"] .nw-root',
+  "body.vscode-dark .nw-root",
+  "body.vscode-high-contrast:not(.vscode-high-contrast-light) .nw-root",
+];
+
+/** The token colour rules of every level in both themes (light is the default). */
+export function themeCss(): string {
+  const rules: string[] = [];
+  for (const theme of THEMES) {
+    const scopes = theme === "light" ? [".nw-root"] : DARK_SELECTORS;
+    for (let a = 1; a <= LEVELS; a++) {
+      for (const l of [a, -a]) {
+        const bg = levelColor(l, theme)!;
+        const sel = scopes.map((s) => `${s} .${levelClass(l)}`).join(", ");
+        rules.push(`${sel} { background-color: ${css(bg)}; color: ${css(textColor(bg))}; }`);
+      }
+    }
+  }
+  return rules.join("\n");
+}
+
+let installed = false;
+/** Add the token colour rules to the page once (text, never HTML). */
+export function installThemeCss(doc: Document = document): void {
+  if (installed && doc.getElementById("nw-token-colours")) return;
+  if (!doc.getElementById("nw-token-colours")) {
+    const style = doc.createElement("style");
+    style.id = "nw-token-colours";
+    style.textContent = themeCss();
+    doc.head.appendChild(style);
+  }
+  installed = true;
 }

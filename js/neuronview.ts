@@ -1,33 +1,50 @@
 // NeuronView: everything about one neuron, with live requests to the kernel.
 import { slice, toFloat32 } from "./buffers";
 import { renderCard } from "./card";
+import display from "../neuronwidget/widgets/display.json";
 import { button, h } from "./dom";
 import { formatActivation } from "./format";
 import { histogram } from "./histogram";
+import type { NeuronData, Rec, Reply, Request, Side, Status } from "./messages";
 import { legend, Scale, Tooltip, tokenRow } from "./tokens";
-import type { CardData, Model, NeuronData, Rec, Status } from "./types";
+import type { Model, NeuronState } from "./types";
 
 const CONTEXT_LEFT = 12;
 const CONTEXT_RIGHT = 6;
 const MORE_STEP = 10;
+export const SUBMIT_HINT: string = display.submit_keys;
 
-function argmax(v: ArrayLike<number>): number {
+/** What the user typed, per model: a view drawn again (the kernel refreshing the saved
+ *  notebook's fallback re-renders the output) comes back as the user left it. */
+interface UiState {
+  tryText: string;
+  testText: string;
+  focus: string | null;
+}
+const UI = new WeakMap<object, UiState>();
+
+function argmax(v: ArrayLike<number>, negative = false): number {
   let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+  for (let i = 1; i < v.length; i++) if (negative ? v[i] < v[best] : v[i] > v[best]) best = i;
   return best;
 }
 
-/** A top record centred on its max token, with a toggle to the full context. */
-export function centredRecord(rec: Rec, values: Float32Array, scale: Scale): HTMLElement {
+/** A top record centred on its extreme token, with a toggle to the full context. */
+export function centredRecord(rec: Rec, values: Float32Array, scale: Scale, negative = false): HTMLElement {
   const acts = slice(values, rec.a);
-  const m = argmax(acts);
-  const lo = Math.max(0, m - CONTEXT_LEFT);
-  const hi = Math.min(rec.tokens.length, m + CONTEXT_RIGHT + 1);
+  const m = argmax(acts, negative);
+  let lo = Math.max(0, m - CONTEXT_LEFT);
+  let hi = Math.min(rec.tokens.length, m + CONTEXT_RIGHT + 1);
+  for (const g of rec.g ?? []) {  // never cut a character in two
+    if (g.i < lo && g.i + g.n > lo) lo = g.i;
+    if (g.i < hi && g.i + g.n > hi) hi = g.i + g.n;
+  }
   const box = h("div", "nw-rec");
-  const short = tokenRow(rec.tokens.slice(lo, hi), acts.subarray(lo, hi), scale, { offset: lo });
+  const groups = (rec.g ?? []).filter((g) => g.i >= lo && g.i + g.n <= hi).map((g) => ({ ...g, i: g.i - lo }));
+  const short = tokenRow(rec.tokens.slice(lo, hi), acts.subarray(lo, hi), scale, { offset: lo, groups });
   if (lo > 0) short.prepend(h("span", "nw-ellipsis", "…"));
   if (hi < rec.tokens.length) short.append(h("span", "nw-ellipsis", "…"));
-  const full = tokenRow(rec.tokens, acts, scale);
+  const full = tokenRow(rec.tokens, acts, scale, { groups: rec.g });
   full.hidden = true;
   const toggle = button("⤢", () => {
     full.hidden = !full.hidden;
@@ -39,46 +56,76 @@ export function centredRecord(rec: Rec, values: Float32Array, scale: Scale): HTM
   return box;
 }
 
-export function renderNeuronView(model: Model, root: HTMLElement): () => void {
+/** Keys typed into the view stay in the view: JupyterLab's shortcuts (Shift+Enter runs the
+ *  cell, A/B/D,D in command mode…) never see them. Ctrl/Cmd+Enter calls `submit`. */
+export function keepKeys(input: HTMLElement, submit?: () => void): void {
+  input.setAttribute("data-lm-suppress-shortcuts", "true");
+  input.addEventListener("keydown", (ev: KeyboardEvent) => {
+    ev.stopPropagation();
+    if (submit && ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
+      ev.preventDefault();
+      submit();
+    }
+  });
+  for (const kind of ["keypress", "keyup"]) input.addEventListener(kind, (ev) => ev.stopPropagation());
+}
+
+export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): () => void {
   let tryId = 0;
   let tryTimer: ReturnType<typeof setTimeout> | undefined;
   let scale: Scale = { max: 1, diverging: false };
+  let side: Side = "positive";
+  const ui: UiState = UI.get(model) ?? { tryText: "", testText: "", focus: null };
+  UI.set(model, ui);
+  const send = (msg: Request) => model.send(msg);
+  root.setAttribute("data-lm-suppress-shortcuts", "true");
 
   const header = h("div", "nw-header");
   const status = h("div", "nw-status");
+  status.setAttribute("aria-live", "polite");
   const cards = h("div", "nw-cards");
   const topBox = h("div", "nw-top");
+  const topTitle = h("div", "nw-section");
   const tryOut = h("div", "nw-try-out");
-  const side = h("div", "nw-side");
+  const sideBox = h("div", "nw-side");
   const samples = h("div", "nw-samples");
   const legendBox = h("div");
 
-  // "test your explanation"
+  // "test your explanation": Enter is a new line, Ctrl/Cmd+Enter scores
   const testInput = h("textarea", "nw-input nw-test-input");
   testInput.rows = 2;
   testInput.placeholder = "e.g. the word “Paris” and other French cities";
   testInput.setAttribute("aria-label", "your explanation to test");
-  const testBtn = button("Simulate & score", () => {
+  testInput.value = ui.testText;
+  testInput.addEventListener("input", () => (ui.testText = testInput.value));
+  const submitTest = () => {
     const text = testInput.value.trim();
     if (!text) return showError("Type an explanation first, then press “Simulate & score”.");
-    model.send({ type: "test", explanation: text });
-  });
+    send({ type: "test", explanation: text });
+  };
+  keepKeys(testInput, submitTest);
+  const testBtn = button("Simulate & score", submitTest, SUBMIT_HINT);
   testBtn.classList.add("nw-test-btn");
   const testBox = h("div", "nw-box");
-  testBox.append(h("div", "nw-section", "Test your explanation"), testInput, testBtn);
+  const testTitle = h("div", "nw-section", "Test your explanation");
+  testBox.append(testTitle, testInput, testBtn, h("span", "nw-hint", SUBMIT_HINT));
 
-  // "try your text"
+  // "try your text": runs as you type (Ctrl/Cmd+Enter: now)
   const tryInput = h("textarea", "nw-input nw-try-input");
   tryInput.rows = 2;
   tryInput.placeholder = "Type any text: its activations come back from the model";
   tryInput.setAttribute("aria-label", "your text");
+  tryInput.value = ui.tryText;
   const sendTry = () => {
+    clearTimeout(tryTimer);
     const text = tryInput.value;
     if (!text.trim()) return tryOut.replaceChildren();
     tryId += 1;
-    model.send({ type: "try", text, id: tryId });
+    send({ type: "try", text, id: tryId });
   };
+  keepKeys(tryInput, sendTry);
   tryInput.addEventListener("input", () => {
+    ui.tryText = tryInput.value;
     clearTimeout(tryTimer);
     tryTimer = setTimeout(sendTry, 300);
   });
@@ -88,22 +135,30 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
   const topSection = h("div", "nw-box");
   const moreBtn = button("more examples", () => {
     const n = topBox.childElementCount;
-    model.send({ type: "more", group: "top", start: n, stop: n + MORE_STEP });
+    send({ type: "more", start: n, stop: n + MORE_STEP });
   });
-  topSection.append(h("div", "nw-section", "Top activating examples (centred on the max token)"), topBox, moreBtn);
+  topSection.append(topTitle, topBox, moreBtn);
 
   const main = h("div", "nw-main");
   main.append(cards, testBox, topSection, tryBox, samples);
   const body = h("div", "nw-body");
-  body.append(main, side);
+  body.append(main, sideBox);
   root.append(header, status, body, legendBox);
   new Tooltip(root);
+  for (const [el, name] of [[testInput, "test"], [tryInput, "try"]] as const) {
+    el.addEventListener("focus", () => (ui.focus = name));
+    el.addEventListener("blur", () => (ui.focus = ui.focus === name ? null : ui.focus));
+  }
 
   function showError(message: string) {
     status.replaceChildren();
     const err = h("div", "nw-error", message);
     err.setAttribute("role", "alert");
     status.appendChild(err);
+  }
+  /** Every new result clears the previous error. */
+  function clearError() {
+    status.querySelector(".nw-error")?.remove();
   }
 
   function drawStatus() {
@@ -117,7 +172,7 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
       bar.value = s.done ?? 0;
     }
     const msg = h("span", "nw-status-msg", s.message || `${s.task}…`);
-    status.append(bar, msg, button("Cancel", () => model.send({ type: "cancel" })));
+    status.append(bar, msg, button("Cancel", () => send({ type: "cancel" })));
   }
 
   function drawHeader(d: NeuronData) {
@@ -125,7 +180,8 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
     header.replaceChildren();
     const title = h("div", "nw-title");
     title.append(h("span", "nw-model", hd.model), h("span", "nw-id", ` · layer ${hd.layer} · neuron ${hd.neuron}`));
-    const meta = h("div", "nw-meta", `max activation ${formatActivation(hd.max)} · corpus: ${hd.corpus}`);
+    const range = hd.signed ? `activations ${formatActivation(hd.min)} to ${formatActivation(hd.max)}` : `max activation ${formatActivation(hd.max)}`;
+    const meta = h("div", "nw-meta", `${range} · corpus: ${hd.corpus}`);
     const nav = h("div", "nw-nav");
     const numberInput = (label: string, value: number, count: number) => {
       const el = h("input", "nw-num");
@@ -134,11 +190,12 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
       el.max = String(count - 1);
       el.value = String(value);
       el.setAttribute("aria-label", label);
+      keepKeys(el, () => goto(Number(layerIn.value), Number(neuronIn.value)));
       return el;
     };
+    const goto = (layer: number, neuron: number) => send({ type: "goto", layer, neuron });
     const layerIn = numberInput("layer", hd.layer, hd.n_layers);
     const neuronIn = numberInput("neuron", hd.neuron, hd.n_neurons);
-    const goto = (layer: number, neuron: number) => model.send({ type: "goto", layer, neuron });
     const step = (delta: number) => {
       const flat = (hd.layer * hd.n_neurons + hd.neuron + delta + hd.n_layers * hd.n_neurons) % (hd.n_layers * hd.n_neurons);
       goto(Math.floor(flat / hd.n_neurons), flat % hd.n_neurons);
@@ -154,16 +211,39 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
       button("go", () => goto(Number(layerIn.value), Number(neuronIn.value))),
     );
     header.append(title, meta, nav);
+    if (hd.signed) header.appendChild(sideSwitch(hd.side));
+  }
+
+  function sideSwitch(current: Side): HTMLElement {
+    const box = h("div", "nw-sides");
+    box.setAttribute("role", "radiogroup");
+    box.setAttribute("aria-label", "which side of the neuron to explain");
+    box.appendChild(h("span", "nw-label", "side:"));
+    for (const s of ["positive", "negative"] as Side[]) {
+      const b = button(s === "positive" ? "positive ▲" : "negative ▼", () => s !== current && send({ type: "side", side: s }), display.sides[s]);
+      b.classList.add("nw-side-btn", `nw-side-${s}`);
+      b.setAttribute("role", "radio");
+      b.setAttribute("aria-checked", String(s === current));
+      if (s === current) b.classList.add("nw-on");
+      box.appendChild(b);
+    }
+    box.appendChild(h("span", "nw-note", display.sides[current]));
+    return box;
   }
 
   function drawCards(d: NeuronData, values: Float32Array) {
     cards.replaceChildren(h("div", "nw-section", "Explanations"));
-    for (const c of d.cards) cards.appendChild(renderCard(c, values, scale));
+    for (const c of d.cards) {
+      const el = renderCard(c, values);
+      if (c.fresh) el.classList.add("nw-new");
+      cards.appendChild(el);
+    }
     if (!d.cards.length) {
       const empty = h("div", "nw-empty");
+      const which = d.header.signed ? ` (${d.header.side} side)` : "";
       empty.append(
-        h("div", "nw-note", "No explanation for this neuron yet."),
-        button(`Explain with ${d.explainer}`, () => model.send({ type: "explain" })),
+        h("div", "nw-note", `No explanation for this neuron${which} yet.`),
+        button(`Explain with ${d.explainer}`, () => send({ type: "explain" })),
       );
       cards.appendChild(empty);
     }
@@ -173,12 +253,12 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
     samples.replaceChildren();
     const rnd = h("details", "nw-box");
     rnd.appendChild(h("summary", "nw-section", `Random samples (${d.random.length})`));
-    for (const r of d.random) rnd.appendChild(tokenRow(r.tokens, slice(values, r.a), scale));
+    for (const r of d.random) rnd.appendChild(tokenRow(r.tokens, slice(values, r.a), scale, { groups: r.g }));
     samples.appendChild(rnd);
     for (const q of d.quantiles) {
       const box = h("details", "nw-box");
       box.appendChild(h("summary", "nw-section", `Quantile sample: ${q.label}`));
-      for (const r of q.records) box.appendChild(tokenRow(r.tokens, slice(values, r.a), scale));
+      for (const r of q.records) box.appendChild(tokenRow(r.tokens, slice(values, r.a), scale, { groups: r.g }));
       samples.appendChild(box);
     }
   }
@@ -186,14 +266,20 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
   function draw() {
     const d = model.get("_data") as NeuronData;
     const values = toFloat32(model.get("_buf"));
-    if (!d || !d.header) return showError(d?.error ?? "No neuron loaded.");
-    scale = { max: d.header.max, diverging: !!d.diverging };
+    if (!d || !d.header) return showError("No neuron loaded.");
+    side = d.header.side ?? "positive";
+    scale = { max: d.header.max, min: d.header.min, diverging: !!d.diverging };
     drawHeader(d);
-    if (d.header.is_tiny) root.classList.add("nw-tiny");
+    root.classList.toggle("nw-tiny", !!d.header.is_tiny);
     drawCards(d, values);
-    topBox.replaceChildren(...d.top.map((r) => centredRecord(r, values, scale)));
+    const negative = side === "negative";
+    topTitle.textContent = negative
+      ? "Most negative examples (centred on the lowest token)"
+      : "Top activating examples (centred on the max token)";
+    testTitle.textContent = d.header.signed ? `Test your explanation of the ${side} side` : "Test your explanation";
+    topBox.replaceChildren(...d.top.map((r) => centredRecord(r, values, scale, negative)));
     moreBtn.hidden = d.top.length >= d.top_total;
-    side.replaceChildren(h("div", "nw-section", "Activation histogram"), histogram(d.hist.edges, d.hist.counts, d.header.max, d.hist.caption));
+    sideBox.replaceChildren(h("div", "nw-section", "Activation histogram"), histogram(d.hist.edges, d.hist.counts, d.header.max, d.hist.caption));
     drawSamples(d, values);
     legendBox.replaceChildren(legend(scale));
     tryOut.replaceChildren();
@@ -201,26 +287,25 @@ export function renderNeuronView(model: Model, root: HTMLElement): () => void {
     drawStatus();
   }
 
-  function onCustom(msg: any, buffers?: unknown[]) {
+  function onCustom(msg: Reply, buffers?: unknown[]) {
     const values = toFloat32(buffers?.[0]);
     if (msg?.type === "more") {
-      for (const r of msg.records as Rec[]) topBox.appendChild(centredRecord(r, values, scale));
+      clearError();
+      for (const r of msg.records) topBox.appendChild(centredRecord(r, values, scale, side === "negative"));
       const d = model.get("_data") as NeuronData;
       moreBtn.hidden = topBox.childElementCount >= d.top_total || !msg.records.length;
     } else if (msg?.type === "try") {
       if (msg.id !== tryId) return; // a newer request is on its way
-      tryOut.replaceChildren(tokenRow(msg.tokens, slice(values, msg.a), scale, { hints: msg.hints }));
-    } else if (msg?.type === "card") {
-      const card = renderCard(msg.card as CardData, values, scale);
-      card.classList.add("nw-new");
-      cards.querySelector(".nw-empty")?.remove();
-      cards.children[0].after(card);
+      clearError();
+      tryOut.replaceChildren(tokenRow(msg.tokens, slice(values, msg.a), scale, { groups: msg.g }));
     } else if (msg?.type === "error") {
       showError(String(msg.message));
     }
   }
 
   draw();
+  if (ui.focus === "test") testInput.focus();
+  if (ui.focus === "try") tryInput.focus();
   model.on("change:_data", draw);
   model.on("change:_status", drawStatus);
   model.on("msg:custom", onCustom);

@@ -1,75 +1,17 @@
-// The anywidget model as the views use it (the real one comes from anywidget; tests pass a fake).
-import type { Span } from "./buffers";
+// The widget models as the views see them, typed with @anywidget/types. The payload and
+// message types live in messages.ts (the protocol shared with Python).
+import type { AnyModel } from "@anywidget/types";
+import type { CardData, NeuronData, Status, TokensData } from "./messages";
 
-export type Handler = (...args: any[]) => void;
+export type { CardData, CardSeq, Group, Header, NeuronData, Rec, Status, TokensData } from "./messages";
 
-export interface Model {
-  get(name: string): any;
-  set?(name: string, value: unknown): void;
-  save_changes?(): void;
-  on(event: string, cb: Handler): void;
-  off(event?: string | null, cb?: Handler | null): void;
-  send(content: unknown, callbacks?: unknown, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
-}
+/** Binary state comes as a DataView (anywidget), ArrayBuffer or typed array. */
+export type Bytes = DataView | ArrayBuffer | ArrayBufferView | null;
 
-export interface Rec {
-  tokens: string[];
-  a: Span;
-}
+// type aliases, not interfaces: AnyModel<T> needs T to be a plain object type
+export type NeuronState = { _view_kind: "neuron"; _data: NeuronData; _buf: Bytes; _status: Status };
+export type TokensState = { _view_kind: "tokens"; _data: TokensData; _buf: Bytes };
+export type CardState = { _view_kind: "card"; _data: CardData; _buf: Bytes };
+export type AnyState = { _view_kind: string };
 
-export interface CardSeq {
-  kind: string | null; // "top" | "random"
-  tokens: string[];
-  real: Span;
-  sim: Span | null;
-  sim_max: number; // 10 for 0-10 simulations, else the neuron's max
-  error: string | null;
-  score: number | null;
-}
-
-export interface CardData {
-  explanation: string;
-  score: number | null;
-  top_score: number | null;
-  random_score: number | null;
-  rsquared: number | null;
-  explainer: string | null;
-  simulator: string | null;
-  note: string | null;
-  neuron: string | null;
-  max: number;
-  seqs: CardSeq[];
-}
-
-export interface Header {
-  model: string;
-  is_tiny: boolean;
-  layer: number;
-  neuron: number;
-  n_layers: number;
-  n_neurons: number;
-  max: number;
-  corpus: string;
-}
-
-export interface NeuronData {
-  header: Header;
-  top: Rec[];
-  top_total: number;
-  random: Rec[];
-  quantiles: { label: string; records: Rec[] }[];
-  hist: { edges: number[]; counts: number[]; caption?: string };
-  cards: CardData[];
-  explainer: string;
-  simulator: string;
-  diverging?: boolean;
-  error?: string | null;
-}
-
-export interface Status {
-  task: string | null;
-  done?: number;
-  total?: number;
-  message?: string;
-  error?: string | null;
-}
+export type Model<T extends AnyState = AnyState> = AnyModel<T>;

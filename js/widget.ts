@@ -1,24 +1,35 @@
-// The one bundle: anywidget entry for NeuronView, TokenView and ExplanationCard.
+// The one bundle: anywidget entry for every neuronwidget view. A view is one entry in
+// VIEWS, keyed by the Python class's _view_kind.
+import type { Render } from "@anywidget/types";
 import "./widget.css";
+import { installThemeCss } from "./color";
+import { h } from "./dom";
 import { renderNeuronView } from "./neuronview";
 import { renderCardView, renderTokenView } from "./tokenview";
-import { h } from "./dom";
-import type { Model } from "./types";
+import type { AnyState, Model } from "./types";
 
-function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
+type ViewRenderer = (model: Model<any>, root: HTMLElement) => () => void;
+
+export const VIEWS: Record<string, ViewRenderer> = {
+  neuron: renderNeuronView,
+  tokens: renderTokenView,
+  card: renderCardView,
+};
+
+const render: Render<AnyState> = ({ model, el }) => {
+  installThemeCss();
   const root = h("div", "nw-root");
   el.appendChild(root);
   const kind = model.get("_view_kind");
   try {
-    if (kind === "neuron") return renderNeuronView(model, root);
-    if (kind === "tokens") return renderTokenView(model, root);
-    if (kind === "card") return renderCardView(model, root);
-    throw new Error(`unknown view kind ${JSON.stringify(kind)}`);
+    const view = VIEWS[kind];
+    if (!view) throw new Error(`unknown view kind ${JSON.stringify(kind)}`);
+    return view(model, root);
   } catch (e) {
     const err = h("div", "nw-error", `neuronwidget could not draw this view: ${(e as Error).message}. Re-run the cell; if it persists, report it with this message.`);
     root.replaceChildren(err);
     return () => {};
   }
-}
+};
 
 export default { render };

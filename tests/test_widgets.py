@@ -94,18 +94,19 @@ def test_fallback_html_escapes_hostile_strings():
     tags, attrs = parse_tags(html)
     assert tags <= {"div", "span", "b", "details", "summary"}
     assert attrs <= {"class", "style", "title"}  # no href/src/on*: a javascript: string stays inert text
-    # every token carries a tooltip with the exact activation and the 0-10 value
-    assert 'title="token &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;\nposition 0\nactivation 1.0000' in html
-    assert "scaled 10/10" in html and "multi-byte" in html
+    # every token carries a tooltip with its value (as stored) and the 0-10 value
+    assert '<span style="background:#f78c3f;color:#000" title="1.00 (5/10)">&lt;script&gt;alert(1)&lt;/script&gt;</span>' in html
+    assert "(10/10)" in html and sh.SPLIT_NOTE in html
 
 
 def test_fallback_colours_match_contrast_rules():
     html = TokenView(["lo", "mid", "hi", "zero"], [0.1, 0.6, 1.0, 0.0])._repr_html_()
-    spans = re.findall(r'<span class="nw-tok"( style="[^"]*")?', html)
+    spans = re.findall(r'<span( style="[^"]*")? title=', html)
     assert spans[3] == ""  # zero: uncoloured
+    rgb = lambda h: tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))  # noqa: E731
     for style in spans[:3]:
-        bg = tuple(int(x) for x in re.search(r"background-color:rgb\((\d+), (\d+), (\d+)\)", style).groups())
-        fg = tuple(int(x) for x in re.search(r";color:rgb\((\d+), (\d+), (\d+)\)", style).groups())
+        bg, fg = (rgb(x if len(x) == 6 else "".join(c + c for c in x))
+                  for x in re.fullmatch(r' style="background:#(\w+);color:#(\w+)"', style).groups())
         assert sh.contrast_ratio(bg, fg) >= 4.5
 
 
@@ -120,6 +121,8 @@ def test_explanation_card_state_and_fallback(tmp_path):
     np.testing.assert_array_equal(unpack(buffers[0], top["real"]), np.float32([0.0, 2.5, 0.25]))
     np.testing.assert_array_equal(unpack(buffers[0], top["sim"]), np.float32([0.0, 10.0, 1.0]))
     assert top["sim_max"] == 10.0 and failed["sim"] is None and failed["error"] == "no parseable numbers"
+    assert data["side"] == "positive" and ExplanationCard(scored, side="negative")._data["side"] == "negative"
+    assert sh.SIDES["negative"] in ExplanationCard(scored, side="negative")._repr_html_()
     html = card._repr_html_()
     assert "&quot; onmouseover=&quot;alert(1)" in html and "simulation failed: no parseable numbers" in html
     assert "1 = perfect" in html
@@ -145,6 +148,16 @@ def test_bundle_is_small_and_self_contained():
     assert b"@import" not in css and b"url(" not in css
     view = TokenView(["a"], [1.0])
     assert view._esm == js.decode() and view._css == css.decode()
+
+
+def test_esm_and_css_are_paths_for_hot_reload():
+    """anywidget watches _esm/_css given as files (ANYWIDGET_HMR=1): not traits with copied text."""
+    from neuronwidget.widgets._base import BaseView
+
+    for key, name in (("_esm", "widget.js"), ("_css", "widget.css")):
+        value = BaseView.__dict__[key]
+        assert key not in BaseView.class_traits()
+        assert Path(getattr(value, "_path", value)).resolve() == ROOT / "neuronwidget" / "static" / name
 
 
 # ---- NeuronView on the real tiny engine ------------------------------------------------------
@@ -204,7 +217,7 @@ def test_neuronview_messages_try_more_goto(tiny):
     assert reply["type"] == "try" and reply["id"] == 7 and reply["tokens"] == want.tokens
     np.testing.assert_array_equal(unpack(bufs[0], reply["a"]), np.float32(want.activations))
 
-    view._on_custom_msg(view, {"type": "more", "group": "top", "start": 10, "stop": 15}, [])
+    view._on_custom_msg(view, {"type": "more", "start": 10, "stop": 15}, [])
     reply, bufs = sent[-1]
     want = index.top_records(1, 3, 10, 15)
     assert [r["tokens"] for r in reply["records"]] == [r.tokens for r in want]
@@ -213,8 +226,14 @@ def test_neuronview_messages_try_more_goto(tiny):
     view._on_custom_msg(view, {"type": "goto", "layer": 2, "neuron": 5}, [])
     assert (view.layer, view.neuron) == (2, 5) and view._data["header"]["neuron"] == 5
     view._on_custom_msg(view, {"type": "goto", "layer": 99, "neuron": 5}, [])
-    assert sent[-1][0]["type"] == "error" and "layer must be in 0..3" in sent[-1][0]["message"]
+    assert sent[-1][0] == {"type": "error", "message": "that neuron could not be opened: layer must be in 0..3 for "
+                           f"{engine.model_name}, got 99"}
     assert "layer must be in 0..3" in view._status["error"] and (view.layer, view.neuron) == (2, 5)
+    # requests outside the protocol are refused, saying what is allowed
+    view._on_custom_msg(view, {"type": "more", "group": "top", "start": 0, "stop": 1}, [])
+    assert "unexpected ['group']" in sent[-1][0]["message"]
+    view._on_custom_msg(view, {"type": "launch"}, [])
+    assert "expected one of goto, more, try, test, explain, side, cancel" in sent[-1][0]["message"]
     with pytest.raises(ValueError, match="neuron must be in 0..383"):
         NeuronView(1, 384, model="tiny", index=index)
 
@@ -224,12 +243,14 @@ def test_neuronview_test_and_explain_return_scored_cards(tiny):
     from neuronwidget.widgets import NeuronView
 
     engine, index = tiny
-    view = NeuronView(0, 7, model="tiny", index=index, explainer="baseline", simulator="baseline")
+    view = NeuronView(0, 7, model="tiny", index=index, explainer="baseline", simulator="baseline", side="positive")
     sent = capture(view)
     view._on_custom_msg(view, {"type": "test", "explanation": HOSTILE[0]}, [])
     view.wait(120)
-    (reply, bufs), = [s for s in sent if s[0]["type"] == "card"]
-    card = reply["card"]
+    assert not [s for s in sent if s[0]["type"] == "error"]
+    state, _, bufs = state_buffers(view)
+    (card,) = state["_data"]["cards"]
+    assert card["fresh"] and card["side"] == "positive"
     want = score(index.record(0, 7), HOSTILE[0], "baseline")
     assert card["explanation"] == HOSTILE[0] and card["score"] == want.score
     assert card["explainer"] == "you (typed in this view)" and card["simulator"].startswith("baseline")
@@ -240,9 +261,9 @@ def test_neuronview_test_and_explain_return_scored_cards(tiny):
 
     view._on_custom_msg(view, {"type": "explain"}, [])
     view.wait(120)
-    cards = [s[0]["card"] for s in sent if s[0]["type"] == "card"]
-    assert len(cards) == 2 and cards[1]["explainer"].startswith("baseline") and cards[1]["explanation"]
-    assert [s.explanation for s in view.explanations] == [cards[1]["explanation"], HOSTILE[0]]
+    cards = view._data["cards"]
+    assert len(cards) == 2 and cards[0]["explainer"].startswith("baseline") and cards[0]["explanation"]
+    assert [s.explanation for s in view.explanations] == [cards[0]["explanation"], HOSTILE[0]]
     # going away and back keeps them; the static fallback shows them escaped
     view._on_custom_msg(view, {"type": "goto", "layer": 0, "neuron": 8}, [])
     view._on_custom_msg(view, {"type": "goto", "layer": 0, "neuron": 7}, [])
@@ -261,13 +282,13 @@ def test_no_api_key_reaches_widget_state_html_or_errors(tiny):
     secret = "sk-test-SECRET-7f3a9c"
     backend = OpenAIBackend("gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", api_key=secret, max_retries=0,
                             timeout=5, cache=False)
-    view = NeuronView(1, 3, model="tiny", index=index, explainer=backend, simulator=backend)
+    view = NeuronView(1, 3, model="tiny", index=index, explainer=backend, simulator="baseline")
     sent = capture(view)
-    view._on_custom_msg(view, {"type": "test", "explanation": "anything"}, [])
+    view._on_custom_msg(view, {"type": "explain"}, [])
     view.wait(60)
-    # an unreachable simulator shows up in the view: as an error, or as a card of failed records
-    failed_card = [c for c, _ in sent if c["type"] == "card" and all(q["error"] for q in c["card"]["seqs"])]
-    assert view._status.get("error") or (failed_card and failed_card[0]["card"]["note"])
+    # an unreachable explainer shows up in the view: as an error naming what the user did
+    assert view._status["error"].startswith("this neuron could not be explained: connection refused")
+    assert "_run_slow" not in view._status["error"] and "run_slow" not in view._status["error"]
     blob = json.dumps(view.get_state(), default=lambda b: bytes(b).hex()) + view._repr_html_() + repr(view)
     blob += json.dumps([s[0] for s in sent]) + str(view._repr_mimebundle_())
     assert secret not in blob
@@ -280,8 +301,8 @@ def test_neuronview_save_html(tiny, tmp_path):
     view = NeuronView(1, 3, model="tiny", index=index)
     page = view.save_html(tmp_path / "n.html").read_text()
     assert "layer 1 · neuron 3" in page and "random weights" in page and "<script" not in page
-    assert page.count('class="nw-tok"') >= 10 * 19 + 2 * 64
-    assert len(view._repr_html_()) < 80_000  # saved notebooks stay small
+    assert page.count("<span title=") + page.count("<span style=") >= 10 * 19 + 64
+    assert len(view._repr_html_()) < 30_000  # saved notebooks stay small (was ~50-80 KB)
 
 
 def test_slow_work_reports_progress_and_can_be_cancelled(tiny):
@@ -303,26 +324,229 @@ def test_slow_work_reports_progress_and_can_be_cancelled(tiny):
     gate.set()
     view.wait(60)
     assert "cancelled" in view._status["error"]
-    assert not [c for c, _ in sent if c["type"] == "card"]
-    # and the next request runs normally
+    assert view._data["cards"] == []
+    # and the next request runs normally, clearing the error
     view._on_custom_msg(view, {"type": "test", "explanation": "objects"}, [])
     view.wait(60)
-    assert [c for c, _ in sent if c["type"] == "card"] and view._status == {}
+    assert [c["explanation"] for c in view._data["cards"]] == ["objects"] and view._status == {}
 
 
-def test_split_utf8_characters_get_byte_hints(tiny):
+JAPANESE = "東京は日本の首都です。"
+EMOJI = "ok 🙂👍🏽 done"
+
+
+def test_split_characters_read_back_as_the_text(tiny):
+    """Byte tokens of one character are one group whose text is the character; records keep
+    one entry per token."""
     from neuronwidget.widgets import NeuronView
 
     engine, index = tiny
     view = NeuronView(1, 3, model="tiny", index=index)
     sent = capture(view)
-    view._on_custom_msg(view, {"type": "try", "text": "café 日本", "id": 1}, [])
-    view.wait(60)
-    reply = sent[-1][0]
-    assert reply["tokens"] == engine.tokenize("café 日本")
-    hints = reply["hints"]
-    assert len(hints) == len(reply["tokens"])
-    for tok, hint in zip(reply["tokens"], hints):
-        assert (hint is not None) == ("\ufffd" in tok)
-    assert any(h and "of “é”" in h for h in hints) and any(h and "日" in h for h in hints)
-    assert any(h and h.startswith("bytes c3") for h in hints)
+    for i, text in enumerate([JAPANESE, EMOJI], 1):
+        view._on_custom_msg(view, {"type": "try", "text": text, "id": i}, [])
+        view.wait(60)
+        reply, bufs = sent[-1]
+        want = engine.activations(text, 1, 3)
+        assert reply["tokens"] == want.tokens and reply["a"][1] == len(want.tokens)  # one value per token
+        shown, k = [], 0
+        starts = {g["i"]: g for g in reply["g"]}
+        while k < len(reply["tokens"]):
+            g = starts.get(k)
+            shown.append(g["text"] if g else reply["tokens"][k])
+            if g:
+                assert bytes.fromhex(" ".join(g["bytes"])).decode("utf-8") == g["text"]
+                assert len(g["bytes"]) == g["n"]
+            k += g["n"] if g else 1
+        assert "".join(shown) == text
+        assert "\ufffd" not in "".join(shown)
+        assert set(JAPANESE if i == 1 else "🙂👍") <= set("".join(g["text"] for g in reply["g"]))
+
+
+def test_static_fallback_shows_characters_not_replacement_marks(tiny):
+    from neuronwidget.records import ActivationRecord
+
+    engine, _ = tiny
+    rec = engine.activations(JAPANESE + " " + EMOJI, 1, 3)
+    assert rec.token_bytes is not None
+    from neuronwidget.widgets.tokens import char_groups
+
+    html = sh.token_row(rec.tokens, rec.activations, 1.0, groups=char_groups(rec.token_bytes))
+    text = re.sub(r"<[^>]+>", "", html)
+    assert __import__("html").unescape(text) == JAPANESE + " " + EMOJI
+    assert "\ufffd" not in html and "one character split into bytes" in html
+    assert ActivationRecord(rec.tokens, rec.activations).token_bytes is None  # never serialised
+
+
+def test_signed_neuron_sides_payload_and_scoring(tiny):
+    """A neuron with a negative tail: side switch, diverging colour by default, and test /
+    explain on the side shown (the method applied to -activation)."""
+    from neuronwidget.api import score
+    from neuronwidget.widgets import NeuronView
+
+    _, index = tiny
+    record = index.record(2, 11)
+    assert record.most_negative_activation_records and record.most_negative_activation_records[0].min_activation < 0
+    view = NeuronView(2, 11, model="tiny", index=index, simulator="baseline")
+    sent = capture(view)
+    hd = view._data["header"]
+    assert hd["signed"] and hd["side"] == "positive" and view._data["diverging"] is True
+    assert hd["min"] == pytest.approx(record.most_negative_activation_records[0].min_activation)
+    view._on_custom_msg(view, {"type": "side", "side": "negative"}, [])
+    state, _, bufs = state_buffers(view)
+    data = state["_data"]
+    assert data["header"]["side"] == "negative" and view.side == "negative"
+    first = record.most_negative_activation_records[0]
+    assert data["top"][0]["tokens"] == first.tokens
+    np.testing.assert_array_equal(unpack(bufs[0], data["top"][0]["a"]), np.float32(first.activations))  # as they are
+    view._on_custom_msg(view, {"type": "test", "explanation": "closing brackets"}, [])
+    view.wait(120)
+    assert not [c for c, _ in sent if c["type"] == "error"]
+    (card,) = view._data["cards"]
+    assert card["side"] == "negative"
+    want = score(record.for_side("negative"), "closing brackets", "baseline")
+    assert card["score"] == want.score
+    assert sh.SIDES["negative"] in view._repr_html_() and "Most negative examples" in view._repr_html_()
+    # the positive side keeps its own explanations
+    view._on_custom_msg(view, {"type": "side", "side": "positive"}, [])
+    assert view._data["cards"] == [] or all(c["side"] == "positive" for c in view._data["cards"])
+    view._on_custom_msg(view, {"type": "more", "start": 10, "stop": 12}, [])
+    assert sent[-1][0]["type"] == "more"
+
+
+# ---- one protocol, one source: Python and TypeScript checked against each other -------------
+
+def _ts_interfaces(source: str) -> dict[str, dict[str, tuple[str, bool]]]:
+    out: dict[str, dict[str, tuple[str, bool]]] = {}
+    for name, body in re.findall(r"export interface (\w+) \{\n(.*?)\n\}", source, re.S):
+        fields = {}
+        for line in body.splitlines():
+            m = re.fullmatch(r"\s*(\w+)(\?)?: (.+);", line)
+            assert m, f"{name}: cannot parse {line!r} (one field per line, `name: type;`)"
+            fields[m[1]] = (m[3], bool(m[2]))
+        out[name] = fields
+    return out
+
+
+def _ts_type(tp) -> str:
+    import typing
+
+    from neuronwidget.widgets import messages as m
+
+    if tp is m.Side:
+        return "Side"
+    if tp == m.Span:
+        return "Span"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return " | ".join(f'"{a}"' for a in args)
+    if origin is typing.Union:
+        rest = [a for a in args if a is not type(None)]
+        return " | ".join(_ts_type(a) for a in rest) + (" | null" if len(rest) < len(args) else "")
+    if origin is list:
+        return f"{_ts_type(args[0])}[]"
+    return {int: "number", float: "number", str: "string", bool: "boolean"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def test_message_protocol_is_the_same_on_both_sides():
+    import typing
+
+    from neuronwidget.widgets import messages as m
+
+    source = (ROOT / "js" / "messages.ts").read_text()
+    ts = _ts_interfaces(source)
+    py = {t.__name__: t for t in (*m.PAYLOADS, *m.REQUESTS.values(), *m.REPLIES.values())}
+    assert set(ts) == set(py)
+    for name, td in py.items():
+        hints = typing.get_type_hints(td)
+        want = {k: (_ts_type(v), k in td.__optional_keys__) for k, v in hints.items()}
+        assert ts[name] == want, name
+    for union, members in (("Request", m.REQUESTS), ("Reply", m.REPLIES)):
+        ts_members = re.search(rf"export type {union} = (.+);", source)[1].split(" | ")
+        assert ts_members == [t.__name__ for t in members.values()]
+    side = re.search(r'export type Side = (.+);', source)[1]
+    assert side == " | ".join(f'"{a}"' for a in typing.get_args(m.Side))
+
+
+def _run_js(tmp_path, code: str, payload) -> object:
+    """Bundle `code` (importing js/ sources) with esbuild and run it in node: the real TS."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    esbuild = ROOT / "node_modules" / ".bin" / "esbuild"
+    if not node or not esbuild.exists():
+        pytest.skip("node and npm dependencies are needed (npm ci)")
+    entry = tmp_path / "entry.ts"
+    entry.write_text(code.replace("@js/", str(ROOT / "js") + "/"))
+    out = tmp_path / "entry.mjs"
+    subprocess.run([str(esbuild), str(entry), "--bundle", "--platform=node", "--format=esm", f"--outfile={out}",
+                    "--log-level=error"], check=True, cwd=ROOT)
+    res = subprocess.run([node, str(out)], input=json.dumps(payload), capture_output=True, text=True, check=True)
+    return json.loads(res.stdout)
+
+
+def test_numbers_colours_and_tooltips_agree_between_python_and_typescript(tmp_path):
+    rng = np.random.default_rng(0)
+    f16 = rng.normal(0, 3, 400).astype(np.float16).astype(float).tolist()  # values as the index stores them
+    ties = [1.125, -1.125, 0.125, 0.0625, 2.5, 10.25, 100.5, 0.0005, -0.0005, 99.96, 9.995, 0.99951171875]
+    values = [float(v) for v in f16 + ties + [0.0, 1e-9, -1e-9, 1234.5]]
+    scores = [-0.001, -0.005, 0.005, 0.125, -0.125, 0.995, -1.0, 1.0, 0.3349] + rng.uniform(-1, 1, 50).tolist()
+    ts = [i / 400 for i in range(-400, 401)]
+    js = _run_js(tmp_path, """
+import { formatActivation, formatScore, tooltipText } from "@js/format";
+import { background, discretize, level, textColor } from "@js/color";
+import { colourT, tenthOf } from "@js/tokens";
+import { readFileSync } from "node:fs";
+const p = JSON.parse(readFileSync(0, "utf8"));
+const scale = { max: 4.5, min: -6, diverging: true };
+console.log(JSON.stringify({
+  act: p.values.map(formatActivation),
+  score: p.scores.map(formatScore),
+  tenth: p.values.map((v) => discretize(v, 4.5)),
+  signed: p.values.map((v) => [colourT(v, scale), tenthOf(v, scale), colourT(v, { max: 4.5, diverging: false })]),
+  level: p.ts.map(level),
+  light: p.ts.map((t) => background(t, "light")),
+  dark: p.ts.map((t) => background(t, "dark")),
+  text: p.ts.map((t) => { const b = background(t, "dark"); return b && textColor(b); }),
+  tip: p.values.slice(0, 20).map((v, i) => tooltipText(i % 2 ? " tok\\n" : "\\ufffd", i, v, discretize(v, 4.5))),
+}));
+""", {"values": values, "scores": scores, "ts": ts})
+    py = {
+        "act": [sh.format_activation(v) for v in values],
+        "score": [sh.format_score(s) for s in scores],
+        "tenth": [sh.discretize(v, 4.5) for v in values],
+        "signed": [[sh.colour_t(v, 4.5, -6, True), sh.tenth_of(v, 4.5, -6, True), sh.colour_t(v, 4.5, None, False)]
+                   for v in values],
+        "level": [sh.level(t) for t in ts],
+        "light": [list(b) if (b := sh.background(t, "light")) else None for t in ts],
+        "dark": [list(b) if (b := sh.background(t, "dark")) else None for t in ts],
+        "text": [list(sh.text_color(b)) if (b := sh.background(t, "dark")) else None for t in ts],
+        "tip": [sh.tooltip(" tok\n" if i % 2 else "\ufffd", i, v, sh.discretize(v, 4.5)) for i, v in enumerate(values[:20])],
+    }
+    for key in py:
+        assert js[key] == py[key], key
+    assert not [a for a in py["act"] + py["score"] if re.fullmatch(r"-0(\.0*)?", a)]  # no "-0.00"
+    # what float16 storage supports: the printed value of a stored number is that of the true number
+    true = rng.normal(0, 2, 2000)
+    stored = true.astype(np.float16).astype(float)
+    differ = sum(sh.format_activation(a) != sh.format_activation(b) for a, b in zip(true, stored))
+    assert differ / len(true) < 0.06, differ  # 4 decimals disagreed on ~16%
+
+
+def test_display_constants_exist_once():
+    """Palettes, the 0-10 rule, the score legend and side labels live in display.json only."""
+    display = json.loads((ROOT / "neuronwidget" / "widgets" / "display.json").read_text())
+    for p in sorted((ROOT / "js").glob("*.ts")) + sorted((ROOT / "neuronwidget" / "widgets").glob("*.py")):
+        text = p.read_text()
+        assert display["score_legend"][:40] not in text, p
+        for theme in display["palettes"].values():
+            for stops in theme.values():
+                assert str(stops[2])[1:-1] not in text and "%d, %d, %d" % tuple(stops[2]) not in text, p
+    assert sh.SCORE_LEGEND == display["score_legend"] and sh.PALETTES == display["palettes"]
+    from neuronwidget.subject.tokens import bytes_to_unicode  # the one GPT-2 byte table
+
+    assert bytes_to_unicode()[ord(" ")] == "Ġ"
+    for p in (ROOT / "neuronwidget").rglob("*.py"):
+        if p.name != "tokens.py" or p.parent.name != "subject":
+            assert 'ord("¡")' not in p.read_text(), f"a second byte table in {p}"

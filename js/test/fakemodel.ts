@@ -1,17 +1,21 @@
 // A stand-in for anywidget's model: the JS unit tests' boundary.
-import type { Handler, Model } from "../types";
+import type { AnyModel } from "@anywidget/types";
 
-export class FakeModel implements Model {
+type Handler = (...args: any[]) => void;
+
+export class FakeModel implements AnyModel<Record<string, any>> {
   sent: { content: any; buffers?: unknown }[] = [];
   private handlers = new Map<string, Handler[]>();
-  constructor(public state: Record<string, unknown>) {}
-  get(name: string) {
-    return this.state[name];
+  widget_manager = { get_model: () => Promise.reject(new Error("no widget manager in tests")) };
+  constructor(public state: Record<string, any>) {}
+  get(name: string | number | symbol) {
+    return this.state[name as string];
   }
-  set(name: string, value: unknown) {
-    this.state[name] = value;
-    this.emit(`change:${name}`);
+  set(name: string | number | symbol, value: unknown) {
+    this.state[name as string] = value;
+    this.emit(`change:${String(name)}`);
   }
+  save_changes() {}
   on(event: string, cb: Handler) {
     this.handlers.set(event, [...(this.handlers.get(event) ?? []), cb]);
   }

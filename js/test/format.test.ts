@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { displayToken, formatActivation, tooltipText, visibleToken } from "../format";
+import { displayToken, formatActivation, formatScore, tooltipText, visibleToken } from "../format";
 import { toFloat32, slice } from "../buffers";
 
 describe("token formatting", () => {
@@ -10,16 +10,33 @@ describe("token formatting", () => {
     expect(visibleToken(" the  cat")).toBe("·the··cat");
     expect(visibleToken(" \n")).toBe("·↵");
   });
-  it("writes the exact activation and the 0-10 value in the tooltip", () => {
-    const t = tooltipText(" Paris", 7, 3.14159, 4, 7);
-    expect(t).toContain('"·Paris"');
-    expect(t).toContain("position 7");
-    expect(t).toContain("activation 3.1416");
-    expect(t).toContain("7/10");
-    expect(formatActivation(-0.5)).toBe("-0.5000");
+  it("writes the activation and the 0-10 value in the tooltip", () => {
+    const t = tooltipText(" Paris", 7, 3.14159, 7);
+    expect(t).toBe('"·Paris" at 7: 3.14 (7/10)');
   });
-  it("explains partial UTF-8 tokens", () => {
-    expect(tooltipText("\ufffd", 0, 0, 1, 0)).toContain("multi-byte");
+});
+
+describe("numbers as the storage supports them", () => {
+  it("prints 3 significant digits at most (float16 holds about 3.3)", () => {
+    expect(formatActivation(0.68896484375)).toBe("0.689"); // a float16 value: not 0.6890
+    expect(formatActivation(3.14159)).toBe("3.14");
+    expect(formatActivation(12.345)).toBe("12.3");
+    expect(formatActivation(123.4)).toBe("123");
+    expect(formatActivation(-0.5)).toBe("-0.500");
+    expect(formatActivation(0)).toBe("0.000");
+  });
+  it("never prints a negative zero", () => {
+    expect(formatActivation(-0.0001)).toBe("0.000");
+    expect(formatActivation(-0)).toBe("0.000");
+    expect(formatScore(-0.001)).toBe("0.00");
+    expect(formatScore(-0.004)).toBe("0.00");
+    expect(formatScore(-0.006)).toBe("-0.01");
+    expect(formatScore(null)).toBe("n/a");
+  });
+  it("rounds ties of exact binary values away from zero (as Python's static HTML does)", () => {
+    expect(formatActivation(1.125)).toBe("1.13");
+    expect(formatActivation(-1.125)).toBe("-1.13");
+    expect(formatScore(0.125)).toBe("0.13");
   });
 });
 

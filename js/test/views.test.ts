@@ -10,7 +10,8 @@ function mount(state: Record<string, unknown>) {
   const model = new FakeModel(state);
   const el = document.createElement("div");
   document.body.appendChild(el);
-  const cleanup = widget.render({ model, el });
+  const props = { model, el, signal: new AbortController().signal, host: {} as any, experimental: {} as any };
+  const cleanup = widget.render(props);
   return { model, el, cleanup };
 }
 
@@ -22,7 +23,7 @@ afterEach(() => {
 function card(explanation: string, offset: number): CardData {
   return {
     explanation, score: 0.42, top_score: 0.5, random_score: 0.1, rsquared: 0.2,
-    explainer: "baseline", simulator: "baseline sim", note: null, neuron: "L1/N3", max: 4,
+    explainer: "baseline", simulator: "baseline sim", note: null, neuron: "L1/N3", side: "positive", max: 4, fresh: true,
     seqs: [
       { kind: "top", tokens: ["a", "b"], real: [offset, 2], sim: [offset + 2, 2], sim_max: 10, error: null, score: 0.9 },
       { kind: "random", tokens: ["c", "d"], real: [offset, 2], sim: null, sim_max: 10, error: "unparseable output", score: null },
@@ -34,29 +35,27 @@ describe("TokenView", () => {
   it("colours tokens on one scale and shows hostile strings as text", () => {
     const { el } = mount({
       _view_kind: "tokens",
-      _data: { seqs: [{ tokens: [...HOSTILE, " x\n"], a: [0, 6] }], max: 2, diverging: false },
+      _data: { seqs: [{ tokens: [...HOSTILE, " x\n"], a: [0, 6] }], max: 2, min: 0, diverging: false },
       _buf: f32([2, 1, 0, 0.5, 1.5, 0]),
     });
     const toks = Array.from(el.querySelectorAll<HTMLElement>(".nw-tok"));
     expect(toks.map((t) => t.textContent)).toEqual([...HOSTILE, " x↵"]);
     expect(el.querySelector("script, img")).toBeNull();
-    expect(toks[0].style.backgroundColor).not.toBe("");
-    expect(toks[2].style.backgroundColor).toBe(""); // zero: no colour
+    expect(toks[0].className).toContain("nw-p20");
+    expect(toks[2].className).toBe("nw-tok"); // zero: no colour
     expect(toks[0].tabIndex).toBe(0);
-    expect(toks[1].dataset.tip).toContain('token ""·onmouseover="window.__pwned=1"');
+    expect(toks[1].dataset.tip).toContain('""·onmouseover="window.__pwned=1" at 1: 1.00');
     expect((window as any).__pwned).toBeUndefined();
   });
   it("shows the tooltip on hover and on keyboard focus", () => {
-    const { el } = mount({ _view_kind: "tokens", _data: { seqs: [{ tokens: [" a", "b"], a: [0, 2] }], max: 1, diverging: false }, _buf: f32([0.25, 1]) });
+    const { el } = mount({ _view_kind: "tokens", _data: { seqs: [{ tokens: [" a", "b"], a: [0, 2] }], max: 1, min: 0, diverging: false }, _buf: f32([0.25, 1]) });
     const [a, b] = Array.from(el.querySelectorAll<HTMLElement>(".nw-tok"));
     const tip = el.querySelector<HTMLElement>(".nw-tip")!;
     a.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
     expect(tip.hidden).toBe(false);
-    expect(tip.textContent).toContain("activation 0.2500");
-    expect(tip.textContent).toContain('"·a"');
+    expect(tip.textContent).toBe('"·a" at 0: 0.250 (2/10)');
     b.focus();
-    expect(tip.textContent).toContain("activation 1.0000");
-    expect(tip.textContent).toContain("10/10");
+    expect(tip.textContent).toBe('"b" at 1: 1.00 (10/10)');
   });
 });
 
@@ -67,6 +66,7 @@ describe("ExplanationCard", () => {
     expect(el.querySelector(".nw-score")!.textContent).toBe("0.42");
     expect(el.textContent).toContain("1 = perfect");
     expect(el.textContent).toContain("explainer: baseline");
+    expect(el.querySelector(".nw-card-side")!.textContent).toContain("positive side");
     expect(el.querySelectorAll(".nw-simrec").length).toBe(2);
     expect(el.querySelector(".nw-failed .nw-error")!.textContent).toContain("unparseable output");
     expect(el.querySelector("script")).toBeNull();
@@ -76,15 +76,16 @@ describe("ExplanationCard", () => {
 function neuronData(): NeuronData {
   const tokens = Array.from({ length: 64 }, (_, i) => ` t${i}`);
   return {
-    header: { model: "tiny (random weights — not a real GPT-2)", is_tiny: true, layer: 1, neuron: 3, n_layers: 2, n_neurons: 8, max: 4, corpus: "test corpus" },
+    header: { model: "tiny (random weights — not a real GPT-2)", is_tiny: true, layer: 1, neuron: 3, n_layers: 2, n_neurons: 8, max: 4, min: 0, corpus: "test corpus", signed: false, side: "positive" },
     top: [{ tokens, a: [0, 64] }],
     top_total: 3,
     random: [{ tokens: HOSTILE, a: [64, 5] }],
     quantiles: [],
-    hist: { edges: [0, 1, 2, 3, 4], counts: [100, 10, 3, 1] },
+    hist: { edges: [0, 1, 2, 3, 4], counts: [100, 10, 3, 1], caption: "all tokens" },
     cards: [],
     explainer: "baseline: token lookup (no LLM)",
     simulator: "baseline",
+    diverging: false,
   };
 }
 
@@ -100,7 +101,7 @@ describe("NeuronView", () => {
     expect(el.querySelectorAll(".nw-hist rect").length).toBe(4);
     expect(el.textContent).toContain("Explain with baseline");
     Array.from(el.querySelectorAll<HTMLButtonElement>("button")).find((b) => b.textContent === "more examples")!.click();
-    expect(model.sent.at(-1)!.content).toEqual({ type: "more", group: "top", start: 1, stop: 11 });
+    expect(model.sent.at(-1)!.content).toEqual({ type: "more", start: 1, stop: 11 });
     model.emit("msg:custom", { type: "more", records: [{ tokens: ["x", "y"], a: [0, 2] }] }, [f32([1, 4])]);
     expect(el.querySelectorAll(".nw-top .nw-rec").length).toBe(2);
   });
@@ -120,8 +121,13 @@ describe("NeuronView", () => {
     expect(req.type).toBe("try");
     model.emit("msg:custom", { type: "try", id: req.id, tokens: ["hello", " <b>world</b>"], a: [0, 2] }, [f32([0, 2])]);
     expect(el.querySelector(".nw-try-out")!.textContent).toBe("hello <b>world</b>");
-    model.emit("msg:custom", { type: "try", id: req.id, tokens: ["\ufffd", "\ufffd"], a: [0, 2], hints: ["bytes c3 of “é”", "bytes a9 of “é”"] }, [f32([0, 2])]);
-    expect(el.querySelector<HTMLElement>(".nw-try-out .nw-tok")!.dataset.tip).toContain("bytes c3 of “é”");
+    // a character split over byte tokens reads as the character; hover lists each piece
+    model.emit("msg:custom", { type: "try", id: req.id, tokens: ["caf", "\ufffd", "\ufffd"], a: [0, 3], g: [{ i: 1, n: 2, text: "é", bytes: ["c3", "a9"] }] }, [f32([0, 1, 2])]);
+    const pieces = Array.from(el.querySelectorAll<HTMLElement>(".nw-try-out .nw-tok"));
+    expect(pieces.map((p) => p.textContent)).toEqual(["caf", "é"]);
+    expect(pieces[1].dataset.tip).toContain("bytes c3 at 1: 1.00");
+    expect(pieces[1].dataset.tip).toContain("bytes a9 at 2: 2.00");
+    expect(pieces[1].dataset.value).toBe("2.00"); // coloured by its strongest piece
 
     el.querySelector<HTMLTextAreaElement>(".nw-test-input")!.value = HOSTILE[1];
     btn("Simulate & score").click();
@@ -130,12 +136,66 @@ describe("NeuronView", () => {
     expect(el.querySelector(".nw-status")!.textContent).toContain("simulating 2/10");
     btn("Cancel").click();
     expect(model.sent.at(-1)!.content).toEqual({ type: "cancel" });
-    model.emit("msg:custom", { type: "card", card: card(HOSTILE[1], 0) }, [f32([4, 0, 10, 0])]);
+    model.state._buf = f32([...acts, 4, 0, 10, 0]);
+    model.set("_data", { ...neuronData(), cards: [card(HOSTILE[1], 69)] });
     expect(el.querySelector(".nw-card.nw-new .nw-expl")!.textContent).toBe(HOSTILE[1]);
     expect(el.textContent).not.toContain("No explanation for this neuron yet.");
     model.set("_status", { task: null, error: "scoring failed: simulator unreachable. Check the server." });
     expect(el.querySelector(".nw-status .nw-error")!.textContent).toContain("simulator unreachable");
     expect((window as any).__pwned).toBeUndefined();
+  });
+  it("keeps keys in the view: Enter is a new line, Ctrl/Cmd+Enter scores, nothing reaches the notebook", () => {
+    const { el, model } = mount({ _view_kind: "neuron", _data: neuronData(), _buf: f32(acts), _status: {} });
+    const seen: string[] = [];
+    document.body.addEventListener("keydown", (e) => seen.push(e.key));
+    const test = el.querySelector<HTMLTextAreaElement>(".nw-test-input")!;
+    expect(el.querySelector(".nw-root")!.getAttribute("data-lm-suppress-shortcuts")).toBe("true");
+    test.value = "dogs";
+    const key = (k: string, mods: KeyboardEventInit = {}) => {
+      const ev = new KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true, ...mods });
+      test.dispatchEvent(ev);
+      return ev;
+    };
+    const n = model.sent.length;
+    expect(key("Enter").defaultPrevented).toBe(false); // the textarea adds the newline itself
+    expect(key("Enter", { shiftKey: true }).defaultPrevented).toBe(false);
+    expect(model.sent.length).toBe(n);
+    expect(key("Enter", { ctrlKey: true }).defaultPrevented).toBe(true);
+    expect(model.sent.at(-1)!.content).toEqual({ type: "test", explanation: "dogs" });
+    key("Enter", { metaKey: true });
+    expect(model.sent.length).toBe(n + 2);
+    expect(seen).toEqual([]);
+  });
+  it("clears an error when the next result arrives", async () => {
+    const { el, model } = mount({ _view_kind: "neuron", _data: neuronData(), _buf: f32(acts), _status: {} });
+    const input = el.querySelector<HTMLTextAreaElement>(".nw-try-input")!;
+    input.value = "x".repeat(5000);
+    input.dispatchEvent(new Event("input"));
+    await new Promise((r) => setTimeout(r, 350));
+    model.emit("msg:custom", { type: "error", message: "your text could not be run: it has 5000 characters" });
+    expect(el.querySelector(".nw-status .nw-error")!.textContent).toContain("your text could not be run");
+    input.value = "short";
+    input.dispatchEvent(new Event("input"));
+    await new Promise((r) => setTimeout(r, 350));
+    const req = model.sent.at(-1)!.content;
+    model.emit("msg:custom", { type: "try", id: req.id, tokens: ["short"], a: [0, 1] }, [f32([1])]);
+    expect(el.querySelector(".nw-try-out")!.textContent).toBe("short");
+    expect(el.querySelector(".nw-status .nw-error")).toBeNull();
+  });
+  it("shows a side switch for signed neurons and asks the kernel for the other side", () => {
+    const d = neuronData();
+    d.header = { ...d.header, signed: true, min: -6 };
+    d.diverging = true;
+    const { el, model } = mount({ _view_kind: "neuron", _data: d, _buf: f32(acts.map((v, i) => (i === 10 ? -6 : v))), _status: {} });
+    const radios = Array.from(el.querySelectorAll<HTMLButtonElement>(".nw-side-btn"));
+    expect(radios.map((r) => r.getAttribute("aria-checked"))).toEqual(["true", "false"]);
+    radios[1].click();
+    expect(model.sent.at(-1)!.content).toEqual({ type: "side", side: "negative" });
+    expect(el.querySelector(".nw-top .nw-n20")).not.toBeNull(); // the lowest value: full blue
+    model.set("_data", { ...d, header: { ...d.header, side: "negative" }, cards: [{ ...card("dogs", 0), side: "negative" }] });
+    expect(el.querySelector(".nw-card-side")!.textContent).toContain("negative side");
+    expect(el.textContent).toContain("Most negative examples");
+    expect(el.textContent).toContain("Test your explanation of the negative side");
   });
   it("never renders blank: a broken state shows a message", () => {
     const { el } = mount({ _view_kind: "nope", _data: {}, _buf: f32([]) });

@@ -55,10 +55,16 @@ def unpack(buf: bytes | memoryview, span: Sequence[int]) -> np.ndarray:
 
 
 class BaseView(anywidget.AnyWidget):
-    """An anywidget whose data is a JSON dict plus one float32 buffer it points into."""
+    """An anywidget whose data is a JSON dict plus one float32 buffer it points into.
 
-    _esm = traitlets.Unicode(_bundle(_JS) if _JS.exists() else "").tag(sync=True)
-    _css = traitlets.Unicode(_bundle(_CSS) if _CSS.exists() else "").tag(sync=True)
+    ``_esm``/``_css`` are the built files as paths: with ``ANYWIDGET_HMR=1`` (and
+    ``watchfiles``) a source checkout's views reload live after ``npm run build``.
+    Displayed with a display id, so the static fallback saved in the notebook can be
+    brought up to date (``_refresh_fallback``) when the view changes.
+    """
+
+    _esm = _JS
+    _css = _CSS
     _view_kind = traitlets.Unicode("").tag(sync=True)
     _data = traitlets.Dict().tag(sync=True)
     _buf = traitlets.Bytes(b"").tag(sync=True)
@@ -66,6 +72,7 @@ class BaseView(anywidget.AnyWidget):
     def __init__(self, **kwargs: Any) -> None:
         if not _JS.exists():
             _bundle(_JS)  # raises, saying how to build it
+        self._handles: list[Any] = []
         super().__init__(**kwargs)
 
     def _static_html(self) -> str:  # pragma: no cover - every view overrides it
@@ -83,6 +90,23 @@ class BaseView(anywidget.AnyWidget):
         data = dict(data)
         data["text/html"] = self._static_html()
         return data, meta
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        data, meta = self._repr_mimebundle_()
+        handle = display(data, metadata=meta, raw=True, display_id=True)
+        if handle is not None:
+            self._handles.append(handle)
+
+    def _refresh_fallback(self) -> None:
+        """Re-send this view's outputs (same widget, new static HTML): what a saved notebook,
+        nbconvert or GitHub show is then what the user last saw, scored cards included."""
+        if not self._handles:
+            return
+        data, meta = self._repr_mimebundle_()
+        for handle in self._handles:
+            handle.update(data, metadata=meta, raw=True)
 
     def save_html(self, path: str | os.PathLike) -> Path:
         """Write a standalone page (inline CSS, no script) that shows this view without a kernel."""

@@ -14,21 +14,38 @@ from typing import Any
 
 import traitlets
 
-from neuronwidget.records import ActivationRecord, NeuronRecord, ScoredExplanation
+from neuronwidget.records import SIDES, ActivationRecord, NeuronRecord, ScoredExplanation
 from neuronwidget.widgets import static_html as sh
 from neuronwidget.widgets._base import BaseView, Packer
-from neuronwidget.widgets.tokens import byte_hints
+from neuronwidget.widgets.messages import CardData, ErrorReply, MoreReply, NeuronData, Rec, TryReply, parse_request
+from neuronwidget.widgets.tokens import char_groups
 from neuronwidget.widgets.views import card_data
 
 MAX_TRY_CHARS = 4000
-# Explanations made in this kernel, per (model, corpus, layer, neuron): navigating back shows them.
-_KNOWN: dict[tuple[str, str, int, int], list[ScoredExplanation]] = {}
+# Explanations made in this kernel, per (model, corpus, layer, neuron, side): navigating back shows them.
+_KNOWN: dict[tuple[str, str, int, int, str], list[ScoredExplanation]] = {}
 _engine_lock = threading.Lock()
 _published_offline = False
+STATIC_RANDOM = 1  # random samples in the saved fallback (the live view has them all)
+
+# What the user did, named in every error the view shows (never an internal function).
+_ACTIONS = {
+    "goto": "that neuron could not be opened",
+    "more": "more examples could not be loaded",
+    "try": "your text could not be run",
+    "test": "your explanation could not be scored",
+    "explain": "this neuron could not be explained",
+    "side": "that side could not be shown",
+    "request": "the view's request was not understood",
+}
 
 
-def _rec(r: ActivationRecord, pk: Packer) -> dict[str, Any]:
-    return {"tokens": list(r.tokens), "a": pk.add(r.activations)}
+def _rec(r: ActivationRecord, pk: Packer) -> Rec:
+    out: Rec = {"tokens": list(r.tokens), "a": pk.add(r.activations)}
+    groups = char_groups(getattr(r, "token_bytes", None))
+    if groups:
+        out["g"] = groups
+    return out
 
 
 def _quantile_label(i: int, bounds: list[float]) -> str:
@@ -65,9 +82,14 @@ class NeuronView(BaseView):
 
     Shows the top-activating corpus texts, random and quantile samples, an activation
     histogram and scored explanations; lets you try your own text and test your own
-    explanation. ``model`` defaults to ``configure(model=...)``; ``index`` to the engine's
-    default-corpus index; ``explainer``/``simulator`` to the configured backends.
-    Colours are positive-only (GELU neurons barely go negative); ``diverging=True`` also
+    explanation (Enter adds a line, Ctrl/Cmd+Enter scores). ``model`` defaults to
+    ``configure(model=...)``; ``index`` to the engine's default-corpus index;
+    ``explainer``/``simulator`` to the configured backends.
+
+    Signed neurons (records with ``most_negative_activation_records``, e.g. gated MLPs) get
+    a positive / negative side switch; ``side`` picks the first one shown. Explaining,
+    scoring and "test your explanation" work on the side shown (the negative side is the
+    method applied to -activation). ``diverging`` (default: True for signed neurons) also
     colours negative activations (blue).
     """
 
@@ -75,9 +97,11 @@ class NeuronView(BaseView):
 
     def __init__(self, layer: int, neuron: int, model: Any = None, *, index: Any = None,
                  explainer: Any = None, simulator: Any = None, n_top: int = 10, n_random: int = 10,
-                 diverging: bool = False) -> None:
+                 diverging: bool | None = None, side: str = "positive") -> None:
         from neuronwidget.api import get_engine, resolve_explainer, resolve_simulator
 
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
         if index is not None and index.precomputed:
             engine = None  # published records alone: a model is loaded only for "try your text"
         else:
@@ -92,7 +116,10 @@ class NeuronView(BaseView):
         self._engine, self._index = engine, index
         self._explainer = resolve_explainer(explainer)
         self._simulator = resolve_simulator(simulator)
-        self._n_top, self._n_random, self._diverging = n_top, n_random, bool(diverging)
+        self._n_top, self._n_random = n_top, n_random
+        self._diverging_arg = None if diverging is None else bool(diverging)
+        self._side = side
+        self._fresh: set[int] = set()  # ids of explanations made in this view (highlighted)
         self._quick = ThreadPoolExecutor(1, thread_name_prefix="nw-quick")
         self._slow = ThreadPoolExecutor(1, thread_name_prefix="nw-slow")
         self._futures: list[Future] = []
@@ -120,97 +147,144 @@ class NeuronView(BaseView):
         return self._neuron
 
     @property
+    def side(self) -> str:
+        """The side shown, explained and scored: "positive" or "negative"."""
+        return self._side
+
+    @property
+    def signed(self) -> bool:
+        """Whether this neuron has a negative side worth showing (recorded, and below zero)."""
+        neg = self._record.most_negative_activation_records
+        return bool(neg) and min(r.min_activation for r in neg) < 0
+
+    @property
     def record(self) -> NeuronRecord:
-        return self._record
+        """The neuron's record as the method sees the side shown (``for_side``)."""
+        return self._record.for_side(self._side)
 
     @property
     def explanations(self) -> list[ScoredExplanation]:
-        """Scored explanations shown for this neuron (newest first)."""
+        """Scored explanations shown for this neuron and side (newest first)."""
         return self._known()
 
-    def _known(self) -> list[ScoredExplanation]:
-        key = (self._index.model_name, self._index.corpus_name, self._layer, self._neuron)
+    def _known(self, side: str | None = None) -> list[ScoredExplanation]:
+        side = side or self._side
+        key = (self._index.model_name, self._index.corpus_name, self._layer, self._neuron, side)
         if key not in _KNOWN:
-            _KNOWN[key] = _published(self._index.model_name, self._layer, self._neuron)
+            _KNOWN[key] = _published(self._index.model_name, self._layer, self._neuron) if side == "positive" else []
         return _KNOWN[key]
 
-    def _load(self, layer: int, neuron: int) -> None:
+    def _load(self, layer: int, neuron: int, side: str | None = None) -> None:
         from neuronwidget.records import check_layer_neuron
 
         ix = self._index
         layer, neuron = check_layer_neuron(layer, neuron, ix.n_layers, ix.n_neurons, ix.model_name)
         record = self._index.record(layer, neuron)
         self._layer, self._neuron, self._record = layer, neuron, record
-        mx = float(record.max_activation)
+        if not self.signed or side not in SIDES:
+            side = self._side if self.signed else "positive"
+        self._side = side
+        self._diverging = self.signed if self._diverging_arg is None else self._diverging_arg
+        with self.hold_sync():
+            self._data, self._buf = self._payload()
+            self._status = {}
+        self._refresh_fallback()
+
+    def _shown(self) -> list[ActivationRecord]:
+        """The records at the top of the view: highest first, or lowest first on the negative side."""
+        r = self._record
+        return r.most_negative_activation_records if self._side == "negative" else r.most_positive_activation_records
+
+    def _extremes(self) -> tuple[float, float]:
+        r = self._record
+        mx = float(r.max_activation)
+        lows = [x.min_activation for x in r.most_negative_activation_records]
+        mn = float(min(lows)) if lows else min(0.0, min((x.min_activation for x in r.random_sample), default=0.0))
+        return mx, min(0.0, mn)
+
+    def _payload(self) -> tuple[NeuronData, bytes]:
+        ix, record = self._index, self._record
+        mx, mn = self._extremes()
         pk = Packer()
         bounds = list(record.quantile_boundaries or [])
         quantiles = [{"label": _quantile_label(i, bounds), "records": [_rec(r, pk) for r in group[:2]]}
                      for i, group in enumerate(record.random_sample_by_quantile or []) if group]
-        edges, counts = self._index.histogram(layer, neuron)
-        data = {
+        edges, counts = ix.histogram(self._layer, self._neuron)
+        shown = self._shown()
+        method = self.record  # the side as the method sees it: cards' scale is its max
+        data: NeuronData = {
             "header": {"model": ix.model_name, "is_tiny": bool(self._engine and self._engine.is_tiny),
-                       "layer": layer, "neuron": neuron, "n_layers": ix.n_layers, "n_neurons": ix.n_neurons,
-                       "max": mx, "corpus": ix.corpus_name},
-            "top": [_rec(r, pk) for r in record.most_positive_activation_records[: self._n_top]],
-            "top_total": len(record.most_positive_activation_records),
+                       "layer": self._layer, "neuron": self._neuron, "n_layers": ix.n_layers,
+                       "n_neurons": ix.n_neurons, "max": mx, "min": mn, "corpus": ix.corpus_name,
+                       "signed": self.signed, "side": self._side},  # type: ignore[typeddict-item]
+            "top": [_rec(r, pk) for r in shown[: self._n_top]],
+            "top_total": len(shown),
             "random": [_rec(r, pk) for r in record.random_sample[: self._n_random]],
-            "quantiles": quantiles,
+            "quantiles": quantiles,  # type: ignore[typeddict-item]
             "hist": {"edges": [round(float(e), 5) for e in edges], "counts": [int(c) for c in counts],
-                     "caption": ix.histogram_caption},
-            "cards": [card_data(s, pk, mx) for s in self._known()],
+                     "caption": str(ix.histogram_caption)},
+            "cards": [self._card(s, pk, method.max_activation) for s in self._known()],
             "explainer": self._explainer.name,
             "simulator": self._simulator.name,
             "diverging": self._diverging,
         }
-        with self.hold_sync():
-            self._data = data
-            self._buf = pk.tobytes()
-            self._status = {}
+        return data, pk.tobytes()
+
+    def _card(self, scored: ScoredExplanation, pk: Packer, max_value: float) -> CardData:
+        return card_data(scored, pk, max_value, side=self._side, fresh=id(scored) in self._fresh)
 
     # ---- messages from the front end -----------------------------------------------------
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: Any = None) -> None:
-        if not isinstance(content, dict):
-            return
-        kind = content.get("type")
+        kind = content.get("type") if isinstance(content, dict) else None
+        action = kind if kind in _ACTIONS else "request"
         try:
-            if kind == "goto":
-                self._load(content.get("layer"), content.get("neuron"))
-            elif kind == "more":
-                start, stop = int(content.get("start", 0)), int(content.get("stop", 0))
-                records = self._index.top_records(self._layer, self._neuron, start, max(start, stop))
+            msg = parse_request(content)
+            if msg["type"] == "goto":
+                self._load(msg["layer"], msg["neuron"])
+            elif msg["type"] == "side":
+                if msg["side"] != self._side and not self.signed:
+                    raise ValueError("this neuron has no negative side recorded (its index keeps the top windows only)")
+                self._load(self._layer, self._neuron, msg["side"])
+            elif msg["type"] == "more":
+                start, stop = msg["start"], max(msg["start"], msg["stop"])
+                if self._side == "negative":
+                    bottom = getattr(self._index, "bottom_records", None)
+                    records = (bottom(self._layer, self._neuron, start, stop) if bottom
+                               else self._record.most_negative_activation_records[start:stop])
+                else:
+                    records = self._index.top_records(self._layer, self._neuron, start, stop)
                 pk = Packer()
-                self.send({"type": "more", "start": start, "records": [_rec(r, pk) for r in records]},
-                          buffers=[pk.tobytes()])
-            elif kind == "try":
-                self._submit(self._quick, self._try, str(content.get("text", "")), content.get("id"))
-            elif kind == "test":
-                self._start_slow("scoring your explanation", self._test, str(content.get("explanation", "")).strip())
-            elif kind == "explain":
-                self._start_slow(f"explaining with {self._explainer.name}", self._explain)
-            elif kind == "cancel":
+                reply: MoreReply = {"type": "more", "start": start, "records": [_rec(r, pk) for r in records]}
+                self._clear_error()
+                self.send(reply, buffers=[pk.tobytes()])
+            elif msg["type"] == "try":
+                self._submit(self._quick, "try", self._try, msg["text"], msg["id"])
+            elif msg["type"] == "test":
+                self._start_slow("test", "scoring your explanation", self._test, msg["explanation"].strip())
+            elif msg["type"] == "explain":
+                self._start_slow("explain", f"explaining with {self._explainer.name}", self._explain)
+            elif msg["type"] == "cancel":
                 self._cancel.set()
-            else:
-                raise ValueError(f"unknown request {kind!r}; expected goto, more, try, test, explain or cancel")
         except Exception as e:  # shown inside the widget, never a blank view
-            self._error(str(kind), e)
+            self._error(action, e)
 
-    def _submit(self, pool: ThreadPoolExecutor, fn, *args) -> None:
+    def _submit(self, pool: ThreadPoolExecutor, action: str, fn, *args) -> None:
         self._futures = [f for f in self._futures if not f.done()]
-        self._futures.append(pool.submit(self._guard, fn, *args))
+        self._futures.append(pool.submit(self._guard, action, fn, *args))
 
-    def _guard(self, fn, *args) -> None:
+    def _guard(self, action: str, fn, *args) -> None:
         try:
             fn(*args)
         except Exception as e:
-            self._error(getattr(fn, "__name__", "task").strip("_"), e)
+            self._error(action, e)
 
-    def _start_slow(self, task: str, fn, *args) -> None:
+    def _start_slow(self, action: str, task: str, fn, *args) -> None:
         if self._busy:
             raise RuntimeError("another task is still running: wait for it or press Cancel")
         self._busy = True
         self._cancel = threading.Event()
         self._status = {"task": task, "done": 0, "total": 0, "message": f"{task}…"}
-        self._submit(self._slow, self._run_slow, task, fn, *args)
+        self._submit(self._slow, action, self._run_slow, task, fn, *args)
 
     def _run_slow(self, task: str, fn, *args) -> None:
         from neuronwidget.explanations import Cancelled
@@ -234,54 +308,73 @@ class NeuronView(BaseView):
 
         return report
 
-    def _try(self, text: str, req_id: Any) -> None:
+    def _try(self, text: str, req_id: int) -> None:
         if not text.strip():
             return
         if len(text) > MAX_TRY_CHARS:
-            raise ValueError(f"your text has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
+            raise ValueError(f"it has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
         with _engine_lock:
             if self._engine is None:  # a published-records view loads the model on first use
                 from neuronwidget.api import get_engine
 
                 self._engine = get_engine(self._index.model_name)
             rec = self._engine.activations(text, self._layer, self._neuron)
-        reply = {"type": "try", "id": req_id, "tokens": list(rec.tokens)}
-        if any("\ufffd" in t for t in rec.tokens):
-            tokenizer = self._engine.lm.tokenizer
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(ids) == len(rec.tokens):
-                reply["hints"] = byte_hints(tokenizer, ids, rec.tokens)
+        raw = getattr(rec, "token_bytes", None) or self._token_bytes(text, len(rec.tokens))
         pk = Packer()
-        reply["a"] = pk.add(rec.activations)
+        reply: TryReply = {"type": "try", "id": req_id, "tokens": list(rec.tokens), "a": pk.add(rec.activations)}
+        groups = char_groups(raw)
+        if groups:
+            reply["g"] = groups
+        self._clear_error()
         self.send(reply, buffers=[pk.tobytes()])
+
+    def _token_bytes(self, text: str, n: int) -> list[bytes] | None:
+        """Each token's raw bytes from the subject model, when the engine did not attach them."""
+        lm = getattr(self._engine, "lm", None)
+        pieces = getattr(lm, "pieces", None)
+        if pieces is None:
+            return None
+        _, raw = pieces(lm.encode(text), text)
+        return list(raw) if len(raw) == n else None
 
     def _test(self, task: str, explanation: str) -> None:
         from neuronwidget.api import score
 
         if not explanation:
             raise ValueError("type an explanation first, then press “Simulate & score”")
-        scored = score(self._record, explanation, self._simulator, progress=self._progress(task), cancel=self._cancel)
+        scored = score(self.record, explanation, self._simulator, progress=self._progress(task), cancel=self._cancel)
         scored.explainer = "you (typed in this view)"
         self._add_card(scored)
 
     def _explain(self, task: str) -> None:
         from neuronwidget.api import explain, score
 
-        texts = explain(self._record, self._explainer, progress=self._progress(task), cancel=self._cancel)
-        scored = score(self._record, texts[0], self._simulator, progress=self._progress("scoring the explanation"),
+        record = self.record
+        texts = explain(record, self._explainer, progress=self._progress(task), cancel=self._cancel)
+        scored = score(record, texts[0], self._simulator, progress=self._progress("scoring the explanation"),
                        cancel=self._cancel)
         scored.explainer = self._explainer.name
         self._add_card(scored)
 
     def _add_card(self, scored: ScoredExplanation) -> None:
+        """The new card goes into the view's state (so a saved notebook keeps it) and the fallback."""
         self._known().insert(0, scored)
-        pk = Packer()
-        self.send({"type": "card", "card": card_data(scored, pk, self._record.max_activation)}, buffers=[pk.tobytes()])
+        self._fresh.add(id(scored))
+        with self.hold_sync():
+            self._data, self._buf = self._payload()
+            self._status = {}
+        self._refresh_fallback()
 
-    def _error(self, task: str, err: Exception) -> None:
-        message = f"{task} failed: {type(err).__name__}: {err}"
+    def _clear_error(self) -> None:
+        if self._status.get("error"):
+            self._status = {}
+
+    def _error(self, action: str, err: Exception) -> None:
+        detail = str(err).strip() or type(err).__name__
+        message = f"{_ACTIONS.get(action, _ACTIONS['request'])}: {detail}"
         self._status = {"task": None, "error": message}
-        self.send({"type": "error", "task": task, "message": message})
+        reply: ErrorReply = {"type": "error", "message": message}
+        self.send(reply)
 
     def wait(self, timeout: float = 60.0) -> None:
         """Block until the requests sent so far are answered (for scripts and tests)."""
@@ -291,26 +384,39 @@ class NeuronView(BaseView):
 
     # ---- static fallback -----------------------------------------------------------------
     def _static_html(self) -> str:
+        """What the view shows now, small: header, cards, centred top examples, one random sample."""
         d = self._data
         hd = d["header"]
-        mx = hd["max"]
+        mx, mn, div = hd["max"], hd["min"], self._diverging
+        negative = self._side == "negative"
+        rng = (f"activations {sh.format_activation(mn)} to {sh.format_activation(mx)}" if hd["signed"]
+               else f"max activation {sh.format_activation(mx)}")
         parts = [
             f'<div style="font-size:15px;font-weight:600">{sh.esc(hd["model"])} · layer {hd["layer"]} · neuron {hd["neuron"]}</div>',
-            f'<div style="color:#5a5a5a;font-size:12px">max activation {sh.esc(sh.format_activation(mx))} · '
-            f'corpus: {sh.esc(hd["corpus"])}</div>',
+            f'<div style="color:#5a5a5a;font-size:12px">{sh.esc(rng)} · corpus: {sh.esc(hd["corpus"])}</div>',
         ]
+        if hd["signed"]:
+            parts.append(f'<div style="font-size:12px;font-weight:600">{sh.esc(sh.SIDES[self._side])}</div>')
         known = self._known()
+        method_max = self.record.max_activation
         parts.append('<div style="font-weight:600;margin-top:6px">Explanations</div>')
-        parts += [sh.card_html(s, mx, details=False) for s in known] or ['<div style="color:#5a5a5a">No explanation yet.</div>']
-        parts.append('<div style="font-weight:600;margin-top:6px">Top activating examples</div>')
-        for r in self._record.most_positive_activation_records[: self._n_top]:
-            # centred on the max token, as in the live view (keeps saved notebooks small)
-            peak = max(range(len(r.activations)), key=r.activations.__getitem__, default=0)
-            lo, hi = max(0, peak - 12), peak + 7
-            parts.append(sh.token_row(r.tokens[lo:hi], r.activations[lo:hi], mx, diverging=self._diverging, offset=lo))
-        parts.append('<div style="font-weight:600;margin-top:6px">Random samples</div>')
-        parts += [sh.token_row(r.tokens, r.activations, mx, diverging=self._diverging) for r in self._record.random_sample[:2]]
-        parts.append(sh.legend(mx, self._diverging))
+        parts += ([sh.card_html(s, method_max, details=False, side=self._side) for s in known]
+                  or ['<div style="color:#5a5a5a">No explanation yet.</div>'])
+        title = "Most negative examples" if negative else "Top activating examples"
+        parts.append(f'<div style="font-weight:600;margin-top:6px">{title}</div>')
+        for r in self._shown()[: self._n_top]:
+            all_groups = char_groups(getattr(r, "token_bytes", None))
+            lo, hi = sh.centred(r.activations, negative, all_groups)  # centred as in the live view
+            groups = sh.window_groups(all_groups, lo, hi)
+            parts.append(sh.token_row(r.tokens[lo:hi], r.activations[lo:hi], mx, min_value=mn, diverging=div,
+                                      offset=lo, groups=groups))
+        samples = self._record.random_sample[:STATIC_RANDOM]
+        if samples:
+            parts.append('<div style="font-weight:600;margin-top:6px">A random sample</div>')
+        for r in samples:
+            parts.append(sh.token_row(r.tokens, r.activations, mx, min_value=mn, diverging=div,
+                                      groups=char_groups(getattr(r, "token_bytes", None))))
+        parts.append(sh.legend(mx, div, mn))
         return sh.box("".join(parts))
 
     def close(self) -> None:

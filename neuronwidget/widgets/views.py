@@ -6,9 +6,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from neuronwidget.records import ScoredExplanation
+from neuronwidget.records import SIDES, ScoredExplanation
 from neuronwidget.widgets import static_html as sh
 from neuronwidget.widgets._base import BaseView, Packer
+from neuronwidget.widgets.messages import CardData, CardSeq, TokensData
 
 
 def _as_sequences(tokens: Any, values: Any) -> tuple[list[list[str]], list[np.ndarray]]:
@@ -46,10 +47,12 @@ class TokenView(BaseView):
             max_value = max(peaks, default=0.0)
         if not np.isfinite(max_value):
             raise ValueError(f"max_value must be a finite number, got {max_value}")
+        lows = [float(np.min(v)) for v in vals if v.size]
         pk = Packer()
-        data = {
+        data: TokensData = {
             "seqs": [{"tokens": t, "a": pk.add(v)} for t, v in zip(seqs, vals)],
             "max": float(max_value),
+            "min": min(0.0, min(lows, default=0.0)) if diverging else 0.0,
             "diverging": bool(diverging),
         }
         if title:
@@ -59,15 +62,25 @@ class TokenView(BaseView):
 
     def _static_html(self) -> str:
         d = self._data
-        rows = "".join(sh.token_row(t, v.tolist(), d["max"], diverging=d["diverging"]) for t, v in zip(self._seqs, self._vals))
+        rows = "".join(sh.token_row(t, v.tolist(), d["max"], min_value=d["min"], diverging=d["diverging"])
+                       for t, v in zip(self._seqs, self._vals))
         title = f'<div style="font-weight:600">{sh.esc(d["title"])}</div>' if d.get("title") else ""
-        return sh.box(title + rows + sh.legend(d["max"], d["diverging"]))
+        return sh.box(title + rows + sh.legend(d["max"], d["diverging"], d["min"]))
 
 
-def card_data(scored: ScoredExplanation, pk: Packer, max_value: float) -> dict[str, Any]:
+def card_side(scored: ScoredExplanation, side: str | None = None) -> str:
+    """Which side a card explains: given, else the explanation's own ``side`` when it has one."""
+    side = side or getattr(scored, "side", None) or "positive"
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    return side
+
+
+def card_data(scored: ScoredExplanation, pk: Packer, max_value: float, *, side: str | None = None,
+              fresh: bool = False) -> CardData:
     """JSON for one explanation card; activations go into ``pk``'s buffer."""
     sim = scored.scored_simulation
-    seqs = []
+    seqs: list[CardSeq] = []
     for s in sim.scored_sequence_simulations:
         simulation = s.simulation
         normalized = simulation.activation_scale == "simulated_normalized_activations"
@@ -90,7 +103,9 @@ def card_data(scored: ScoredExplanation, pk: Packer, max_value: float) -> dict[s
         "simulator": scored.simulator,
         "note": sim.note,
         "neuron": str(scored.neuron_id) if scored.neuron_id else None,
+        "side": card_side(scored, side),  # type: ignore[typeddict-item]
         "max": float(max_value),
+        "fresh": bool(fresh),
         "seqs": seqs,
     }
 
@@ -103,14 +118,15 @@ def _max_true(scored: ScoredExplanation) -> float:
 class ExplanationCard(BaseView):
     """An explanation with its score and the real vs simulated activations it was scored on."""
 
-    def __init__(self, scored: ScoredExplanation, *, max_value: float | None = None) -> None:
+    def __init__(self, scored: ScoredExplanation, *, max_value: float | None = None, side: str | None = None) -> None:
         if not isinstance(scored, ScoredExplanation):
             raise ValueError(f"ExplanationCard needs a ScoredExplanation (from nw.score), got {type(scored).__name__}")
         self._scored = scored
+        self._side = card_side(scored, side)
         self._max = float(max_value) if max_value is not None else _max_true(scored)
         pk = Packer()
-        data = card_data(scored, pk, self._max)
+        data = card_data(scored, pk, self._max, side=self._side)
         super().__init__(_view_kind="card", _data=data, _buf=pk.tobytes())
 
     def _static_html(self) -> str:
-        return sh.box(sh.card_html(self._scored, self._max) + sh.legend(self._max))
+        return sh.box(sh.card_html(self._scored, self._max, side=self._side) + sh.legend(self._max))

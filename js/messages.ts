@@ -1,0 +1,169 @@
+// THE protocol between the kernel (neuronwidget/widgets/messages.py) and these views:
+// the widget state payloads and every custom message, as one discriminated union per
+// direction. tests/test_widgets.py parses this file and checks that every interface
+// below has a TypedDict of the same name and fields in messages.py.
+// Format rules (the parser relies on them): one `export interface` per block, one
+// field per line as `name: type;` or `name?: type;`.
+import type { Span } from "./buffers";
+
+export type Side = "positive" | "negative";
+
+// ---- state payloads (model.get("_data")) ----------------------------------------------
+
+/** Tokens that together spell one character (byte-level BPE): tokens[i .. i+n) read as text. */
+export interface Group {
+  i: number;
+  n: number;
+  text: string;
+  bytes: string[];
+}
+
+export interface Rec {
+  tokens: string[];
+  a: Span;
+  g?: Group[];
+}
+
+export interface CardSeq {
+  kind: string | null;
+  tokens: string[];
+  real: Span;
+  sim: Span | null;
+  sim_max: number;
+  error: string | null;
+  score: number | null;
+  g?: Group[];
+}
+
+export interface CardData {
+  explanation: string;
+  score: number | null;
+  top_score: number | null;
+  random_score: number | null;
+  rsquared: number | null;
+  explainer: string | null;
+  simulator: string | null;
+  note: string | null;
+  neuron: string | null;
+  side: Side;
+  max: number;
+  fresh: boolean;
+  seqs: CardSeq[];
+}
+
+export interface Header {
+  model: string;
+  is_tiny: boolean;
+  layer: number;
+  neuron: number;
+  n_layers: number;
+  n_neurons: number;
+  max: number;
+  min: number;
+  corpus: string;
+  signed: boolean;
+  side: Side;
+}
+
+export interface Quantile {
+  label: string;
+  records: Rec[];
+}
+
+export interface Histogram {
+  edges: number[];
+  counts: number[];
+  caption: string;
+}
+
+export interface NeuronData {
+  header: Header;
+  top: Rec[];
+  top_total: number;
+  random: Rec[];
+  quantiles: Quantile[];
+  hist: Histogram;
+  cards: CardData[];
+  explainer: string;
+  simulator: string;
+  diverging: boolean;
+}
+
+export interface TokensData {
+  seqs: Rec[];
+  max: number;
+  min: number;
+  diverging: boolean;
+  title?: string;
+}
+
+export interface Status {
+  task: string | null;
+  done?: number;
+  total?: number;
+  message?: string;
+  error?: string | null;
+}
+
+// ---- front end -> kernel ----------------------------------------------------------------
+
+export interface GotoRequest {
+  type: "goto";
+  layer: number;
+  neuron: number;
+}
+
+export interface MoreRequest {
+  type: "more";
+  start: number;
+  stop: number;
+}
+
+export interface TryRequest {
+  type: "try";
+  text: string;
+  id: number;
+}
+
+export interface TestRequest {
+  type: "test";
+  explanation: string;
+}
+
+export interface ExplainRequest {
+  type: "explain";
+}
+
+export interface SideRequest {
+  type: "side";
+  side: Side;
+}
+
+export interface CancelRequest {
+  type: "cancel";
+}
+
+export type Request = GotoRequest | MoreRequest | TryRequest | TestRequest | ExplainRequest | SideRequest | CancelRequest;
+
+// ---- kernel -> front end (the float32 activations travel in buffers[0]) -------------------
+
+export interface MoreReply {
+  type: "more";
+  start: number;
+  records: Rec[];
+}
+
+export interface TryReply {
+  type: "try";
+  id: number;
+  tokens: string[];
+  a: Span;
+  g?: Group[];
+}
+
+export interface ErrorReply {
+  type: "error";
+  message: string;
+}
+
+export type Reply = MoreReply | TryReply | ErrorReply;
