@@ -177,7 +177,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "explanations.jsonl"
-    table = explain_neurons(index, args.layers, neurons, out=results)
+    table = explain_neurons(index, args.layers, neurons, out=results, sides=args.sides)
     atomic_write_text(out / "summary.csv", table.to_csv(index=False))
     from neuronwidget.explanations import read_explanations_jsonl, write_explanations_jsonl
 
@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--neurons", nargs="+", required=True, help="e.g. 0-49 or 3,7,9")
     ex.add_argument("--out", default="results", help="folder for the results (resumes from it)")
     ex.add_argument("--model", help="subject model (default: gpt2 when available, else tiny)")
+    ex.add_argument("--sides", nargs="+", choices=["positive", "negative"], default=["positive"],
+                    help="which side(s) of each neuron to explain (negative: what drives it most negative)")
     ex.set_defaults(func=cmd_explain)
 
     ix = sub.add_parser("index", help="build the activation index of a model over the default corpus")

@@ -155,3 +155,36 @@ def test_an_unfinished_entry_on_disk_is_redone_and_replaced(tmp_path):
     again = read_explanations_jsonl(out)
     assert sorted(r.neuron_id.neuron_index for r in again) == [0, 1]
     assert sorted((r.to_dict(extras=True) for r in again), key=str) == sorted((r.to_dict(extras=True) for r in good), key=str)
+
+
+class SignedStore:
+    def record(self, layer, neuron):
+        from explain_fixtures import signed_neuron
+
+        return signed_neuron(layer, neuron, seed=neuron)
+
+
+def test_both_sides_one_entry_each_with_a_side_column(tmp_path):
+    out = tmp_path / "run.jsonl"
+    both = ("positive", "negative")
+    df = explain_neurons(SignedStore(), 2, [0, 1], explainer=BaselineBackend(), simulator=BaselineBackend(),
+                         out=out, sides=both, progress=False)
+    assert list(zip(df.neuron, df.side)) == [(0, "positive"), (0, "negative"), (1, "positive"), (1, "negative")]
+    assert df.error.isna().all() and (df.score > 0.5).all()
+    assert df[df.side == "negative"].explanation.str.contains('"cat"').all()
+    assert not df[df.side == "positive"].explanation.str.contains('"cat"').any()
+    results = read_explanations_jsonl(out)
+    keys = sorted((r.neuron_id.neuron_index, r.scored_explanations[0].side) for r in results)
+    assert keys == [(0, "negative"), (0, "positive"), (1, "negative"), (1, "positive")]
+    # a rerun asking for both sides has nothing left to do; one asking for a side alone neither
+    again = explain_neurons(SignedStore(), 2, [0, 1], explainer=BaselineBackend(), simulator=BaselineBackend(),
+                            out=out, sides=["negative"], progress=False)
+    assert again.score.tolist() == df[df.side == "negative"].score.tolist()
+    assert len(out.read_text().splitlines()) == 4
+    # OpenAI's layout: the negative side in its own folder, OpenAI's fields only
+    paths = write_explanations_jsonl(results, tmp_path / "openai")
+    assert sorted(p.relative_to(tmp_path / "openai").as_posix() for p in paths) == [
+        "2/0.jsonl", "2/1.jsonl", "negative/2/0.jsonl", "negative/2/1.jsonl"]
+    assert '"side"' not in (tmp_path / "openai" / "negative" / "2" / "0.jsonl").read_text()
+    with pytest.raises(ValueError, match="sides must be distinct values from"):
+        explain_neurons(SignedStore(), 2, 0, explainer=BaselineBackend(), simulator=BaselineBackend(), sides=["both"])

@@ -155,3 +155,22 @@ def test_an_incomplete_backend_is_refused_with_what_it_lacks():
     assert explain(capital_neuron(), ExplainsOnly()) == ["x"]
     with pytest.raises(ValueError, match="Simulator protocol .*ExplainsOnly lacks simulate, simulator_name"):
         score(capital_neuron(), "x", ExplainsOnly())
+
+
+def test_either_side_of_a_signed_neuron():
+    from explain_fixtures import ANIMALS, CAPITALS, signed_neuron
+
+    record = signed_neuron()
+    negative = record.for_side("negative")
+    pos, neg = explain(record, BaselineBackend())[0], explain(negative, BaselineBackend())[0]
+    named = lambda text, words: {w.strip().lower() for w in words if f'"{w.strip().lower()}"' in text}  # noqa: E731
+    assert named(pos, CAPITALS) and not named(pos, ANIMALS)
+    assert named(neg, ANIMALS) == {"cat", "walked"} and not named(neg, CAPITALS)
+    scored = score(negative, neg, BaselineBackend())
+    assert scored.side == "negative" and scored.score > 0.5
+    assert score(record, pos, BaselineBackend()).side == "positive"
+    # each side's explanation explains its own side, not the other
+    assert (score(record, neg, BaselineBackend()).score or 0) < 0.2
+    assert (score(negative, pos, BaselineBackend()).score or 0) < 0.2
+    # the side is ours: kept in our format, left out of OpenAI's
+    assert "side" not in scored.to_dict() and scored.to_dict(extras=True)["side"] == "negative"
