@@ -4,7 +4,7 @@
 import "./explorer.css";
 import { button, h } from "./dom";
 import { displayToken, formatActivation, formatScore } from "./format";
-import { keepKeys, renderNeuronView } from "./neuronview";
+import { renderNeuronView } from "./neuronview";
 
 export interface TopRow {
   layer: number;
@@ -220,10 +220,13 @@ export function renderSearchBox(model: AnyModel, root: HTMLElement): () => void 
   input.placeholder = "words to search explanations for, e.g. capital cities";
   input.setAttribute("aria-label", "search explanations");
   const go = () => model.send({ type: "search", query: input.value } satisfies SearchRequest);
-  keepKeys(input);
+  // keys typed here stay here: JupyterLab's shortcuts (Shift+Enter, A, B, D,D…) never see them
+  input.setAttribute("data-lm-suppress-shortcuts", "true");
   input.addEventListener("keydown", (ev: KeyboardEvent) => {
+    ev.stopPropagation();
     if (ev.key === "Enter") go();
   });
+  for (const kind of ["keypress", "keyup"]) input.addEventListener(kind, (ev) => ev.stopPropagation());
   const results = h("div", "nw-xtable nw-search-results");
   main.append(h("div", "nw-section", "Search explanations"), input, button("Search", go), results);
   const place = inPlace(model, root, main, status.error);

@@ -5,6 +5,7 @@
 // Format rules (the parser relies on them): one `export interface` per block, one
 // field per line as `name: type;` or `name?: type;`.
 import type { Span } from "./buffers";
+import type { ConnectionsData } from "./connections";
 
 export type Side = "positive" | "negative";
 
@@ -87,6 +88,7 @@ export interface NeuronData {
   explainer: string;
   simulator: string;
   diverging: boolean;
+  connections?: ConnectionsData | null;
 }
 
 export interface TokensData {

@@ -1,4 +1,5 @@
 // NeuronView: everything about one neuron, with live requests to the kernel.
+import { connectionsSection } from "./connections";
 import { slice, toFloat32 } from "./buffers";
 import { renderCard } from "./card";
 import display from "../neuronwidget/widgets/display.json";
@@ -280,6 +281,7 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
     topBox.replaceChildren(...d.top.map((r) => centredRecord(r, values, scale, negative)));
     moreBtn.hidden = d.top.length >= d.top_total;
     sideBox.replaceChildren(h("div", "nw-section", "Activation histogram"), histogram(d.hist.edges, d.hist.counts, d.header.max, d.hist.caption));
+    sideBox.append(...connectionsSection(d.connections, (layer, neuron) => model.send({ type: "goto", layer, neuron })));
     drawSamples(d, values);
     legendBox.replaceChildren(legend(scale));
     tryOut.replaceChildren();

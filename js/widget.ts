@@ -4,6 +4,7 @@ import type { Render } from "@anywidget/types";
 import "./widget.css";
 import { installThemeCss } from "./color";
 import { h } from "./dom";
+import { renderExplorer, renderSearchBox } from "./explorer";
 import { renderNeuronView } from "./neuronview";
 import { renderCardView, renderTokenView } from "./tokenview";
 import type { AnyState, Model } from "./types";
@@ -14,6 +15,8 @@ export const VIEWS: Record<string, ViewRenderer> = {
   neuron: renderNeuronView,
   tokens: renderTokenView,
   card: renderCardView,
+  explorer: renderExplorer,
+  search: renderSearchBox,
 };
 
 const render: Render<AnyState> = ({ model, el }) => {

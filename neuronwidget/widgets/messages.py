@@ -83,6 +83,11 @@ class Histogram(TypedDict):
     caption: str
 
 
+# NeuronView's weight-based connections section: its shape is js/connections.ts's ConnectionsData
+# (neuronwidget.explore.connections.Connections.to_dict()), owned by the explore layer.
+ConnectionsData = TypedDict("ConnectionsData", {}, total=False)
+
+
 class NeuronData(TypedDict):
     header: Header
     top: list[Rec]
@@ -94,6 +99,7 @@ class NeuronData(TypedDict):
     explainer: str
     simulator: str
     diverging: bool
+    connections: NotRequired[Optional[ConnectionsData]]
 
 
 class TokensData(TypedDict):

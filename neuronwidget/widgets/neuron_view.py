@@ -17,6 +17,7 @@ import traitlets
 from neuronwidget.records import SIDES, ActivationRecord, NeuronRecord, ScoredExplanation
 from neuronwidget.widgets import static_html as sh
 from neuronwidget.widgets._base import BaseView, Packer
+from neuronwidget.widgets.explorer import connections_payload, record_card
 from neuronwidget.widgets.messages import CardData, ErrorReply, MoreReply, NeuronData, Rec, TryReply, parse_request
 from neuronwidget.widgets.tokens import char_groups
 from neuronwidget.widgets.views import card_data
@@ -227,6 +228,7 @@ class NeuronView(BaseView):
             "explainer": self._explainer.name,
             "simulator": self._simulator.name,
             "diverging": self._diverging,
+            "connections": connections_payload(self._engine, self._layer, self._neuron),
         }
         return data, pk.tobytes()
 
@@ -359,6 +361,7 @@ class NeuronView(BaseView):
     def _add_card(self, scored: ScoredExplanation) -> None:
         """The new card goes into the view's state (so a saved notebook keeps it) and the fallback."""
         self._known().insert(0, scored)
+        record_card(self._index.model_name, self._layer, self._neuron, scored, self._side)  # the searchable store
         self._fresh.add(id(scored))
         with self.hold_sync():
             self._data, self._buf = self._payload()
