@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -44,25 +46,39 @@ def config_blob(config: Any) -> bytes:
     return json.dumps(d, sort_keys=True, default=str).encode("utf-8")
 
 
+def _tensor_digest(item: tuple[str, torch.Tensor]) -> bytes:
+    name, t = item
+    t = t.detach()
+    h = hashlib.sha1(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+    if t.numel():
+        if t.device.type != "cpu":
+            t = t.cpu()
+        h.update(memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy()))  # hashlib releases the GIL
+    return h.digest()
+
+
 def weights_fingerprint(module: torch.nn.Module, config: Any = None, token_bytes: list[bytes] | None = None,
                         length: int = 20) -> str:
-    """Hex digest over all parameters and buffers of ``module`` (+ config and vocabulary)."""
+    """Hex digest over all parameters and buffers of ``module`` (+ config and vocabulary).
+
+    Each tensor is hashed on its own (in a few threads: hashing runs outside the GIL), then
+    the per-tensor digests, in name order, are hashed together."""
     h = hashlib.sha1()
     if config is not None:
         h.update(config_blob(config))
     if token_bytes is not None:
         for b in token_bytes:
-            h.update(len(b).to_bytes(2, "little"))
+            h.update(len(b).to_bytes(4, "little"))
             h.update(b)
-    for name, t in tensors(module):
-        t = t.detach()
-        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        if t.numel() == 0:
-            continue
-        if t.device.type != "cpu":
-            t = t.cpu()
-        t = t.contiguous().reshape(-1).view(torch.uint8)
-        h.update(memoryview(t.numpy()))
+    items = tensors(module)
+    workers = min(4, os.cpu_count() or 1, len(items))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            digests = list(pool.map(_tensor_digest, items))
+    else:
+        digests = [_tensor_digest(it) for it in items]
+    for d in digests:
+        h.update(d)
     return h.hexdigest()[:length]
 
 

@@ -9,6 +9,7 @@ renamed). ``transformers serve`` and ``load_model`` both read it.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -46,19 +47,27 @@ def _complete(folder: Path) -> bool:
         and (folder / "tokenizer.json").exists()
 
 
+def _default_root() -> Path:
+    return Path(os.environ.get("NEURONWIDGET_CACHE") or Path.home() / ".cache" / "neuronwidget").expanduser()
+
+
 def smollm2_folder(root: str | os.PathLike | None = None) -> Path:
-    """The converted folder under ``root`` (default: the cache root), converting on first use."""
+    """The converted folder, converting on first use. ``root`` None: the cache root in force
+    (``_io.cache_root()``); a conversion already made under the default cache root
+    (``$NEURONWIDGET_CACHE`` or ~/.cache/neuronwidget) is reused rather than made again."""
     if root is None:
         from .._io import cache_root
 
         root = cache_root()
+        for cand in (Path(root) / "models" / SMOLLM2, _default_root() / "models" / SMOLLM2):
+            if _complete(cand):
+                return cand
     folder = Path(root) / "models" / SMOLLM2
     if _complete(folder):
         return folder
     with _lock:
-        if _complete(folder):
-            return folder
-        _convert(gguf_path(), folder)
+        if not _complete(folder):
+            _convert(gguf_path(), folder)
     return folder
 
 
@@ -66,12 +75,15 @@ def _convert(gguf: Path, folder: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    config = model.config
-    if hasattr(config, "quantization_config"):  # the weights are dequantised already
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):  # the weights are dequantised already; a plain model saves
         del config.quantization_config
-    config.architectures = [type(model).__name__]
+    config.architectures = [type(loaded).__name__]
     config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    del loaded
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}-{threading.get_ident()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -2,19 +2,17 @@
 
 * ``smollm2_local()``: a LocalBackend on the GGUF (loaded once per test process).
 * ``smollm2_folder()``: the GGUF converted once to a transformers folder (``transformers
-  serve`` needs ``config.architectures``, which a GGUF config lacks), cached under
-  ``~/.cache/neuronwidget-test/smollm2``.
+  serve`` needs ``config.architectures``, which a GGUF config lacks) by
+  ``neuronwidget.subject.smollm2`` under ``<default cache root>/models/smollm2-135m``.
 * ``serve(folder)``: ``transformers serve`` on a free 127.0.0.1 port, always stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import importlib.util
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +24,7 @@ from pathlib import Path
 from neuronwidget.explanations import LocalBackend
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-FOLDER = Path.home() / ".cache" / "neuronwidget-test" / "smollm2"
+FOLDER_ROOT = Path(os.environ.get("NEURONWIDGET_CACHE") or Path.home() / ".cache" / "neuronwidget")
 
 
 def gguf_path() -> Path:
@@ -47,23 +45,11 @@ def smollm2_local() -> LocalBackend:
 
 
 def smollm2_folder() -> Path:
-    if (FOLDER / "config.json").exists() and (FOLDER / "model.safetensors").exists():
-        return FOLDER
-    local = smollm2_local()
-    model = local.model
-    config = copy.deepcopy(model.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.architectures = [type(model).__name__]
-    plain = type(model)(config)
-    plain.load_state_dict(model.state_dict())
-    tmp = FOLDER.with_name(FOLDER.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    plain.save_pretrained(tmp)
-    local.tokenizer.save_pretrained(tmp)
-    shutil.rmtree(FOLDER, ignore_errors=True)
-    tmp.rename(FOLDER)  # whole folder appears at once
-    return FOLDER
+    """The transformers folder neuronwidget converts the GGUF into (once per machine, under the
+    default cache root): the same folder ``load_model("smollm2-135m")`` reads."""
+    from neuronwidget.subject.smollm2 import smollm2_folder as converted
+
+    return converted(FOLDER_ROOT)
 
 
 def free_port() -> int:
