@@ -152,18 +152,23 @@ class _Weights:
         return self._out_rms[layer]
 
     # -- the three kinds of connection, each one neuron at a time -------------------------
-    def input_scores(self, layer: int, neuron: int) -> torch.Tensor:
-        """[vocab] how much each token's embedding drives the neuron."""
+    def token_scores(self, layer: int, neuron: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """([vocab] how much each token's embedding drives the neuron, [vocab] each token's logit
+        change per unit of the neuron's activation). One pass over the embedding matrix (the
+        cost: it is read from memory once, for every vector at once; tied heads share it)."""
         g = self.gain[layer].float()
+        out_vec = self.w_out[layer][neuron].float() * self.final_gain.float()
         if self.family == "gpt2":
-            return _mv(self.embed, g * self.w_in[layer][neuron].float())
-        zg = _mv(self.embed, g * self.gate[layer][neuron].float()) / self.embed_rms()
-        zu = _mv(self.embed, g * self.up[layer][neuron].float()) / self.embed_rms()
-        return self.act(zg) * zu
-
-    def output_scores(self, layer: int, neuron: int) -> torch.Tensor:
-        """[vocab] each token's logit change per unit of the neuron's activation (direct path)."""
-        return _mv(self.unembed, self.w_out[layer][neuron].float() * self.final_gain.float())
+            vecs = [g * self.w_in[layer][neuron].float()]
+        else:
+            vecs = [g * self.gate[layer][neuron].float(), g * self.up[layer][neuron].float()]
+        tied = self.unembed is self.embed
+        scores = _mm(self.embed, vecs + [out_vec] if tied else vecs)
+        out = scores[:, -1] if tied else _mv(self.unembed, out_vec)
+        if self.family == "gpt2":
+            return scores[:, 0], out
+        rms = self.embed_rms()
+        return self.act(scores[:, 0] / rms) * (scores[:, 1] / rms), out
 
     def downstream_scores(self, layer: int, neuron: int, later: int) -> torch.Tensor:
         """[m] connection from (layer, neuron) to every neuron of layer ``later``."""
@@ -180,9 +185,13 @@ class _Weights:
         if self.family == "gpt2":
             return _mv(self.w_out[earlier], g * self.w_in[layer][neuron].float())
         rms = self.out_rms(earlier)
-        zg = _mv(self.w_out[earlier], g * self.gate[layer][neuron].float()) / rms
-        zu = _mv(self.w_out[earlier], g * self.up[layer][neuron].float()) / rms
-        return self.act(zg) * zu
+        z = _mm(self.w_out[earlier], [g * self.gate[layer][neuron].float(), g * self.up[layer][neuron].float()])
+        return self.act(z[:, 0] / rms) * (z[:, 1] / rms)
+
+
+def _mm(matrix: torch.Tensor, vectors: list[torch.Tensor]) -> torch.Tensor:
+    """matrix [r, d] @ stack(vectors) [d, k] -> float32 [r, k]: the matrix is read once."""
+    return (matrix @ torch.stack(vectors, 1).to(device=matrix.device, dtype=matrix.dtype)).float()
 
 
 def _mv(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
@@ -222,8 +231,7 @@ def connections(model: Any, layer: int, neuron: int, *, token_strings: list[str]
         return token_strings[i] if token_strings is not None and i < len(token_strings) else f"#{i}"
 
     with torch.inference_mode():
-        inp = w.input_scores(layer, neuron)
-        out = w.output_scores(layer, neuron)
+        inp, out = w.token_scores(layer, neuron)
         up = [(l1, w.upstream_scores(layer, neuron, l1)) for l1 in range(layer)]
         down = [(l2, w.downstream_scores(layer, neuron, l2)) for l2 in range(layer + 1, w.n_layers)]
 
