@@ -15,34 +15,9 @@ from typing import Any
 import anywidget
 import traitlets
 
-from neuronwidget.explore import store as _store
 from neuronwidget.widgets._base import BaseView
 
 MAX_EXPLORER_CHARS = 20_000
-
-
-def connections_payload(engine: Any, layer: int, neuron: int, k: int = 8) -> dict[str, Any] | None:
-    """NeuronView's "connections" section: weight-based token and neuron lists (None without a model)."""
-    if engine is None:
-        return None
-    from neuronwidget.explore.connections import connections
-
-    try:
-        lm = engine.lm
-        c = connections(lm.model, layer, neuron, token_strings=lm.token_strings(), k=k,
-                        model_name=_store.model_key(lm.short_name))
-    except Exception as e:  # a model family without these weights: say so, never break the view
-        return {"error": f"connections unavailable: {type(e).__name__}: {e}"}
-    return c.to_dict()
-
-
-def record_card(model_name: str, layer: int, neuron: int, scored: Any, side: str = "positive") -> None:
-    """Record an explanation made in a view into the searchable store; never breaks the view."""
-    try:
-        _store.record(scored, model_name, layer, neuron, side=side if side in ("positive", "negative") else "positive",
-                      source="NeuronView")
-    except Exception:  # a read-only cache folder must not stop the user from seeing the card
-        pass
 
 
 class _OpensNeuronView(BaseView):
@@ -231,4 +206,4 @@ class SearchBox(_OpensNeuronView):
                 f'Explanation search: {html.escape(d["query"])}</div><ul>{items}</ul></div>')
 
 
-__all__ = ["Explorer", "SearchBox", "connections_payload", "record_card"]
+__all__ = ["Explorer", "SearchBox"]

@@ -17,7 +17,7 @@ import traitlets
 from neuronwidget.records import SIDES, ActivationRecord, NeuronRecord, ScoredExplanation
 from neuronwidget.widgets import static_html as sh
 from neuronwidget.widgets._base import BaseView, Packer
-from neuronwidget.widgets.explorer import connections_payload, record_card
+from neuronwidget.widgets.connections import connections_payload, record_card
 from neuronwidget.widgets.messages import CardData, ErrorReply, MoreReply, NeuronData, Rec, TryReply, parse_request
 from neuronwidget.widgets.tokens import char_groups
 from neuronwidget.widgets.views import card_data
