@@ -64,3 +64,42 @@ def test_bad_input_is_a_clear_valueerror(tiny_index, text, position, message):
 def test_k_is_checked(tiny_index):
     with pytest.raises(ValueError, match="k must be a positive int"):
         nw.top_neurons(TEXT, 0, k=0, model="tiny")
+
+
+def test_gated_model_ranks_both_sides_equal_to_a_brute_force(tmp_path):
+    """A small random Llama (gated MLP, signed neurons): negative activations rank by ÷ min."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from neuronwidget.activations import Engine
+    from neuronwidget.subject import load_model
+
+    tok = load_model("tiny").tokenizer
+    torch.manual_seed(3)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         bos_token_id=None, eos_token_id=tok.eos_token_id)).eval()
+    before = nw.settings()
+    nw.configure(model=llama, cache_dir=str(tmp_path / "cache"))
+    try:
+        engine = Engine(llama, device="cpu", tokenizer=tok)
+        corpus = [f"{TEXT} and line {i}: x = {i} * 2" for i in range(40)]
+        index = engine.index(corpus, progress=False)
+        df = nw.top_neurons(TEXT, 4, k=12, model=engine.lm, index=index, store=ExplanationStore(tmp_path / "s.sqlite"))
+    finally:
+        nw.configure(model=before.model, cache_dir=before.cache_dir)
+    rows = []
+    for layer in range(engine.n_layers):
+        _, acts = engine.layer_activations(TEXT, layer)
+        for neuron in range(engine.n_neurons):
+            a = float(acts[4, neuron])
+            mx, mn = index.max_activation(layer, neuron), index.min_activation(layer, neuron)
+            if a > 0 and mx > 0:
+                rows.append((a / mx, layer, neuron, "positive"))
+            elif a < 0 and mn < 0:
+                rows.append((a / mn, layer, neuron, "negative"))
+    rows.sort(key=lambda r: (-r[0], r[1], r[2]))
+    want = rows[:12]
+    assert list(zip(df.layer, df.neuron, df.side)) == [(lay, n, s) for _, lay, n, s in want]
+    assert df.normalized.tolist() == pytest.approx([r[0] for r in want], rel=1e-4)
+    assert "negative" in set(df.side)  # signed neurons: both sides compete

@@ -2,9 +2,9 @@
 normalised by each neuron's maximum over the index so that neurons of different scales compare.
 
 The value ranked is ``activation / max`` for a positive activation (``max``: the neuron's
-largest activation in the index) and ``activation / min`` for a negative one, when the index
-records each neuron's minimum (signed, gated neurons); otherwise only positive activations
-are ranked (GPT-2's GELU neurons have no meaningful negative side).
+largest activation in the index) and, for signed (gated-MLP) neurons, ``activation / min``
+for a negative one (side "negative"; ``min``: its lowest activation in the index). GPT-2's
+GELU neurons rank their positive side only: their minimum is GELU's (about -0.17).
 """
 
 from __future__ import annotations
@@ -20,17 +20,22 @@ from .store import ExplanationStore, get_store, model_key
 TOP_COLUMNS = ["layer", "neuron", "side", "activation", "normalized", "explanation", "score"]
 
 
-def index_extremes(index: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """(max [layers, neurons], min [layers, neurons] or None) of every neuron over ``index``."""
+def index_extremes(index: Any, signed: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(max [layers, neurons], min [layers, neurons] or None) of every neuron over ``index``.
+
+    The minimum is given only for ``signed`` neurons (gated MLPs) and when the index records
+    it: a GELU neuron's minimum is GELU's own (about -0.17), not something it detects.
+    """
     arrays = getattr(index, "_a", None)
     if isinstance(arrays, dict) and "top_max" in arrays:
         mx = np.asarray(arrays["top_max"][:, :, 0], dtype=np.float32)
+        mn = np.asarray(arrays["bottom_min"][:, :, 0], dtype=np.float32) if "bottom_min" in arrays else None
     elif hasattr(index, "max_activations"):
         mx = np.asarray(index.max_activations(), dtype=np.float32)
+        mn = np.asarray(index.min_activations(), dtype=np.float32) if hasattr(index, "min_activations") else None
     else:
         raise ValueError(f"{type(index).__name__} does not give every neuron's maximum; use an engine's index()")
-    mn = index.min_activations() if hasattr(index, "min_activations") else None
-    return mx, (None if mn is None else np.asarray(mn, dtype=np.float32))
+    return mx, (mn if signed else None)
 
 
 def normalise(acts: np.ndarray, mx: np.ndarray, mn: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +64,9 @@ class TextActivations:
         # [tokens, layers, neurons]
         self.acts = np.stack([acts[layer][0].numpy() for layer in range(lm.n_layers)], axis=1)
         self.index = index if index is not None else engine.index()
-        self.max, self.min = index_extremes(self.index)
+        family = getattr(lm, "family", None)
+        self.signed = str(getattr(family, "name", family or "gpt2")) != "gpt2"  # gated MLPs: both sides
+        self.max, self.min = index_extremes(self.index, self.signed)
         if self.max.shape != self.acts.shape[1:]:
             raise ValueError(f"index has {self.max.shape[0]}x{self.max.shape[1]} neurons but the model has "
                              f"{self.acts.shape[1]}x{self.acts.shape[2]}; pass the index built for this model")
