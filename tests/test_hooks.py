@@ -85,3 +85,15 @@ def test_hooks_removed_after_success_and_after_an_exception(lm):
 def test_layers_must_be_given(lm):
     with pytest.raises(ValueError, match="at least one layer"):
         mlp_activations(lm, _ids(lm, "x y"), [])
+
+
+def test_layers_out_of_range_name_the_range(lm):
+    with pytest.raises(ValueError, match=r"layers must be in 0\.\.3 for tiny"):
+        mlp_activations(lm, _ids(lm, "x y"), [4])
+
+
+def test_loaded_model_is_a_subject_model(lm):
+    from neuronwidget.subject import SubjectModel
+
+    assert isinstance(lm, SubjectModel)
+    assert lm.family.name == "gpt2" and lm.max_text_tokens == lm.n_ctx and lm.bos_token_id is None
