@@ -22,7 +22,9 @@ interface UiState {
   testText: string;
   focus: string | null;
 }
-const UI = new WeakMap<object, UiState>();
+// keyed by the model's _uid (anywidget hands each view its own model proxy), on globalThis
+// because each widget model may evaluate its own copy of this module
+const UI: Map<string, UiState> = ((globalThis as any).__neuronwidget_ui ??= new Map<string, UiState>());
 
 function argmax(v: ArrayLike<number>, negative = false): number {
   let best = 0;
@@ -76,10 +78,22 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
   let tryTimer: ReturnType<typeof setTimeout> | undefined;
   let scale: Scale = { max: 1, diverging: false };
   let side: Side = "positive";
-  const ui: UiState = UI.get(model) ?? { tryText: "", testText: "", focus: null };
-  UI.set(model, ui);
+  const uid = model.get("_uid") ?? "";
+  const ui: UiState = UI.get(uid) ?? { tryText: "", testText: "", focus: null };
+  if (uid) UI.set(uid, ui);
   const send = (msg: Request) => model.send(msg);
   root.setAttribute("data-lm-suppress-shortcuts", "true");
+  // A view whose output was re-rendered elsewhere (display update) is detached for good:
+  // it stops listening instead of drawing and asking the kernel in the background.
+  let wasConnected = false;
+  const detached = (): boolean => {
+    if (root.isConnected) wasConnected = true;
+    else if (wasConnected) {
+      dispose();
+      return true;
+    }
+    return false;
+  };
 
   const header = h("div", "nw-header");
   const status = h("div", "nw-status");
@@ -163,6 +177,7 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
   }
 
   function drawStatus() {
+    if (detached()) return;
     const s = (model.get("_status") ?? {}) as Status;
     status.replaceChildren();
     if (s.error) return showError(s.error);
@@ -265,6 +280,7 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
   }
 
   function draw() {
+    if (detached()) return;
     const d = model.get("_data") as NeuronData;
     const values = toFloat32(model.get("_buf"));
     if (!d || !d.header) return showError("No neuron loaded.");
@@ -290,6 +306,7 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
   }
 
   function onCustom(msg: Reply, buffers?: unknown[]) {
+    if (detached()) return;
     const values = toFloat32(buffers?.[0]);
     if (msg?.type === "more") {
       clearError();
@@ -311,10 +328,11 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
   model.on("change:_data", draw);
   model.on("change:_status", drawStatus);
   model.on("msg:custom", onCustom);
-  return () => {
+  function dispose() {
     clearTimeout(tryTimer);
     model.off("change:_data", draw);
     model.off("change:_status", drawStatus);
     model.off("msg:custom", onCustom);
-  };
+  }
+  return dispose;
 }

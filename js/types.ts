@@ -9,7 +9,7 @@ export type { CardData, CardSeq, Group, Header, NeuronData, Rec, Status, TokensD
 export type Bytes = DataView | ArrayBuffer | ArrayBufferView | null;
 
 // type aliases, not interfaces: AnyModel<T> needs T to be a plain object type
-export type NeuronState = { _view_kind: "neuron"; _data: NeuronData; _buf: Bytes; _status: Status };
+export type NeuronState = { _view_kind: "neuron"; _data: NeuronData; _buf: Bytes; _status: Status; _uid: string };
 export type TokensState = { _view_kind: "tokens"; _data: TokensData; _buf: Bytes };
 export type CardState = { _view_kind: "card"; _data: CardData; _buf: Bytes };
 export type AnyState = { _view_kind: string };

@@ -9,6 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from neuronwidget.widgets import static_html as sh
 from tests.browser.lab import Lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -20,7 +21,9 @@ TRAP = "window.__pwned=1"
 HOSTILE_TOKENS = [f"<script>{TRAP}</script>", f"<img src=x onerror=\"{TRAP}\">", f'" onmouseover="{TRAP}',
                   "&lt;b&gt;bold&lt;/b&gt;", f"javascript:{TRAP}", " plain"]
 HOSTILE_EXPLANATION = f"<img src=x onerror={TRAP}> words like \" onfocus=\"{TRAP}"
-TRY_TEXT = f"def main(): return <svg onload={TRAP}>\n"
+TRY_LINES = ["def main():", f"    return '<svg onload={TRAP}>'"]
+UNICODE_TEXT = "東京は日本の首都です。 ok 🙂"
+RAMP = [i / 20 for i in range(1, 21)]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,8 @@ def write_notebook(root: Path, cache_dir: Path) -> str:
         nbformat.v4.new_code_cell(f"import neuronwidget as nw\nnw.configure(model='tiny', cache_dir={str(cache_dir)!r})"),
         nbformat.v4.new_code_cell("view = nw.NeuronView(1, 3)\nview"),
         nbformat.v4.new_code_cell(f"nw.TokenView({HOSTILE_TOKENS!r}, [1.0, 0.8, 0.6, 0.4, 0.2, 0.0])"),
+        nbformat.v4.new_code_cell(f"nw.TokenView([[f'p{{i}}' for i in range(20)], [f'n{{i}}' for i in range(20)]], "
+                                  f"[{RAMP!r}, {[-v for v in RAMP]!r}], diverging=True, title='ramp')"),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "widgets.ipynb")
@@ -53,6 +58,37 @@ def computed(page, selector: str, prop: str) -> str:
     return page.eval_on_selector(selector, f"(el) => getComputedStyle(el).{prop}")
 
 
+CONTRAST_JS = """(root) => {
+  const rgb = (s) => s.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number);
+  const lum = ([r, g, b]) => { const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const cr = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
+  const page = rgb(getComputedStyle(root).backgroundColor);
+  const rows = Array.from(root.querySelectorAll('.nw-seq'));
+  return rows.map((row) => Array.from(row.querySelectorAll('.nw-tok')).map((t) => {
+    const s = getComputedStyle(t);
+    return { page: cr(rgb(s.backgroundColor), page), text: cr(rgb(s.backgroundColor), rgb(s.color)) };
+  }));
+}"""
+
+
+def check_contrast(ramp_view, theme: str) -> dict:
+    """In the real browser: every coloured token's text >= 4.5:1, and the strongest activation
+    (last token of each ramp row) stands out from the page more than the weakest (first)."""
+    rows = ramp_view.evaluate(CONTRAST_JS)
+    assert len(rows) == 2 and all(len(r) == 20 for r in rows)
+    for row in rows:
+        assert min(t["text"] for t in row) >= 4.5, (theme, row)
+        assert row[-1]["page"] > 2 * row[0]["page"], (theme, row[0], row[-1])
+        assert row[-1]["page"] == max(t["page"] for t in row), theme
+    return {"hottest": round(rows[0][-1]["page"], 2), "weakest": round(rows[0][0]["page"], 2)}
+
+
+def notebook_cells(page) -> tuple[int, list]:
+    return page.evaluate("() => { const nb = window.jupyterapp.shell.currentWidget.content;"
+                         " return [nb.activeCellIndex, nb.widgets.map((c) => c.model.executionCount ?? null)]; }")
+
+
 def test_widgets_in_real_jupyterlab(lab, cache):
     from playwright.sync_api import sync_playwright
 
@@ -61,7 +97,7 @@ def test_widgets_in_real_jupyterlab(lab, cache):
     name = write_notebook(lab.root, cache_dir)
     record = index.record(1, 3)
     top0 = record.most_positive_activation_records[0]
-    expected_max = f"activation {max(top0.activations):.4f}"
+    peak_value = sh.format_activation(max(top0.activations))
     dialogs: list[str] = []
     errors: list[str] = []
 
@@ -83,43 +119,83 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         page.wait_for_selector(".nw-root .nw-top .nw-tok", timeout=120_000)
         page.wait_for_selector(".nw-root .nw-legend-bar", timeout=60_000)
         nv = page.locator(".nw-root").filter(has=page.locator(".nw-top")).first
-        tv = page.locator(".nw-root").filter(has_not=page.locator(".nw-top")).first
+        tv = page.locator(".nw-root").filter(has_not=page.locator(".nw-top")).filter(has_not=page.locator(".nw-title")).first
+        ramp = page.locator(".nw-root").filter(has=page.locator(".nw-title", has_text="ramp")).first
         tv.wait_for(timeout=60_000)
+        ramp.wait_for(timeout=60_000)
+        page.wait_for_function("() => window.jupyterapp.shell.currentWidget.content.widgets"
+                               ".every((c) => c.model.executionCount !== null)", timeout=60_000)
 
-        # coloured tokens, header with the tiny label
+        # coloured tokens, header with the tiny label, a side switch (tiny's gated-free GELU still dips below 0)
         assert "random weights" in nv.locator(".nw-model").inner_text()
         assert "layer 1 · neuron 3" in nv.locator(".nw-title").inner_text()
         colours = nv.locator(".nw-top .nw-rec").first.locator(".nw-seq:not([hidden]) .nw-tok").evaluate_all(
             "(els) => els.map((e) => getComputedStyle(e).backgroundColor)")
         assert any(c not in ("rgba(0, 0, 0, 0)", "transparent") for c in colours), colours
 
-        # hover shows the exact activation of the max token of the top record
+        # hover shows the stored value of the max token of the top record, printed as storage supports
         tips = []
         for tok in nv.locator(".nw-top .nw-rec").first.locator(".nw-seq:not([hidden]) .nw-tok").all():
             tok.hover()
             tips.append(nv.locator(".nw-tip").inner_text())
-        assert any(expected_max in t for t in tips), (expected_max, tips)
+        assert any(f": {peak_value} (10/10)" in t for t in tips), (peak_value, tips)
         nv.locator(".nw-top .nw-tok").first.focus()
-        assert nv.locator(".nw-tip").is_visible() and "position" in nv.locator(".nw-tip").inner_text()
+        assert nv.locator(".nw-tip").is_visible() and " at " in nv.locator(".nw-tip").inner_text()
         nv.screenshot(path=str(ARTIFACTS / "neuronview-first.png"))
+        cells_before = notebook_cells(page)
 
-        # "try your text": live activations from the kernel equal the engine's
-        want = engine.activations(TRY_TEXT, 1, 3)
-        nv.locator(".nw-try-input").fill(TRY_TEXT)
+        # "try your text", typed: Enter is a new line, Shift+Enter too, and the cell is not re-run
+        try_box = nv.locator(".nw-try-input")
+        try_box.click()
+        page.keyboard.type(TRY_LINES[0])
+        page.keyboard.press("Enter")
+        page.keyboard.type(TRY_LINES[1])
+        page.keyboard.press("Shift+Enter")
+        page.keyboard.type("x")
+        typed = f"{TRY_LINES[0]}\n{TRY_LINES[1]}\nx"
+        assert try_box.input_value() == typed
+        want = engine.activations(typed, 1, 3)
         page.wait_for_function(
             f"() => document.querySelectorAll('.nw-try-out .nw-tok').length === {len(want.tokens)}", timeout=60_000)
         got = nv.locator(".nw-try-out .nw-tok").evaluate_all("(els) => els.map((e) => e.dataset.value)")
-        assert got == [f"{v:.4f}" for v in want.activations]
+        assert got == [sh.format_activation(v) for v in want.activations]
+        assert notebook_cells(page) == cells_before  # no cell ran, none was selected
+        assert page.locator(".nw-root .nw-top").count() == 1
 
-        # "test your explanation": typed text comes back as a scored card
-        nv.locator(".nw-test-input").fill("the word object")
-        nv.get_by_role("button", name="Simulate & score").click()
+        # an error (text over the length limit), then a valid text: its tokens show and the error goes
+        page.keyboard.press("Control+A")
+        page.keyboard.insert_text("y" * 4001)
+        nv.locator(".nw-status .nw-error").wait_for(timeout=60_000)
+        assert nv.locator(".nw-status .nw-error").inner_text().startswith("your text could not be run: it has 4001")
+        page.keyboard.press("Control+A")
+        page.keyboard.type(UNICODE_TEXT)
+        page.wait_for_function(f"() => document.querySelector('.nw-try-out').textContent === {json.dumps(UNICODE_TEXT)}",
+                               timeout=60_000)  # characters split over byte tokens read back as the text
+        assert nv.locator(".nw-status .nw-error").count() == 0
+        kanji = nv.locator(".nw-try-out .nw-tok", has_text="東").first
+        kanji.hover()
+        tip = nv.locator(".nw-tip").inner_text()
+        assert '"東" = 3 tokens' in tip and "bytes e6 at 0" in tip and "bytes 9d at 1" in tip, tip
+        assert nv.locator(".nw-try-out .nw-tok", has_text="🙂").count() == 1
+
+        # "test your explanation", typed: Enter and Shift+Enter are new lines, Ctrl+Enter scores
+        test_box = nv.locator(".nw-test-input")
+        test_box.click()
+        page.keyboard.type("the word")
+        page.keyboard.press("Enter")
+        page.keyboard.type("object")
+        page.keyboard.press("Shift+Enter")
+        assert test_box.input_value() == "the word\nobject\n"
+        assert nv.locator(".nw-card").count() == 0 and notebook_cells(page) == cells_before
+        page.keyboard.press("Control+Enter")
         nv.locator(".nw-card.nw-new").first.wait_for(timeout=120_000)
-        assert nv.locator(".nw-card.nw-new .nw-expl").first.inner_text() == "the word object"
-        assert "1 = perfect" in nv.locator(".nw-card.nw-new").first.inner_text()
-        assert nv.locator("text=No explanation for this neuron yet.").count() == 0
-        # the README picture: light theme, a scored card, the max token's tooltip
-        peak = nv.locator(".nw-top .nw-rec").first.locator(f'.nw-seq:not([hidden]) .nw-tok[data-value="{max(top0.activations):.4f}"]')
+        card = nv.locator(".nw-card.nw-new").first
+        assert card.locator(".nw-expl").inner_text() == "the word\nobject"
+        assert "1 = perfect" in card.inner_text() and "positive side" in card.locator(".nw-card-side").inner_text()
+        assert nv.locator("text=No explanation for this neuron").count() == 0
+        # the fallback refresh re-rendered the output: what was typed is still there
+        assert nv.locator(".nw-try-input").input_value() == UNICODE_TEXT
+        peak = nv.locator(".nw-top .nw-rec").first.locator(f'.nw-seq:not([hidden]) .nw-tok[data-value="{peak_value}"]')
         peak.first.hover()
         nv.screenshot(path=str(ARTIFACTS / "neuronview.png"))
 
@@ -134,6 +210,21 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         assert card.locator(".nw-simrec").count() >= 2
         nv.screenshot(path=str(ARTIFACTS / "neuronview-card.png"))
 
+        # the negative side: switch, its records, and a card that says which side it explains
+        nv.get_by_role("radio", name="negative ▼").click()
+        page.wait_for_function("() => document.querySelector('.nw-root .nw-side-negative')"
+                               ".getAttribute('aria-checked') === 'true'", timeout=60_000)
+        assert "Most negative examples" in nv.inner_text()
+        low = sh.format_activation(record.most_negative_activation_records[0].min_activation)
+        assert nv.locator(f'.nw-top .nw-tok[data-value="{low}"]').count() >= 1
+        nv.locator(".nw-test-input").click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("closing brackets")
+        page.keyboard.press("Meta+Enter")
+        nv.locator(".nw-card.nw-new").first.wait_for(timeout=120_000)
+        assert "negative side" in nv.locator(".nw-card.nw-new .nw-card-side").first.inner_text()
+        nv.screenshot(path=str(ARTIFACTS / "neuronview-negative.png"))
+
         # hostile tokens render as text and run nothing, even when hovered
         texts = tv.locator(".nw-tok").evaluate_all("(els) => els.map((e) => e.textContent)")
         assert texts == HOSTILE_TOKENS
@@ -143,25 +234,29 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         tv.screenshot(path=str(ARTIFACTS / "tokenview-hostile.png"))
 
         # navigation: the kernel swaps the neuron's data (JSON + binary buffer) into the view
+        nv.get_by_role("radio", name="positive ▲").click()
         nv.get_by_role("button", name="next ▶").click()
         page.wait_for_function("() => document.querySelector('.nw-root .nw-id').textContent.includes('neuron 4')",
                                timeout=30_000)
-        want_max = f"max activation {index.record(1, 4).max_activation:.4f}"
-        assert want_max in nv.locator(".nw-meta").inner_text()
+        assert sh.format_activation(index.record(1, 4).max_activation) in nv.locator(".nw-meta").inner_text()
         assert nv.locator(".nw-top .nw-rec").count() == 10
         # no explanation yet: explained on demand with the configured explainer
         nv.get_by_role("button", name="Explain with baseline: token lookup (no LLM)").click()
         nv.locator(".nw-card.nw-new").first.wait_for(timeout=120_000)
         assert "explainer: baseline" in nv.locator(".nw-card.nw-new .nw-card-who").first.inner_text()
 
+        # contrast, light theme: the strongest activation stands out most, text readable everywhere
+        light = check_contrast(ramp, "light")
+
         # VS Code's dark body class restyles the view, and removing it restores it
         before = computed(page, ".nw-root", "backgroundColor")
         page.evaluate("() => document.body.classList.add('vscode-dark')")
         assert computed(page, ".nw-root", "backgroundColor") == "rgb(30, 30, 30)"
+        vscode = check_contrast(ramp, "vscode-dark")
         page.evaluate("() => document.body.classList.remove('vscode-dark')")
         assert computed(page, ".nw-root", "backgroundColor") == before
 
-        # dark theme applies live
+        # JupyterLab's dark theme applies live, with the dark ramp
         light_bg = computed(page, ".nw-root", "backgroundColor")
         light_fg = computed(page, ".nw-root", "color")
         page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
@@ -170,10 +265,13 @@ def test_widgets_in_real_jupyterlab(lab, cache):
             timeout=30_000)
         assert computed(page, ".nw-root", "color") != light_fg
         page.wait_for_timeout(500)
+        dark = check_contrast(ramp, "dark")
+        print(f"\ncontrast vs page (hottest / weakest token): light {light}, JupyterLab dark {dark}, VS Code dark {vscode}")
         nv.screenshot(path=str(ARTIFACTS / "neuronview-dark.png"))
 
         assert page.evaluate("() => window.__pwned") is None
         assert page.locator(".nw-root script, .nw-root img, .nw-root svg[onload]").count() == 0
+        assert page.locator(".nw-root .nw-top").count() == 1  # the view survived everything typed into it
         browser.close()
 
     assert dialogs == []

@@ -550,3 +550,49 @@ def test_display_constants_exist_once():
     for p in (ROOT / "neuronwidget").rglob("*.py"):
         if p.name != "tokens.py" or p.parent.name != "subject":
             assert 'ord("¡")' not in p.read_text(), f"a second byte table in {p}"
+
+
+# ---- saved notebooks ------------------------------------------------------------------------
+
+def test_saved_notebook_carries_scored_cards_and_stays_small(tiny_index, tmp_path):
+    """3 NeuronViews and 2 explanations scored in one of them, run by a real kernel and saved
+    the way Jupyter saves: the fallback shows the cards, and it is small; offline HTML shows them."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from neuronwidget.widgets import export_html
+
+    cache = tiny_index[0]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(f"import neuronwidget as nw\nnw.configure(model='tiny', cache_dir={str(cache)!r}, "
+                                  "explainer='baseline', simulator='baseline')"),
+        nbformat.v4.new_code_cell("v1 = nw.NeuronView(1, 3)\nv1"),
+        nbformat.v4.new_code_cell("v2 = nw.NeuronView(2, 11)\nv2"),
+        nbformat.v4.new_code_cell("v3 = nw.NeuronView(0, 7, diverging=False)\nv3"),
+        # what the buttons send, through the widget's own message handler
+        nbformat.v4.new_code_cell("v1._on_custom_msg(v1, {'type': 'test', 'explanation': 'the word object'}); v1.wait(120)\n"
+                                  "v1._on_custom_msg(v1, {'type': 'explain'}); v1.wait(120)\n"
+                                  "print([s.explanation for s in v1.explanations])"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, path)
+
+    explanations = eval(nb.cells[4].outputs[-1]["text"])
+    assert len(explanations) == 2 and "the word object" in explanations
+    html = [c.outputs[0]["data"]["text/html"] for c in nb.cells[1:4]]
+    assert all(o["output_type"] == "display_data" and "application/vnd.jupyter.widget-view+json" in o["data"]
+               for c in nb.cells[1:4] for o in c.outputs[:1])
+    for text in explanations:  # the scored cards are in the saved fallback of the view they were made in
+        assert sh.esc(text) in html[0]
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    sizes = {"file": path.stat().st_size, "fallback per view": [len(h.encode()) for h in html],
+             "widget state": len(json.dumps(state))}
+    print(f"\nsaved notebook, 3 NeuronViews + 2 scored cards: {sizes}")
+    assert max(sizes["fallback per view"]) < 30_000  # was ~50-80 KB per view before
+
+    page = export_html(path, tmp_path / "saved.html").read_text()
+    assert "the word object" in page and "layer 1 · neuron 3" in page
+    assert 'type="application/vnd.jupyter.widget-view+json"' not in page and "html-manager" not in page

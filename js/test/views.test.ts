@@ -197,6 +197,17 @@ describe("NeuronView", () => {
     expect(el.textContent).toContain("Most negative examples");
     expect(el.textContent).toContain("Test your explanation of the negative side");
   });
+  it("comes back as the user left it when the output is drawn again", () => {
+    const state = { _view_kind: "neuron", _data: neuronData(), _buf: f32(acts), _status: {}, _uid: "abc123" };
+    const first = mount(state);
+    const input = first.el.querySelector<HTMLTextAreaElement>(".nw-test-input")!;
+    input.value = "half-typed\nexplanation";
+    input.dispatchEvent(new Event("input"));
+    first.el.remove(); // the output area replaced this view
+    const again = mount(state);
+    expect(again.el.querySelector<HTMLTextAreaElement>(".nw-test-input")!.value).toBe("half-typed\nexplanation");
+    expect(mount({ ...state, _uid: "other" }).el.querySelector<HTMLTextAreaElement>(".nw-test-input")!.value).toBe("");
+  });
   it("never renders blank: a broken state shows a message", () => {
     const { el } = mount({ _view_kind: "nope", _data: {}, _buf: f32([]) });
     expect(el.querySelector(".nw-error")!.textContent).toContain("could not draw");

@@ -9,7 +9,11 @@ def __getattr__(name: str):
         from neuronwidget.widgets.neuron_view import NeuronView
 
         return NeuronView
+    if name == "export_html":
+        from neuronwidget.widgets.export import export_html
+
+        return export_html
     raise AttributeError(f"module 'neuronwidget.widgets' has no attribute {name!r}")
 
 
-__all__ = ["NeuronView", "TokenView", "ExplanationCard"]
+__all__ = ["NeuronView", "TokenView", "ExplanationCard", "export_html"]

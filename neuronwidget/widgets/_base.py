@@ -4,6 +4,7 @@ static HTML fallback and ``save_html``."""
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -68,12 +69,15 @@ class BaseView(anywidget.AnyWidget):
     _view_kind = traitlets.Unicode("").tag(sync=True)
     _data = traitlets.Dict().tag(sync=True)
     _buf = traitlets.Bytes(b"").tag(sync=True)
+    # stable id of this view's model: the front end keeps what the user typed under it, so an
+    # output drawn again (display update) comes back as the user left it
+    _uid = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         if not _JS.exists():
             _bundle(_JS)  # raises, saying how to build it
         self._handles: list[Any] = []
-        super().__init__(**kwargs)
+        super().__init__(_uid=uuid.uuid4().hex[:16], **kwargs)
 
     def _static_html(self) -> str:  # pragma: no cover - every view overrides it
         raise NotImplementedError
