@@ -186,6 +186,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print(f"\nWrote {results.resolve()} (neuronwidget's format, one neuron per line; reruns resume)")
     print(f"Wrote {(out / 'openai').resolve()}/<layer>/<neuron>.jsonl (OpenAI's format and layout)")
     print(f"Wrote {(out / 'summary.csv').resolve()}")
+    from neuronwidget.explore.store import get_store
+
+    n = get_store().import_jsonl(results, index.model_name)  # searchable with nw.search(...)
+    print(f"Recorded {n} explanations in the searchable store {get_store().path}")
     return 0
 
 

@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 import neuronwidget as nw
+from neuronwidget.explanations.files import entry_line
 from neuronwidget.explore import bulk
 from neuronwidget.explore.store import ExplanationStore
 from neuronwidget.records import NeuronId, NeuronSimulationResults, ScoredExplanation, ScoredSimulation
@@ -107,10 +108,14 @@ def test_import_explain_neurons_jsonl(tmp_path, store):
     path = tmp_path / "results.jsonl"
     lines = [NeuronSimulationResults(NeuronId(4, n), [scored(f"gooseberry topic {n}", 0.1 * n, 4, n)]).to_json()
              for n in range(3)]
+    neg = scored("gooseberry negative side", 0.3, 4, 7)
+    neg.side = "negative"
+    lines.append(entry_line(NeuronSimulationResults(NeuronId(4, 7), [neg])))  # neuronwidget's own format
     path.write_text("\n".join(lines) + "\n{\"neuron_id\": {\"layer_in")  # the last line cut short
-    assert nw.import_explanations(path, "gpt2", store=store) == 3
+    assert nw.import_explanations(path, "gpt2", store=store) == 4
     df = nw.search("gooseberry", model="gpt2", store=store)
-    assert sorted(df.neuron) == [0, 1, 2] and set(df.source) == {"explain_neurons"}
+    assert sorted(df.neuron) == [0, 1, 2, 7] and set(df.source) == {"explain_neurons"}
+    assert df[df.neuron == 7].side.tolist() == ["negative"] and set(df[df.neuron < 7].side) == {"positive"}
 
 
 # -- bulk import from the published layout -------------------------------------------------------
@@ -207,3 +212,19 @@ def test_cli_published_all(bucket, tmp_path, monkeypatch, capsys):
     assert ExplanationStore(tmp_path / "cache" / "explanations.sqlite").count("gpt2") == 18
     assert cli.main(["published", "--all", "--model", "gpt2", "--layers", "12"]) == 2
     assert "layer must be in 0..11" in capsys.readouterr().err
+
+
+def test_cli_explain_records_its_explanations_in_the_store(tiny_index, tmp_path, capsys):
+    from neuronwidget import cli
+    from neuronwidget.explanations import read_explanations_jsonl
+    from neuronwidget.explore.store import get_store
+
+    out = tmp_path / "out"
+    before = get_store().count("tiny")
+    assert cli.main(["explain", "--model", "tiny", "--layers", "0", "--neurons", "0-1", "--out", str(out)]) == 0
+    assert "in the searchable store" in capsys.readouterr().out
+    made = [s for r in read_explanations_jsonl(out / "explanations.jsonl") for s in r.scored_explanations]
+    assert get_store().count("tiny") >= before + 1 and made
+    df = nw.search(made[0].explanation, model="tiny", limit=50)
+    assert any((r.layer, r.explanation, r.source) == (0, made[0].explanation.strip(), "explain_neurons")
+               for r in df.itertuples())

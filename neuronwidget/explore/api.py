@@ -38,7 +38,7 @@ def search(query: str, model: str | None = None, limit: int = 20, *, store: _sto
 
 
 def record_explanation(scored: ScoredExplanation, model: str, layer: int | None = None, neuron: int | None = None,
-                       side: str = "positive", *, store: _store.ExplanationStore | None = None) -> None:
+                       side: str | None = None, *, store: _store.ExplanationStore | None = None) -> None:
     """Add one scored explanation (e.g. what ``nw.score`` returned) to the searchable store."""
     _store.record(scored, model, layer, neuron, side=side, source="user", store=store)
 

@@ -131,8 +131,10 @@ class ExplanationStore:
                 self._con = None
 
     @staticmethod
-    def _row(model: str, layer: int, neuron: int, side: str, s: ScoredExplanation, source: str) -> tuple:
+    def _row(model: str, layer: int, neuron: int, side: str | None, s: ScoredExplanation, source: str) -> tuple:
         sim = s.scored_simulation
+        side = side or getattr(s, "side", None) or "positive"  # the explanation's own side by default
+        _check_side(side)
         return (model_key(model), int(layer), int(neuron), side, s.explainer or "", s.simulator or "",
                 str(s.explanation).strip(), sim.ev_correlation_score if sim else None,
                 getattr(sim, "random_only_score", None) if sim else None, source, time.time())
@@ -143,10 +145,10 @@ class ExplanationStore:
                  DO UPDATE SET score = excluded.score, random_only_score = excluded.random_only_score"""
 
     def add(self, scored: ScoredExplanation, model: str, layer: int | None = None, neuron: int | None = None,
-            side: str = "positive", source: str = "neuronwidget") -> None:
-        """Record one scored explanation (again: its scores are updated, never duplicated)."""
+            side: str | None = None, source: str = "neuronwidget") -> None:
+        """Record one scored explanation (again: its scores are updated, never duplicated).
+        ``side``: None = the explanation's own ``side`` ("positive" when it has none)."""
         layer, neuron = _where(scored, layer, neuron)
-        _check_side(side)
         if not str(scored.explanation).strip():
             return
         with self._lock:
@@ -154,10 +156,9 @@ class ExplanationStore:
             with con:
                 con.execute(self._INSERT, self._row(model, layer, neuron, side, scored, source))
 
-    def add_results(self, results: Iterable[NeuronSimulationResults], model: str, side: str = "positive",
+    def add_results(self, results: Iterable[NeuronSimulationResults], model: str, side: str | None = None,
                     source: str = "neuronwidget", mark_imported: bool = False) -> int:
         """Record many neurons' explanations in one transaction; returns how many rows were written."""
-        _check_side(side)
         rows, marks = [], []
         for res in results:
             layer, neuron = res.neuron_id.layer_index, res.neuron_id.neuron_index
@@ -180,15 +181,21 @@ class ExplanationStore:
                                 [(model_key(model), int(a), int(b)) for a, b in neurons])
 
     def import_jsonl(self, path: str | os.PathLike, model: str, source: str = "explain_neurons") -> int:
-        """Record every line of an ``explain_neurons`` output file (one NeuronSimulationResults per line)."""
+        """Record every line of an ``explain_neurons`` output file (neuronwidget's JSONL, both sides,
+        or OpenAI's format); a last line cut short by an interruption is skipped."""
+        from ..explanations.files import parse_line
+
         results = []
         with open(path, encoding="utf-8") as f:
             for line in f:
                 if line.strip():
                     try:
-                        results.append(NeuronSimulationResults.from_json(line))
-                    except ValueError:
+                        result, side = parse_line(line)
+                    except (ValueError, KeyError, TypeError):
                         continue  # a line cut short by an interruption
+                    for s in result.scored_explanations:
+                        s.side = getattr(s, "side", None) or side
+                    results.append(result)
         return self.add_results(results, model, source=source)
 
     # -- reading ---------------------------------------------------------------------------
@@ -324,7 +331,7 @@ def get_store(path: str | os.PathLike | None = None) -> ExplanationStore:
 
 
 def record(scored: ScoredExplanation, model: str, layer: int | None = None, neuron: int | None = None,
-           side: str = "positive", source: str = "neuronwidget", store: ExplanationStore | None = None) -> None:
+           side: str | None = None, source: str = "neuronwidget", store: ExplanationStore | None = None) -> None:
     """Record one scored explanation in the store (the entry NeuronView and the CLI call)."""
     (store or get_store()).add(scored, model, layer, neuron, side=side, source=source)
 
