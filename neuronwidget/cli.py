@@ -202,6 +202,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_published_all(args: argparse.Namespace) -> int:
     """`published --all`: bulk-import OpenAI's explanations into the explanation store."""
+    from neuronwidget.activations.published import PublishedDataUnavailable
     from neuronwidget.explore.bulk import import_published
     from neuronwidget.explore.store import get_store
 
@@ -210,7 +211,11 @@ def cmd_published_all(args: argparse.Namespace) -> int:
     store = get_store()
     print(f"Importing OpenAI's published {args.model} explanations into {store.path} "
           f"(a rerun resumes where this one stops) ...", flush=True)
-    report = import_published(args.model, layers=layers, neurons=neurons, store=store, workers=args.workers)
+    try:
+        report = import_published(args.model, layers=layers, neurons=neurons, store=store, workers=args.workers)
+    except PublishedDataUnavailable as e:
+        print(f"neuronwidget published --all: {e}", file=sys.stderr)
+        return 1
     print(report.summary())
     print(f"Store: {store.count(args.model):,} {args.model} explanations; search them with nw.search(...)")
     return 0 if not report.failed else 1

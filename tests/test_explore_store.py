@@ -228,3 +228,16 @@ def test_cli_explain_records_its_explanations_in_the_store(tiny_index, tmp_path,
     df = nw.search(made[0].explanation, model="tiny", limit=50)
     assert any((r.layer, r.explanation, r.source) == (0, made[0].explanation.strip(), "explain_neurons")
                for r in df.itertuples())
+
+
+def test_bulk_import_from_an_unreachable_server_stops_with_a_clear_error(tmp_path, monkeypatch, capsys):
+    from neuronwidget import cli
+
+    monkeypatch.setenv("NEURONWIDGET_CACHE", str(tmp_path / "cache"))
+    server = PublishedServer(tmp_path)  # bound, never started, closed: the port refuses connections
+    server.stop()
+    monkeypatch.setenv("NEURONWIDGET_PUBLISHED_URL", server.url)
+    assert cli.main(["published", "--all", "--model", "gpt2-xl", "--layers", "31", "--workers", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "all failed" in err and "could not reach" in err and "nothing was imported" in err
+    assert ExplanationStore(tmp_path / "cache" / "explanations.sqlite").count() == 0

@@ -20,6 +20,7 @@ from ..activations import published as _pub
 from .store import ExplanationStore, get_store, model_key
 
 BATCH = 256
+GIVE_UP = 32  # this many failures before anything succeeded: the server is unreachable, stop
 
 
 @dataclass
@@ -124,6 +125,11 @@ def import_published(model: str = "gpt2", *, layers: Iterable[int] | None = None
                         nxt = next(queue, None)
                         if nxt is not None:
                             pending[pool.submit(fetch, nxt)] = nxt
+                    if len(report.failed) >= GIVE_UP and not (report.imported or results or missing or report.missing):
+                        why = next(iter(report.failed.values()))
+                        raise _pub.PublishedDataUnavailable(
+                            f"the first {len(report.failed)} files of {name} all failed, e.g. {why}; nothing was "
+                            f"imported. Check the network or --base-url / ${_pub.ENV_BASE_URL}, then run again.")
                     if len(results) + len(missing) >= BATCH:
                         flush()
                     report_fn(n_done, len(todo), f"layer {ln[0]}")
