@@ -83,6 +83,11 @@ def get_engine(model: Any = None, device: Any = None) -> Engine:
     key = (model if isinstance(model, str) else id(model), str(device), str(s.dtype))
     with _engines_lock:
         eng = _engines.get(key)
+        if eng is not None and isinstance(model, str) and os.path.exists(os.path.expanduser(model)):
+            from .subject import load_model  # a new checkpoint saved in the same folder is a new model
+
+            if load_model(model, device=device, dtype=s.dtype) is not eng.lm:
+                eng = None
         if eng is None or (not isinstance(model, str) and eng.lm.model is not model):
             eng = Engine(model, device=device, dtype=s.dtype, corpus=lambda: _settings.corpus)
             _engines[key] = eng

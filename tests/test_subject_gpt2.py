@@ -117,11 +117,16 @@ def test_neuron_is_the_output_of_mlp_act(eng):
 def test_a_new_checkpoint_in_the_same_folder_is_a_new_model(gpt2_folder):
     from transformers import GPT2LMHeadModel
 
+    from neuronwidget.api import get_engine
+
     first = load_model(str(gpt2_folder), device="cpu")
     assert load_model(str(gpt2_folder), device="cpu") is first
+    engine = get_engine(str(gpt2_folder), device="cpu")
+    assert engine.lm is first and get_engine(str(gpt2_folder), device="cpu") is engine
     model = GPT2LMHeadModel.from_pretrained(gpt2_folder)
     with torch.no_grad():
         model.transformer.h[3].mlp.c_fc.weight.zero_()  # "ablate" a layer and save over the checkpoint
     model.save_pretrained(gpt2_folder)
     second = load_model(str(gpt2_folder), device="cpu")
     assert second is not first and second.identity != first.identity
+    assert get_engine(str(gpt2_folder), device="cpu").lm is second  # the kernel's shared engine follows
