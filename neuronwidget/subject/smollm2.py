@@ -77,8 +77,11 @@ def smollm2_folder(root: str | os.PathLike | None = None) -> Path:
 def _convert(gguf: Path, folder: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except ImportError as e:  # transformers reads GGUF files with the `gguf` package
+        raise ValueError(f"converting {gguf.name} needs the gguf package: pip install 'gguf>=0.10' ({e})") from None
     config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):  # the weights are dequantised already; a plain model saves
         del config.quantization_config
