@@ -52,7 +52,9 @@ def normalise(acts: np.ndarray, mx: np.ndarray, mn: np.ndarray | None) -> tuple[
 class TextActivations:
     """Every neuron's activation on every token of one text (one forward pass), ready to rank."""
 
-    def __init__(self, engine: Any, text: str, index: Any = None):
+    def __init__(self, engine: Any, text: str, index: Any = None, *, upto: int | None = None):
+        """``upto``: run the model on tokens 0..upto only (attention is causal, so their activations
+        are the same as in the whole text): what one position needs, and no more."""
         self.engine = engine
         lm = engine.lm
         ids = engine._ids(text)
@@ -60,7 +62,8 @@ class TextActivations:
         if len(ids) > limit:
             raise ValueError(f"text has {len(ids)} tokens; at most {limit} fit in {lm.short_name}'s context")
         self.tokens = engine.token_strings(ids)
-        acts = mlp_activations(lm, torch.tensor([ids]), range(lm.n_layers))
+        run = ids if upto is None else ids[: self.position(upto) + 1]
+        acts = mlp_activations(lm, torch.tensor([run]), range(lm.n_layers))
         # [tokens, layers, neurons]
         self.acts = np.stack([acts[layer][0].numpy() for layer in range(lm.n_layers)], axis=1)
         self.index = index if index is not None else engine.index()
@@ -79,7 +82,10 @@ class TextActivations:
         if not -n <= position < n:
             raise ValueError(f"position {position} is out of range: the text has {n} tokens, "
                              f"so position must be in 0..{n - 1} (or -{n}..-1 from the end)")
-        return int(position) % n
+        p = int(position) % n
+        if hasattr(self, "acts") and p >= len(self.acts):
+            raise ValueError(f"position {position}: only tokens 0..{len(self.acts) - 1} were run (upto=)")
+        return p
 
     def top(self, position: Any, k: int = 20, store: ExplanationStore | None = None) -> list[dict[str, Any]]:
         """The ``k`` neurons with the largest normalised activation at token ``position``."""
@@ -141,7 +147,8 @@ def top_neurons(text: str, position: int, k: int = 20, model: Any = None, *, ind
     from ..api import get_engine
 
     engine = get_engine(model)
-    acts = TextActivations(engine, text, index)
+    _check_k(k)
+    acts = TextActivations(engine, text, index, upto=position)
     return pd.DataFrame(acts.top(position, k, store), columns=TOP_COLUMNS)
 
 
