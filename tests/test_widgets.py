@@ -146,18 +146,40 @@ def test_bundle_is_small_and_self_contained():
     assert len(js) <= 60_000, f"minified bundle is {len(js)} bytes"
     assert b"http://" not in js.replace(b"http://www.w3.org/2000/svg", b"") and b"https://" not in js
     assert b"@import" not in css and b"url(" not in css
-    view = TokenView(["a"], [1.0])
-    assert view._esm == js.decode() and view._css == css.decode()
+
+
+def test_views_share_one_copy_of_the_bundle():
+    """Each view carries a 1 KB loader; one model per kernel holds the JS/CSS (saved once)."""
+    from neuronwidget.widgets._base import shared_bundle
+
+    js = (ROOT / "neuronwidget" / "static" / "widget.js").read_text()
+    css = (ROOT / "neuronwidget" / "static" / "widget.css").read_text()
+    views = [TokenView(["a"], [1.0]), TokenView(["b"], [2.0]), ExplanationCard(scored_example())]
+    holder = shared_bundle()
+    assert holder.code == js and holder.style == css
+    for view in views:
+        state = view.get_state()
+        assert state["_bundle_id"] == holder.model_id and state["_bundle_digest"] == holder.digest
+        assert state["_esm"] == (ROOT / "neuronwidget" / "static" / "loader.js").read_text() and len(state["_esm"]) < 2_000
+        assert state["_css"] == "" and js not in json.dumps(state, default=str)
+    holder.close()
+    assert shared_bundle() is not holder and shared_bundle().code == js  # made again after a close
 
 
 def test_esm_and_css_are_paths_for_hot_reload():
-    """anywidget watches _esm/_css given as files (ANYWIDGET_HMR=1): not traits with copied text."""
-    from neuronwidget.widgets._base import BaseView
+    """With ANYWIDGET_HMR=1 views carry the built files as paths (anywidget watches them)."""
+    import subprocess
+    import sys
 
-    for key, name in (("_esm", "widget.js"), ("_css", "widget.css")):
-        value = BaseView.__dict__[key]
-        assert key not in BaseView.class_traits()
-        assert Path(getattr(value, "_path", value)).resolve() == ROOT / "neuronwidget" / "static" / name
+    code = ("from neuronwidget.widgets._base import BaseView\n"
+            "from pathlib import Path\n"
+            "for key in ('_esm', '_css'):\n"
+            "    v = BaseView.__dict__[key]\n"
+            "    assert key not in BaseView.class_traits()\n"
+            "    print(Path(getattr(v, '_path', v)).resolve())\n")
+    env = {**os.environ, "ANYWIDGET_HMR": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(ROOT / "neuronwidget" / "static" / "widget.js"), str(ROOT / "neuronwidget" / "static" / "widget.css")]
 
 
 # ---- NeuronView on the real tiny engine ------------------------------------------------------
@@ -592,6 +614,10 @@ def test_saved_notebook_carries_scored_cards_and_stays_small(tiny_index, tmp_pat
              "widget state": len(json.dumps(state))}
     print(f"\nsaved notebook, 3 NeuronViews + 2 scored cards: {sizes}")
     assert max(sizes["fallback per view"]) < 30_000  # was ~50-80 KB per view before
+    js = (ROOT / "neuronwidget" / "static" / "widget.js").read_text()
+    copies = [m for m in state.values() if m["state"].get("code") == js or m["state"].get("_esm") == js]
+    assert len(copies) == 1, "the widget state should hold one copy of the JS bundle, not one per view"
+    assert all(len(m["state"].get("_esm", "")) < 2_000 for m in state.values())
 
     page = export_html(path, tmp_path / "saved.html").read_text()
     assert "the word object" in page and "layer 1 · neuron 3" in page

@@ -9,14 +9,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import anywidget
+import ipywidgets
 import numpy as np
 import traitlets
 
-from neuronwidget._io import atomic_write_text
+from neuronwidget._io import atomic_write_text, stable_hash
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 _JS = STATIC / "widget.js"
 _CSS = STATIC / "widget.css"
+_LOADER = STATIC / "loader.js"
+# ANYWIDGET_HMR=1 (development): every view carries the bundle as a file path, which anywidget
+# watches and reloads. Otherwise views carry a 1 KB loader and ONE shared model per kernel holds
+# the bundle, so a notebook saved with widget state has one copy of the JS/CSS, not one per view.
+HOT_RELOAD = os.environ.get("ANYWIDGET_HMR") == "1"
 
 
 def _bundle(path: Path) -> str:
@@ -55,6 +61,26 @@ def unpack(buf: bytes | memoryview, span: Sequence[int]) -> np.ndarray:
     return values[off : off + n]
 
 
+class _Bundle(ipywidgets.Widget):
+    """The views' JS and CSS, once per kernel (a model with no view; saved once with the widget state)."""
+
+    code = traitlets.Unicode("").tag(sync=True)
+    style = traitlets.Unicode("").tag(sync=True)
+    digest = traitlets.Unicode("").tag(sync=True)
+
+
+_shared: _Bundle | None = None
+
+
+def shared_bundle() -> _Bundle:
+    """The kernel's one bundle holder (made again if it was closed)."""
+    global _shared
+    if _shared is None or _shared.comm is None:
+        code, style = _bundle(_JS), _bundle(_CSS)
+        _shared = _Bundle(code=code, style=style, digest=stable_hash(code + style)[:16])
+    return _shared
+
+
 class BaseView(anywidget.AnyWidget):
     """An anywidget whose data is a JSON dict plus one float32 buffer it points into.
 
@@ -64,8 +90,10 @@ class BaseView(anywidget.AnyWidget):
     brought up to date (``_refresh_fallback``) when the view changes.
     """
 
-    _esm = _JS
-    _css = _CSS
+    _esm = _JS if HOT_RELOAD else (_bundle(_LOADER) if _LOADER.exists() else "")
+    _css = _CSS if HOT_RELOAD else ""
+    _bundle_id = traitlets.Unicode("").tag(sync=True)
+    _bundle_digest = traitlets.Unicode("").tag(sync=True)
     _view_kind = traitlets.Unicode("").tag(sync=True)
     _data = traitlets.Dict().tag(sync=True)
     _buf = traitlets.Bytes(b"").tag(sync=True)
@@ -74,9 +102,12 @@ class BaseView(anywidget.AnyWidget):
     _uid = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
-        if not _JS.exists():
-            _bundle(_JS)  # raises, saying how to build it
+        for path in (_JS, _CSS, _LOADER):
+            _bundle(path)  # raises, saying how to build it, when missing
         self._handles: list[Any] = []
+        if not HOT_RELOAD:
+            holder = shared_bundle()
+            kwargs.update(_bundle_id=holder.model_id, _bundle_digest=holder.digest)
         super().__init__(_uid=uuid.uuid4().hex[:16], **kwargs)
 
     def _static_html(self) -> str:  # pragma: no cover - every view overrides it

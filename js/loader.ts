@@ -1,0 +1,57 @@
+// The small _esm every view carries (instead of its own copy of the whole bundle): the one
+// copy lives in a shared kernel-side model (`code`, `style`), found by id through the widget
+// manager, evaluated once per page and reused by every view. Built to static/loader.js.
+// (With ANYWIDGET_HMR=1 views carry the real bundle as a file path instead, for hot reload.)
+import type { AnyModel, RenderProps } from "@anywidget/types";
+
+type Module = { render(props: RenderProps): unknown };
+const CACHE: Record<string, Promise<Module>> = ((globalThis as any).__neuronwidget_bundles ??= {});
+
+async function holder(model: AnyModel, id: string): Promise<AnyModel> {
+  // the holder is created before any view in the kernel, but a restored page may still be
+  // registering models when a view renders: retry for a few seconds
+  for (let i = 0; ; i++) {
+    try {
+      return await model.widget_manager.get_model(id);
+    } catch (e) {
+      if (i >= 50) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+function load(model: AnyModel): Promise<Module> {
+  const digest = String(model.get("_bundle_digest"));
+  return (CACHE[digest] ??= (async () => {
+    const shared = await holder(model, String(model.get("_bundle_id")));
+    const style = String(shared.get("style") ?? "");
+    if (style && !document.getElementById(`nw-css-${digest}`)) {
+      const el = document.createElement("style");
+      el.id = `nw-css-${digest}`;
+      el.textContent = style;
+      document.head.appendChild(el);
+    }
+    const url = URL.createObjectURL(new Blob([String(shared.get("code"))], { type: "text/javascript" }));
+    try {
+      return (await import(/* @vite-ignore */ url)).default as Module;
+    } finally {
+      URL.revokeObjectURL(url);
+    }
+  })());
+}
+
+export default {
+  async render(props: RenderProps) {
+    let mod: Module;
+    try {
+      mod = await load(props.model);
+    } catch (e) {
+      delete CACHE[String(props.model.get("_bundle_digest"))];
+      const msg = document.createElement("div");
+      msg.textContent = `neuronwidget could not load its views (${(e as Error).message}). Re-run the cell.`;
+      props.el.appendChild(msg);
+      return;
+    }
+    return mod.render(props);
+  },
+};
