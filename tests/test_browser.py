@@ -193,6 +193,10 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         assert card.locator(".nw-expl").inner_text() == "the word\nobject"
         assert "1 = perfect" in card.inner_text() and "positive side" in card.locator(".nw-card-side").inner_text()
         assert nv.locator("text=No explanation for this neuron").count() == 0
+        # the saved notebook's fallback of this output now shows the card (display update)
+        page.wait_for_function(
+            "() => JSON.stringify(window.jupyterapp.shell.currentWidget.content.widgets[1].model.outputs.toJSON())"
+            ".includes('the word')", timeout=30_000)
         # the fallback refresh re-rendered the output: what was typed is still there
         assert nv.locator(".nw-try-input").input_value() == UNICODE_TEXT
         peak = nv.locator(".nw-top .nw-rec").first.locator(f'.nw-seq:not([hidden]) .nw-tok[data-value="{peak_value}"]')
