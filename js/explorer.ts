@@ -50,6 +50,7 @@ export interface OpenRequest {
   layer: number;
   neuron: number;
   model?: string;
+  side?: string;
 }
 
 export interface SearchRequest {
@@ -189,7 +190,7 @@ export function renderExplorer(model: AnyModel, root: HTMLElement): () => void {
       const detail = `${formatActivation(r.normalized)}× max · ${formatActivation(r.activation)}${r.side === "negative" ? " (negative side)" : ""}`;
       table.appendChild(neuronButton(`L${r.layer}/N${r.neuron}`, detail, r.explanation, r.score, () => {
         status.busy(`opening layer ${r.layer}, neuron ${r.neuron}…`);
-        model.send({ type: "open", layer: r.layer, neuron: r.neuron } satisfies OpenRequest);
+        model.send({ type: "open", layer: r.layer, neuron: r.neuron, side: r.side } satisfies OpenRequest);
       }));
     }
   }
@@ -242,7 +243,7 @@ export function renderSearchBox(model: AnyModel, root: HTMLElement): () => void 
       const label = `${r.model} L${r.layer}/N${r.neuron}${r.side === "negative" ? " (−)" : ""}`;
       results.appendChild(neuronButton(label, r.explainer ?? "", r.explanation, r.score, () => {
         status.busy(`opening ${label}…`);
-        model.send({ type: "open", layer: r.layer, neuron: r.neuron, model: r.model } satisfies OpenRequest);
+        model.send({ type: "open", layer: r.layer, neuron: r.neuron, model: r.model, side: r.side } satisfies OpenRequest);
       }));
     }
   }

@@ -128,3 +128,23 @@ def test_neuron_connections_on_the_configured_model(tiny_index):
     assert c.model == "tiny" and len(c.input_tokens) == 10
     assert all(t in table for t, _ in c.input_tokens + c.output_promoted)
     assert {lay for lay, _, _ in c.upstream} <= {0} and {lay for lay, _, _ in c.downstream} <= {2, 3}
+
+
+def test_neuron_connections_of_a_gated_model_with_its_token_strings():
+    import neuronwidget as nw
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from neuronwidget.subject import load_model
+
+    tok = load_model("tiny").tokenizer
+    torch.manual_seed(2)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                                         num_attention_heads=4, num_key_value_heads=2, bos_token_id=None,
+                                         eos_token_id=tok.eos_token_id)).eval()
+    lm = load_model(model, device="cpu", tokenizer=tok)
+    c = nw.neuron_connections(1, 5, model=lm, k=5)
+    assert c.family == "gated" and "act(gate" in c.definition
+    table = lm.token_strings()
+    direct = connections(model, 1, 5, token_strings=table, k=5)
+    assert c.input_tokens == direct.input_tokens and c.output_suppressed == direct.output_suppressed
+    assert all(t in table for t, _ in c.input_tokens + c.input_tokens_negative + c.output_promoted)

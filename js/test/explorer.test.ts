@@ -64,7 +64,7 @@ describe("Explorer", () => {
     expect(root.textContent).toContain("No neuron fires above zero here.");
     toks[1].click();
     (root.querySelectorAll<HTMLButtonElement>(".nw-xrow")[1]).click();
-    expect(model.sent.at(-1)!.content).toEqual({ type: "open", layer: 1, neuron: 4 });
+    expect(model.sent.at(-1)!.content).toEqual({ type: "open", layer: 1, neuron: 4, side: "positive" });
   });
 
   it("renders the NeuronView the kernel opens in place, and goes back", async () => {
@@ -112,7 +112,7 @@ describe("SearchBox", () => {
     expect(root.querySelector(".nw-xexpl")!.textContent).toBe(HOSTILE);
     expect(root.querySelector("img")).toBeNull();
     root.querySelector<HTMLButtonElement>(".nw-xrow")!.click();
-    expect(model.sent.at(-1)!.content).toEqual({ type: "open", layer: 5, neuron: 131, model: "gpt2" });
+    expect(model.sent.at(-1)!.content).toEqual({ type: "open", layer: 5, neuron: 131, model: "gpt2", side: "positive" });
     model.set("_data", { query: "*", model: null, limit: 20, results: [], error: "query '*' has no words to search for" });
     expect(root.querySelector(".nw-error")!.textContent).toContain("no words");
   });

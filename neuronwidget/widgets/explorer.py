@@ -38,7 +38,8 @@ class _OpensNeuronView(BaseView):
         try:
             if kind == "open":
                 model = content.get("model") if isinstance(self, SearchBox) else None
-                self.open_neuron(content.get("layer"), content.get("neuron"), model)
+                side = content.get("side") if content.get("side") in ("positive", "negative") else "positive"
+                self.open_neuron(content.get("layer"), content.get("neuron"), model, side)
             else:
                 self._handle(kind, content)
         except Exception as e:  # shown in the view, never a blank one
@@ -48,19 +49,19 @@ class _OpensNeuronView(BaseView):
     def _handle(self, kind: Any, content: dict[str, Any]) -> None:
         raise ValueError(f"unknown request {kind!r}")
 
-    def _new_view(self, layer: int, neuron: int, model: Any) -> Any:
+    def _new_view(self, layer: int, neuron: int, model: Any, side: str) -> Any:
         raise NotImplementedError
 
-    def open_neuron(self, layer: Any, neuron: Any, model: Any = None) -> Any:
-        """Open neuron (layer, neuron) in place; returns the NeuronView shown."""
+    def open_neuron(self, layer: Any, neuron: Any, model: Any = None, side: str = "positive") -> Any:
+        """Open neuron (layer, neuron) in place, on ``side``; returns the NeuronView shown."""
         key = model
         view = self._views.get(key)
         self._status = {"task": f"opening layer {layer}, neuron {neuron}", "message": "loading…"}
         if view is None:
-            view = self._new_view(layer, neuron, model)
+            view = self._new_view(layer, neuron, model, side)
             self._views[key] = view
         else:
-            view._load(layer, neuron)
+            view._load(layer, neuron, side)
         self._child = view
         self._status = {}
         self.send({"type": "opened", "layer": view.layer, "neuron": view.neuron})
@@ -112,10 +113,11 @@ class Explorer(_OpensNeuronView):
 
         return pd.DataFrame(self._acts.top(position, k or self._data["k"]), columns=TOP_COLUMNS)
 
-    def _new_view(self, layer: int, neuron: int, model: Any) -> Any:
+    def _new_view(self, layer: int, neuron: int, model: Any, side: str) -> Any:
         from neuronwidget.widgets.neuron_view import NeuronView
 
-        return NeuronView(layer, neuron, model=_engine_spec(self._engine), index=self._index, **self._view_kwargs)
+        return NeuronView(layer, neuron, model=_engine_spec(self._engine), index=self._index, side=side,
+                          **self._view_kwargs)
 
     def _static_html(self) -> str:
         d = self._data
@@ -189,13 +191,13 @@ class SearchBox(_OpensNeuronView):
         except ValueError:
             pass  # the message is in _data["error"], shown under the box
 
-    def _new_view(self, layer: int, neuron: int, model: Any) -> Any:
+    def _new_view(self, layer: int, neuron: int, model: Any, side: str) -> Any:
         from neuronwidget.subject import gpt2_available
         from neuronwidget.widgets.neuron_view import NeuronView
 
         if model in ("gpt2", "gpt2-xl") and not gpt2_available(model):
             return NeuronView.published(layer, neuron, model=model, **self._view_kwargs)
-        return NeuronView(layer, neuron, model=model, **self._view_kwargs)
+        return NeuronView(layer, neuron, model=model, side=side, **self._view_kwargs)
 
     def _static_html(self) -> str:
         d = self._data
