@@ -622,3 +622,17 @@ def test_saved_notebook_carries_scored_cards_and_stays_small(tiny_index, tmp_pat
     page = export_html(path, tmp_path / "saved.html").read_text()
     assert "the word object" in page and "layer 1 · neuron 3" in page
     assert 'type="application/vnd.jupyter.widget-view+json"' not in page and "html-manager" not in page
+
+
+def test_tokenview_groups_characters_when_bytes_are_given():
+    text = "東京 🙂"
+    raw = [bytes([b]) for b in text.encode("utf-8")]  # one token per byte, as byte-level BPE may split
+    tokens = [b.decode("utf-8", errors="replace") for b in raw]
+    view = TokenView(tokens, [0.1 * i for i in range(len(raw))], token_bytes=raw)
+    (row,) = view._data["seqs"]
+    assert [g["text"] for g in row["g"]] == ["東", "京", " 🙂"] or [g["text"] for g in row["g"]] == ["東", "京", "🙂"]
+    assert row["a"][1] == len(raw)  # one value per token
+    html = view._repr_html_()
+    assert __import__("html").unescape(re.sub(r"<[^>]+>", "", html)).startswith(text)
+    with pytest.raises(ValueError, match="shaped like tokens"):
+        TokenView(tokens, [0.0] * len(raw), token_bytes=raw[:-1])

@@ -9,7 +9,8 @@ import numpy as np
 from neuronwidget.records import SIDES, ScoredExplanation
 from neuronwidget.widgets import static_html as sh
 from neuronwidget.widgets._base import BaseView, Packer
-from neuronwidget.widgets.messages import CardData, CardSeq, TokensData
+from neuronwidget.widgets.messages import CardData, CardSeq, Rec, TokensData
+from neuronwidget.widgets.tokens import char_groups
 
 
 def _as_sequences(tokens: Any, values: Any) -> tuple[list[list[str]], list[np.ndarray]]:
@@ -31,28 +32,48 @@ def _as_sequences(tokens: Any, values: Any) -> tuple[list[list[str]], list[np.nd
     return seqs, vals
 
 
+def _as_bytes(token_bytes: Any, seqs: list[list[str]]) -> list[list[bytes] | None]:
+    if token_bytes is None:
+        return [None] * len(seqs)
+    rows = list(token_bytes)
+    nested = len(seqs) > 1 or (bool(rows) and not isinstance(rows[0], (bytes, bytearray)))
+    rows = [list(r) for r in rows] if nested else [rows]
+    if len(rows) != len(seqs) or any(len(r) != len(t) for r, t in zip(rows, seqs)):
+        raise ValueError("token_bytes must be shaped like tokens: one bytes object per token")
+    if not all(isinstance(b, (bytes, bytearray)) for r in rows for b in r):
+        raise ValueError("token_bytes must hold bytes objects (the raw bytes of each token)")
+    return [[bytes(b) for b in r] for r in rows]
+
+
 class TokenView(BaseView):
     """Coloured tokens for any sequence(s) and values: ``TokenView(tokens, values)``.
 
     ``tokens`` is a list of strings, or a list of such lists (one row each) with
     ``values`` shaped alike. One colour scale is shared by all rows: ``max_value``
     (default: the largest absolute value). ``diverging=True`` colours negatives blue.
+    ``token_bytes`` (shaped like ``tokens``; e.g. ``ActivationRecord.token_bytes``) lets a
+    character split over byte tokens show as the character.
     """
 
     def __init__(self, tokens: Sequence[str] | Sequence[Sequence[str]], values: Any, *,
-                 max_value: float | None = None, diverging: bool = False, title: str | None = None) -> None:
+                 max_value: float | None = None, diverging: bool = False, title: str | None = None,
+                 token_bytes: Sequence[bytes] | Sequence[Sequence[bytes]] | None = None) -> None:
         seqs, vals = _as_sequences(tokens, values)
+        raw = _as_bytes(token_bytes, seqs)
         if max_value is None:
             peaks = [float(np.max(np.abs(v) if diverging else v)) for v in vals if v.size]
             max_value = max(peaks, default=0.0)
         if not np.isfinite(max_value):
             raise ValueError(f"max_value must be a finite number, got {max_value}")
-        lows = [float(np.min(v)) for v in vals if v.size]
         pk = Packer()
+        self._groups = [char_groups(b) for b in raw]
+        rows: list[Rec] = []
+        for t, v, g in zip(seqs, vals, self._groups):
+            rows.append({"tokens": t, "a": pk.add(v), **({"g": g} if g else {})})  # type: ignore[typeddict-item]
         data: TokensData = {
-            "seqs": [{"tokens": t, "a": pk.add(v)} for t, v in zip(seqs, vals)],
+            "seqs": rows,
             "max": float(max_value),
-            "min": min(0.0, min(lows, default=0.0)) if diverging else 0.0,
+            "min": -float(max_value) if diverging else 0.0,  # one symmetric scale
             "diverging": bool(diverging),
         }
         if title:
@@ -62,8 +83,8 @@ class TokenView(BaseView):
 
     def _static_html(self) -> str:
         d = self._data
-        rows = "".join(sh.token_row(t, v.tolist(), d["max"], min_value=d["min"], diverging=d["diverging"])
-                       for t, v in zip(self._seqs, self._vals))
+        rows = "".join(sh.token_row(t, v.tolist(), d["max"], min_value=d["min"], diverging=d["diverging"], groups=g)
+                       for t, v, g in zip(self._seqs, self._vals, self._groups))
         title = f'<div style="font-weight:600">{sh.esc(d["title"])}</div>' if d.get("title") else ""
         return sh.box(title + rows + sh.legend(d["max"], d["diverging"], d["min"]))
 
