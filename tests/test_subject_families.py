@@ -125,3 +125,26 @@ def test_engine_on_a_gated_model_records_text_only(tok):
     long_text = " ".join(["word"] * 400)
     rec = eng.activations(long_text, layer=0, neuron=1)
     assert len(rec.activations) == len(eng.lm.encode(long_text)) > 127
+
+
+def test_a_new_family_is_one_class(tok):
+    from neuronwidget.subject import FAMILIES
+    from neuronwidget.subject.base import GatedMLP
+
+    class Tiny(GatedMLP):  # e.g. a Llama variant with its own model_type
+        name = "tiny-llama"
+        title = "TinyLlama-variant"
+        model_types = ("tiny_llama_variant",)
+
+    try:
+        assert FAMILIES[-1] is Tiny
+        model = _model("llama", len(tok))
+        model.config.model_type = "tiny_llama_variant"
+        lm = load_model(model, device="cpu", tokenizer=tok)
+        assert lm.family.name == "tiny-llama"
+        assert mlp_activations(lm, torch.tensor([lm.encode("hello")]), [1])[1].shape[-1] == 96
+    finally:
+        FAMILIES.remove(Tiny)
+    from neuronwidget.subject import supported
+
+    assert "TinyLlama-variant" not in supported()

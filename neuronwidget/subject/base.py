@@ -7,7 +7,8 @@ is always the input of the MLP's output projection (TransformerLens ``hook_post`
 * gated-MLP decoders (Llama, SmolLM, Qwen2/3, Mistral, Gemma 1-3): ``act(gate x) * (up x)``,
   the input of ``mlp.down_proj``, read by a forward PRE-hook on ``down_proj``.
 
-A new architecture is one new :class:`Family` subclass added to :data:`FAMILIES`.
+A new architecture is one new :class:`Family` subclass: defining it (with ``model_types``)
+registers it in :data:`FAMILIES`; nothing else changes.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class SubjectModel(Protocol):
     def pieces(self, ids: Any, text: str | None = None) -> tuple[list[str], list[bytes]]: ...
 
 
+FAMILIES: list[type[Family]] = []  # every defined family, in definition order (filled by Family subclasses)
+
+
 class Family:
     """One architecture: where its blocks and neurons are. Subclasses fill the class variables
     and the few methods below; :func:`family_for` picks one from ``config.model_type``."""
@@ -64,6 +68,11 @@ class Family:
     title: ClassVar[str]  # for messages, e.g. "GPT-2"
     model_types: ClassVar[tuple[str, ...]]  # transformers config.model_type values
     neuron_site: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "model_types" in cls.__dict__:  # a concrete family: register it
+            FAMILIES.append(cls)
 
     @classmethod
     def matches(cls, config: Any) -> bool:
@@ -152,7 +161,6 @@ def _text_config(config: Any) -> Any:
     return get() if callable(get) else config
 
 
-FAMILIES: tuple[type[Family], ...] = (GPT2, GatedMLP)
 
 
 def supported() -> str:
