@@ -254,6 +254,8 @@ def test_neuronview_messages_try_more_goto(tiny):
     # requests outside the protocol are refused, saying what is allowed
     view._on_custom_msg(view, {"type": "more", "group": "top", "start": 0, "stop": 1}, [])
     assert "unexpected ['group']" in sent[-1][0]["message"]
+    view._on_custom_msg(view, {"type": "goto", "layer": None, "neuron": 5}, [])  # an emptied number box
+    assert sent[-1][0]["message"] == "that neuron could not be opened: layer must be an integer, got None"
     view._on_custom_msg(view, {"type": "launch"}, [])
     assert "expected one of goto, more, try, test, explain, side, cancel" in sent[-1][0]["message"]
     with pytest.raises(ValueError, match="neuron must be in 0..383"):

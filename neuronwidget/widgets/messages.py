@@ -217,5 +217,5 @@ def parse_request(content: Any) -> Request:
         raise ValueError(f"request {kind!r} needs exactly the fields {sorted(hints)}; "
                          f"missing {missing}, unexpected {extra}")
     for key, tp in hints.items():
-        _check(content[key], tp, f"{kind}.{key}")
+        _check(content[key], tp, key)
     return content  # type: ignore[return-value]
