@@ -7,31 +7,57 @@ import type { AnyModel, RenderProps } from "@anywidget/types";
 type Module = { render(props: RenderProps): unknown };
 const CACHE: Record<string, Promise<Module>> = ((globalThis as any).__neuronwidget_bundles ??= {});
 
-async function holder(model: AnyModel, id: string): Promise<AnyModel> {
+type Parts = { code: string; style: string };
+
+async function fromHolder(model: AnyModel, id: string): Promise<Parts> {
   // the holder is created before any view in the kernel, but a restored page may still be
   // registering models when a view renders: retry for a few seconds
   for (let i = 0; ; i++) {
     try {
-      return await model.widget_manager.get_model(id);
+      const shared = await model.widget_manager.get_model(id);
+      return { code: String(shared.get("code") ?? ""), style: String(shared.get("style") ?? "") };
     } catch (e) {
-      if (i >= 50) throw e;
+      if (i >= 30) throw e;
       await new Promise((r) => setTimeout(r, 100));
     }
   }
 }
 
+/** Fallback for hosts whose widget manager cannot hand out the shared model: ask the kernel. */
+function fromKernel(model: AnyModel): Promise<Parts> {
+  return new Promise((resolve, reject) => {
+    const on = (msg: any) => {
+      if (msg?.type !== "bundle") return;
+      clearTimeout(timer);
+      model.off("msg:custom", on);
+      resolve({ code: String(msg.code), style: String(msg.style) });
+    };
+    const timer = setTimeout(() => {
+      model.off("msg:custom", on);
+      reject(new Error("the shared bundle was not found and the kernel did not send it"));
+    }, 15000);
+    model.on("msg:custom", on);
+    model.send({ type: "bundle" });
+  });
+}
+
 function load(model: AnyModel): Promise<Module> {
   const digest = String(model.get("_bundle_digest"));
   return (CACHE[digest] ??= (async () => {
-    const shared = await holder(model, String(model.get("_bundle_id")));
-    const style = String(shared.get("style") ?? "");
+    let parts: Parts;
+    try {
+      parts = await fromHolder(model, String(model.get("_bundle_id")));
+    } catch {
+      parts = await fromKernel(model);
+    }
+    const style = parts.style;
     if (style && !document.getElementById(`nw-css-${digest}`)) {
       const el = document.createElement("style");
       el.id = `nw-css-${digest}`;
       el.textContent = style;
       document.head.appendChild(el);
     }
-    const url = URL.createObjectURL(new Blob([String(shared.get("code"))], { type: "text/javascript" }));
+    const url = URL.createObjectURL(new Blob([parts.code], { type: "text/javascript" }));
     try {
       return (await import(/* @vite-ignore */ url)).default as Module;
     } finally {

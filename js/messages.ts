@@ -145,7 +145,12 @@ export interface CancelRequest {
   type: "cancel";
 }
 
-export type Request = GotoRequest | MoreRequest | TryRequest | TestRequest | ExplainRequest | SideRequest | CancelRequest;
+/** The loader's fallback when the shared bundle model cannot be found (any view). */
+export interface BundleRequest {
+  type: "bundle";
+}
+
+export type Request = GotoRequest | MoreRequest | TryRequest | TestRequest | ExplainRequest | SideRequest | CancelRequest | BundleRequest;
 
 // ---- kernel -> front end (the float32 activations travel in buffers[0]) -------------------
 
@@ -168,4 +173,10 @@ export interface ErrorReply {
   message: string;
 }
 
-export type Reply = MoreReply | TryReply | ErrorReply;
+export interface BundleReply {
+  type: "bundle";
+  code: string;
+  style: string;
+}
+
+export type Reply = MoreReply | TryReply | ErrorReply | BundleReply;

@@ -162,6 +162,10 @@ def test_views_share_one_copy_of_the_bundle():
         assert state["_bundle_id"] == holder.model_id and state["_bundle_digest"] == holder.digest
         assert state["_esm"] == (ROOT / "neuronwidget" / "static" / "loader.js").read_text() and len(state["_esm"]) < 2_000
         assert state["_css"] == "" and js not in json.dumps(state, default=str)
+    # a host whose widget manager cannot hand out the holder: the loader asks the view's kernel side
+    sent = capture(views[0])
+    views[0]._handle_custom_msg({"type": "bundle"}, [])
+    assert sent == [({"type": "bundle", "code": js, "style": css}, [])]
     holder.close()
     assert shared_bundle() is not holder and shared_bundle().code == js  # made again after a close
 

@@ -109,6 +109,16 @@ class BaseView(anywidget.AnyWidget):
             holder = shared_bundle()
             kwargs.update(_bundle_id=holder.model_id, _bundle_digest=holder.digest)
         super().__init__(_uid=uuid.uuid4().hex[:16], **kwargs)
+        self.on_msg(self._on_bundle_request)
+
+    def _on_bundle_request(self, _widget: Any, content: Any, buffers: Any = None) -> None:
+        """The loader asks for the bundle itself when the shared model cannot be found."""
+        if isinstance(content, dict) and content.get("type") == "bundle":
+            from neuronwidget.widgets.messages import BundleReply
+
+            holder = shared_bundle()
+            reply: BundleReply = {"type": "bundle", "code": holder.code, "style": holder.style}
+            self.send(reply)
 
     def _static_html(self) -> str:  # pragma: no cover - every view overrides it
         raise NotImplementedError

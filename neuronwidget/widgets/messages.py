@@ -156,7 +156,13 @@ class CancelRequest(TypedDict):
     type: Literal["cancel"]
 
 
-Request = Union[GotoRequest, MoreRequest, TryRequest, TestRequest, ExplainRequest, SideRequest, CancelRequest]
+class BundleRequest(TypedDict):
+    """The loader's fallback when the shared bundle model cannot be found (any view)."""
+    type: Literal["bundle"]
+
+
+Request = Union[GotoRequest, MoreRequest, TryRequest, TestRequest, ExplainRequest, SideRequest, CancelRequest,
+                BundleRequest]
 
 
 # ---- kernel -> front end ---------------------------------------------------------------------
@@ -180,7 +186,13 @@ class ErrorReply(TypedDict):
     message: str
 
 
-Reply = Union[MoreReply, TryReply, ErrorReply]
+class BundleReply(TypedDict):
+    type: Literal["bundle"]
+    code: str
+    style: str
+
+
+Reply = Union[MoreReply, TryReply, ErrorReply, BundleReply]
 
 PAYLOADS = (Group, Rec, CardSeq, CardData, Header, Quantile, Histogram, NeuronData, TokensData, Status)
 REQUESTS: dict[str, type] = {get_args(get_type_hints(t)["type"])[0]: t for t in get_args(Request)}
