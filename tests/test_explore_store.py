@@ -82,6 +82,13 @@ def test_hostile_queries_give_results_and_never_change_the_database(store, query
         assert len(df) > 0
 
 
+def test_hostile_model_names_are_values_not_sql(store):
+    before = _digest(store.path)
+    assert nw.search("city", model="gpt2'; DROP TABLE explanations; --", store=store).empty
+    assert nw.search("city", model='" OR 1=1 --', store=store).empty
+    assert _digest(store.path) == before and store.count() == 300
+
+
 @pytest.mark.parametrize("query", ["", "   ", "\"", "*", "(*)", "'; --", "()"])
 def test_queries_without_words_are_a_clear_valueerror(store, query):
     before = _digest(store.path)
