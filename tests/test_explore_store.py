@@ -224,17 +224,13 @@ def test_cli_published_all(bucket, tmp_path, monkeypatch, capsys):
 def test_cli_explain_records_its_explanations_in_the_store(tiny_index, tmp_path, capsys):
     from neuronwidget import cli
     from neuronwidget.explanations import read_explanations_jsonl
-    from neuronwidget.explore.store import get_store
 
     out = tmp_path / "out"
-    before = get_store().count("tiny")
     assert cli.main(["explain", "--model", "tiny", "--layers", "0", "--neurons", "0-1", "--out", str(out)]) == 0
-    assert "in the searchable store" in capsys.readouterr().out
     made = [s for r in read_explanations_jsonl(out / "explanations.jsonl") for s in r.scored_explanations]
-    assert get_store().count("tiny") >= before + 1 and made
-    df = nw.search(made[0].explanation, model="tiny", limit=50)
-    assert any((r.layer, r.explanation, r.source) == (0, made[0].explanation.strip(), "explain_neurons")
-               for r in df.itertuples())
+    assert made and f"Recorded {len(made)} explanations in the searchable store" in capsys.readouterr().out
+    df = nw.search(made[0].explanation, model="tiny", limit=50)  # (a rerun updates the same rows)
+    assert any((r.layer, r.explanation) == (0, made[0].explanation.strip()) for r in df.itertuples())
 
 
 def test_bulk_import_from_an_unreachable_server_stops_with_a_clear_error(tmp_path, monkeypatch, capsys):
