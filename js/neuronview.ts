@@ -78,6 +78,7 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
   let tryTimer: ReturnType<typeof setTimeout> | undefined;
   let scale: Scale = { max: 1, diverging: false };
   let side: Side = "positive";
+  let shownKey = "";
   const uid = model.get("_uid") ?? "";
   const ui: UiState = UI.get(uid) ?? { tryText: "", testText: "", focus: null };
   if (uid) UI.set(uid, ui);
@@ -300,8 +301,13 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
     sideBox.append(...connectionsSection(d.connections, (layer, neuron) => model.send({ type: "goto", layer, neuron })));
     drawSamples(d, values);
     legendBox.replaceChildren(legend(scale));
-    tryOut.replaceChildren();
-    if (tryInput.value.trim()) sendTry();
+    // the user's text runs again only when the neuron or side changed (not for a new card)
+    const shown = `${d.header.layer}/${d.header.neuron}/${side}`;
+    if (shown !== shownKey || !tryOut.childElementCount) {
+      tryOut.replaceChildren();
+      if (tryInput.value.trim()) sendTry();
+    }
+    shownKey = shown;
     drawStatus();
   }
 

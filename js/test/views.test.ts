@@ -136,8 +136,11 @@ describe("NeuronView", () => {
     expect(el.querySelector(".nw-status")!.textContent).toContain("simulating 2/10");
     btn("Cancel").click();
     expect(model.sent.at(-1)!.content).toEqual({ type: "cancel" });
+    const sentBefore = model.sent.length;
     model.state._buf = f32([...acts, 4, 0, 10, 0]);
     model.set("_data", { ...neuronData(), cards: [card(HOSTILE[1], 69)] });
+    expect(model.sent.length).toBe(sentBefore); // a new card does not run the user's text again
+    expect(el.querySelector(".nw-try-out")!.textContent).not.toBe("");
     expect(el.querySelector(".nw-card.nw-new .nw-expl")!.textContent).toBe(HOSTILE[1]);
     expect(el.textContent).not.toContain("No explanation for this neuron yet.");
     model.set("_status", { task: null, error: "scoring failed: simulator unreachable. Check the server." });
