@@ -2,6 +2,7 @@
 
 import html
 
+import pandas as pd
 import pytest
 
 import neuronwidget as nw
@@ -67,7 +68,7 @@ def test_explanations_made_in_neuronview_become_searchable(tiny):
     assert (df.layer[0], df.neuron[0], df.source[0]) == (1, 3, "NeuronView")
     assert df.explanation[0] == "zanzibar quokka tokens"
     made = view.explanations[0].score  # None when the simulation was constant (no correlation)
-    assert (df.score[0] != df.score[0]) if made is None else df.score[0] == pytest.approx(made)
+    assert pd.isna(df.score[0]) if made is None else df.score[0] == pytest.approx(made)
 
 
 def test_searchbox_lists_results_and_opens_a_neuronview(tiny, tmp_path):
@@ -80,6 +81,8 @@ def test_searchbox_lists_results_and_opens_a_neuronview(tiny, tmp_path):
     assert box._data["results"] == [] and box._data["error"] is None
     box._on_msg(box, {"type": "search", "query": "*"})
     assert "no words to search for" in box._data["error"]
+    box._on_msg(box, {"type": "search", "query": "  "})  # the box emptied: cleared, no error
+    assert box._data["results"] == [] and box._data["error"] is None
     box._on_msg(box, {"type": "open", "layer": 2, "neuron": 9, "model": "tiny"})
     assert (box.neuron_view.layer, box.neuron_view.neuron) == (2, 9)
     assert st.count() == 1

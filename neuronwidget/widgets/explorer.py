@@ -186,6 +186,9 @@ class SearchBox(_OpensNeuronView):
     def _handle(self, kind: Any, content: dict[str, Any]) -> None:
         if kind != "search":
             raise ValueError(f"unknown request {kind!r}; expected search or open")
+        if not str(content.get("query", "")).strip():  # an emptied box: no results, no complaint
+            self._data = {**self._data, "query": "", "results": [], "error": None}
+            return
         try:
             self.search(str(content.get("query", "")))
         except ValueError:
