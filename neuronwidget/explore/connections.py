@@ -29,6 +29,7 @@ neurons (or neurons x neurons) is ever materialised.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,8 @@ import torch
 
 from ..records import check_layer_neuron
 
-_weights_cache: dict[int, Any] = {}
+# model object -> its weight view; weak keys: a model dropped by the kernel is not kept alive here
+_weights_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -83,7 +85,6 @@ class _Weights:
     """The matrices of one model, in one orientation: in_[l] [m, d] (rows = neurons), out[l] [m, d]."""
 
     def __init__(self, model: Any):
-        self._model_ref = model
         inner = getattr(model, "transformer", None)
         if inner is None and hasattr(model, "h") and hasattr(model, "wte"):
             inner = model
@@ -203,10 +204,13 @@ def _mv(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
 def weights_of(model: Any) -> _Weights:
     """The (cached) weight view of a model object."""
     with _lock:
-        w = _weights_cache.get(id(model))
-        if w is None or w._model_ref is not model:
+        try:
+            w = _weights_cache.get(model)
+        except TypeError:  # not weak-referenceable: no caching
+            return _Weights(model)
+        if w is None:
             w = _Weights(model)
-            _weights_cache[id(model)] = w
+            _weights_cache[model] = w
         return w
 
 
