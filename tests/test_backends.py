@@ -274,3 +274,18 @@ def test_prompt_logprob_simulation_over_http_matches_the_in_kernel_one(tmp_path)
         full = dict(zip(kv, kp))
         total = sum(full[v] for v in values)
         assert probs == pytest.approx([full[v] / total for v in values], abs=1e-3)
+
+
+def test_a_backend_sent_to_another_process_leaves_its_key_behind(tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with FaultServer() as server:
+        b = backend(server, tmp_path, max_concurrency=3)
+        b.chat(MSGS)
+        data = pickle.dumps(b)  # what Ray ships to a worker
+        assert KEY.encode() not in data
+        copy = pickle.loads(data)
+        assert copy.max_concurrency == 3 and copy.name == b.name
+        assert copy.chat(MSGS, temperature=0.3) == ["capital cities."]  # works there, with that process's key
+        assert server.bodies and server.requests == 2

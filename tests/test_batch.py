@@ -188,3 +188,78 @@ def test_both_sides_one_entry_each_with_a_side_column(tmp_path):
     assert '"side"' not in (tmp_path / "openai" / "negative" / "2" / "0.jsonl").read_text()
     with pytest.raises(ValueError, match="sides must be distinct values from"):
         explain_neurons(SignedStore(), 2, 0, explainer=BaselineBackend(), simulator=BaselineBackend(), sides=["both"])
+
+
+class DiesOnce(BaselineBackend):
+    """The baseline, except that the worker process explaining neuron 3 dies (once) — a real
+    process death in a Ray actor, as an OOM kill or a lost machine would be."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def explain(self, record, *, n=1, cancel=None):
+        import os
+        import time
+
+        time.sleep(0.3)  # long enough for both workers to hold neurons when one dies
+        if record.neuron_id.neuron_index == 4 and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os._exit(1)
+        return super().explain(record, n=n, cancel=cancel)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import os
+
+    ray = pytest.importorskip("ray", reason='needs ray: pip install "neuronwidget[ray]"')
+    for var in ("RAY_raylet_start_wait_time_s", "RAY_agent_register_timeout_ms"):  # a busy 2-core machine starts Ray slowly
+        os.environ.setdefault(var, "180" if var.endswith("_s") else "180000")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(__import__(__name__))  # the test's backend class, by value
+    yield ray
+    ray.shutdown()
+
+
+def test_on_ray_a_killed_worker_loses_nothing(tmp_path, local_ray):
+    out = tmp_path / "run.jsonl"
+    backend = DiesOnce(tmp_path / "died")
+    neurons = [0, 1, 2, 4, 5, 6]
+    df = explain_neurons(RecordStore(), 0, neurons, explainer=backend, simulator=backend, out=out,
+                         distributed="ray", progress=False)
+    assert (tmp_path / "died").exists()  # a worker really died mid-run
+    assert df.neuron.tolist() == neurons and df.error.isna().all() and (df.score > 0.9).all()
+    done = read_explanations_jsonl(out)
+    assert sorted(r.neuron_id.neuron_index for r in done) == neurons  # none lost, none twice
+    # the same results as a local run
+    local = explain_neurons(RecordStore(), 0, neurons, explainer=BaselineBackend(), simulator=BaselineBackend(),
+                            progress=False)
+    assert df.score.tolist() == local.score.tolist() and df.explanation.tolist() == local.explanation.tolist()
+    # a rerun has nothing left to do
+    store = RecordStore()
+    again = explain_neurons(store, 0, neurons, explainer=backend, simulator=backend, out=out, distributed="ray",
+                            progress=False)
+    assert store.calls == [] and again.score.tolist() == df.score.tolist()
+    assert len(out.read_text().splitlines()) == len(neurons)
+    # a neuron whose record cannot be had is reported, and the others still finish
+    broken = explain_neurons(RecordStore(), 1, [2, 3], explainer=BaselineBackend(), simulator=BaselineBackend(),
+                             distributed="ray", workers=2, progress=False)
+    assert broken.error.isna().tolist() == [True, False] and "neuron 3 is broken" in broken.error[1]
+
+
+def test_ray_is_optional_with_a_clear_message(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ImportError, match=r'pip install "neuronwidget\[ray\]"'):
+        explain_neurons(RecordStore(), 0, [0], explainer=BaselineBackend(), simulator=BaselineBackend(),
+                        distributed="ray", progress=False)
+    with pytest.raises(ValueError, match="distributed must be None"):
+        explain_neurons(RecordStore(), 0, [0], distributed="dask")

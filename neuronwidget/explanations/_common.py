@@ -94,6 +94,15 @@ class Usage:
                 self.prompt_tokens += int(prompt_tokens or 0)
                 self.completion_tokens += int(completion_tokens or 0)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def cost_usd(self) -> float | str:
         price = PRICES_PER_MTOK.get(self.model or "")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
-from ..records import SIDES, NeuronId, NeuronSimulationResults, ScoredExplanation, SequenceSimulation
+from ..records import SIDES, NeuronId, NeuronRecord, NeuronSimulationResults, ScoredExplanation, SequenceSimulation
 from ._common import Cancelled
 from .backends import resolve_explainer, resolve_simulator
 from .explainer import explain
@@ -81,6 +81,57 @@ def _read_done(path: Path) -> dict[Key, NeuronSimulationResults]:
     return done
 
 
+def explain_one(record: NeuronRecord, key: Key, explainer, simulator, n: int = 1,
+                cancel: threading.Event | None = None) -> NeuronSimulationResults:
+    """Explain one neuron's side and score every explanation (``record`` is already that side)."""
+    explanations = explain(record, explainer, n=n, cancel=cancel)
+    scored = [score(record, e, simulator, explainer=explainer.name, cancel=cancel) for e in explanations]
+    return NeuronSimulationResults(neuron_id=NeuronId(key[0], key[1]), scored_explanations=scored)
+
+
+class Recorder:
+    """Where results land: complete ones are appended to the output file at once (flushed,
+    fsynced), every one becomes a row of the summary. Thread-safe."""
+
+    def __init__(self, path: Path | None, keys: list[Key], bar):
+        self.path, self.keys, self.bar = path, keys, bar
+        self.done = _read_done(path) if path else {}
+        self.rows = {k: _row(k, _best(self.done[k])) for k in keys if k in self.done}
+        self.todo = [k for k in keys if k not in self.done]
+        self._lock = threading.Lock()
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._sink = open(path, "a", encoding="utf-8") if path else None
+
+    def add(self, key: Key, result: NeuronSimulationResults | None = None, error: str | None = None) -> None:
+        with self._lock:
+            if result is None:
+                self.rows[key] = _row(key, None, error=error)
+            elif unfinished(result):
+                missing = unfinished(result)
+                total = sum(len(e.scored_simulation.scored_sequence_simulations) for e in result.scored_explanations)
+                self.rows[key] = _row(key, _best(result), error=(
+                    f"incomplete, not saved: {len(missing)} of {total} simulations failed on errors a "
+                    f"rerun may fix ({failure_causes(missing)}); run again to complete it"))
+            else:
+                if self._sink:
+                    self._sink.write(entry_line(result) + "\n")
+                    self._sink.flush()
+                    os.fsync(self._sink.fileno())
+                self.rows[key] = _row(key, _best(result))
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self._sink:
+            self._sink.close()
+
+    def table(self):
+        import pandas as pd
+
+        return pd.DataFrame([self.rows[k] for k in self.keys if k in self.rows], columns=COLUMNS)
+
+
 def explain_neurons(
     index,
     layers: int | Iterable[int],
@@ -94,6 +145,8 @@ def explain_neurons(
     n: int = 1,
     progress: bool = True,
     cancel: threading.Event | None = None,
+    distributed: str | None = None,
+    workers: int | None = None,
 ):
     """Explain and score every (layer, neuron, side); returns a pandas DataFrame (one row each).
 
@@ -106,12 +159,19 @@ def explain_neurons(
     simulation whose retries ran out, an interruption) is reported in the DataFrame's
     ``error`` column and not written, so the next run does it again (the response cache makes
     the finished part free).
+
+    ``distributed="ray"`` spreads the work over Ray actors (``workers`` of them; default one
+    per CPU of the cluster, or per GPU for a LocalBackend on a cluster with GPUs), each with
+    its own copy of the backends; results stream into the same output as they finish, and
+    the neurons of a worker that dies are redone by another (see ``explanations.distributed``).
+    Otherwise ``concurrency`` threads of this process share the backends.
     """
-    import pandas as pd
     from tqdm.auto import tqdm
 
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if distributed not in (None, "ray"):
+        raise ValueError(f"distributed must be None (this process) or 'ray', got {distributed!r}")
     sides = [sides] if isinstance(sides, str) else list(sides)
     if not sides or any(s not in SIDES for s in sides) or len(set(sides)) != len(sides):
         raise ValueError(f"sides must be distinct values from {SIDES}, got {sides!r}")
@@ -120,58 +180,39 @@ def explain_neurons(
     keys: list[Key] = [(int(layer), int(neuron), side) for layer in layers for neuron in neurons for side in sides]
     explainer = resolve_explainer(explainer)
     simulator = resolve_simulator(simulator)
+    if distributed == "ray":
+        from .distributed import ray_module
+
+        ray_module()  # a clear message when Ray is missing, before anything starts
     path = Path(out) if out is not None else None
-    done = _read_done(path) if path else {}
-    rows = {k: _row(k, _best(done[k])) for k in keys if k in done}
-    todo = [k for k in keys if k not in done]
-    lock = threading.Lock()
+    bar = tqdm(total=len(keys), desc="explaining neurons", disable=not progress)
+    recorder = Recorder(path, keys, bar)
+    bar.update(len(keys) - len(recorder.todo))
 
-    def work(key: Key) -> NeuronSimulationResults | None:
+    def work(key: Key) -> None:
         if cancel is not None and cancel.is_set():
-            return None
-        layer, neuron, side = key
-        record = index.record(layer, neuron).for_side(side)
-        explanations = explain(record, explainer, n=n, cancel=cancel)
-        scored = [score(record, e, simulator, explainer=explainer.name, cancel=cancel) for e in explanations]
-        return NeuronSimulationResults(neuron_id=NeuronId(layer, neuron), scored_explanations=scored)
+            return
+        try:
+            record = index.record(key[0], key[1]).for_side(key[2])
+            result = explain_one(record, key, explainer, simulator, n, cancel)
+        except Cancelled:
+            return
+        except Exception as e:  # noqa: BLE001 - one neuron's failure must not stop the batch
+            recorder.add(key, error=f"{type(e).__name__}: {e}")
+        else:
+            recorder.add(key, result)
 
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc="explaining neurons", disable=not progress)
-    sink = open(path, "a", encoding="utf-8") if path else None
     try:
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = {pool.submit(work, k): k for k in todo}
-            for fut in as_completed(futures):
-                key = futures[fut]
-                try:
-                    result = fut.result()
-                except Cancelled:
-                    continue
-                except Exception as e:  # noqa: BLE001 - one neuron's failure must not stop the batch
-                    rows[key] = _row(key, None, error=f"{type(e).__name__}: {e}")
-                else:
-                    if result is None:
-                        continue
-                    missing = unfinished(result)
-                    if missing:
-                        total = sum(len(e.scored_simulation.scored_sequence_simulations)
-                                    for e in result.scored_explanations)
-                        rows[key] = _row(key, _best(result), error=(
-                            f"incomplete, not saved: {len(missing)} of {total} simulations failed on errors a "
-                            f"rerun may fix ({failure_causes(missing)}); run again to complete it"))
-                    else:
-                        if sink:
-                            with lock:
-                                sink.write(entry_line(result) + "\n")
-                                sink.flush()
-                                os.fsync(sink.fileno())
-                        rows[key] = _row(key, _best(result))
-                bar.update(1)
+        if distributed == "ray":
+            from .distributed import run_on_ray
+
+            run_on_ray(index, recorder, explainer, simulator, n=n, workers=workers, cancel=cancel)
+        else:
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                for fut in as_completed([pool.submit(work, k) for k in recorder.todo]):
+                    fut.result()
     finally:
-        bar.close()
-        if sink:
-            sink.close()
+        recorder.close()
     if cancel is not None and cancel.is_set():
-        raise Cancelled(f"cancelled after {len(rows)} of {len(keys)} entries")
-    return pd.DataFrame([rows[k] for k in keys if k in rows], columns=COLUMNS)
+        raise Cancelled(f"cancelled after {len(recorder.rows)} of {len(keys)} entries")
+    return recorder.table()

@@ -13,6 +13,10 @@ call only these members, so a new backend is one new class, with no edits anywhe
         def simulate(self, explanation, token_lists, *, max_activation,  # -> list[SequenceSimulation]
                      lookup=None, progress=None, cancel=None): ...
 
+Optional: ``wants_gpu = True`` asks ``explain_neurons(distributed="ray")`` to give each of its
+workers a GPU (LocalBackend says so: it runs a model of its own). A backend sent to Ray
+workers is pickled: keep secrets out of its pickled state (see OpenAIBackend.__getstate__).
+
 ``ChatExplainer`` is the explainer of every chat model: the explainer prompt, the model's
 answers parsed; a class with a ``chat(messages, *, n)`` method gets it by inheriting.
 """

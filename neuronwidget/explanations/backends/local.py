@@ -76,6 +76,7 @@ class LocalBackend(ChatExplainer):
     """
 
     cheap = False
+    wants_gpu = True  # on Ray, each worker gets a GPU when the cluster has them
 
     def __init__(
         self,
@@ -115,6 +116,19 @@ class LocalBackend(ChatExplainer):
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.source!r}, gguf_file={self.gguf_file!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (e.g. for a Ray worker) without its lock; a model loaded from a source is
+        left out and loaded again where it is unpickled (on that worker's own device)."""
+        state = dict(self.__dict__)
+        del state["_lock"]
+        if self.source is not None:
+            state["_model"] = state["_tokenizer"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def _load(self) -> None:
         with self._lock:

@@ -90,6 +90,7 @@ class OpenAIBackend(ChatExplainer):
         self.max_tokens = max_tokens
         self.simulation = simulation
         self._cache = ResponseCache(cache_dir) if cache else None
+        self.max_concurrency = max_concurrency
         self._sem = threading.BoundedSemaphore(max_concurrency)
         self._client = None
         self._lock = threading.Lock()
@@ -111,6 +112,19 @@ class OpenAIBackend(ChatExplainer):
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self._model!r}, base_url={self.base_url!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (e.g. for a Ray worker) WITHOUT the API key, client, locks or probe result:
+        where it is unpickled it reads ``OPENAI_API_KEY`` from that process's environment."""
+        state = dict(self.__dict__)
+        state["_OpenAIBackend__key"] = None
+        state["_client"] = state["_lock"] = state["_sem"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._sem = threading.BoundedSemaphore(self.max_concurrency)
 
     # ---- plumbing ----
     def _key(self) -> str | None:

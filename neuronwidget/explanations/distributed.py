@@ -1,0 +1,127 @@
+"""Batch explanations on Ray: ``explain_neurons(..., distributed="ray")``.
+
+The driver (the process that called ``explain_neurons``) reads each neuron's record from the
+index and hands (key, record) tasks to Ray actors, one task per actor at a time. Each actor
+holds its own copy of the explainer and simulator: a ``LocalBackend`` loads its model in the
+actor (on the actor's GPU when the cluster has GPUs), an ``OpenAIBackend`` talks to its server
+from there. Results come back to the driver as they finish and go through the same
+``Recorder`` as a local run: appended to the output file at once, so a rerun resumes.
+
+A worker that dies (killed, out of memory, its machine gone) loses nothing: what it finished
+is already on disk, and the neuron it held goes back into the queue for another actor (a
+replacement actor is started while the restart budget lasts).
+
+Secrets: an ``OpenAIBackend`` travels to the actors without its API key (see its
+``__getstate__``); the actors read ``OPENAI_API_KEY`` from their own environment (a local
+cluster started by this process inherits it).
+
+Ray is optional: ``pip install "neuronwidget[ray]"``. The run uses the running Ray (an
+earlier ``ray.init()``, or ``RAY_ADDRESS``) or starts a local one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from typing import Any
+
+RAY_HELP = 'distributed="ray" needs Ray, which is optional: pip install "neuronwidget[ray]"'
+
+
+def ray_module() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(RAY_HELP) from None
+    return ray
+
+
+class ExplainWorker:
+    """A Ray actor's body: its own backends; explains and scores the records it is handed."""
+
+    def __init__(self, explainer: Any, simulator: Any, n: int):
+        self.explainer, self.simulator, self.n = explainer, simulator, n
+
+    def run(self, key: tuple, record: Any) -> tuple[tuple, Any, str | None]:
+        from .batch import explain_one
+
+        try:
+            return key, explain_one(record, key, self.explainer, self.simulator, self.n), None
+        except Exception as e:  # noqa: BLE001 - reported per neuron, as in a local run
+            return key, None, f"{type(e).__name__}: {e}"
+
+
+def _wants_gpu(backend: Any) -> bool:
+    # an optional hint a backend may give (LocalBackend does): it runs a model of its own
+    return bool(getattr(backend, "wants_gpu", False))
+
+
+def run_on_ray(index: Any, recorder: Any, explainer: Any, simulator: Any, *, n: int = 1,
+               workers: int | None = None, cancel: threading.Event | None = None,
+               max_restarts: int | None = None) -> None:
+    """Explain ``recorder.todo`` on Ray actors, recording each result as it arrives."""
+    ray = ray_module()
+    if not ray.is_initialized():
+        for var, value in (("RAY_raylet_start_wait_time_s", "180"), ("RAY_agent_register_timeout_ms", "180000")):
+            os.environ.setdefault(var, value)  # a busy machine starts the raylet and its agents slowly
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+    todo = deque(recorder.todo)
+    if not todo:
+        return
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    use_gpu = gpus > 0 and (_wants_gpu(explainer) or _wants_gpu(simulator))
+    if workers is None:
+        workers = gpus if use_gpu else max(1, int(resources.get("CPU", 1)))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    workers = min(workers, len(todo))
+    restarts_left = workers if max_restarts is None else max_restarts
+    options = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
+    actor_class = ray.remote(ExplainWorker).options(max_restarts=0, max_task_retries=0, **options)
+    # the backends go to the object store once; every actor gets its own unpickled copy
+    explainer_ref, simulator_ref = ray.put(explainer), ray.put(simulator)
+
+    def start() -> Any:
+        return actor_class.remote(explainer_ref, simulator_ref, n)
+
+    idle = [start() for _ in range(workers)]
+    running: dict[Any, tuple[Any, tuple]] = {}  # task ref -> (actor, key)
+    try:
+        while todo or running:
+            stopping = cancel is not None and cancel.is_set()
+            while idle and todo and not stopping:
+                key = todo.popleft()
+                try:
+                    record = index.record(key[0], key[1]).for_side(key[2])
+                except Exception as e:  # noqa: BLE001 - a record the index cannot give
+                    recorder.add(key, error=f"{type(e).__name__}: {e}")
+                    continue
+                actor = idle.pop()
+                running[actor.run.remote(key, record)] = (actor, key)
+            if not running:
+                break
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for ref in ready:
+                actor, key = running.pop(ref)
+                try:
+                    _, result, error = ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    todo.appendleft(key)  # the worker died: its neuron is redone elsewhere
+                    if restarts_left > 0:
+                        restarts_left -= 1
+                        idle.append(start())
+                    elif not idle and not running:
+                        raise RuntimeError(
+                            f"every Ray worker died and the restart budget is spent; {len(todo)} neurons "
+                            "are left (rerun to resume: finished neurons are saved)"
+                        ) from None
+                    continue
+                idle.append(actor)
+                if result is None and error and error.startswith("Cancelled"):
+                    continue
+                recorder.add(key, result, error)
+    finally:
+        for actor in idle + [a for a, _ in running.values()]:
+            ray.kill(actor, no_restart=True)
