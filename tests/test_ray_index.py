@@ -1,7 +1,6 @@
 """Sharded index builds on a real local Ray cluster equal the single-process build."""
 
 import json
-import os
 import sys
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from neuronwidget.activations import Engine
 from neuronwidget.activations.build import IndexBuilder
 from neuronwidget.activations.corpus import bundled_corpus
+from neuronwidget.activations.distributed import init_ray
 
 ray = pytest.importorskip("ray", reason='needs ray: pip install "neuronwidget[ray]"')
 
@@ -19,9 +19,9 @@ SETTINGS = dict(top_k=10, n_random=7, n_quantile=2, batch_size=16, calibration_w
 
 @pytest.fixture(scope="module")
 def cluster():
-    for var in ("RAY_raylet_start_wait_time_s", "RAY_agent_register_timeout_ms"):  # a busy 2-core machine starts Ray slowly
-        os.environ.setdefault(var, "180" if var.endswith("_s") else "180000")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+    # ray.init(num_cpus=2, ...), with Ray's start-up timeouts raised and a retry: on a busy
+    # 2-core machine its agents start slower than Ray's 30 s defaults allow
+    init_ray(num_cpus=2, object_store_memory=200 * 1024 * 1024)
     yield
     ray.shutdown()
 

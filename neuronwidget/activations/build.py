@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,39 +43,11 @@ import numpy as np
 import torch
 
 from .._io import atomic_write_bytes, cache_root, stable_hash
-from ..subject import LoadedModel, run_mlp_hooks
+from ..subject import LoadedModel
 from .corpus import WINDOW, Corpus, as_corpus
-from .state import N_BINS, Calibration, IndexState, finalize_arrays
+from .state import MAX_SHARDS, N_BINS, Calibration, IndexState, Plan, Progress, finalize_arrays, forward, make_progress
 from .store import FORMAT_VERSION, QUANTILES, CorruptIndexError, NeuronIndex, read_store, write_store
 
-MAX_SHARDS = 64
-Progress = Callable[[int, int, str], None]
-
-
-class Plan:
-    """The fixed facts of one build that every worker must share: windows, batches, shards,
-    random windows, capped list sizes."""
-
-    def __init__(self, windows: np.ndarray, batch_size: int, top_k: int, n_random: int, n_quantile: int, seed: int):
-        self.windows = windows
-        self.n_windows = n_win = len(windows)
-        self.batch_size = batch_size
-        self.n_batches = (n_win + batch_size - 1) // batch_size
-        per_shard = (self.n_batches + MAX_SHARDS - 1) // MAX_SHARDS  # whole batches per shard
-        self.shard_windows = per_shard * batch_size
-        self.n_shards = (n_win + self.shard_windows - 1) // self.shard_windows
-        self.top_k = min(top_k, n_win)  # store what the corpus can fill
-        self.n_quantile = min(n_quantile, n_win)
-        rng = np.random.default_rng([seed, 0])
-        self.rand_ids = np.sort(rng.choice(n_win, size=min(n_random, n_win), replace=False)).astype(np.int64)
-        self.seed = seed
-
-    def shard_batches(self, shard: int) -> range:
-        per = self.shard_windows // self.batch_size
-        return range(shard * per, min(self.n_batches, (shard + 1) * per))
-
-    def shard_of_batch(self, batch: int) -> int:
-        return batch * self.batch_size // self.shard_windows
 
 
 class IndexBuilder:
@@ -233,35 +204,6 @@ class IndexBuilder:
                 "n_windows": plan.n_windows, "settings": self.settings,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_store(self.folder, arrays, meta)
-
-
-def forward(lm: LoadedModel, ids: np.ndarray, fn: Callable[[int, torch.Tensor], None]) -> None:
-    run_mlp_hooks(lm, torch.from_numpy(ids.astype(np.int64)), range(lm.n_layers), fn)
-
-
-def make_progress(progress: bool | Progress, total: int, desc: str) -> Progress:
-    """A callable(done, total, message); done == -1 closes it."""
-    if callable(progress):
-        user = progress
-
-        def call(done: int, total_: int, message: str) -> None:
-            if done >= 0:
-                user(done, total_, message)
-
-        return call
-    if not progress:
-        return lambda *_: None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="batch")
-
-    def update(done: int, _total: int, _message: str) -> None:
-        if done < 0:
-            bar.close()
-        else:
-            bar.update(done - bar.n)
-
-    return update
 
 
 def build_index(lm: LoadedModel, corpus: Any = None, *, rebuild: bool = False, progress: bool | Progress = True,

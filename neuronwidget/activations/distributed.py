@@ -29,9 +29,8 @@ from typing import Any
 import torch
 
 from .._io import atomic_write_bytes
-from .build import IndexBuilder, Plan, make_progress
 from .corpus import WINDOW
-from .state import Calibration, IndexState
+from .state import Calibration, IndexState, Plan, make_progress
 
 RAY_HELP = 'distributed="ray" needs Ray, which is optional: pip install "neuronwidget[ray]"'
 
@@ -42,6 +41,24 @@ def _ray() -> Any:
     except ImportError:
         raise ImportError(RAY_HELP) from None
     return ray
+
+
+def init_ray(attempts: int = 3, **kwargs: Any) -> None:
+    """``ray.init(**kwargs)`` that survives a slow start: on a busy machine Ray's agents can take
+    longer than Ray's own start-up timeouts (30 s), so those are raised and a failed start is
+    retried."""
+    ray = _ray()
+    for var, value in (("RAY_raylet_start_wait_time_s", "180"), ("RAY_agent_register_timeout_ms", "180000")):
+        os.environ.setdefault(var, value)
+    kwargs = {"include_dashboard": False, "log_to_driver": False, **kwargs}
+    for attempt in range(attempts):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception:  # Ray raises a bare Exception when its node times out during start-up
+            ray.shutdown()
+            if attempt == attempts - 1 or kwargs.get("address"):
+                raise
 
 
 class ShardWorker:
@@ -83,7 +100,7 @@ class ShardWorker:
         return self.state.to_dict(), self.busy_s
 
 
-def _load_checkpoints(builder: IndexBuilder, plan: Plan) -> IndexState | None:
+def _load_checkpoints(builder: Any, plan: Plan) -> IndexState | None:
     """Merge every worker checkpoint of an earlier, interrupted run (None when there is none)."""
     base = None
     for path in sorted(builder.shard_dir.glob("worker-*.pt")):
@@ -101,7 +118,7 @@ def _load_checkpoints(builder: IndexBuilder, plan: Plan) -> IndexState | None:
     return base
 
 
-def _calibration(builder: IndexBuilder, plan: Plan) -> dict:
+def _calibration(builder: Any, plan: Plan) -> dict:
     """The calibration every worker shares, computed once and kept with the shard checkpoints."""
     path = builder.shard_dir / "calibration.pt"
     if path.exists():
@@ -128,13 +145,11 @@ def _n_workers(ray: Any, workers: int | None) -> tuple[int, bool]:
     return (gpus, True) if gpus else (max(1, int(res.get("CPU", 1))), False)
 
 
-def build_on_ray(builder: IndexBuilder, progress: Any = True, *, workers: int | None = None) -> None:
+def build_on_ray(builder: Any, progress: Any = True, *, workers: int | None = None) -> None:
     """Build ``builder``'s index on Ray workers and write it to ``builder.folder``."""
     ray = _ray()
     if not ray.is_initialized():
-        for var, value in (("RAY_raylet_start_wait_time_s", "180"), ("RAY_agent_register_timeout_ms", "180000")):
-            os.environ.setdefault(var, value)  # a busy machine starts the raylet and its agents slowly
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+        init_ray(address=os.environ.get("RAY_ADDRESS") or None)
     lm = builder.lm
     plan = builder.plan()
     builder.shard_dir.mkdir(parents=True, exist_ok=True)
@@ -199,4 +214,4 @@ def build_on_ray(builder: IndexBuilder, progress: Any = True, *, workers: int | 
     builder.discard_checkpoints()
 
 
-__all__ = ["RAY_HELP", "ShardWorker", "build_on_ray"]
+__all__ = ["RAY_HELP", "ShardWorker", "build_on_ray", "init_ray"]

@@ -10,16 +10,17 @@ split the windows are seen in. ``IndexState.merge`` combines the states of disjo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..subject import run_mlp_hooks
 from .store import QUANTILES
 
-if TYPE_CHECKING:
-    from .build import Plan
-
+MAX_SHARDS = 64  # a build's windows are cut into at most this many shards of whole batches
+Progress = Callable[[int, int, str], None]
 N_BINS = 48  # uniform histogram bins over the calibration range (+ underflow + overflow)
 EMPTY = torch.iinfo(torch.int64).max
 _LOW32 = 0xFFFFFFFF
@@ -45,6 +46,61 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     x = x ^ ((x >> 27) & ((1 << 37) - 1))
     x = x * -7723592293110705685  # 0x94d049bb133111eb
     return x ^ ((x >> 31) & ((1 << 33) - 1))
+
+
+class Plan:
+    """The fixed facts of one build that every worker must share: windows, batches, shards,
+    random windows, capped list sizes."""
+
+    def __init__(self, windows: np.ndarray, batch_size: int, top_k: int, n_random: int, n_quantile: int, seed: int):
+        self.windows = windows
+        self.n_windows = n_win = len(windows)
+        self.batch_size = batch_size
+        self.n_batches = (n_win + batch_size - 1) // batch_size
+        per_shard = (self.n_batches + MAX_SHARDS - 1) // MAX_SHARDS  # whole batches per shard
+        self.shard_windows = per_shard * batch_size
+        self.n_shards = (n_win + self.shard_windows - 1) // self.shard_windows
+        self.top_k = min(top_k, n_win)  # store what the corpus can fill
+        self.n_quantile = min(n_quantile, n_win)
+        rng = np.random.default_rng([seed, 0])
+        self.rand_ids = np.sort(rng.choice(n_win, size=min(n_random, n_win), replace=False)).astype(np.int64)
+        self.seed = seed
+
+    def shard_batches(self, shard: int) -> range:
+        per = self.shard_windows // self.batch_size
+        return range(shard * per, min(self.n_batches, (shard + 1) * per))
+
+    def shard_of_batch(self, batch: int) -> int:
+        return batch * self.batch_size // self.shard_windows
+
+
+def forward(lm: LoadedModel, ids: np.ndarray, fn: Callable[[int, torch.Tensor], None]) -> None:
+    run_mlp_hooks(lm, torch.from_numpy(ids.astype(np.int64)), range(lm.n_layers), fn)
+
+
+def make_progress(progress: bool | Progress, total: int, desc: str) -> Progress:
+    """A callable(done, total, message); done == -1 closes it."""
+    if callable(progress):
+        user = progress
+
+        def call(done: int, total_: int, message: str) -> None:
+            if done >= 0:
+                user(done, total_, message)
+
+        return call
+    if not progress:
+        return lambda *_: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="batch")
+
+    def update(done: int, _total: int, _message: str) -> None:
+        if done < 0:
+            bar.close()
+        else:
+            bar.update(done - bar.n)
+
+    return update
 
 
 def window_ids_of(key: torch.Tensor) -> torch.Tensor:
@@ -176,8 +232,6 @@ class IndexState:
 
     # -- folding ---------------------------------------------------------------------------
     def fold_batch(self, lm: Any, batch: int) -> None:
-        from .build import forward
-
         plan = self.plan
         w0 = batch * plan.batch_size
         chunk = plan.windows[w0:w0 + plan.batch_size]
@@ -346,4 +400,5 @@ def finalize_arrays(plan: Plan, state: IndexState) -> dict[str, np.ndarray]:
     return arrays
 
 
-__all__ = ["Calibration", "IndexState", "N_BINS", "finalize_arrays", "ordered", "unordered"]
+__all__ = ["Calibration", "IndexState", "MAX_SHARDS", "N_BINS", "Plan", "finalize_arrays", "forward", "make_progress",
+           "ordered", "unordered"]
