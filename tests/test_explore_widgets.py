@@ -41,7 +41,7 @@ def test_explorer_shows_every_tokens_top_neurons_and_opens_one_in_place(tiny, tm
     ex._on_msg(ex, {"type": "open", "layer": 2, "neuron": 5, "side": "negative"})  # a row of the negative side
     assert ex.neuron_view is view and view.side == ("negative" if view.signed else "positive")
     ex._on_msg(ex, {"type": "open", "layer": 99, "neuron": 5})  # bad input: an error in the view
-    assert "layer" in ex._status["error"] and (view.layer, view.neuron) == (2, 5)
+    assert ex._status["error"].startswith("that neuron could not be opened: layer") and (view.layer, view.neuron) == (2, 5)
     page = ex._repr_html_()
     assert "Explorer" in page and all(html.escape(t) in page for t in d["tokens"])
 

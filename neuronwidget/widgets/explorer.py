@@ -1,5 +1,5 @@
 """Explorer (text -> the neurons firing at each token) and SearchBox (words -> explanations),
-both opening a NeuronView in place with a way back; and the NeuronView "connections" payload.
+both opening a NeuronView in place with a way back.
 
 Both views precompute or fetch plain rows in Python; the front end (js/explorer.ts) shows
 them and asks for a neuron with ``{"type": "open", "layer", "neuron", "model"}``. The
@@ -43,8 +43,11 @@ class _OpensNeuronView(BaseView):
             else:
                 self._handle(kind, content)
         except Exception as e:  # shown in the view, never a blank one
-            self._status = {"task": None, "error": f"{kind} failed: {type(e).__name__}: {e}"}
-            self.send({"type": "error", "message": f"{kind} failed: {type(e).__name__}: {e}"})
+            what = {"open": "that neuron could not be opened", "search": "the search failed"}.get(
+                str(kind), "the view's request was not understood")
+            message = f"{what}: {str(e).strip() or type(e).__name__}"
+            self._status = {"task": None, "error": message}
+            self.send({"type": "error", "message": message})
 
     def _handle(self, kind: Any, content: dict[str, Any]) -> None:
         raise ValueError(f"unknown request {kind!r}")
@@ -71,6 +74,11 @@ class _OpensNeuronView(BaseView):
     def neuron_view(self) -> Any:
         """The NeuronView opened last (None before any)."""
         return self._child
+
+    def close(self) -> None:
+        for view in getattr(self, "_views", {}).values():
+            view.close()
+        super().close()
 
 
 class Explorer(_OpensNeuronView):
