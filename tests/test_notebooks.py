@@ -17,7 +17,8 @@ def run(name, tmp_path_factory, monkeypatch):
     for key in ("OPENAI_API_KEY", "NEURONWIDGET_BASE_URL", "NEURONWIDGET_MODEL", "NEURONWIDGET_PUBLISHED_URL"):
         monkeypatch.delenv(key, raising=False)
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    client = NotebookClient(nb, timeout=300, kernel_name="python3",
+    client = NotebookClient(nb, timeout=900,  # a real model's first index on a CPU: minutes
+                            kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute()  # raises CellExecutionError on the first failing cell
     return nb
@@ -55,6 +56,8 @@ def _check_setup(cell):
     assert "Model: " in out and "Explainer: baseline" in out
     if "Model: 'tiny'" in out:
         assert "RANDOM" in out  # says plainly that the tiny model is not GPT-2
+    if "smollm2-135m" in out:
+        assert "real weights, not GPT-2" in out and "first 16,384 tokens" in out
 
 
 def test_quickstart(tmp_path_factory, monkeypatch):
@@ -68,6 +71,8 @@ def test_quickstart(tmp_path_factory, monkeypatch):
     assert "layer" in fallback and fallback.count('class="nw-tok"') > 20  # ... and its static fallback
     if "Model: 'tiny'" in text_of(code[0]):
         assert "tiny (random weights" in fallback  # the view itself says it is not GPT-2
+    if "smollm2-135m" in text_of(code[0]):
+        assert "real weights, not GPT-2" in fallback  # ... or that it is a real model, not GPT-2
     tokens = html_outputs(code[2])[0]["text/html"]
     assert "inheritance" in tokens and "nw-tok" in tokens
 

@@ -50,19 +50,22 @@ def _complete(folder: Path) -> bool:
         and (folder / "tokenizer.json").exists()
 
 
-def _default_root() -> Path:
-    return Path(os.environ.get("NEURONWIDGET_CACHE") or Path.home() / ".cache" / "neuronwidget").expanduser()
+def _default_roots() -> list[Path]:
+    roots = [Path.home() / ".cache" / "neuronwidget"]
+    if os.environ.get("NEURONWIDGET_CACHE"):
+        roots.insert(0, Path(os.environ["NEURONWIDGET_CACHE"]).expanduser())
+    return roots
 
 
 def smollm2_folder(root: str | os.PathLike | None = None) -> Path:
     """The converted folder, converting on first use. ``root`` None: the cache root in force
-    (``_io.cache_root()``); a conversion already made under the default cache root
-    (``$NEURONWIDGET_CACHE`` or ~/.cache/neuronwidget) is reused rather than made again."""
+    (``_io.cache_root()``); a conversion already made under ``$NEURONWIDGET_CACHE`` or
+    ~/.cache/neuronwidget is reused rather than made again (the weights are the same)."""
     if root is None:
         from .._io import cache_root
 
         root = cache_root()
-        for cand in (Path(root) / "models" / SMOLLM2, _default_root() / "models" / SMOLLM2):
+        for cand in [Path(root) / "models" / SMOLLM2] + [r / "models" / SMOLLM2 for r in _default_roots()]:
             if _complete(cand):
                 return cand
     folder = Path(root) / "models" / SMOLLM2
