@@ -146,12 +146,11 @@ class NeuronIndex:
     def _records(self, layer: int, neuron: int, window_ids: np.ndarray) -> list[ActivationRecord]:
         ids = np.asarray(window_ids, dtype=np.int64)
         ids = ids[ids >= 0]
-        acts = self.window_activations(layer, neuron, ids)
-        windows = self._a["windows"]
+        acts = self.window_activations(layer, neuron, ids).astype(np.float32)
+        tokens = np.asarray(self._a["windows"][ids])  # one read from the memory map, not one per window
         out = []
-        for wid, a in zip(ids, acts):
-            toks = windows[wid]
-            out.append(ActivationRecord(tokens=self._tok[toks].tolist(), activations=a.astype(np.float32).tolist(),
+        for toks, a in zip(tokens, acts):
+            out.append(ActivationRecord(tokens=self._tok[toks].tolist(), activations=a.tolist(),
                                         token_bytes=None if self._bytes is None else self._bytes[toks].tolist()))
         return out
 
