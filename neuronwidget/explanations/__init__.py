@@ -3,6 +3,12 @@ neurons in language models" (OpenAI, 2023), with real LLM backends and an offlin
 
     expl = explain(record)                       # -> list[str]
     scored = score(record, expl[0])              # -> ScoredExplanation
+    neg = record.for_side("negative")            # signed neurons: either side
+
+Modules: ``backends`` (the Explainer and Simulator protocols and the three built-in
+backends), ``prompts`` (prompts and answer parsing), ``explainer`` (explain), ``simulator``
+(simulate), ``scoring`` (the scores and score()), ``batch`` (explain_neurons), ``files``
+(OpenAI's format and ours), ``distributed`` (explain_neurons on Ray).
 """
 
 from ._common import BackendError, Cancelled, ExplanationError, RetriesExhausted  # noqa: F401 (errors: importable, not in __all__)
