@@ -203,13 +203,16 @@ LOAD = ("import time; t = time.perf_counter(); from neuronwidget.subject import 
 
 def timed_load(cache: str) -> tuple[float, float]:
     """(wall seconds of the whole fresh process, seconds inside it from import to loaded)."""
-    env = {**os.environ, "NEURONWIDGET_CACHE": cache, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # HOME too: smollm2_folder() reuses a conversion found under ~/.cache/neuronwidget
+    env = {**os.environ, "NEURONWIDGET_CACHE": cache, "HOME": cache, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", LOAD], env=env, capture_output=True, text=True, timeout=1800,
                          cwd=str(Path(__file__).resolve().parents[1]))
     wall = time.perf_counter() - t
     if out.returncode != 0:
         raise SystemExit(out.stderr[-3000:])
+    if not (Path(cache) / "models" / SMOLLM2 / "config.json").exists():
+        raise SystemExit(f"the fresh process did not convert into {cache}: the first-load figure would be wrong")
     inner = float(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("SECONDS")))
     return wall, inner
 
