@@ -210,12 +210,10 @@ class DiesOnce(BaselineBackend):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    import os
-
     ray = pytest.importorskip("ray", reason='needs ray: pip install "neuronwidget[ray]"')
-    for var in ("RAY_raylet_start_wait_time_s", "RAY_agent_register_timeout_ms"):  # a busy 2-core machine starts Ray slowly
-        os.environ.setdefault(var, "180" if var.endswith("_s") else "180000")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+    from neuronwidget.activations.distributed import init_ray
+
+    init_ray(num_cpus=2, object_store_memory=200 * 1024 * 1024)  # survives a slow start on a busy machine
     ray.cloudpickle.register_pickle_by_value(__import__(__name__))  # the test's backend class, by value
     yield ray
     ray.shutdown()

@@ -206,7 +206,7 @@ def explain_neurons(
         if distributed == "ray":
             from .distributed import run_on_ray
 
-            run_on_ray(index, recorder, explainer, simulator, n=n, workers=workers, cancel=cancel)
+            run_on_ray(index, recorder, explain_one, explainer, simulator, n=n, workers=workers, cancel=cancel)
         else:
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
                 for fut in as_completed([pool.submit(work, k) for k in recorder.todo]):

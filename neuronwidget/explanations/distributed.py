@@ -40,14 +40,12 @@ def ray_module() -> Any:
 class ExplainWorker:
     """A Ray actor's body: its own backends; explains and scores the records it is handed."""
 
-    def __init__(self, explainer: Any, simulator: Any, n: int):
-        self.explainer, self.simulator, self.n = explainer, simulator, n
+    def __init__(self, work: Any, explainer: Any, simulator: Any, n: int):
+        self.work, self.explainer, self.simulator, self.n = work, explainer, simulator, n
 
     def run(self, key: tuple, record: Any) -> tuple[tuple, Any, str | None]:
-        from .batch import explain_one
-
         try:
-            return key, explain_one(record, key, self.explainer, self.simulator, self.n), None
+            return key, self.work(record, key, self.explainer, self.simulator, self.n), None
         except Exception as e:  # noqa: BLE001 - reported per neuron, as in a local run
             return key, None, f"{type(e).__name__}: {e}"
 
@@ -57,15 +55,17 @@ def _wants_gpu(backend: Any) -> bool:
     return bool(getattr(backend, "wants_gpu", False))
 
 
-def run_on_ray(index: Any, recorder: Any, explainer: Any, simulator: Any, *, n: int = 1,
+def run_on_ray(index: Any, recorder: Any, work: Any, explainer: Any, simulator: Any, *, n: int = 1,
                workers: int | None = None, cancel: threading.Event | None = None,
                max_restarts: int | None = None) -> None:
-    """Explain ``recorder.todo`` on Ray actors, recording each result as it arrives."""
+    """Explain ``recorder.todo`` on Ray actors, recording each result as it arrives.
+    ``work(record, key, explainer, simulator, n)`` is what an actor runs per neuron
+    (``batch.explain_one``)."""
     ray = ray_module()
     if not ray.is_initialized():
-        for var, value in (("RAY_raylet_start_wait_time_s", "180"), ("RAY_agent_register_timeout_ms", "180000")):
-            os.environ.setdefault(var, value)  # a busy machine starts the raylet and its agents slowly
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+        from ..activations.distributed import init_ray  # the same start-up as sharded index builds
+
+        init_ray(address=os.environ.get("RAY_ADDRESS") or None)
     todo = deque(recorder.todo)
     if not todo:
         return
@@ -84,7 +84,7 @@ def run_on_ray(index: Any, recorder: Any, explainer: Any, simulator: Any, *, n: 
     explainer_ref, simulator_ref = ray.put(explainer), ray.put(simulator)
 
     def start() -> Any:
-        return actor_class.remote(explainer_ref, simulator_ref, n)
+        return actor_class.remote(work, explainer_ref, simulator_ref, n)
 
     idle = [start() for _ in range(workers)]
     running: dict[Any, tuple[Any, tuple]] = {}  # task ref -> (actor, key)
