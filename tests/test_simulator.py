@@ -166,11 +166,8 @@ def test_smollm2_from_gguf_batched_equals_one_by_one():
 @pytest.mark.slow
 def test_smollm2_local_explains():
     from neuronwidget.api import explain
-    from neuronwidget.explanations import ExplanationError
+    from neuronwidget.explanations.prompts import explainer_messages, parse_explanation
     from servers.smollm2 import smollm2_local
-
-    from neuronwidget.explanations.explainer import parse_explanation
-    from neuronwidget.explanations.prompts import explainer_messages
 
     backend = smollm2_local()  # greedy (temperature 0): the answer is deterministic
     backend.max_tokens = 24
