@@ -54,10 +54,6 @@ def write_notebook(root: Path, cache_dir: Path) -> str:
     return "widgets.ipynb"
 
 
-def computed(page, selector: str, prop: str) -> str:
-    return page.eval_on_selector(selector, f"(el) => getComputedStyle(el).{prop}")
-
-
 CONTRAST_JS = """(root) => {
   const rgb = (s) => s.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number);
   const lum = ([r, g, b]) => { const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
@@ -248,26 +244,31 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         nv.get_by_role("button", name="Explain with baseline: token lookup (no LLM)").click()
         nv.locator(".nw-card.nw-new").first.wait_for(timeout=120_000)
         assert "explainer: baseline" in nv.locator(".nw-card.nw-new .nw-card-who").first.inner_text()
+        page.wait_for_function(  # the saved output was refreshed (and the view drawn again) before going on
+            "() => JSON.stringify(window.jupyterapp.shell.currentWidget.content.widgets[1].model.outputs.toJSON())"
+            ".includes('layer 1 · neuron 4')", timeout=30_000)
+        page.wait_for_timeout(500)
+        bg = lambda prop="backgroundColor": ramp.evaluate(f"(el) => getComputedStyle(el).{prop}")  # noqa: E731
 
         # contrast, light theme: the strongest activation stands out most, text readable everywhere
         light = check_contrast(ramp, "light")
 
         # VS Code's dark body class restyles the view, and removing it restores it
-        before = computed(page, ".nw-root", "backgroundColor")
+        before = bg()
         page.evaluate("() => document.body.classList.add('vscode-dark')")
-        assert computed(page, ".nw-root", "backgroundColor") == "rgb(30, 30, 30)"
+        assert bg() == "rgb(30, 30, 30)"
         vscode = check_contrast(ramp, "vscode-dark")
         page.evaluate("() => document.body.classList.remove('vscode-dark')")
-        assert computed(page, ".nw-root", "backgroundColor") == before
+        assert bg() == before
 
         # JupyterLab's dark theme applies live, with the dark ramp
-        light_bg = computed(page, ".nw-root", "backgroundColor")
-        light_fg = computed(page, ".nw-root", "color")
+        light_bg = bg()
+        light_fg = bg("color")
         page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
         page.wait_for_function(
             f"() => getComputedStyle(document.querySelector('.nw-root')).backgroundColor !== {json.dumps(light_bg)}",
             timeout=30_000)
-        assert computed(page, ".nw-root", "color") != light_fg
+        assert bg("color") != light_fg
         page.wait_for_timeout(500)
         dark = check_contrast(ramp, "dark")
         print(f"\ncontrast vs page (hottest / weakest token): light {light}, JupyterLab dark {dark}, VS Code dark {vscode}")
