@@ -52,7 +52,7 @@ def test_demo_writes_standalone_pages(tmp_path, tmp_path_factory):
     if "smollm2-135m" in stdout.splitlines()[0]:  # a real model offline: said plainly, known neuron first
         assert "real weights, not GPT-2" in text and "real weights, not GPT-2" in index_page
         assert (out / "neuron-L8-N55.html").exists()
-    assert text.count('class="nw-tok" style="background-color:rgb(') > 20  # coloured tokens
+    assert text.count('<span style="background:#') > 20  # coloured tokens
     assert "<script" not in text  # static: no kernel, no JS
     parser = _Tags()
     parser.feed(text)
