@@ -44,8 +44,14 @@ def test_probabilities_over_labels_sum_to_one(tiny):
 
 
 def count_forwards(model):
+    """Calls of ``model``'s forward, each as the number of input tokens per row."""
     calls = []
-    handle = model.register_forward_hook(lambda *a: calls.append(1))
+
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
+        calls.append(ids.shape[-1])
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
     return calls, handle
 
 
@@ -63,13 +69,19 @@ MORE = TOKENS + [[" Berlin", ",", " Rome", " and", " Paris", " are", " capitals"
 
 
 def test_batched_one_by_one_and_no_prefix_reuse_agree(tiny):
+    tiny.simulate_all_at_once("anything", [["a"]])  # the few-shot part's cache, kept by the backend
     base_calls, h1 = count_forwards(tiny.model.base_model)
     full_calls, h2 = count_forwards(tiny.model)
     try:
         tiny.batch_size = 2
         batched = tiny.simulate_all_at_once("names of capital cities", MORE)
-        # the shared prefix once, then the 4 non-empty records 2 at a time in padded batches
+        # the explanation's part of the prefix once, then the 4 non-empty records 2 at a time
         assert (len(base_calls), len(full_calls)) == (1 + 2, 0)
+        # the first pass reads only the explanation's header: the few-shot part's cache was kept
+        from neuronwidget.explanations.prompts import simulation_fewshot, simulation_prefix
+
+        enc = lambda text: tiny.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+        assert base_calls[0] == len(enc(simulation_prefix("names of capital cities"))) - (len(enc(simulation_fewshot())) - 1)
         base_calls.clear()
         reused = tiny.simulate_all_at_once("names of capital cities", MORE, batched=False)
         assert len(full_calls) == 1 + 4  # the prefix once, then one pass per non-empty record
@@ -152,9 +164,10 @@ def test_smollm2_from_gguf_batched_equals_one_by_one():
     assert sorted(labels) == list(range(10))  # digit-by-digit tokenizer: "10" is two tokens
     record = capital_neuron(length=10)
     records = record.top_split("valid")[:5] + record.random_split("valid")[:5]
+    simulate("anything", [["a"]], backend, max_activation=1.0)  # the few-shot part's cache, kept
     before = backend.forward_passes
     sims = simulate("names of capital cities", records, backend, max_activation=1.0)
-    assert backend.forward_passes - before == 2  # the prefix, then all records in one batch
+    assert backend.forward_passes - before == 2  # the explanation's header, then all records in one batch
     for sim in sims:
         assert len(sim.expected_activations) == 10 and not sim.failed
         assert all(sum(p) == pytest.approx(1.0, abs=1e-9) for p in sim.distribution_probabilities)

@@ -127,16 +127,19 @@ def _neuron_header(i: int, explanation: str) -> str:
     return f"Neuron {i}\nExplanation of neuron {i}: {FRAMING} {expl}.\nActivations:\n"
 
 
-def simulation_prefix(explanation: str) -> str:
-    """Everything before the target record's first token: shared by all records of one explanation."""
+def simulation_fewshot() -> str:
+    """The start of every simulation prompt: the intro and the few-shot neurons (no explanation)."""
     parts = [SIMULATOR_INTRO, "\n\n"]
     for i, ex in enumerate(FEW_SHOT, start=1):
         parts.append(_neuron_header(i, ex.explanation))
         parts.append("".join(_block(r) for r in ex.records))
         parts.append("\n")
-    parts.append(_neuron_header(len(FEW_SHOT) + 1, explanation))
-    parts.append("<start>\n")
     return "".join(parts)
+
+
+def simulation_prefix(explanation: str) -> str:
+    """Everything before the target record's first token: shared by all records of one explanation."""
+    return simulation_fewshot() + _neuron_header(len(FEW_SHOT) + 1, explanation) + "<start>\n"
 
 
 # The placeholder written after each slot, so one pass reads every slot (as in the paper).
