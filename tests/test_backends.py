@@ -289,3 +289,19 @@ def test_a_backend_sent_to_another_process_leaves_its_key_behind(tmp_path, monke
         assert copy.max_concurrency == 3 and copy.name == b.name
         assert copy.chat(MSGS, temperature=0.3) == ["capital cities."]  # works there, with that process's key
         assert server.bodies and server.requests == 2
+
+
+def test_resolving_a_simulator_sends_no_request():
+    # isinstance() on a runtime Protocol would read OpenAIBackend.simulator_name, which asks the
+    # server whether it has prompt logprobs; choosing a backend must not touch the network
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/v1"
+        backend = OpenAIBackend("m", base_url=url, api_key="sk-test")
+        assert resolve_simulator(backend) is backend and resolve_explainer(backend) is backend
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody connected

@@ -22,6 +22,7 @@ of ``base``; any object with those members works the same, see ``base``):
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -41,11 +42,21 @@ def members(protocol: type) -> list[str]:
     return sorted(n for n in names if not n.startswith("_"))
 
 
+def _has_static(obj: Any, name: str) -> bool:
+    try:
+        inspect.getattr_static(obj, name)
+        return True
+    except AttributeError:
+        return False
+
+
 def _check(backend: Any, role: str, protocol: type) -> Any:
     if isinstance(backend, str) and backend.strip().lower() == "baseline":
         return BaselineBackend()
-    if not isinstance(backend, protocol):
-        missing = [m for m in members(protocol) if not hasattr(backend, m)]
+    # Static look-up: isinstance() on a runtime Protocol evaluates properties, and some
+    # (OpenAIBackend.simulator_name) ask the server, which must not happen while resolving.
+    missing = [m for m in members(protocol) if not _has_static(backend, m)]
+    if missing:
         raise ValueError(
             f"the {role} must implement the {protocol.__name__} protocol ({', '.join(members(protocol))}; "
             f"{type(backend).__name__} lacks {', '.join(missing)}): e.g. OpenAIBackend, LocalBackend, "
