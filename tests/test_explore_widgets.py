@@ -61,11 +61,12 @@ def test_neuronview_shows_weight_connections(tiny):
 
 
 def test_explanations_made_in_neuronview_become_searchable(tiny):
-    view = nw.NeuronView(1, 3, model="tiny")
+    # a neuron no other test opens: the kernel remembers cards per neuron for every later view
+    view = nw.NeuronView(3, 17, model="tiny")
     view._on_custom_msg(view, {"type": "test", "explanation": "zanzibar quokka tokens"})
     view.wait(120)
     df = nw.search("zanzibar quokka", model="tiny")
-    assert (df.layer[0], df.neuron[0], df.source[0]) == (1, 3, "NeuronView")
+    assert (df.layer[0], df.neuron[0], df.source[0]) == (3, 17, "NeuronView")
     assert df.explanation[0] == "zanzibar quokka tokens"
     made = view.explanations[0].score  # None when the simulation was constant (no correlation)
     assert pd.isna(df.score[0]) if made is None else df.score[0] == pytest.approx(made)
