@@ -285,6 +285,10 @@ def test_bad_settings(lm, texts):
         IndexBuilder(lm, texts, top_k=0)
     with pytest.raises(ValueError, match="n_random must be an integer"):
         IndexBuilder(lm, texts, n_random="30")
+    for seed in (True, 1.5, "0"):  # bools are not seeds
+        with pytest.raises(ValueError, match="seed must be an integer"):
+            IndexBuilder(lm, texts, seed=seed)
+    assert IndexBuilder(lm, texts, seed=3).seed == 3
 
 
 def test_corpus_smaller_than_top_k(lm, cache):
