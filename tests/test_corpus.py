@@ -56,6 +56,20 @@ def test_default_corpus_is_bundled_offline_text(lm, monkeypatch):
     assert isinstance(as_corpus(c), Corpus)
 
 
+def test_default_corpus_says_why_web_text_was_not_used(monkeypatch):
+    # `datasets` is not a dependency: without it the default falls back, and says so
+    import importlib.util
+
+    monkeypatch.delenv("NEURONWIDGET_ONLINE_CORPUS", raising=False)
+    assert importlib.util.find_spec("datasets") is None, "this test expects the datasets package to be absent"
+    c = default_corpus(device="cuda")
+    assert c.name.startswith("bundled offline corpus:")
+    assert c.name.endswith("web text not used: the optional `datasets` package is not installed")
+    assert c.fingerprint == bundled_corpus().fingerprint
+    monkeypatch.setenv("NEURONWIDGET_ONLINE_CORPUS", "0")  # asked not to try: no reason to give
+    assert default_corpus().name == bundled_corpus().name
+
+
 def test_hugging_face_dataset_needs_datasets_and_network():
     with pytest.raises(CorpusUnavailableError) as err:
         as_corpus("stas/openwebtext-10k")

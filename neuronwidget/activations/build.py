@@ -66,7 +66,7 @@ class IndexBuilder:
         if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
         self.lm = lm
-        self.corpus: Corpus = as_corpus(corpus)
+        self.corpus: Corpus = as_corpus(corpus, device=lm.device.type)
         self.top_k, self.n_random, self.n_quantile, self.seed = top_k, n_random, n_quantile, seed
         self.batch_size = batch_size or (64 if lm.device.type == "cpu" else 128)  # bigger batches: fewer bookkeeping ops per token
         self.calibration_windows = calibration_windows

@@ -115,21 +115,39 @@ def bundled_corpus() -> Corpus:
     return Corpus(f"bundled offline corpus: {_BUNDLED_SOURCE}", "bundled-" + _hash_texts(docs), lambda: docs)
 
 
-def default_corpus(online: bool | None = None) -> Corpus:
+# Web text for the default corpus, sized to what the device indexes in minutes, not hours.
+WEB_TOKENS = {"cpu": 200_000, "accelerator": 5_000_000}
+
+
+def default_corpus(online: bool | None = None, device: str = "cpu") -> Corpus:
     """The corpus used when none is given.
 
-    ``online=True``: web text suited to GPT-2 (the Hugging Face dataset
-    ``stas/openwebtext-10k``; needs ``pip install datasets`` and internet or a populated
-    cache). ``online=None`` (default): that dataset only when the environment variable
-    ``NEURONWIDGET_ONLINE_CORPUS=1`` asks for it, else the bundled offline corpus, which
-    works on a fresh machine with no download. ``online=False``: always the bundled corpus.
-    Which one was used is always in ``Corpus.name`` (and the index's ``corpus_name``).
+    ``online=None`` (default): web text suited to language models (the Hugging Face dataset
+    ``stas/openwebtext-10k``, its first 200,000 tokens on a CPU, 5 million on an accelerator)
+    when it can be had — the optional ``datasets`` package is installed and the dataset loads
+    (network or a populated cache) — else the bundled offline corpus, whose name then says why
+    the web text was not used. ``NEURONWIDGET_ONLINE_CORPUS=0`` (or ``online=False``): always
+    the bundled corpus, with no attempt. ``online=True``: the web text or a
+    ``CorpusUnavailableError`` saying why not. The corpus used is always named in
+    ``Corpus.name`` (and the index's ``corpus_name``).
     """
-    if online is None:
-        online = os.environ.get("NEURONWIDGET_ONLINE_CORPUS", "") not in ("", "0", "false", "no")
-    if online:
-        return hf_corpus(ONLINE_DEFAULT)
-    return bundled_corpus()
+    if online is None and os.environ.get("NEURONWIDGET_ONLINE_CORPUS", "").lower() in ("0", "false", "no"):
+        online = False
+    if online is False:
+        return bundled_corpus()
+    budget = WEB_TOKENS["cpu" if device == "cpu" else "accelerator"]
+    try:
+        web = hf_corpus(ONLINE_DEFAULT, max_tokens=budget)
+    except CorpusUnavailableError as e:
+        if online:
+            raise
+        why = "the optional `datasets` package is not installed" if "needs the optional package" in str(e) \
+            else f"{ONLINE_DEFAULT} could not be loaded (offline?)"
+        fallback = bundled_corpus()
+        fallback.name += f" — web text not used: {why}"
+        return fallback
+    web.name += f", first {budget:,} tokens"
+    return web
 
 
 def hf_corpus(name: str, split: str = "train", text_field: str = "text", max_tokens: int | None = None) -> Corpus:
@@ -179,10 +197,11 @@ def _file_documents(path: Path) -> list[str]:
         return [f.read()]
 
 
-def as_corpus(source: Any = None) -> Corpus:
-    """Turn any supported source into a :class:`Corpus` (None -> :func:`default_corpus`)."""
+def as_corpus(source: Any = None, device: str = "cpu") -> Corpus:
+    """Turn any supported source into a :class:`Corpus` (None -> :func:`default_corpus`, sized
+    for ``device``: "cpu" or an accelerator such as "cuda")."""
     if source is None:
-        return default_corpus()
+        return default_corpus(device=device)
     if isinstance(source, Corpus):
         return source
     if isinstance(source, os.PathLike) or (
@@ -223,4 +242,4 @@ def as_corpus(source: Any = None) -> Corpus:
     )
 
 
-__all__ = ["Corpus", "CorpusUnavailableError", "WINDOW", "as_corpus", "bundled_corpus", "default_corpus", "hf_corpus"]
+__all__ = ["Corpus", "CorpusUnavailableError", "WEB_TOKENS", "WINDOW", "as_corpus", "bundled_corpus", "default_corpus", "hf_corpus"]
