@@ -33,7 +33,8 @@ LOAD = ("import time; t = time.perf_counter(); from neuronwidget.subject import 
 
 
 def timed_load(cache: str) -> float:
-    env = {**os.environ, "NEURONWIDGET_CACHE": cache, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # HOME too: a conversion under ~/.cache/neuronwidget would otherwise be reused, and "first" would not convert
+    env = {**os.environ, "NEURONWIDGET_CACHE": cache, "HOME": cache, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", LOAD], env=env, capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - t
