@@ -73,8 +73,10 @@ export function refId(ref: unknown): string | null {
   return ref;
 }
 
-/** The part of a view that shows the child NeuronView in place of `main`, with a way back. */
-function inPlace(model: AnyModel, root: HTMLElement, main: HTMLElement, showError: (m: string) => void) {
+/** The part of a view that shows the child NeuronView in place of `main`, with a way back.
+ * It listens for the kernel's "opened"/"error" replies and for a new `_child`; dispose() stops. */
+function inPlace(model: AnyModel, root: HTMLElement, main: HTMLElement, status: StatusLine) {
+  const showError = status.error;
   const panel = h("div", "nw-inplace");
   panel.hidden = true;
   const back = button("◀ back", () => {
@@ -107,7 +109,23 @@ function inPlace(model: AnyModel, root: HTMLElement, main: HTMLElement, showErro
       showError(`could not show the neuron: ${(e as Error).message}`);
     }
   }
-  return { show, dispose: () => cleanup?.() };
+  function onMsg(msg: any) {
+    if (msg?.type === "opened") {
+      status.clear();
+      void show();
+    } else if (msg?.type === "error") status.error(String(msg.message));
+  }
+  const onChild = () => void show();
+  model.on("msg:custom", onMsg);
+  model.on("change:_child", onChild);
+  return {
+    show,
+    dispose: () => {
+      model.off("msg:custom", onMsg);
+      model.off("change:_child", onChild);
+      cleanup?.();
+    },
+  };
 }
 
 function statusLine(root: HTMLElement) {
@@ -128,6 +146,8 @@ function statusLine(root: HTMLElement) {
     },
   };
 }
+
+type StatusLine = ReturnType<typeof statusLine>;
 
 function neuronButton(label: string, detail: string, explanation: string | null, score: number | null, onOpen: () => void): HTMLElement {
   const row = button("", onOpen, "open this neuron's view");
@@ -151,7 +171,7 @@ export function renderExplorer(model: AnyModel, root: HTMLElement): () => void {
   const table = h("div", "nw-xtable");
   main.append(title, hint, text, table);
   if (d.is_tiny) root.classList.add("nw-tiny");
-  const place = inPlace(model, root, main, status.error);
+  const place = inPlace(model, root, main, status);
 
   let selected = -1;
   const spans: HTMLElement[] = [];
@@ -195,21 +215,8 @@ export function renderExplorer(model: AnyModel, root: HTMLElement): () => void {
     }
   }
 
-  function onMsg(msg: any) {
-    if (msg?.type === "opened") {
-      status.clear();
-      void place.show();
-    } else if (msg?.type === "error") status.error(String(msg.message));
-  }
-  const onChild = () => void place.show();
-  model.on("msg:custom", onMsg);
-  model.on("change:_child", onChild);
   if (d.tokens.length) select(d.peak.indexOf(Math.max(...d.peak)));
-  return () => {
-    model.off("msg:custom", onMsg);
-    model.off("change:_child", onChild);
-    place.dispose();
-  };
+  return () => place.dispose();
 }
 
 export function renderSearchBox(model: AnyModel, root: HTMLElement): () => void {
@@ -230,7 +237,7 @@ export function renderSearchBox(model: AnyModel, root: HTMLElement): () => void 
   for (const kind of ["keypress", "keyup"]) input.addEventListener(kind, (ev) => ev.stopPropagation());
   const results = h("div", "nw-xtable nw-search-results");
   main.append(h("div", "nw-section", "Search explanations"), input, button("Search", go), results);
-  const place = inPlace(model, root, main, status.error);
+  const place = inPlace(model, root, main, status);
 
   function draw() {
     const d = model.get("_data") as SearchData;
@@ -247,21 +254,10 @@ export function renderSearchBox(model: AnyModel, root: HTMLElement): () => void 
       }));
     }
   }
-  function onMsg(msg: any) {
-    if (msg?.type === "opened") {
-      status.clear();
-      void place.show();
-    } else if (msg?.type === "error") status.error(String(msg.message));
-  }
-  const onChild = () => void place.show();
   draw();
   model.on("change:_data", draw);
-  model.on("msg:custom", onMsg);
-  model.on("change:_child", onChild);
   return () => {
     model.off("change:_data", draw);
-    model.off("msg:custom", onMsg);
-    model.off("change:_child", onChild);
     place.dispose();
   };
 }

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from neuronwidget.widgets import static_html as sh
-from tests.browser.lab import Lab
+from tests.browser.lab import running_lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -34,10 +34,8 @@ def cache(tiny_index):
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, cache):
-    server = Lab(tmp_path_factory.mktemp("lab"), env={"NEURONWIDGET_CACHE": str(cache[0])})
-    server.start()
-    yield server
-    server.stop()
+    with running_lab(tmp_path_factory.mktemp("lab"), cache[0]) as server:
+        yield server
 
 
 def write_notebook(root: Path, cache_dir: Path) -> str:
@@ -105,13 +103,7 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.add_init_script("window.__pwned = undefined;")
-        page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
-        page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60_000)
-        page.wait_for_function(
-            "() => { const w = window.jupyterapp.shell.currentWidget;"
-            " return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
-            " && w.sessionContext.session.kernel.status === 'idle'; }", timeout=60_000)
-        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        lab.run_notebook(page, name)
         page.wait_for_selector(".nw-root .nw-top .nw-tok", timeout=120_000)
         page.wait_for_selector(".nw-root .nw-legend-bar", timeout=60_000)
         nv = page.locator(".nw-root").filter(has=page.locator(".nw-top")).first

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.browser.lab import Lab
+from tests.browser.lab import running_lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -19,10 +19,8 @@ TEXT = "The Eiffel Tower is in Paris. <b>bold</b>"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, tiny_index):
-    server = Lab(tmp_path_factory.mktemp("lab"), env={"NEURONWIDGET_CACHE": str(tiny_index[0])})
-    server.start()
-    yield server
-    server.stop()
+    with running_lab(tmp_path_factory.mktemp("lab"), tiny_index[0]) as server:
+        yield server
 
 
 def write_notebook(root: Path, cache_dir: Path) -> str:
@@ -57,13 +55,7 @@ def test_explorer_click_a_token_see_neurons_open_one(lab, tiny_index):
             "--disable-component-update", "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1300, "height": 1600})
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
-        page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60_000)
-        page.wait_for_function(
-            "() => { const w = window.jupyterapp.shell.currentWidget;"
-            " return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
-            " && w.sessionContext.session.kernel.status === 'idle'; }", timeout=60_000)
-        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        lab.run_notebook(page, name)
         page.wait_for_selector(".nw-root .nw-xtok", timeout=120_000)
         ex = page.locator(".nw-root").filter(has=page.locator(".nw-explorer")).first
 

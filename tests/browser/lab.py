@@ -6,6 +6,7 @@ Jupyter always searches; news and update checks are off so nothing touches the n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -78,3 +79,25 @@ class Lab:
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
+
+    def run_notebook(self, page, name: str, kernel_timeout_ms: int = 60_000) -> None:
+        """Open notebook ``name`` in ``page``, wait for its kernel to be idle, run all cells."""
+        page.goto(f"{self.url}/lab/tree/{name}?token={self.token}")
+        page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook')",
+                               timeout=kernel_timeout_ms)
+        page.wait_for_function(
+            "() => { const w = window.jupyterapp.shell.currentWidget;"
+            " return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
+            " && w.sessionContext.session.kernel.status === 'idle'; }", timeout=kernel_timeout_ms)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+@contextlib.contextmanager
+def running_lab(workdir: Path, cache_dir: str | os.PathLike):
+    """A started JupyterLab whose kernels use neuronwidget's cache ``cache_dir``; always stopped."""
+    server = Lab(workdir, env={"NEURONWIDGET_CACHE": str(cache_dir)})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

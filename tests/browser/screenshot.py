@@ -52,12 +52,7 @@ def main(argv: list[str] | None = None) -> Path:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1300, "height": 1700})
-            page.goto(f"{lab.url}/lab/tree/shot.ipynb?token={lab.token}")
-            page.wait_for_function(
-                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                " return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
-                " && w.sessionContext.session.kernel.status === 'idle'; }", timeout=120_000)
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            lab.run_notebook(page, "shot.ipynb", kernel_timeout_ms=120_000)
             page.wait_for_selector(".nw-root .nw-top .nw-tok", timeout=600_000)
             nv = page.locator(".nw-root").first
             nv.locator(".nw-test-input").click()
