@@ -75,13 +75,18 @@ class _Serializable:
 
     @classmethod
     def from_json(cls, text: str | bytes):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"not valid JSON for a {cls.__name__}: {e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object for a {cls.__name__}, got {type(data).__name__}")
-        return cls.from_dict(data)
+        return cls.from_dict(json_object(text, f"a {cls.__name__}"))
+
+
+def json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    """``text`` parsed as one JSON object, or a ValueError saying it is not ``what``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON for {what}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object for {what}, got {type(data).__name__}")
+    return data
 
 
 def _default_of(f: dataclasses.Field) -> Any:

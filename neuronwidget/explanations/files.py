@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .._io import atomic_write_text
 from ..records import NEURONWIDGET_FORMAT as FORMAT
-from ..records import SIDES, NeuronSimulationResults
+from ..records import SIDES, NeuronSimulationResults, json_object
 VERSION = 1
 
 
@@ -43,12 +43,7 @@ def entry_line(result: NeuronSimulationResults) -> str:
 
 def parse_line(line: str) -> tuple[NeuronSimulationResults, str]:
     """(result, side) from one line of neuronwidget's JSONL or of OpenAI's; ValueError if neither."""
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not valid JSON ({e.msg})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    data = json_object(line, "an explanations line")
     if data.get("format") == FORMAT:
         if data.get("version") != VERSION:
             raise ValueError(f"{FORMAT} version {data.get('version')!r}; this neuronwidget reads version {VERSION}")

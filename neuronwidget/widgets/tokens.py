@@ -15,7 +15,7 @@ from neuronwidget.widgets.messages import Group
 
 def char_groups(token_bytes: Sequence[bytes] | None) -> list[Group]:
     """Runs of more than one token that spell whole characters; [] when bytes are unknown."""
-    if not token_bytes or all(_complete(b) for b in token_bytes):
+    if not token_bytes:
         return []
     from neuronwidget.subject.tokens import group_characters
 
@@ -25,11 +25,3 @@ def char_groups(token_bytes: Sequence[bytes] | None) -> list[Group]:
             out.append({"i": start, "n": end - start, "text": text,
                         "bytes": [token_bytes[k].hex(" ") for k in range(start, end)]})
     return out
-
-
-def _complete(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
