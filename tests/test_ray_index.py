@@ -1,6 +1,8 @@
 """Sharded index builds on a real local Ray cluster equal the single-process build."""
 
 import json
+import os
+import signal
 import sys
 
 import numpy as np
@@ -10,7 +12,7 @@ import torch
 from neuronwidget.activations import Engine
 from neuronwidget.activations.build import IndexBuilder
 from neuronwidget.activations.corpus import bundled_corpus
-from neuronwidget.activations.distributed import init_ray
+from neuronwidget.activations.distributed import build_on_ray, init_ray
 
 ray = pytest.importorskip("ray", reason='needs ray: pip install "neuronwidget[ray]"')
 
@@ -34,7 +36,7 @@ def eng():
 @pytest.fixture(scope="module")
 def texts():
     docs = list(bundled_corpus().documents())
-    return ["\n".join(docs)[:30_000], docs[-1][:2000]]  # ~125 windows: 8 shards of one batch
+    return ["\n".join(docs)[:30_000], docs[-1][:2000]]  # ~105 windows: 7 shards of one batch
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +89,74 @@ def test_interrupted_sharded_build_resumes_per_shard(cluster, eng, texts, refere
     idx = again.run(progress=lambda d, t, m: seen.append((d, m)), distributed="ray")
     assert seen[0][1] == "resumed" and seen[0][0] >= 3  # shards already folded are not redone
     assert again.timings["shards_run"] < again.timings["shards"]
+    assert {k: v["sha256"] for k, v in _files(idx).items()} == {k: v["sha256"] for k, v in _files(reference).items()}
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _kill_a_worker() -> int:
+    """SIGKILL one index worker process of this test's Ray cluster (as the kernel's OOM killer
+    would), preferring one that is folding a shard; returns its pid. Ray's workers are children
+    of the raylet this process started."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                title = f.read()
+            if title.startswith(b"ray::ShardWorker") and _parent(_parent(int(entry))) == os.getpid():
+                found.append((not title.startswith(b"ray::ShardWorker.fold"), int(entry)))
+        except (OSError, ValueError):  # not a process, or it ended meanwhile
+            continue
+    assert found, "no ShardWorker process of this cluster found"
+    pid = min(found)[1]
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_a_worker_killed_mid_build_is_replaced_within_the_same_call(cluster, eng, texts, reference, tmp_path):
+    killed, seen = [], []
+
+    def progress(done, total, message):
+        seen.append((done, message))
+        if done >= 2 and not killed:
+            killed.append(_kill_a_worker())
+
+    builder = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **SETTINGS)  # workers checkpoint after every shard
+    idx = builder.run(progress=progress, distributed="ray")
+    assert killed and builder.timings["worker_deaths"] == 1
+    deaths = [i for i, (_, m) in enumerate(seen) if "worker died" in m]
+    assert len(deaths) == 1
+    # every shard the dead worker had finished was in its checkpoint: kept, not folded again, so
+    # the count never went back; only what it had in flight (at most 2 shards) was reassigned
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert builder.timings["shards_reassigned"] <= 2
+    assert seen[-1][0] == builder.plan().n_batches
+    assert builder.timings["model_shipped"] == "source"  # "tiny" loaded by its spec on each worker
+    assert {k: v["sha256"] for k, v in _files(idx).items()} == {k: v["sha256"] for k, v in _files(reference).items()}
+    assert not builder.shard_dir.exists()
+
+
+def test_too_many_worker_deaths_stop_with_a_clear_error_and_a_rerun_resumes(cluster, eng, texts, reference, tmp_path):
+    killed = []
+
+    def progress(done, total, message):
+        if done >= 2 and not killed:
+            killed.append(_kill_a_worker())
+
+    # no checkpoint while folding: the dead worker's shards are lost, the survivor's are saved on the way out
+    settings = {**SETTINGS, "checkpoint_seconds": 3600}
+    builder = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **settings)
+    with pytest.raises(RuntimeError, match=r"after 1 worker deaths .*max_worker_deaths=0.*rerunning .* resumes"):
+        build_on_ray(builder, progress, max_worker_deaths=0)
+    assert killed and not builder.folder.exists()
+    seen = []
+    again = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **settings)
+    idx = again.run(progress=lambda d, t, m: seen.append((d, m)), distributed="ray")
+    # the surviving worker wrote its state on the way out: the rerun starts from it
+    assert seen[0][1] == "resumed" and seen[0][0] >= 1
     assert {k: v["sha256"] for k, v in _files(idx).items()} == {k: v["sha256"] for k, v in _files(reference).items()}
 
 
