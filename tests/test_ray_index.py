@@ -13,6 +13,7 @@ from neuronwidget.activations import Engine
 from neuronwidget.activations.build import IndexBuilder
 from neuronwidget.activations.corpus import bundled_corpus
 from neuronwidget.activations.distributed import build_on_ray, init_ray
+from neuronwidget.subject import load_model
 
 ray = pytest.importorskip("ray", reason='needs ray: pip install "neuronwidget[ray]"')
 
@@ -80,12 +81,14 @@ def test_interrupted_sharded_build_resumes_per_shard(cluster, eng, texts, refere
         if done >= 3:
             raise Stop
 
-    builder = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **SETTINGS)
+    # no checkpoint while folding: what the workers folded is saved when the build stops on an error
+    settings = {**SETTINGS, "checkpoint_seconds": 3600}
+    builder = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **settings)
     with pytest.raises(Stop):
         builder.run(progress=stop_after_3, distributed="ray")
     assert list(builder.shard_dir.glob("worker-*.pt")) and not builder.folder.exists()
     seen = []
-    again = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **SETTINGS)
+    again = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **settings)
     idx = again.run(progress=lambda d, t, m: seen.append((d, m)), distributed="ray")
     assert seen[0][1] == "resumed" and seen[0][0] >= 3  # shards already folded are not redone
     assert again.timings["shards_run"] < again.timings["shards"]
@@ -146,18 +149,35 @@ def test_too_many_worker_deaths_stop_with_a_clear_error_and_a_rerun_resumes(clus
         if done >= 2 and not killed:
             killed.append(_kill_a_worker())
 
-    # no checkpoint while folding: the dead worker's shards are lost, the survivor's are saved on the way out
-    settings = {**SETTINGS, "checkpoint_seconds": 3600}
-    builder = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **settings)
+    builder = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **SETTINGS)  # one worker: it is the one killed
     with pytest.raises(RuntimeError, match=r"after 1 worker deaths .*max_worker_deaths=0.*rerunning .* resumes"):
-        build_on_ray(builder, progress, max_worker_deaths=0)
+        build_on_ray(builder, progress, workers=1, max_worker_deaths=0)
     assert killed and not builder.folder.exists()
     seen = []
-    again = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **settings)
+    again = IndexBuilder(eng.lm, texts, cache_dir=tmp_path, **SETTINGS)
     idx = again.run(progress=lambda d, t, m: seen.append((d, m)), distributed="ray")
-    # the surviving worker wrote its state on the way out: the rerun starts from it
-    assert seen[0][1] == "resumed" and seen[0][0] >= 1
+    assert seen[0][1] == "resumed" and seen[0][0] >= 2  # from the dead worker's checkpoint
     assert {k: v["sha256"] for k, v in _files(idx).items()} == {k: v["sha256"] for k, v in _files(reference).items()}
+
+
+def test_weights_edited_after_loading_are_shipped_not_reloaded(cluster, eng, texts, reference, tmp_path):
+    lm = load_model("tiny", device="cpu", tokenizer=eng.lm.tokenizer)  # its own copy (another cache key)
+    assert lm is not eng.lm and lm.source == "tiny"
+    with torch.no_grad():
+        lm.blocks[1].mlp.c_fc.weight.mul_(1.5)  # what loading "tiny" on a worker does not give
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        edited = IndexBuilder(lm, texts, cache_dir=tmp_path / "single", **SETTINGS).run(progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    builder = IndexBuilder(lm, texts, cache_dir=tmp_path / "ray", **SETTINGS)
+    idx = builder.run(progress=False, distributed="ray")
+    shipped = builder.timings["model_shipped"]
+    assert shipped.startswith("object (") and "other weights" in shipped
+    got, want = _files(idx), _files(edited)
+    assert {k: v["sha256"] for k, v in got.items()} == {k: v["sha256"] for k, v in want.items()}
+    assert got["top_ids"]["sha256"] != _files(reference)["top_ids"]["sha256"]  # the edit changed the index
 
 
 def test_without_ray_the_error_says_how_to_get_it(eng, texts, tmp_path, monkeypatch):
