@@ -13,7 +13,10 @@ bundled corpus:
   3. the merge (collecting the workers' states + merging them) as a share of the build;
   4. per-worker figures for paper estimates: tokens/s per worker and the index's
      bookkeeping cost per token and neuron (one thread), and a check that the Ray index
-     is byte-identical to the one-thread single-process index.
+     is byte-identical to the one-thread single-process index;
+  5. a worker SIGKILLed half way through a build (its shards reassigned in the same call):
+     time against a clean build; and workers loading the model from a local folder by its
+     spec (and checking the weights) vs receiving the object through Ray's object store.
 """
 
 from __future__ import annotations
@@ -37,6 +40,61 @@ from neuronwidget.subject import load_model  # noqa: E402
 
 def shas(index) -> dict:
     return {k: v["sha256"] for k, v in json.loads((index.folder / "manifest.json").read_text())["files"].items()}
+
+
+def _kill_a_worker() -> bool:
+    """SIGKILL one index worker of the local Ray cluster this process started (its raylet's children)."""
+    import signal
+
+    def parent(pid: int) -> int:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::ShardWorker.fold") and parent(parent(int(entry))) == os.getpid():
+                    os.kill(int(entry), signal.SIGKILL)
+                    return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def deaths_and_shipping(lm, corpus, settings: dict, tok: int, reference: dict) -> None:
+    """5. what a worker death costs one build, and loading the model by its spec vs shipping it."""
+    from neuronwidget.activations.distributed import build_on_ray
+
+    def build(model, progress=False):
+        b = IndexBuilder(model, corpus, cache_dir=tempfile.mkdtemp(prefix="nw-scale-"), **settings)
+        t = time.perf_counter()
+        build_on_ray(b, progress=progress, workers=2)
+        return time.perf_counter() - t, b
+
+    print("\n5. worker deaths and model shipping (2 workers; no checkpoint while folding)")
+    clean, b_clean = build(lm)
+    killed: list[bool] = []
+
+    def kill_half_way(done, total, message):
+        if done >= total // 2 and not killed:
+            killed.append(_kill_a_worker())
+
+    hurt, b_hurt = build(lm, kill_half_way)
+    tm = b_hurt.timings
+    print(f"   clean build {clean:.1f}s; with one worker SIGKILLed half way {hurt:.1f}s = {hurt / clean:.2f}x "
+          f"(killed: {bool(killed and killed[0])}, deaths {tm['worker_deaths']}, {tm['shards_reassigned']} of "
+          f"{tm['shards']} shards folded again, replacement start-up included); identical to the 1-thread index: "
+          f"{shas(b_hurt.load_cached()) == reference}")
+    folder = tempfile.mkdtemp(prefix="nw-scale-model-")
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    from_folder = load_model(folder, device="cpu")
+    by_spec, b_spec = build(from_folder)
+    starts = {"object": b_clean.timings["worker_start_s"], "source": b_spec.timings["worker_start_s"]}
+    print(f"   model from a local folder: workers {b_spec.timings['model_shipped']!r}, start-up "
+          f"{', '.join(f'{x:.1f}s' for x in starts['source'])} (load + weights check) vs shipped object "
+          f"{', '.join(f'{x:.1f}s' for x in starts['object'])}; build {by_spec:.1f}s = {by_spec / clean:.2f}x the "
+          f"shipped one; identical: {shas(b_spec.load_cached()) == reference}")
 
 
 def main() -> None:
@@ -103,6 +161,7 @@ def main() -> None:
         print(f"      pass {tm['pass_s']:.1f}s (incl. worker start-up), workers busy {', '.join(f'{s:.1f}s' for s in busy)}; "
               f"collect {tm['collect_s']:.2f}s + merge {tm['merge_s']:.2f}s = {merge / total:.1%} of the build; "
               f"write {tm['write_s']:.1f}s; {tm['shards']} shards")
+    deaths_and_shipping(lm, corpus, settings, tok, shas(idx_one))
     ray.shutdown()
 
     print("\n4. per-worker figures (1 thread)")

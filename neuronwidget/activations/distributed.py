@@ -195,6 +195,7 @@ class _Slot:
     def __init__(self, actor: Any, path: str, via: str):
         self.actor, self.path, self.via = actor, path, via
         self.ready = False
+        self.started = time.perf_counter()
         self.folded: set[int] = set()  # shards it finished
         self.in_flight: list[int] = []
         self.result: IndexState | None = None  # the state it last handed back
@@ -214,6 +215,7 @@ class _Pool:
         self.dead: list[tuple[IndexState, str, bool]] = []  # (state, its path, on disk yet) of dead workers
         self.deaths, self.reassigned, self.started = 0, 0, 0
         self.collect_s = 0.0
+        self.start_s: list[float] = []  # start-up of each worker (model loaded or received), until ready
         self.fallback: str | None = None  # why the model is shipped as an object although it has a source
         self.run = uuid.uuid4().hex[:8]
         self.actor_cls = ray.remote(num_cpus=0 if use_gpu else 1, num_gpus=1 if use_gpu else 0,
@@ -296,6 +298,7 @@ class _Pool:
                 self.start_worker()
             elif shard is None:
                 slot.ready = True
+                self.start_s.append(time.perf_counter() - slot.started)
             else:
                 slot.in_flight.remove(shard)
                 slot.folded.add(shard)
@@ -404,7 +407,8 @@ def build_on_ray(builder: Any, progress: Any = True, *, workers: int | None = No
                        "merge_s": t3 - t2,
                        "write_s": time.perf_counter() - t3, "windows": plan.n_windows, "workers": n,
                        "worker_busy_s": [s.busy_s for s in pool.slots if s.result is not None], "shards": plan.n_shards,
-                       "shards_run": len(todo), "worker_deaths": pool.deaths, "shards_reassigned": pool.reassigned,
+                       "shards_run": len(todo), "worker_start_s": pool.start_s, "worker_deaths": pool.deaths,
+                       "shards_reassigned": pool.reassigned,
                        "model_shipped": "object" if lm.source is None else
                        ("source" if pool.fallback is None else f"object ({pool.fallback})")}
     builder.discard_checkpoints()
