@@ -42,7 +42,8 @@ def write_notebook(root: Path, cache_dir: Path) -> str:
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(f"import neuronwidget as nw\nnw.configure(model='tiny', cache_dir={str(cache_dir)!r})"),
-        nbformat.v4.new_code_cell("view = nw.NeuronView(1, 3)\nview"),
+        # the tiny model is GPT-2: its bottom tail is opt-in (bottom_k), here to drive the negative side
+        nbformat.v4.new_code_cell("view = nw.NeuronView(1, 3, index=nw.get_engine().index(bottom_k=40))\nview"),
         nbformat.v4.new_code_cell(f"nw.TokenView({HOSTILE_TOKENS!r}, [1.0, 0.8, 0.6, 0.4, 0.2, 0.0])"),
         nbformat.v4.new_code_cell(f"nw.TokenView([[f'p{{i}}' for i in range(20)], [f'n{{i}}' for i in range(20)]], "
                                   f"[{RAMP!r}, {[-v for v in RAMP]!r}], diverging=True, title='ramp')"),
@@ -86,7 +87,8 @@ def notebook_cells(page) -> tuple[int, list]:
 def test_widgets_in_real_jupyterlab(lab, cache):
     from playwright.sync_api import sync_playwright
 
-    cache_dir, engine, index = cache
+    cache_dir, engine, _ = cache
+    index = engine.index(bottom_k=40, progress=False)  # built here, read from disk by the notebook's kernel
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     name = write_notebook(lab.root, cache_dir)
     record = index.record(1, 3)

@@ -14,7 +14,7 @@ from neuronwidget.activations.store import QUANTILES
 from neuronwidget.subject import load_model
 from neuronwidget.records import NeuronRecord
 
-SETTINGS = dict(top_k=12, n_random=9, n_quantile=3, batch_size=16, calibration_windows=64, checkpoint_every=2,
+SETTINGS = dict(top_k=12, bottom_k=12, n_random=9, n_quantile=3, batch_size=16, calibration_windows=64, checkpoint_every=2,
                 checkpoint_seconds=0)
 
 
@@ -285,6 +285,9 @@ def test_bad_settings(lm, texts):
         IndexBuilder(lm, texts, top_k=0)
     with pytest.raises(ValueError, match="n_random must be an integer"):
         IndexBuilder(lm, texts, n_random="30")
+    for bad in (-1, 2.0, True):
+        with pytest.raises(ValueError, match="bottom_k must be an integer >= 0"):
+            IndexBuilder(lm, texts, bottom_k=bad)
     for seed in (True, 1.5, "0"):  # bools are not seeds
         with pytest.raises(ValueError, match="seed must be an integer"):
             IndexBuilder(lm, texts, seed=seed)
@@ -293,7 +296,7 @@ def test_bad_settings(lm, texts):
 
 def test_corpus_smaller_than_top_k(lm, cache):
     text = "\n".join(bundled_corpus().documents())[:900]
-    idx = IndexBuilder(lm, [text], top_k=40, n_random=30, seed=0, checkpoint_seconds=0).run(progress=False)
+    idx = IndexBuilder(lm, [text], top_k=40, bottom_k=40, n_random=30, seed=0, checkpoint_seconds=0).run(progress=False)
     rec = idx.record(0, 0)
     assert 0 < idx.n_windows < 40
     assert len(rec.most_positive_activation_records) == idx.n_windows  # no padding records
@@ -302,3 +305,32 @@ def test_corpus_smaller_than_top_k(lm, cache):
     assert len(rec.random_sample) == idx.n_windows
     assert sum(len(q) for q in rec.random_sample_by_quantile) <= idx.n_windows
     assert idx.histogram(0, 0)[1].sum() == idx.n_tokens
+
+
+def test_bottom_tail_follows_the_subject(lm, texts, cache, brute):
+    """GELU neurons (GPT-2) record no bottom tail by default (GELU never goes below -0.17: it
+    is not a side of the neuron); their true minimum and histogram still cover every token.
+    Gated-MLP neurons are signed: both tails by default."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    builder = IndexBuilder(lm, texts, seed=0, **{**SETTINGS, "bottom_k": None})
+    assert not lm.signed and builder.bottom_k == 0
+    idx = builder.run(progress=False)
+    rec = idx.record(1, 4)
+    assert rec.most_negative_activation_records == [] and len(rec.most_positive_activation_records) == SETTINGS["top_k"]
+    a = brute[1][:, :, 4]
+    assert idx.min_activation(1, 4) == float(a.min()) and idx.max_activation(1, 4) == float(a.max())
+    lows, highs = idx.extremes()
+    assert lows.shape == highs.shape == (lm.n_layers, lm.n_neurons)
+    assert highs[1, 4] == float(a.max())
+    edges, counts = idx.histogram(1, 4)
+    assert counts.sum() == idx.n_tokens and edges[0] <= a.min() and edges[-1] >= a.max()
+    both = IndexBuilder(lm, texts, seed=0, **SETTINGS).run(progress=False)  # same records, plus the bottom tail
+    assert both.record(1, 4).most_positive_activation_records == rec.most_positive_activation_records
+    assert both.size_bytes() > idx.size_bytes()
+
+    cfg = LlamaConfig(vocab_size=len(lm.tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    torch.manual_seed(0)
+    gated = load_model(LlamaForCausalLM(cfg), device="cpu", tokenizer=lm.tokenizer)
+    assert gated.signed and IndexBuilder(gated, texts, top_k=5).bottom_k == 5

@@ -412,7 +412,8 @@ def test_signed_neuron_sides_payload_and_scoring(tiny):
     from neuronwidget.api import score
     from neuronwidget.widgets import NeuronView
 
-    _, index = tiny
+    engine, _ = tiny
+    index = engine.index(bottom_k=40, progress=False)  # GPT-2's bottom tail is opt-in
     record = index.record(2, 11)
     assert record.most_negative_activation_records and record.most_negative_activation_records[0].min_activation < 0
     view = NeuronView(2, 11, model="tiny", index=index, simulator="baseline")

@@ -4,8 +4,9 @@ Per batch of 64-token windows, every layer's activations are folded into bounded
 per-neuron state while the forward pass runs, then dropped: no [tokens x neurons] array
 for the whole corpus ever exists. Per layer and neuron it keeps
 
-- top-k windows by maximum activation and bottom-k windows by minimum activation (both
-  tails: gated-MLP neurons are signed), with their per-token activations;
+- top-k windows by maximum activation, with their per-token activations, and, for subjects
+  whose neurons are signed (gated MLPs; ``bottom_k``), bottom-k windows by minimum
+  activation;
 - the per-token activations of ``n_random`` random windows (the same for all neurons,
   chosen from the seed before the pass);
 - quantile samples: ``n_quantile`` windows drawn uniformly (the smallest of a per
@@ -16,9 +17,10 @@ for the whole corpus ever exists. Per layer and neuron it keeps
   exact quantiles need every window's maximum;
 - sums of a, a^2, a^3, a^4 over every token (float64, per shard) -> mean, variance,
   skewness, excess kurtosis;
-- a histogram over every token: ``N_BINS`` uniform bins over the range the calibration
-  sample's tokens span, plus an underflow and an overflow bin out to the true minimum
-  and maximum (no assumption about the activation function).
+- the true minimum and maximum over every token, and a histogram over every token:
+  ``N_BINS`` uniform bins over the range the calibration sample's tokens span, plus an
+  underflow and an overflow bin out to the true minimum and maximum (no assumption about
+  the activation function).
 
 MERGEABLE: every selection is "the K smallest int64 keys", a key holding the ranked value
 and, in its low 32 bits, the window id, so ties break by window id and the kept set does not
@@ -53,26 +55,30 @@ from .store import FORMAT_VERSION, QUANTILES, CorruptIndexError, NeuronIndex, re
 class IndexBuilder:
     """One index build: ``run()`` returns the NeuronIndex (from cache when possible)."""
 
-    def __init__(self, lm: LoadedModel, corpus: Any = None, *, top_k: int = 40, n_random: int = 30,
-                 n_quantile: int = 5, seed: int = 0, batch_size: int | None = None,
+    def __init__(self, lm: LoadedModel, corpus: Any = None, *, top_k: int = 40, bottom_k: int | None = None,
+                 n_random: int = 30, n_quantile: int = 5, seed: int = 0, batch_size: int | None = None,
                  calibration_windows: int = 256, checkpoint_every: int = 25, checkpoint_seconds: float = 60.0,
                  cache_dir: Path | None = None):
         for name, value, lo in (("top_k", top_k, 1), ("n_random", n_random, 0), ("n_quantile", n_quantile, 1),
                                 ("checkpoint_every", checkpoint_every, 1), ("calibration_windows", calibration_windows, 8)):
             if not isinstance(value, int) or isinstance(value, bool) or value < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+        if bottom_k is None:  # both tails for signed neurons (gated MLPs), the top alone for GELU's
+            bottom_k = top_k if lm.signed else 0
+        if not isinstance(bottom_k, int) or isinstance(bottom_k, bool) or bottom_k < 0:
+            raise ValueError(f"bottom_k must be an integer >= 0 (0: no bottom tail) or None, got {bottom_k!r}")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
         self.lm = lm
         self.corpus: Corpus = as_corpus(corpus, device=lm.device.type)
-        self.top_k, self.n_random, self.n_quantile, self.seed = top_k, n_random, n_quantile, seed
+        self.top_k, self.bottom_k, self.n_random, self.n_quantile, self.seed = top_k, bottom_k, n_random, n_quantile, seed
         self.batch_size = batch_size or (64 if lm.device.type == "cpu" else 128)  # bigger batches: fewer bookkeeping ops per token
         self.calibration_windows = calibration_windows
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds  # and at least this long apart (the state can be 100s of MB)
-        self.settings = {"top_k": top_k, "n_random": n_random, "n_quantile": n_quantile, "seed": seed,
+        self.settings = {"top_k": top_k, "bottom_k": bottom_k, "n_random": n_random, "n_quantile": n_quantile, "seed": seed,
                          "window": WINDOW, "calibration_windows": calibration_windows, "quantiles": list(QUANTILES),
                          "n_bins": N_BINS}
         self.key = stable_hash({"model": lm.identity, "dtype": str(lm.dtype), "corpus": self.corpus.fingerprint,
@@ -132,7 +138,7 @@ class IndexBuilder:
     # -- build ---------------------------------------------------------------------------
     def plan(self) -> Plan:
         windows = self.corpus.windows(self.lm.tokenizer, self.lm.eos_token_id, WINDOW)
-        return Plan(windows, self.batch_size, self.top_k, self.n_random, self.n_quantile, self.seed)
+        return Plan(windows, self.batch_size, self.top_k, self.n_random, self.n_quantile, self.seed, self.bottom_k)
 
     def new_state(self, plan: Plan, calib: Calibration) -> IndexState:
         return IndexState(self.lm.n_layers, self.lm.n_neurons, plan, calib, self.lm.device)

@@ -52,7 +52,8 @@ class Plan:
     """The fixed facts of one build that every worker must share: windows, batches, shards,
     random windows, capped list sizes."""
 
-    def __init__(self, windows: np.ndarray, batch_size: int, top_k: int, n_random: int, n_quantile: int, seed: int):
+    def __init__(self, windows: np.ndarray, batch_size: int, top_k: int, n_random: int, n_quantile: int, seed: int,
+                 bottom_k: int = 0):
         self.windows = windows
         self.n_windows = n_win = len(windows)
         self.batch_size = batch_size
@@ -61,6 +62,7 @@ class Plan:
         self.shard_windows = per_shard * batch_size
         self.n_shards = (n_win + self.shard_windows - 1) // self.shard_windows
         self.top_k = min(top_k, n_win)  # store what the corpus can fill
+        self.bottom_k = min(bottom_k, n_win)  # 0: no bottom tail (neurons without a negative side)
         self.n_quantile = min(n_quantile, n_win)
         rng = np.random.default_rng([seed, 0])
         self.rand_ids = np.sort(rng.choice(n_win, size=min(n_random, n_win), replace=False)).astype(np.int64)
@@ -135,33 +137,8 @@ class Calibration:
         return cls(*([t.to(dev) for t in d[k]] for k in ("q_bounds", "lo", "hi")))
 
 
-class _BatchActs:
-    """One layer's batch activations [B, T, N] float32, with a neuron-major float16 copy made on demand."""
-
-    def __init__(self, acts: torch.Tensor):
-        self.acts = acts
-        self._by_neuron: torch.Tensor | None = None
-
-    def rows(self, bidx: torch.Tensor, neuron: torch.Tensor) -> torch.Tensor:
-        """Activations [E, T] of window ``bidx[e]`` for neuron ``neuron[e]``, float16."""
-        b, t, n = self.acts.shape
-        if bidx.numel() * 8 < n:  # few rows: strided gather straight from the batch
-            return self.acts[bidx, :, neuron].to(torch.float16)
-        if self._by_neuron is None:  # many rows: one transposed copy, then contiguous rows
-            by_neuron = torch.empty((n, b, t), dtype=torch.float16, device=self.acts.device)
-            if self.acts.device.type == "cpu":
-                # a transpose in blocks of 16 token rows: ~4x faster than one permuted copy on CPU
-                src, dst = self.acts.to(torch.float16).view(b * t, n), by_neuron.view(n, b * t)
-                for s in range(0, b * t, 16):
-                    dst[:, s:s + 16].copy_(src[s:s + 16].t())
-            else:
-                by_neuron.copy_(self.acts.permute(2, 0, 1))
-            self._by_neuron = by_neuron
-        return self._by_neuron[neuron, bidx]
-
-
-def _merge_batch(keep_key: torch.Tensor, keep_acts: torch.Tensor, new_key: torch.Tensor, w0: int,
-                 acts: _BatchActs, row_src: torch.Tensor | None) -> None:
+def _merge_batch(keep_key: torch.Tensor, keep_acts: torch.Tensor, new_key: torch.Tensor,
+                 acts: torch.Tensor, row_src: torch.Tensor | None) -> None:
     """Keep, per row, the K smallest keys of (kept + this batch's candidates), in place.
 
     new_key [R, B] (window w0 + j in column j); row_src maps rows to neurons (None = row i
@@ -169,6 +146,8 @@ def _merge_batch(keep_key: torch.Tensor, keep_acts: torch.Tensor, new_key: torch
     only evicted slots are rewritten.
     """
     k = keep_key.shape[1]
+    if k == 0:
+        return
     rows = (new_key.amin(1) < keep_key.amax(1)).nonzero().squeeze(1)
     if rows.numel() == 0:
         return
@@ -182,29 +161,39 @@ def _merge_batch(keep_key: torch.Tensor, keep_acts: torch.Tensor, new_key: torch
     rr = rows[ev_r]
     keep_key[rr, ev_slot] = new_key[rr, bidx]
     neuron = rr if row_src is None else row_src[rr]
-    keep_acts[rr, ev_slot] = acts.rows(bidx, neuron)
+    # the incoming windows' activations, read in (window, neuron) order: the cache lines one
+    # row reads serve its neighbours, so even a first batch that fills every slot costs about
+    # one read of the batch (a neuron-major copy of the batch cost 15-25 ms per GPT-2-small
+    # layer however few rows were needed)
+    order = torch.argsort(bidx * acts.shape[2] + neuron)
+    rr, ev_slot, bidx, neuron = rr[order], ev_slot[order], bidx[order], neuron[order]
+    keep_acts[rr, ev_slot] = acts[bidx, :, neuron].to(keep_acts.dtype)
 
 
 def _merge_states(ka: torch.Tensor, aa: torch.Tensor, kb: torch.Tensor, ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     k = ka.shape[1]
+    if k == 0:
+        return ka, aa
     keys, acts = torch.cat([ka, kb], 1), torch.cat([aa, ab], 1)
     top, idx = torch.topk(keys, k, dim=1, largest=False, sorted=False)
     return top, acts.gather(1, idx[..., None].expand(-1, -1, acts.shape[2]))
 
 
 class LayerState:
-    FIELDS = ("top_key", "top_a", "bot_key", "bot_a", "q_key", "q_a", "rand_a", "hist")
+    FIELDS = ("top_key", "top_a", "bot_key", "bot_a", "q_key", "q_a", "rand_a", "hist", "lowest", "highest")
 
-    def __init__(self, n: int, k: int, r: int, q: int, t: int, dev: torch.device):
+    def __init__(self, n: int, k: int, kb: int, r: int, q: int, t: int, dev: torch.device):
         f16 = torch.float16
         self.top_key = torch.full((n, k), EMPTY, device=dev)
         self.top_a = torch.zeros((n, k, t), dtype=f16, device=dev)
-        self.bot_key = torch.full((n, k), EMPTY, device=dev)
-        self.bot_a = torch.zeros((n, k, t), dtype=f16, device=dev)
+        self.bot_key = torch.full((n, kb), EMPTY, device=dev)
+        self.bot_a = torch.zeros((n, kb, t), dtype=f16, device=dev)
         self.q_key = torch.full((n * _NB, q), EMPTY, device=dev)
         self.q_a = torch.zeros((n * _NB, q, t), dtype=f16, device=dev)
         self.rand_a = torch.zeros((n, r, t), dtype=f16, device=dev)
         self.hist = torch.zeros((n, N_BINS + 2), dtype=torch.long, device=dev)
+        self.lowest = torch.full((n,), torch.inf, device=dev)  # per neuron over every token: the true range
+        self.highest = torch.full((n,), -torch.inf, device=dev)
 
     def merge(self, other: LayerState) -> None:
         for k, a in (("top_key", "top_a"), ("bot_key", "bot_a"), ("q_key", "q_a")):
@@ -212,6 +201,8 @@ class LayerState:
             setattr(self, k, key)
             setattr(self, a, acts)
         self.hist += other.hist
+        torch.minimum(self.lowest, other.lowest, out=self.lowest)
+        torch.maximum(self.highest, other.highest, out=self.highest)
 
 
 class IndexState:
@@ -220,7 +211,7 @@ class IndexState:
     def __init__(self, n_layers: int, n_neurons: int, plan: Plan, calib: Calibration, dev: torch.device):
         self.n_layers, self.n_neurons, self.plan, self.calib, self.dev = n_layers, n_neurons, plan, calib, dev
         r = len(plan.rand_ids)
-        self.layers = [LayerState(n_neurons, plan.top_k, r, plan.n_quantile, plan.windows.shape[1], dev)
+        self.layers = [LayerState(n_neurons, plan.top_k, plan.bottom_k, r, plan.n_quantile, plan.windows.shape[1], dev)
                        for _ in range(n_layers)]
         self.rand_filled = torch.zeros(r, dtype=torch.bool)
         self.shard_moments: dict[int, torch.Tensor] = {}  # shard -> [L, N, 4] float64 sums of a^1..a^4
@@ -229,6 +220,7 @@ class IndexState:
         self._hist_offsets = torch.arange(0, n_neurons * (N_BINS + 2), N_BINS + 2, device=dev, dtype=torch.int32)
         self._neuron_of_qrow = torch.arange(n_neurons * _NB, device=dev) // _NB
         self._neuron_mix = (torch.arange(n_neurons, device=dev, dtype=torch.long) * -7046029254386353131)[:, None]
+        self._buffers: dict[str, torch.Tensor] = {}
 
     # -- folding ---------------------------------------------------------------------------
     def fold_batch(self, lm: Any, batch: int) -> None:
@@ -251,45 +243,60 @@ class IndexState:
         b, t, n = a.shape
         dev = a.device
         # per-token statistics in chunks of a few windows, so temporaries stay in cache:
-        # window max / min, moment sums, histogram bin of every token
-        mx = torch.empty((b, n), device=dev)
-        mn = torch.empty((b, n), device=dev)
-        bins = torch.empty((b * t, n), dtype=torch.int32, device=dev)
+        # window max / min, moment sums, histogram counts. Every temporary is a reused
+        # scratch buffer: a fresh multi-MB tensor per op costs page faults, not arithmetic.
+        mx, mn = self._scratch("mx", (b, n)), self._scratch("mn", (b, n))
         lo, hi = cal.lo[layer], cal.hi[layer]
         inv = N_BINS / (hi - lo)
         off = 1 - lo * inv  # bin = floor((a - lo) / width) + 1; 0 = underflow, N_BINS + 1 = overflow
         step = _CHUNK_WINDOWS if dev.type == "cpu" else b
+        sq, tmp = self._scratch("sq", (step * t, n)), self._scratch("tmp", (step * t, n))
+        bins = self._scratch("bins", (step * t, n), torch.int32)
+        part = self._scratch("part", (4, n))
         sums = torch.zeros((4, n), dtype=torch.float64, device=dev)
+        hist = torch.zeros(n * (N_BINS + 2), dtype=torch.long, device=dev)
         for s in range(0, b, step):
             c3 = a[s:s + step]
             torch.amax(c3, 1, out=mx[s:s + step])
             torch.amin(c3, 1, out=mn[s:s + step])
             c = c3.reshape(-1, n)
-            c2 = c * c
-            sums += torch.stack([c.sum(0), c2.sum(0), (c2 * c).sum(0), (c2 * c2).sum(0)]).double()
-            del c2
-            pos = torch.addcmul(off, c, inv).clamp_(0, N_BINS + 1)
-            rows = bins[s * t:(s + step) * t]
-            rows.copy_(pos)  # truncation == floor for values >= 0
+            r = c.shape[0]
+            c2, c34, rows = sq[:r], tmp[:r], bins[:r]
+            torch.mul(c, c, out=c2)
+            torch.sum(c, 0, out=part[0])
+            torch.sum(c2, 0, out=part[1])
+            torch.sum(torch.mul(c2, c, out=c34), 0, out=part[2])
+            torch.sum(torch.mul(c2, c2, out=c34), 0, out=part[3])
+            sums += part  # float32 per chunk, float64 across chunks
+            torch.addcmul(off, c, inv, out=c34).clamp_(0, N_BINS + 1)
+            rows.copy_(c34)  # truncation == floor for values >= 0
             rows += self._hist_offsets
+            hist += torch.bincount(rows.view(-1), minlength=n * (N_BINS + 2))  # in cache: faster than once per batch
         moments += sums.T
-        st.hist += torch.bincount(bins.view(-1), minlength=n * (N_BINS + 2)).view(n, N_BINS + 2)
-        del bins
+        st.hist += hist.view(n, N_BINS + 2)
+        torch.minimum(st.lowest, mn.amin(0), out=st.lowest)
+        torch.maximum(st.highest, mx.amax(0), out=st.highest)
 
         wid = torch.arange(w0, w0 + b, device=dev, dtype=torch.long)
-        batch = _BatchActs(a)
         mxt, mnt = mx.T, mn.T  # [N, B]
-        _merge_batch(st.top_key, st.top_a, -ordered(mxt) * (1 << 32) + wid, w0, batch, None)
-        _merge_batch(st.bot_key, st.bot_a, ordered(mnt) * (1 << 32) + wid, w0, batch, None)
+        _merge_batch(st.top_key, st.top_a, -ordered(mxt) * (1 << 32) + wid, a, None)
+        _merge_batch(st.bot_key, st.bot_a, ordered(mnt) * (1 << 32) + wid, a, None)
         # quantile bins: bin of each (neuron, window); key = hash(seed, layer, neuron, window)
         qbin = (mxt[:, None, :] >= cal.q_bounds[layer][:, :, None]).sum(1)  # [N, B] in 0..4
         base = _mix(wid + _mix(torch.tensor(self.plan.seed * 4096 + layer, device=dev)))
         u = (_mix(base[None, :] + self._neuron_mix) >> 33) & 0x7FFFFFFF  # [N, B], 31 random bits
         qkey = u * (1 << 32) + wid
         keys = torch.where(qbin[:, None, :] == torch.arange(_NB, device=dev)[None, :, None], qkey[:, None, :], EMPTY)
-        _merge_batch(st.q_key, st.q_a, keys.view(n * _NB, b), w0, batch, self._neuron_of_qrow)
+        _merge_batch(st.q_key, st.q_a, keys.view(n * _NB, b), a, self._neuron_of_qrow)
         for j, slot in rand_slots:
             st.rand_a[:, slot] = a[j].T.to(torch.float16)
+
+    def _scratch(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A reusable work buffer (contents undefined), reallocated only when the shape changes."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._buffers[name] = torch.empty(shape, dtype=dtype, device=self.dev)
+        return buf
 
     # -- merging and persistence ------------------------------------------------------------
     def merge(self, other: IndexState) -> None:
@@ -378,12 +385,14 @@ def finalize_arrays(plan: Plan, state: IndexState) -> dict[str, np.ndarray]:
         width = (hi - lo) / N_BINS
         grid = lo[:, None] + width[:, None] * torch.arange(N_BINS + 1, device=lo.device)[None, :]
         grid[:, -1] = hi
-        first_edge = torch.minimum(bot_min[:, 0], lo - width)[:, None]  # underflow bin, never empty-width
-        last_edge = torch.maximum(top_max[:, 0], hi + width)[:, None]  # overflow bin
+        first_edge = torch.minimum(s.lowest, lo - width)[:, None]  # underflow bin, never empty-width
+        last_edge = torch.maximum(s.highest, hi + width)[:, None]  # overflow bin
         layer_arrays = {
             "top_ids": top_ids.int(), "top_max": top_max, "bottom_ids": bot_ids.int(), "bottom_min": bot_min,
             "q_bounds": state.calib.q_bounds[layer], "q_ids": q_ids.int(),
-            "moments": torch.stack([e1, var, skew, kurt], 1), "hist_counts": s.hist,
+            "moments": torch.stack([e1, var, skew, kurt], 1),
+            "hist_counts": s.hist.int() if n_tokens < 2 ** 31 else s.hist,  # a count never exceeds the tokens
+            "extremes": torch.stack([s.lowest, s.highest], 1),
             "hist_edges": torch.cat([first_edge, grid, last_edge], 1).float(),
         }
         for k, v in layer_arrays.items():

@@ -24,7 +24,7 @@ import numpy as np
 from .._io import atomic_write_json
 from ..records import ActivationRecord, NeuronId, NeuronRecord, check_layer_neuron
 
-FORMAT_VERSION = 2  # 2: both tails, per-neuron deduplicated window activations
+FORMAT_VERSION = 3  # 2: both tails, per-neuron deduplicated window activations; 3: bottom tail optional, extremes
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
 
@@ -95,7 +95,8 @@ class NeuronIndex:
     highest maximum activation (sorted, highest first), ``n_random`` random windows (the
     same windows for every neuron), samples by quantile of the per-window maximum, mean /
     variance / skewness / excess kurtosis over every corpus token, and (a neuronwidget
-    extra) the ``top_k`` windows with the lowest minimum activation, lowest first.
+    extra, for signed neurons: ``bottom_k`` > 0) the ``bottom_k`` windows with the lowest
+    minimum activation, lowest first.
 
     Layout (format 2): each neuron's records reference windows by id; the per-token
     activations of every window a neuron references are stored once for that neuron
@@ -197,12 +198,17 @@ class NeuronIndex:
     def max_activation(self, layer: int, neuron: int) -> float:
         """The largest activation of this neuron over the corpus."""
         layer, neuron = self._check(layer, neuron)
-        return float(self._a["top_max"][layer, neuron, 0])
+        return float(self._a["extremes"][layer, neuron, 1])
 
     def min_activation(self, layer: int, neuron: int) -> float:
         """The smallest (most negative) activation of this neuron over the corpus."""
         layer, neuron = self._check(layer, neuron)
-        return float(self._a["bottom_min"][layer, neuron, 0])
+        return float(self._a["extremes"][layer, neuron, 0])
+
+    def extremes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(min, max) float32 [layers, neurons]: every neuron's range over every corpus token."""
+        e = np.asarray(self._a["extremes"], dtype=np.float32)
+        return e[:, :, 0], e[:, :, 1]
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir())

@@ -26,15 +26,9 @@ def index_extremes(index: Any, signed: bool = True) -> tuple[np.ndarray, np.ndar
     The minimum is given only for ``signed`` neurons (gated MLPs) and when the index records
     it: a GELU neuron's minimum is GELU's own (about -0.17), not something it detects.
     """
-    arrays = getattr(index, "_a", None)
-    if isinstance(arrays, dict) and "top_max" in arrays:
-        mx = np.asarray(arrays["top_max"][:, :, 0], dtype=np.float32)
-        mn = np.asarray(arrays["bottom_min"][:, :, 0], dtype=np.float32) if "bottom_min" in arrays else None
-    elif hasattr(index, "max_activations"):
-        mx = np.asarray(index.max_activations(), dtype=np.float32)
-        mn = np.asarray(index.min_activations(), dtype=np.float32) if hasattr(index, "min_activations") else None
-    else:
+    if not callable(getattr(index, "extremes", None)):
         raise ValueError(f"{type(index).__name__} does not give every neuron's maximum; use an engine's index()")
+    mn, mx = index.extremes()
     return mx, (mn if signed else None)
 
 
@@ -67,8 +61,7 @@ class TextActivations:
         # [tokens, layers, neurons]
         self.acts = np.stack([acts[layer][0].numpy() for layer in range(lm.n_layers)], axis=1)
         self.index = index if index is not None else engine.index()
-        family = getattr(lm, "family", None)
-        self.signed = str(getattr(family, "name", family or "gpt2")) != "gpt2"  # gated MLPs: both sides
+        self.signed = bool(lm.signed)  # gated MLPs: both sides compete
         self.max, self.min = index_extremes(self.index, self.signed)
         if self.max.shape != self.acts.shape[1:]:
             raise ValueError(f"index has {self.max.shape[0]}x{self.max.shape[1]} neurons but the model has "

@@ -50,6 +50,8 @@ class SubjectModel(Protocol):
     def eos_token_id(self) -> int: ...  # document separator and padding
     @property
     def neuron_site(self) -> str: ...  # where the neuron is, in words
+    @property
+    def signed(self) -> bool: ...  # whether its neurons have a negative side worth explaining
 
     def encode(self, text: str) -> list[int]: ...  # text tokens only, never BOS
     def token_strings(self) -> list[str]: ...  # per vocabulary id, " Paris"; partial characters hold U+FFFD
@@ -68,6 +70,10 @@ class Family:
     title: ClassVar[str]  # for messages, e.g. "GPT-2"
     model_types: ClassVar[tuple[str, ...]]  # transformers config.model_type values
     neuron_site: ClassVar[str]
+    # Whether the neurons have a negative side worth recording and explaining: a gated
+    # neuron act(gate x) * (up x) swings both ways; GELU's negative side is a sliver
+    # (never below -0.17) that carries no behaviour of its own.
+    signed: ClassVar[bool]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -105,6 +111,7 @@ class GPT2(Family):
     title = "GPT-2 (gpt2, gpt2-medium, gpt2-large, gpt2-xl)"
     model_types = ("gpt2",)
     neuron_site = "output of transformer.h[L].mlp.act = gelu(c_fc x), the input of mlp.c_proj"
+    signed = False
 
     def base(self, model: Any) -> Any:
         inner = getattr(model, "transformer", model)
@@ -130,6 +137,7 @@ class GatedMLP(Family):
     title = "gated-MLP decoders (Llama, SmolLM, Qwen2, Qwen3, Mistral, Gemma 1-3)"
     model_types = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gemma3")
     neuron_site = "input of model.layers[L].mlp.down_proj = act(gate_proj x) * up_proj x"
+    signed = True
 
     def base(self, model: Any) -> Any:
         # CausalLM -> .model; Gemma 3 multimodal -> .model.language_model; or the bare stack

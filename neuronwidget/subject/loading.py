@@ -95,6 +95,10 @@ class LoadedModel:
         return self.family.neuron_site
 
     @property
+    def signed(self) -> bool:
+        return self.family.signed
+
+    @property
     def short_name(self) -> str:
         """Name for error messages: "tiny", "smollm2-135m", or the hub id / path."""
         return TINY if self.is_tiny else (self.source or self.name)
