@@ -227,7 +227,9 @@ class _Pool:
     def start_worker(self) -> None:
         lm = self.builder.lm
         if lm.source is not None and self.fallback is None:
-            model, via = {"source": lm.source, "identity": lm.identity}, "source"
+            path = os.path.expanduser(lm.source)  # a worker need not share the driver's working directory
+            source = os.path.abspath(path) if os.path.exists(path) else lm.source
+            model, via = {"source": source, "identity": lm.identity}, "source"
         else:
             if self.model_ref is None:
                 self.model_ref = self.ray.put(lm.model)
