@@ -288,6 +288,8 @@ def test_bad_settings(lm, texts):
     for bad in (-1, 2.0, True):
         with pytest.raises(ValueError, match="bottom_k must be an integer >= 0"):
             IndexBuilder(lm, texts, bottom_k=bad)
+    with pytest.raises(ValueError, match="only apply with distributed='ray'"):
+        IndexBuilder(lm, texts).run(workers=2)
     for seed in (True, 1.5, "0"):  # bools are not seeds
         with pytest.raises(ValueError, match="seed must be an integer"):
             IndexBuilder(lm, texts, seed=seed)

@@ -106,12 +106,16 @@ class IndexBuilder:
             return None
         return self._open(arrays, meta)
 
-    def run(self, *, rebuild: bool = False, progress: bool | Progress = True,
-            distributed: str | None = None) -> NeuronIndex:
+    def run(self, *, rebuild: bool = False, progress: bool | Progress = True, distributed: str | None = None,
+            workers: int | None = None, max_worker_deaths: int | None = None) -> NeuronIndex:
         """The index, from cache or built. ``distributed="ray"`` folds shards on Ray workers
-        (see :mod:`neuronwidget.activations.distributed`): the same index, bit for bit."""
+        (see :mod:`neuronwidget.activations.distributed`): the same index, bit for bit;
+        ``workers`` (default: one per GPU, else per CPU) and ``max_worker_deaths`` (survived
+        within the call; default 3) tune it."""
         if distributed not in (None, "ray"):
             raise ValueError(f"distributed must be None (one process) or 'ray', got {distributed!r}")
+        if distributed is None and (workers is not None or max_worker_deaths is not None):
+            raise ValueError("workers and max_worker_deaths only apply with distributed='ray'")
         if not rebuild:
             cached = self.load_cached()
             if cached is not None:
@@ -119,9 +123,10 @@ class IndexBuilder:
         else:
             self.discard_checkpoints()
         if distributed == "ray":
-            from .distributed import build_on_ray
+            from .distributed import MAX_WORKER_DEATHS, build_on_ray
 
-            build_on_ray(self, progress)
+            build_on_ray(self, progress, workers=workers,
+                         max_worker_deaths=MAX_WORKER_DEATHS if max_worker_deaths is None else max_worker_deaths)
         else:
             self._build(progress)
         self.built = True
@@ -213,9 +218,10 @@ class IndexBuilder:
 
 
 def build_index(lm: LoadedModel, corpus: Any = None, *, rebuild: bool = False, progress: bool | Progress = True,
-                distributed: str | None = None, **settings: Any) -> NeuronIndex:
+                distributed: str | None = None, workers: int | None = None, **settings: Any) -> NeuronIndex:
     """Load the cached index for (model, corpus, settings) or build it (resuming if interrupted)."""
-    return IndexBuilder(lm, corpus, **settings).run(rebuild=rebuild, progress=progress, distributed=distributed)
+    return IndexBuilder(lm, corpus, **settings).run(rebuild=rebuild, progress=progress, distributed=distributed,
+                                                    workers=workers)
 
 
 __all__ = ["IndexBuilder", "NeuronIndex", "Plan", "build_index"]

@@ -146,15 +146,18 @@ class Engine:
 
     # -- index -------------------------------------------------------------------------------
     def index(self, corpus: Any = None, *, top_k: int = 40, n_random: int = 30, seed: int = 0,
-              rebuild: bool = False, progress: Any = True, distributed: str | None = None, **settings: Any):
+              rebuild: bool = False, progress: Any = True, distributed: str | None = None,
+              workers: int | None = None, max_worker_deaths: int | None = None, **settings: Any):
         """The corpus index for every neuron (cached on disk; built with a progress bar if new).
 
         ``corpus``: None = this engine's ``corpus`` (for ``get_engine``'s engines:
         ``configure(corpus=...)``), else the default corpus (see
         :func:`neuronwidget.activations.corpus.default_corpus`); any source ``as_corpus`` accepts.
-        Extra settings (``n_quantile``, ``batch_size``, ``checkpoint_every``, ``cache_dir``, ...)
+        Extra settings (``bottom_k``, ``n_quantile``, ``batch_size``, ``checkpoint_every``, ``cache_dir``, ...)
         go to :class:`neuronwidget.activations.build.IndexBuilder`. ``distributed="ray"``: shards
-        folded on Ray workers (:mod:`neuronwidget.activations.distributed`), the same index.
+        folded on Ray workers (:mod:`neuronwidget.activations.distributed`; ``workers``: how
+        many, default one per GPU else per CPU; ``max_worker_deaths``: how many dead workers
+        one build survives, default 3), the same index.
         """
         from .build import IndexBuilder
 
@@ -163,7 +166,8 @@ class Engine:
         builder = IndexBuilder(self.lm, corpus, top_k=top_k, n_random=n_random, seed=seed, **settings)
         if not rebuild and builder.key in self._indexes:
             return self._indexes[builder.key]
-        idx = builder.run(rebuild=rebuild, progress=progress, distributed=distributed)
+        idx = builder.run(rebuild=rebuild, progress=progress, distributed=distributed, workers=workers,
+                          max_worker_deaths=max_worker_deaths)
         self._indexes[builder.key] = idx
         return idx
 
