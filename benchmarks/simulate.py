@@ -5,20 +5,22 @@
    is timed on every 4th slot (8th with --quick) and scaled to all slots;
 2. prefix KV-cache reuse vs none on a 10-record score, one record per pass (4 records with
    --quick; goal >= 3x);
-3. all records of one score in one padded batch after the shared prefix vs one record per
-   pass (the v0.1 path), same records, best of 2 each; and the largest difference between
-   their predictions;
+3. all records of one score in one pass after the shared prefix, packed into one row (the
+   default on a CPU) vs a right-padded batch on copies of the prefix's KV cache vs one record
+   per pass (the v0.1 path), same records, runs interleaved, best of 3 each; and the largest
+   difference between their predictions;
 4. seconds to score one neuron (5 top + 5 random records) with SmolLM2-135M on this CPU
-   (goal <= 5 s; 6.7 s before batching);
+   (goal <= 5 s; 6.7 s before batching), best of 3, with the load average at the time;
 5. one explanation + score produced end to end by SmolLM2 on a real record.
 
-    python benchmarks/simulate.py [--quick]
+    python benchmarks/simulate.py [--quick] [--score-only] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import time
 from pathlib import Path
 
@@ -67,6 +69,13 @@ def one_token_at_a_time(backend: LocalBackend, explanation: str, tokens: list[st
             probs = torch.softmax(logits[list(labels.values())].double(), dim=-1)
             out.append(float((probs * values).sum()))
     return out
+
+
+def best_of(n: int, *fns):
+    """(first result, best seconds) of each function, run ``n`` times in turn (interleaved, so
+    that a busy moment of a shared machine hits them alike)."""
+    runs = [[timed(fn) for fn in fns] for _ in range(n)]
+    return [(runs[0][i][0], min(r[i][1] for r in runs)) for i in range(len(fns))]
 
 
 def timed(fn):
@@ -133,24 +142,41 @@ def section_1_2(args, backend, expl, tokens, records) -> None:
 
 
 def score_sections(backend, expl, record, records, where) -> None:
-    # 3. one padded batch vs one record per pass (the v0.1 path), same records
-    def best_of_2(fn):
-        runs = [timed(fn) for _ in range(2)]
-        return runs[0][0], min(t for _, t in runs)
+    # 3. packed row vs padded batch vs one record per pass (the v0.1 path), same records
+    packing = []
 
-    one_sims, one_s = best_of_2(lambda: backend.simulate_all_at_once(expl, records, batched=False))
-    batch_sims, batch_s = best_of_2(lambda: backend.simulate_all_at_once(expl, records))
-    diff = max(abs(a - b) for x, y in zip(one_sims, batch_sims)
-               for a, b in zip(x.expected_activations, y.expected_activations))
-    print(f"\n3. {len(records)} records in one padded batch after the shared prefix: {batch_s:.2f} s vs "
-          f"{one_s:.2f} s one record per pass -> {one_s / batch_s:.2f}x; max |difference| in predictions {diff:.1e}")
+    def packed():
+        backend.packed = None  # decided again: packs where it can
+        sims = backend.simulate_all_at_once(expl, records)
+        packing.append(backend.packed)
+        return sims
+
+    def padded():
+        backend.packed = False
+        try:
+            return backend.simulate_all_at_once(expl, records)
+        finally:
+            backend.packed = None
+
+    (packed_sims, packed_s), (pad_sims, pad_s), (one_sims, one_s) = best_of(
+        3, packed, padded, lambda: backend.simulate_all_at_once(expl, records, batched=False))
+    diff = lambda xs, ys: max(abs(a - b) for x, y in zip(xs, ys)  # noqa: E731
+                              for a, b in zip(x.expected_activations, y.expected_activations))
+    print(f"\n3. {len(records)} records in one pass after the shared prefix (best of 3, interleaved; "
+          f"packing {'on' if all(packing) else 'unavailable here'}):")
+    print(f"   packed into one row:  {packed_s:.2f} s")
+    print(f"   right-padded batch:   {pad_s:.2f} s -> packed is {pad_s / packed_s:.2f}x faster")
+    print(f"   one record per pass:  {one_s:.2f} s -> packed is {one_s / packed_s:.2f}x faster")
+    print(f"   max |difference| in predictions vs one record per pass: packed {diff(packed_sims, one_sims):.1e}, "
+          f"padded {diff(pad_sims, one_sims):.1e}")
 
     # 4. + 5. explain and score one neuron end to end with SmolLM2
     explanations, explain_s = timed(lambda: explain(record, backend))
-    scored, score_s = best_of_2(lambda: score(record, explanations[0], backend))
+    ((scored, score_s),) = best_of(3, lambda: score(record, explanations[0], backend))
     sims = scored.scored_simulation.scored_sequence_simulations
     print(f"\n4. scoring one neuron ({len(sims)} records: 5 top + {len(sims) - 5} random): {score_s:.2f} s "
-          f"(best of 2; goal <= 5 s)")
+          f"(best of 3; goal <= 5 s); load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs, "
+          f"{torch.get_num_threads()} torch threads")
     print(f"\n5. SmolLM2 end to end on {where} (explained in {explain_s:.1f} s):")
     print(f"   explanation: {explanations[0]!r}")
     s = scored.scored_simulation

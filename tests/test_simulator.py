@@ -92,6 +92,7 @@ def test_batched_one_by_one_and_no_prefix_reuse_agree(tiny):
         h1.remove()
         h2.remove()
         tiny.batch_size = 16
+    assert tiny.packed is True  # on a CPU the records of a pass were packed into one row
     assert_same_predictions(batched, reused)
     assert_same_predictions(batched, fresh)
     assert batched[-1].tokens == [] and batched[-1].expected_activations == []
@@ -100,6 +101,46 @@ def test_batched_one_by_one_and_no_prefix_reuse_agree(tiny):
     # a different explanation changes the predictions (the prompt really is read)
     other = tiny.simulate_all_at_once("punctuation marks", TOKENS)
     assert other[0].expected_activations != pytest.approx(batched[0].expected_activations, abs=1e-6)
+
+
+def tiny_llama(**config):
+    """A small Llama-style model with random weights: grouped-query attention (4 query heads on 2
+    key/value heads) and rotary positions, on the package's tokenizer."""
+    from importlib import resources
+
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(resources.files("neuronwidget") / "data" / "tiny_tokenizer.json"))
+    torch.manual_seed(1)
+    sizes = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    if "sliding_window" in config:
+        model = MistralForCausalLM(MistralConfig(**sizes, **config))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**sizes, **config))
+    return LocalBackend(model=model.eval(), tokenizer=tok, name="tiny random Llama")
+
+
+@pytest.mark.parametrize("window, packs", [(None, True), (16, False)])
+def test_packed_and_padded_passes_equal_one_record_per_pass(window, packs):
+    backend = tiny_llama(**({} if window is None else {"sliding_window": window}))
+    backend.batch_size = 3
+    packed = backend.simulate_all_at_once("names of capital cities", MORE)
+    # packed into one row on this CPU; a model whose attention has a sliding window refuses
+    # (the window reaches back into the prefix) and takes the padded batch instead
+    assert backend.packed is packs
+    backend.packed = False
+    padded = backend.simulate_all_at_once("names of capital cities", MORE)
+    one_by_one = backend.simulate_all_at_once("names of capital cities", MORE, batched=False)
+    assert_same_predictions(packed, one_by_one)
+    assert_same_predictions(padded, one_by_one)
+    if not packs:
+        return
+    # the prefix really is read by the packed rows: another explanation changes the predictions
+    backend.packed = None
+    other = backend.simulate_all_at_once("punctuation marks", MORE)
+    assert backend.packed is True
+    assert other[0].expected_activations != pytest.approx(packed[0].expected_activations, abs=1e-6)
 
 
 def test_score_and_cancel_on_the_local_model(tiny):
@@ -168,6 +209,7 @@ def test_smollm2_from_gguf_batched_equals_one_by_one():
     before = backend.forward_passes
     sims = simulate("names of capital cities", records, backend, max_activation=1.0)
     assert backend.forward_passes - before == 2  # the explanation's header, then all records in one batch
+    assert backend.packed is True  # packed into one row (this CPU, sdpa attention)
     for sim in sims:
         assert len(sim.expected_activations) == 10 and not sim.failed
         assert all(sum(p) == pytest.approx(1.0, abs=1e-9) for p in sim.distribution_probabilities)

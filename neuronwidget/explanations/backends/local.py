@@ -5,13 +5,17 @@ record followed by a tab and a placeholder; one forward pass reads the model's e
 probabilities over the labels at every slot; the prediction is their expected value. The
 few-shot prefix (shared by every record of one explanation) runs once; then all records of
 one call go through the model together, right-padded in one batch (``batch_size`` at a
-time) on copies of the prefix's KV cache. Labels are the numbers 0-10 that are ONE token in
+time). On a CPU the records of one pass are packed end to end into one row without padding,
+and each layer's attention reads the prefix's keys and values once for all of them
+(``_shared_prefix_attention``); elsewhere each record is a right-padded row on a copy of
+the prefix's KV cache. Labels are the numbers 0-10 that are ONE token in
 the model's tokenizer: with digit-by-digit tokenizers (Llama, SmolLM2) "10" is two tokens
 and is left out, the distribution is over 0-9. Correlation scores do not depend on that scale.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import threading
@@ -65,6 +69,74 @@ def _simulation(tokens: Sequence[str], label_logits, values: list[float]) -> Seq
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
+# ---- attention for records packed into one row after one shared prefix ----
+_PACKED = "neuronwidget_shared_prefix"  # the attention implementation's registered name
+_packing = threading.local()  # this thread's packed pass: .state = (prefix cache, record segments)
+
+
+class _NotPackable(Exception):
+    """The model's attention uses something the shared-prefix attention does not do."""
+
+
+def _shared_prefix_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """transformers' ``sdpa`` attention for one row holding several records packed end to end,
+    all of them after one cached prefix: every query attends to the whole prefix (its keys and
+    values once for all records, no copies) and causally to the tokens of its own record, never
+    to another record. The two softmax parts are joined through their log-sum-exps, which is
+    the softmax over prefix + own tokens exactly. Called by the model in place of ``sdpa``
+    while ``LocalBackend._packed_pass`` runs in this thread; anywhere else it is ``sdpa``."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    state = getattr(_packing, "state", None)
+    if state is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    if dropout or any(kwargs.get(k) is not None for k in ("softcap", "sliding_window", "position_bias", "s_aux",
+                                                          "sinks")):
+        raise _NotPackable("this model's attention has a window, soft cap, bias or sinks")
+    cache, segments = state
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    layer = cache.layers[module.layer_idx]
+    _, heads, n, dim = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    # all queries against the prefix: the query heads sharing a KV head are one long sequence
+    out_p, lse_p = flash(query.reshape(1, kv_heads, groups * n, dim), layer.keys, layer.values, scale=scaling)
+    out_p, lse_p = out_p.reshape(1, heads, n, dim), lse_p.reshape(1, heads, n)
+    outs, lses = [], []
+    for a, b in segments:  # each record against its own tokens, causally
+        k, v = key[:, :, a:b], value[:, :, a:b]
+        if groups > 1:
+            k = k[:, :, None].expand(1, kv_heads, groups, b - a, dim).reshape(1, heads, b - a, dim)
+            v = v[:, :, None].expand(1, kv_heads, groups, b - a, dim).reshape(1, heads, b - a, dim)
+        o, lse = flash(query[:, :, a:b], k, v, is_causal=True, scale=scaling)
+        outs.append(o)
+        lses.append(lse)
+    out_r, lse_r = torch.cat(outs, 2), torch.cat(lses, 2)
+    weight = torch.sigmoid(lse_p - lse_r).unsqueeze(-1).to(out_r.dtype)  # the prefix's share of the softmax
+    out = out_r.add_(out_p.sub_(out_r).mul_(weight))
+    return out.transpose(1, 2).contiguous(), None
+
+
+@contextlib.contextmanager
+def _packed_attention(config, cache, segments):
+    """The model runs ``_shared_prefix_attention`` (in this thread, over these segments) inside."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(_PACKED, _shared_prefix_attention)
+    AttentionMaskInterface.register(_PACKED, sdpa_mask)  # other threads on this model get sdpa's masks
+    old = config._attn_implementation
+    _packing.state = (cache, segments)
+    config._attn_implementation = _PACKED
+    try:
+        yield
+    finally:
+        config._attn_implementation = old
+        _packing.state = None
+
+
 class LocalBackend(ChatExplainer):
     """Explain and simulate with a causal LM loaded in this process (both roles: ``Explainer``,
     ``Simulator``).
@@ -114,6 +186,7 @@ class LocalBackend(ChatExplainer):
         self.name = f"local: {label}"
         self.forward_passes = 0  # simulation forward passes so far, for benchmarks and tests
         self._fewshot: tuple[list[int], Any] | None = None  # the few-shot part's ids and KV cache
+        self.packed: bool | None = None  # records packed into one row (CPU): None = not tried yet
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.source!r}, gguf_file={self.gguf_file!r})"
@@ -124,6 +197,7 @@ class LocalBackend(ChatExplainer):
         state = dict(self.__dict__)
         del state["_lock"]
         state["_fewshot"] = None
+        state["packed"] = None
         if self.source is not None:
             state["_model"] = state["_tokenizer"] = None
         return state
@@ -205,7 +279,8 @@ class LocalBackend(ChatExplainer):
         cancel: threading.Event | None = None,
     ) -> list[SequenceSimulation]:
         """Predictions for every record. ``batched`` (the default): the shared prefix once,
-        then the records ``batch_size`` at a time in one padded pass each. ``batched=False``:
+        then the records ``batch_size`` at a time in one pass each (packed into one row on a
+        CPU, else a padded batch). ``batched=False``:
         one pass per record (on a copy of the prefix's cache when ``reuse_prefix``, else on
         the whole prompt). All three give the same predictions (to float rounding)."""
         import torch
@@ -258,18 +333,11 @@ class LocalBackend(ChatExplainer):
         for start in range(0, len(encoded), self.batch_size):
             check_cancel(cancel)
             chunk = encoded[start : start + self.batch_size]
-            # everything after a record's last slot cannot change its predictions: cut it
-            rows = [ids[: slots[-1] + 1] for ids, slots in chunk]
-            width = max(len(r) for r in rows)
-            # right padding: under the causal mask no real token sees a pad, so no mask is needed
-            batch = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=device)
-            kv = copy.deepcopy(cache)
-            kv.batch_repeat_interleave(len(rows))
-            hidden = base(input_ids=batch, past_key_values=kv, use_cache=True).last_hidden_state
+            hidden = self._packed_pass(base, cache, chunk, len(prefix)) if self._can_pack(base, device) else None
+            if hidden is None:
+                hidden = self._padded_pass(base, cache, chunk)
             self.forward_passes += 1
-            which = torch.tensor([i for i, (_, slots) in enumerate(chunk) for _ in slots], device=device)
-            where = torch.tensor([s for _, slots in chunk for s in slots], device=device)
-            logits = torch.nn.functional.linear(hidden[which, where], weight, bias)  # labels only
+            logits = torch.nn.functional.linear(hidden, weight, bias)  # labels only
             at = 0
             for (_, slots), tokens in zip(chunk, token_lists[start : start + len(chunk)]):
                 out.append(_simulation(tokens, logits[at : at + len(slots)], values))
@@ -277,6 +345,62 @@ class LocalBackend(ChatExplainer):
             if progress:
                 progress(len(out), len(encoded), "simulating")
         return out
+
+    def _can_pack(self, base, device) -> bool:
+        """Whether records can be packed into one row: on a CPU, for a model on transformers'
+        ``sdpa`` attention whose forward takes position ids (and that has not refused yet)."""
+        import torch
+
+        if self.packed is None:
+            self.packed = (
+                device.type == "cpu"
+                and getattr(base.config, "_attn_implementation", None) == "sdpa"
+                and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+                and "position_ids" in inspect.signature(base.forward).parameters
+            )
+        return self.packed
+
+    def _packed_pass(self, base, cache, chunk, n_prefix: int):
+        """The final hidden states at every slot of the records in ``chunk`` (in order), run as
+        one row of records packed end to end after ``cache``; None where the model's attention
+        turns out not to allow it (this backend then never packs again)."""
+        import torch
+
+        if not hasattr(cache, "layers"):  # a cache that is not a list of (keys, values) per layer
+            self.packed = False
+            return None
+        device = base.device
+        rows = [ids[: slots[-1] + 1] for ids, slots in chunk]  # what follows a last slot changes nothing
+        segments, at = [], 0
+        for r in rows:
+            segments.append((at, at + len(r)))
+            at += len(r)
+        ids = torch.tensor([[t for r in rows for t in r]], device=device)
+        positions = torch.tensor([[n_prefix + j for r in rows for j in range(len(r))]], device=device)
+        try:
+            with _packed_attention(base.config, cache, segments):
+                hidden = base(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state[0]
+        except _NotPackable:
+            self.packed = False
+            return None
+        return hidden[torch.tensor([a + s for (a, _), (_, slots) in zip(segments, chunk) for s in slots], device=device)]
+
+    def _padded_pass(self, base, cache, chunk):
+        """The final hidden states at every slot of the records in ``chunk`` (in order), run as
+        a right-padded batch on copies of ``cache``."""
+        import torch
+
+        device = base.device
+        rows = [ids[: slots[-1] + 1] for ids, slots in chunk]  # what follows a last slot changes nothing
+        width = max(len(r) for r in rows)
+        # right padding: under the causal mask no real token sees a pad, so no mask is needed
+        batch = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=device)
+        kv = copy.deepcopy(cache)
+        kv.batch_repeat_interleave(len(rows))
+        hidden = base(input_ids=batch, past_key_values=kv, use_cache=True).last_hidden_state
+        which = torch.tensor([i for i, (_, slots) in enumerate(chunk) for _ in slots], device=device)
+        where = torch.tensor([s for _, slots in chunk for s in slots], device=device)
+        return hidden[which, where]
 
     def _prefix_cache(self, base, prefix: list[int], device):
         """The KV cache of ``prefix``. The few-shot part every simulation prompt starts with is
