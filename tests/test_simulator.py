@@ -129,6 +129,8 @@ def test_packed_and_padded_passes_equal_one_record_per_pass(window, packs):
     # packed into one row on this CPU; a model whose attention has a sliding window refuses
     # (the window reaches back into the prefix) and takes the padded batch instead
     assert backend.packed is packs
+    if packs:
+        assert backend._prepacked  # its Linear weights prepacked by oneDNN for packed passes
     backend.packed = False
     padded = backend.simulate_all_at_once("names of capital cities", MORE)
     one_by_one = backend.simulate_all_at_once("names of capital cities", MORE, batched=False)
@@ -141,6 +143,12 @@ def test_packed_and_padded_passes_equal_one_record_per_pass(window, packs):
     other = backend.simulate_all_at_once("punctuation marks", MORE)
     assert backend.packed is True
     assert other[0].expected_activations != pytest.approx(packed[0].expected_activations, abs=1e-6)
+    # a weight changed in place: the kept few-shot KV cache and prepacked weights are made again
+    with torch.no_grad():
+        backend.model.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+    changed = backend.simulate_all_at_once("names of capital cities", MORE)
+    assert_same_predictions(changed, backend.simulate_all_at_once("names of capital cities", MORE, batched=False))
+    assert changed[0].expected_activations != pytest.approx(packed[0].expected_activations, abs=1e-6)
 
 
 def test_score_and_cancel_on_the_local_model(tiny):

@@ -137,6 +137,44 @@ def _packed_attention(config, cache, segments):
         _packing.state = None
 
 
+# Linear weights up to this size (bytes, all layers together) are also kept in oneDNN's blocked
+# layout for the packed pass: ~8-15% faster float32 matmuls on a CPU for that much more memory.
+PREPACK_LIMIT = 1 << 30
+
+
+def _prepacked(base, rows: int) -> dict[Any, Any]:
+    """{each float32 ``nn.Linear`` of ``base``: its weight prepacked by oneDNN for ``rows``-row
+    inputs}, or {} where oneDNN cannot or the weights are over ``PREPACK_LIMIT``."""
+    import torch
+
+    linears = [m for m in base.modules() if type(m) is torch.nn.Linear and m.weight.dtype == torch.float32]
+    ops = torch.ops.mkldnn
+    if (not linears or sum(m.weight.nbytes for m in linears) > PREPACK_LIMIT or not torch.backends.mkldnn.is_available()
+            or not hasattr(ops, "_reorder_linear_weight") or not hasattr(ops, "_linear_pointwise")):
+        return {}
+    try:
+        return {m: ops._reorder_linear_weight(m.weight.detach(), rows) for m in linears}
+    except RuntimeError:  # a build of torch whose oneDNN cannot
+        return {}
+
+
+@contextlib.contextmanager
+def _prepacked_linears(packed: dict[Any, Any]):
+    """Inside, each Linear of ``packed`` multiplies with its prepacked weight (the same values)."""
+    import torch
+
+    def forward(weight, bias):
+        return lambda x: torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    for module, weight in packed.items():
+        module.forward = forward(weight, module.bias)
+    try:
+        yield
+    finally:
+        for module in packed:
+            del module.forward  # the class's forward again
+
+
 class LocalBackend(ChatExplainer):
     """Explain and simulate with a causal LM loaded in this process (both roles: ``Explainer``,
     ``Simulator``).
@@ -187,6 +225,8 @@ class LocalBackend(ChatExplainer):
         self.forward_passes = 0  # simulation forward passes so far, for benchmarks and tests
         self._fewshot: tuple[list[int], Any] | None = None  # the few-shot part's ids and KV cache
         self.packed: bool | None = None  # records packed into one row (CPU): None = not tried yet
+        self._prepacked: dict[Any, Any] | None = None  # Linear -> oneDNN-prepacked weight, for packed passes
+        self._weights: tuple | None = None  # the weights the two above were made from (see _derived_from)
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.source!r}, gguf_file={self.gguf_file!r})"
@@ -198,6 +238,7 @@ class LocalBackend(ChatExplainer):
         del state["_lock"]
         state["_fewshot"] = None
         state["packed"] = None
+        state["_prepacked"] = state["_weights"] = None
         if self.source is not None:
             state["_model"] = state["_tokenizer"] = None
         return state
@@ -328,6 +369,7 @@ class LocalBackend(ChatExplainer):
 
         base, weight, bias = head
         device = weight.device
+        self._derived_from(base)
         cache = self._prefix_cache(base, prefix, device)
         out: list[SequenceSimulation] = []
         for start in range(0, len(encoded), self.batch_size):
@@ -345,6 +387,14 @@ class LocalBackend(ChatExplainer):
             if progress:
                 progress(len(out), len(encoded), "simulating")
         return out
+
+    def _derived_from(self, base) -> None:
+        """Forgets the few-shot KV cache and the prepacked weights when a weight of the model
+        has changed since they were made (replaced, or changed in place)."""
+        weights = tuple((id(p), p._version) for p in base.parameters())
+        if weights != self._weights:
+            self._fewshot = self._prepacked = None
+            self._weights = weights
 
     def _can_pack(self, base, device) -> bool:
         """Whether records can be packed into one row: on a CPU, for a model on transformers'
@@ -378,7 +428,9 @@ class LocalBackend(ChatExplainer):
         ids = torch.tensor([[t for r in rows for t in r]], device=device)
         positions = torch.tensor([[n_prefix + j for r in rows for j in range(len(r))]], device=device)
         try:
-            with _packed_attention(base.config, cache, segments):
+            if self._prepacked is None:
+                self._prepacked = _prepacked(base, len(ids[0]))
+            with _packed_attention(base.config, cache, segments), _prepacked_linears(self._prepacked):
                 hidden = base(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state[0]
         except _NotPackable:
             self.packed = False
