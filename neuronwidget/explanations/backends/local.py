@@ -7,7 +7,7 @@ few-shot prefix (shared by every record of one explanation) runs once; then all 
 one call go through the model together, right-padded in one batch (``batch_size`` at a
 time). On a CPU the records of one pass are packed end to end into one row without padding,
 and each layer's attention reads the prefix's keys and values once for all of them
-(``_shared_prefix_attention``); elsewhere each record is a right-padded row on a copy of
+(``shared_prefix_attention``); elsewhere each record is a right-padded row on a copy of
 the prefix's KV cache. Labels are the numbers 0-10 that are ONE token in
 the model's tokenizer: with digit-by-digit tokenizers (Llama, SmolLM2) "10" is two tokens
 and is left out, the distribution is over 0-9. Correlation scores do not depend on that scale.
@@ -15,7 +15,6 @@ and is left out, the distribution is over 0-9. Correlation scores do not depend 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 from ...records import NeuronRecord, SequenceSimulation
 from .._common import check_cancel
 from ..prompts import MAX_LABEL, PLACEHOLDER, simulation_fewshot, simulation_prefix, token_text
+from ._packed import NotPackable, packed_attention, prepacked, prepacked_linears
 from .base import ChatExplainer, ProgressFn
 
 
@@ -67,112 +67,6 @@ def _simulation(tokens: Sequence[str], label_logits, values: list[float]) -> Seq
 # Configs whose logits are not just the LM head on the last hidden state: these models take
 # the per-record path, which reads the model's own logits.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
-
-
-# ---- attention for records packed into one row after one shared prefix ----
-_PACKED = "neuronwidget_shared_prefix"  # the attention implementation's registered name
-_packing = threading.local()  # this thread's packed pass: .state = (prefix cache, record segments)
-
-
-class _NotPackable(Exception):
-    """The model's attention uses something the shared-prefix attention does not do."""
-
-
-def _shared_prefix_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """transformers' ``sdpa`` attention for one row holding several records packed end to end,
-    all of them after one cached prefix: every query attends to the whole prefix (its keys and
-    values once for all records, no copies) and causally to the tokens of its own record, never
-    to another record. The two softmax parts are joined through their log-sum-exps, which is
-    the softmax over prefix + own tokens exactly. Called by the model in place of ``sdpa``
-    while ``LocalBackend._packed_pass`` runs in this thread; anywhere else it is ``sdpa``."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    state = getattr(_packing, "state", None)
-    if state is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
-    if dropout or any(kwargs.get(k) is not None for k in ("softcap", "sliding_window", "position_bias", "s_aux",
-                                                          "sinks")):
-        raise _NotPackable("this model's attention has a window, soft cap, bias or sinks")
-    cache, segments = state
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    layer = cache.layers[module.layer_idx]
-    _, heads, n, dim = query.shape
-    kv_heads = key.shape[1]
-    groups = heads // kv_heads
-    # all queries against the prefix: the query heads sharing a KV head are one long sequence
-    out_p, lse_p = flash(query.reshape(1, kv_heads, groups * n, dim), layer.keys, layer.values, scale=scaling)
-    out_p, lse_p = out_p.reshape(1, heads, n, dim), lse_p.reshape(1, heads, n)
-    outs, lses = [], []
-    for a, b in segments:  # each record against its own tokens, causally
-        k, v = key[:, :, a:b], value[:, :, a:b]
-        if groups > 1:
-            k = k[:, :, None].expand(1, kv_heads, groups, b - a, dim).reshape(1, heads, b - a, dim)
-            v = v[:, :, None].expand(1, kv_heads, groups, b - a, dim).reshape(1, heads, b - a, dim)
-        o, lse = flash(query[:, :, a:b], k, v, is_causal=True, scale=scaling)
-        outs.append(o)
-        lses.append(lse)
-    out_r, lse_r = torch.cat(outs, 2), torch.cat(lses, 2)
-    weight = torch.sigmoid(lse_p - lse_r).unsqueeze(-1).to(out_r.dtype)  # the prefix's share of the softmax
-    out = out_r.add_(out_p.sub_(out_r).mul_(weight))
-    return out.transpose(1, 2).contiguous(), None
-
-
-@contextlib.contextmanager
-def _packed_attention(config, cache, segments):
-    """The model runs ``_shared_prefix_attention`` (in this thread, over these segments) inside."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(_PACKED, _shared_prefix_attention)
-    AttentionMaskInterface.register(_PACKED, sdpa_mask)  # other threads on this model get sdpa's masks
-    old = config._attn_implementation
-    _packing.state = (cache, segments)
-    config._attn_implementation = _PACKED
-    try:
-        yield
-    finally:
-        config._attn_implementation = old
-        _packing.state = None
-
-
-# Linear weights up to this size (bytes, all layers together) are also kept in oneDNN's blocked
-# layout for the packed pass: ~8-15% faster float32 matmuls on a CPU for that much more memory.
-PREPACK_LIMIT = 1 << 30
-
-
-def _prepacked(base, rows: int) -> dict[Any, Any]:
-    """{each float32 ``nn.Linear`` of ``base``: its weight prepacked by oneDNN for ``rows``-row
-    inputs}, or {} where oneDNN cannot or the weights are over ``PREPACK_LIMIT``."""
-    import torch
-
-    linears = [m for m in base.modules() if type(m) is torch.nn.Linear and m.weight.dtype == torch.float32]
-    ops = torch.ops.mkldnn
-    if (not linears or sum(m.weight.nbytes for m in linears) > PREPACK_LIMIT or not torch.backends.mkldnn.is_available()
-            or not hasattr(ops, "_reorder_linear_weight") or not hasattr(ops, "_linear_pointwise")):
-        return {}
-    try:
-        return {m: ops._reorder_linear_weight(m.weight.detach(), rows) for m in linears}
-    except RuntimeError:  # a build of torch whose oneDNN cannot
-        return {}
-
-
-@contextlib.contextmanager
-def _prepacked_linears(packed: dict[Any, Any]):
-    """Inside, each Linear of ``packed`` multiplies with its prepacked weight (the same values)."""
-    import torch
-
-    def forward(weight, bias):
-        return lambda x: torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-    for module, weight in packed.items():
-        module.forward = forward(weight, module.bias)
-    try:
-        yield
-    finally:
-        for module in packed:
-            del module.forward  # the class's forward again
 
 
 class LocalBackend(ChatExplainer):
@@ -429,10 +323,10 @@ class LocalBackend(ChatExplainer):
         positions = torch.tensor([[n_prefix + j for r in rows for j in range(len(r))]], device=device)
         try:
             if self._prepacked is None:
-                self._prepacked = _prepacked(base, len(ids[0]))
-            with _packed_attention(base.config, cache, segments), _prepacked_linears(self._prepacked):
+                self._prepacked = prepacked(base, len(ids[0]))
+            with packed_attention(base.config, cache, segments), prepacked_linears(self._prepacked):
                 hidden = base(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state[0]
-        except _NotPackable:
+        except NotPackable:
             self.packed = False
             return None
         return hidden[torch.tensor([a + s for (a, _), (_, slots) in zip(segments, chunk) for s in slots], device=device)]
