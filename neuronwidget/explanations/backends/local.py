@@ -329,7 +329,8 @@ class LocalBackend(ChatExplainer):
         except NotPackable:
             self.packed = False
             return None
-        return hidden[torch.tensor([a + s for (a, _), (_, slots) in zip(segments, chunk) for s in slots], device=device)]
+        at_slots = [a + s for (a, _), (_, slots) in zip(segments, chunk) for s in slots]
+        return hidden[torch.tensor(at_slots, device=device)]
 
     def _padded_pass(self, base, cache, chunk):
         """The final hidden states at every slot of the records in ``chunk`` (in order), run as
