@@ -97,3 +97,22 @@ def test_loaded_model_is_a_subject_model(lm):
 
     assert isinstance(lm, SubjectModel)
     assert lm.family.name == "gpt2" and lm.max_text_tokens == lm.n_ctx and lm.bos_token_id is None
+
+
+def test_gelu_swap_is_undone_even_when_the_capture_raises(lm):
+    """GPT-2's gelu_new runs as PyTorch's fused tanh GELU only while a capture runs; the
+    user's own module is back afterwards, also after an error inside the capture."""
+    from neuronwidget.subject import run_mlp_hooks
+
+    before = [b.mlp.act for b in lm.transformer.h]
+    assert all(type(a).__name__ == "NewGELUActivation" for a in before)
+    mlp_activations(lm, _ids(lm, "hello world"), [0, 2])
+    assert [b.mlp.act for b in lm.transformer.h] == before
+
+    def boom(layer, acts):
+        assert type(lm.transformer.h[layer].mlp.act).__name__ == "_FusedGELU"  # swapped while running
+        raise RuntimeError("user callback failed")
+
+    with pytest.raises(RuntimeError, match="user callback failed"):
+        run_mlp_hooks(lm, _ids(lm, "hello world"), [1], boom)
+    assert [b.mlp.act for b in lm.transformer.h] == before
