@@ -130,10 +130,9 @@ def interleaved_ratio(lm, corpus, batch: int, rounds: int = 2, fused_bare: bool 
         fold = fresh()
         for bi in range(n_batches):
             ids = torch.from_numpy(windows[bi * batch:(bi + 1) * batch]).long()
-            acts = [blk.mlp.act for blk in lm.blocks]
-            if fused_bare:
-                for blk in lm.blocks:
-                    blk.mlp.act = torch.nn.GELU(approximate="tanh")
+            acts = [blk.mlp.act for blk in lm.blocks] if fused_bare else []
+            for blk in lm.blocks if fused_bare else []:
+                blk.mlp.act = torch.nn.GELU(approximate="tanh")
             t = time.perf_counter()
             with torch.inference_mode():
                 lm.transformer(input_ids=ids, use_cache=False)
