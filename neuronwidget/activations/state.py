@@ -243,8 +243,8 @@ class IndexState:
         b, t, n = a.shape
         dev = a.device
         # per-token statistics in chunks of a few windows, so temporaries stay in cache:
-        # window max / min, moment sums, histogram counts. Every temporary is a reused
-        # scratch buffer: a fresh multi-MB tensor per op costs page faults, not arithmetic.
+        # window max / min, moment sums, histogram counts. Temporaries are reused scratch
+        # buffers (out=), not a fresh multi-MB allocation per op.
         mx, mn = self._scratch("mx", (b, n)), self._scratch("mn", (b, n))
         lo, hi = cal.lo[layer], cal.hi[layer]
         inv = N_BINS / (hi - lo)
