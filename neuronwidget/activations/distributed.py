@@ -47,7 +47,8 @@ from .state import Calibration, IndexState, Plan, make_progress
 RAY_HELP = 'distributed="ray" needs Ray, which is optional: pip install "neuronwidget[ray]"'
 
 
-def _ray() -> Any:
+def ray_module() -> Any:
+    """The ``ray`` module, or an ImportError saying how to install the optional extra."""
     try:
         import ray
     except ImportError:
@@ -55,11 +56,20 @@ def _ray() -> Any:
     return ray
 
 
+def connect_ray() -> Any:
+    """The ``ray`` module, connected: to the running Ray (an earlier ``ray.init()``, or
+    ``RAY_ADDRESS``), else to a local one started here."""
+    ray = ray_module()
+    if not ray.is_initialized():
+        init_ray(address=os.environ.get("RAY_ADDRESS") or None)
+    return ray
+
+
 def init_ray(attempts: int = 3, **kwargs: Any) -> None:
     """``ray.init(**kwargs)`` that survives a slow start: on a busy machine Ray's agents can take
     longer than Ray's own start-up timeouts (30 s), so those are raised and a failed start is
     retried."""
-    ray = _ray()
+    ray = ray_module()
     for var, value in (("RAY_raylet_start_wait_time_s", "180"), ("RAY_agent_register_timeout_ms", "180000")):
         os.environ.setdefault(var, value)
     kwargs = {"include_dashboard": False, "log_to_driver": False, **kwargs}
@@ -362,9 +372,7 @@ def build_on_ray(builder: Any, progress: Any = True, *, workers: int | None = No
     ``max_worker_deaths`` worker deaths (their unsaved shards are folded again elsewhere)."""
     if not isinstance(max_worker_deaths, int) or isinstance(max_worker_deaths, bool) or max_worker_deaths < 0:
         raise ValueError(f"max_worker_deaths must be an integer >= 0, got {max_worker_deaths!r}")
-    ray = _ray()
-    if not ray.is_initialized():
-        init_ray(address=os.environ.get("RAY_ADDRESS") or None)
+    ray = connect_ray()
     lm = builder.lm
     plan = builder.plan()
     builder.shard_dir.mkdir(parents=True, exist_ok=True)
@@ -416,4 +424,4 @@ def build_on_ray(builder: Any, progress: Any = True, *, workers: int | None = No
     builder.discard_checkpoints()
 
 
-__all__ = ["MAX_WORKER_DEATHS", "RAY_HELP", "ShardWorker", "build_on_ray", "init_ray"]
+__all__ = ["MAX_WORKER_DEATHS", "RAY_HELP", "ShardWorker", "build_on_ray", "connect_ray", "init_ray", "ray_module"]

@@ -181,7 +181,7 @@ def explain_neurons(
     explainer = resolve_explainer(explainer)
     simulator = resolve_simulator(simulator)
     if distributed == "ray":
-        from .distributed import ray_module
+        from ..activations.distributed import ray_module
 
         ray_module()  # a clear message when Ray is missing, before anything starts
     path = Path(out) if out is not None else None

@@ -21,20 +21,11 @@ earlier ``ray.init()``, or ``RAY_ADDRESS``) or starts a local one.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from typing import Any
 
-RAY_HELP = 'distributed="ray" needs Ray, which is optional: pip install "neuronwidget[ray]"'
-
-
-def ray_module() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise ImportError(RAY_HELP) from None
-    return ray
+from ..activations.distributed import connect_ray  # one place that knows how Ray starts
 
 
 class ExplainWorker:
@@ -61,11 +52,7 @@ def run_on_ray(index: Any, recorder: Any, work: Any, explainer: Any, simulator: 
     """Explain ``recorder.todo`` on Ray actors, recording each result as it arrives.
     ``work(record, key, explainer, simulator, n)`` is what an actor runs per neuron
     (``batch.explain_one``)."""
-    ray = ray_module()
-    if not ray.is_initialized():
-        from ..activations.distributed import init_ray  # the same start-up as sharded index builds
-
-        init_ray(address=os.environ.get("RAY_ADDRESS") or None)
+    ray = connect_ray()
     todo = deque(recorder.todo)
     if not todo:
         return

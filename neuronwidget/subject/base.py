@@ -135,15 +135,10 @@ class GPT2(Family):
         # transformers' gelu_new is seven elementwise PyTorch ops; PyTorch's tanh-approximate
         # GELU is the same function in one kernel (results agree to 5e-7; on CPU a GPT-2 forward
         # is ~25% faster). Swapped in while the hook lives, the user's module back on remove().
-        fused = _FusedGELU()
+        fused = torch.nn.GELU(approximate="tanh")
         mlp.act = fused
         handle = fused.register_forward_hook(lambda _m, _args, output: fn(output))
         return _Restore(handle, mlp, act)
-
-
-class _FusedGELU(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.gelu(x, approximate="tanh")
 
 
 class _Restore:
