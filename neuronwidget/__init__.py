@@ -37,6 +37,7 @@ _PUBLIC = {
     "default_corpus": "neuronwidget.activations",
     # explain / simulate / score (with the configured backends)
     "explain": "neuronwidget.api",
+    "improve_explanation": "neuronwidget.api",
     "simulate": "neuronwidget.api",
     "score": "neuronwidget.api",
     "explain_neurons": "neuronwidget.api",

@@ -20,6 +20,7 @@ from .activations import Engine
 from .explanations import backends as _backends
 from .explanations import batch as _batch
 from .explanations import explainer as _explainer
+from .explanations import improve as _improve
 from .explanations import scoring as _scoring
 from .explanations import simulator as _simulator
 
@@ -135,8 +136,13 @@ def resolve_simulator(simulator: Any = None) -> Any:
 
 
 @functools.wraps(_explainer.explain)
-def explain(record, backend=None, **kwargs):
-    return _explainer.explain(record, resolve_explainer(backend), **kwargs)
+def explain(record, backend=None, *, simulator=None, **kwargs):
+    return _explainer.explain(record, resolve_explainer(backend), simulator=resolve_simulator(simulator), **kwargs)
+
+
+@functools.wraps(_improve.improve_explanation)
+def improve_explanation(record, explainer=None, simulator=None, **kwargs):
+    return _improve.improve_explanation(record, resolve_explainer(explainer), resolve_simulator(simulator), **kwargs)
 
 
 @functools.wraps(_simulator.simulate)
@@ -156,4 +162,4 @@ def explain_neurons(index, layers, neurons, *, explainer=None, simulator=None, *
 
 
 __all__ = ["Settings", "configure", "settings", "cache_dir", "get_engine", "use_demo_model", "resolve_explainer", "resolve_simulator",
-           "explain", "simulate", "score", "explain_neurons"]
+           "explain", "improve_explanation", "simulate", "score", "explain_neurons"]

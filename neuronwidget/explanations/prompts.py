@@ -120,6 +120,35 @@ def explainer_messages(records: Sequence[ActivationRecord], max_activation: floa
     return messages
 
 
+# ---- revision: the explainer sees where its explanation's simulation went wrong ----
+
+REVISION_SYSTEM = (
+    "You are improving a description of a single neuron of a language model. Someone predicted "
+    "the neuron's activations from the current description alone. You see excerpts where that "
+    "prediction was most wrong: one token per line, then a tab, the neuron's real activation "
+    "(0 = silent, 10 = its strongest), a tab, and the predicted one. Write a better description "
+    "in one short phrase: keep what the description gets right, cover the tokens it misses, and "
+    "leave out what makes it predict activity where there is none. Reply with the phrase only."
+)
+
+
+def revision_messages(explanation: str, evidence: Sequence[tuple[ActivationRecord, Sequence[float]]],
+                      max_activation: float) -> list[dict[str, str]]:
+    """Chat messages asking for a revised explanation, given (record, predicted 0-10 values)
+    pairs where the simulation of ``explanation`` disagreed most with the truth."""
+    blocks = []
+    for record, predicted in evidence:
+        real = scale(record.activations, max_activation)
+        lines = "".join(f"{token_text(t)}\t{r}\t{round(p)}\n" for t, r, p in zip(record.tokens, real, predicted))
+        blocks.append(f"<start>\n{lines}<end>\n")
+    question = (
+        f"Current description: {FRAMING} {explanation.strip().rstrip('.')}.\n\n"
+        f"Excerpts (token<TAB>real<TAB>predicted):\n{''.join(blocks)}\n"
+        f"Complete the sentence with a better description: {FRAMING} ..."
+    )
+    return [{"role": "system", "content": REVISION_SYSTEM}, {"role": "user", "content": question}]
+
+
 # ---- all-at-once simulation prompt (plain text, for logprob simulators) ----
 
 def _neuron_header(i: int, explanation: str) -> str:

@@ -13,7 +13,10 @@ call only these members, so a new backend is one new class, with no edits anywhe
         def simulate(self, explanation, token_lists, *, max_activation,  # -> list[SequenceSimulation]
                      lookup=None, progress=None, cancel=None): ...
 
-Optional: ``wants_gpu = True`` asks ``explain_neurons(distributed="ray")`` to give each of its
+Optional: ``revise(record, explanation, evidence, *, cancel=None) -> list[str]``, the paper's
+revision step (``improve.improve_explanation`` calls it with held-in (record, simulation)
+pairs the explanation got most wrong); every ``ChatExplainer`` has it.
+``wants_gpu = True`` asks ``explain_neurons(distributed="ray")`` to give each of its
 workers a GPU (LocalBackend says so: it runs a model of its own). A backend sent to Ray
 workers is pickled: keep secrets out of its pickled state (see OpenAIBackend.__getstate__).
 
@@ -27,9 +30,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from ...records import NeuronRecord, SequenceSimulation
+from ...records import ActivationRecord, NeuronRecord, SequenceSimulation
 from .._common import ExplanationError, check_cancel
-from ..prompts import explainer_messages, parse_explanation
+from ..prompts import explainer_messages, parse_explanation, revision_messages
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -82,6 +85,18 @@ class ChatExplainer:
     def explain(self, record: NeuronRecord, *, n: int = 1, cancel: threading.Event | None = None) -> list[str]:
         records = record.top_split("train")[:N_EXPLAINER_RECORDS]
         answers = self.chat(explainer_messages(records, record.max_activation), n=n)
+        return self._parsed(answers, record, cancel)
+
+    def revise(self, record: NeuronRecord, explanation: str,
+               evidence: Sequence[tuple[ActivationRecord, SequenceSimulation]], *,
+               cancel: threading.Event | None = None) -> list[str]:
+        """A revised explanation, from held-in records where ``explanation``'s simulation
+        disagreed most with the truth (``evidence``: (record, simulation) pairs)."""
+        shown = [(r, s.expected_activations) for r, s in evidence if not s.failed]
+        answers = self.chat(revision_messages(explanation, shown, record.max_activation), n=1)
+        return self._parsed(answers, record, cancel)
+
+    def _parsed(self, answers: list[str], record: NeuronRecord, cancel: threading.Event | None) -> list[str]:
         check_cancel(cancel)
         out: list[str] = []
         for a in answers:
