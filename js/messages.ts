@@ -132,8 +132,10 @@ export interface TestRequest {
   explanation: string;
 }
 
+/** best_of 1: one explanation; k > 1: the best of k on held-in records, then one revision. */
 export interface ExplainRequest {
   type: "explain";
+  best_of: number;
 }
 
 export interface SideRequest {

@@ -13,6 +13,7 @@ import type { Model, NeuronState } from "./types";
 const CONTEXT_LEFT = 12;
 const CONTEXT_RIGHT = 6;
 const MORE_STEP = 10;
+const BEST_OF = 5; // the "best of k" button: k candidates compared on held-in records, then one revision
 export const SUBMIT_HINT: string = display.submit_keys;
 
 /** What the user typed, per model: a view drawn again (the kernel refreshing the saved
@@ -260,10 +261,16 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
       const which = d.header.signed ? ` (${d.header.side} side)` : "";
       empty.append(
         h("div", "nw-note", `No explanation for this neuron${which} yet.`),
-        button(`Explain with ${d.explainer}`, () => send({ type: "explain" })),
       );
       cards.appendChild(empty);
     }
+    const actions = h("div", "nw-actions");
+    actions.append(
+      button(`Explain with ${d.explainer}`, () => send({ type: "explain", best_of: 1 })),
+      button(`Explain (best of ${BEST_OF}, revised)`, () => send({ type: "explain", best_of: BEST_OF }),
+        `${BEST_OF} candidates simulated on held-in records, the best kept, then one revision kept if it scores higher there`),
+    );
+    cards.appendChild(actions);
   }
 
   function drawSamples(d: NeuronData, values: Float32Array) {

@@ -287,7 +287,7 @@ def test_neuronview_test_and_explain_return_scored_cards(tiny):
     np.testing.assert_array_equal(unpack(bufs[0], card["seqs"][0]["real"]), np.float32(first.true_activations))
     assert view._status == {}
 
-    view._on_custom_msg(view, {"type": "explain"}, [])
+    view._on_custom_msg(view, {"type": "explain", "best_of": 1}, [])
     view.wait(120)
     cards = view._data["cards"]
     assert len(cards) == 2 and cards[0]["explainer"].startswith("baseline") and cards[0]["explanation"]
@@ -312,7 +312,7 @@ def test_no_api_key_reaches_widget_state_html_or_errors(tiny):
                             timeout=5, cache=False)
     view = NeuronView(1, 3, model="tiny", index=index, explainer=backend, simulator="baseline")
     sent = capture(view)
-    view._on_custom_msg(view, {"type": "explain"}, [])
+    view._on_custom_msg(view, {"type": "explain", "best_of": 1}, [])
     view.wait(60)
     # an unreachable explainer shows up in the view: as an error naming what the user did
     assert view._status["error"].startswith("this neuron could not be explained: connection refused")
@@ -601,7 +601,7 @@ def test_saved_notebook_carries_scored_cards_and_stays_small(tiny_index, tmp_pat
         nbformat.v4.new_code_cell("v3 = nw.NeuronView(0, 7, diverging=False)\nv3"),
         # what the buttons send, through the widget's own message handler
         nbformat.v4.new_code_cell("v1._on_custom_msg(v1, {'type': 'test', 'explanation': 'the word object'}); v1.wait(120)\n"
-                                  "v1._on_custom_msg(v1, {'type': 'explain'}); v1.wait(120)\n"
+                                  "v1._on_custom_msg(v1, {'type': 'explain', 'best_of': 1}); v1.wait(120)\n"
                                   "print([s.explanation for s in v1.explanations])"),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -145,6 +145,7 @@ class TestRequest(TypedDict):
 
 class ExplainRequest(TypedDict):
     type: Literal["explain"]
+    best_of: int  # 1: one explanation; k > 1: the best of k on held-in records, then one revision
 
 
 class SideRequest(TypedDict):

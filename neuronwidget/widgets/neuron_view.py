@@ -264,7 +264,11 @@ class NeuronView(BaseView):
             elif msg["type"] == "test":
                 self._start_slow("test", "scoring your explanation", self._test, msg["explanation"].strip())
             elif msg["type"] == "explain":
-                self._start_slow("explain", f"explaining with {self._explainer.name}", self._explain)
+                best_of = msg["best_of"]
+                if not 1 <= best_of <= 20:
+                    raise ValueError(f"best_of must be in 1..20, got {best_of}")
+                how = f"the best of {best_of}, revised" if best_of > 1 else "one explanation"
+                self._start_slow("explain", f"explaining with {self._explainer.name} ({how})", self._explain, best_of)
             elif msg["type"] == "cancel":
                 self._cancel.set()
         except Exception as e:  # shown inside the widget, never a blank view
@@ -348,14 +352,16 @@ class NeuronView(BaseView):
         scored.explainer = "you (typed in this view)"
         self._add_card(scored)
 
-    def _explain(self, task: str) -> None:
+    def _explain(self, task: str, best_of: int = 1) -> None:
         from neuronwidget.api import explain, score
 
         record = self.record
-        texts = explain(record, self._explainer, progress=self._progress(task), cancel=self._cancel)
+        improve = best_of > 1
+        texts = explain(record, self._explainer, best_of=best_of, revise=improve and hasattr(self._explainer, "revise"),
+                        simulator=self._simulator, progress=self._progress(task), cancel=self._cancel)
         scored = score(record, texts[0], self._simulator, progress=self._progress("scoring the explanation"),
                        cancel=self._cancel)
-        scored.explainer = self._explainer.name
+        scored.explainer = self._explainer.name + (f" (best of {best_of} on held-in records)" if improve else "")
         self._add_card(scored)
 
     def _add_card(self, scored: ScoredExplanation) -> None:
