@@ -129,3 +129,40 @@ def test_revise_needs_an_explainer_that_can():
         improve_explanation(make_record(), NoRevise(), BaselineBackend(), revise=True)
     found = improve_explanation(make_record(), NoRevise(), BaselineBackend(), best_of=1, revise=False)
     assert found.explanation == 'gamma' and found.cost["prompt_tokens"] == 0
+
+
+def test_best_of_and_revision_over_http_with_an_openai_backend(tmp_path):
+    """The real OpenAI client against a server on 127.0.0.1: one request per candidate, one for
+    the revision; the cost is the server's usage; the server never saw a scoring record."""
+    from servers.fault_server import FaultServer
+
+    from neuronwidget.explanations import OpenAIBackend
+
+    answers = iter(["alpha.", "the main thing this neuron does is find beta", "alpha words"])
+
+    def reply(body):
+        last = body["messages"][-1]["content"]
+        return "gamma" if "Current description" in last else next(answers)
+
+    with FaultServer(reply=reply) as server:
+        explainer = OpenAIBackend("m", base_url=server.base_url, api_key="sk-test", cache_dir=tmp_path)
+        found = improve_explanation(make_record(), explainer, RecordingSimulator(), best_of=3, revise=True)
+        shown = [m["content"] for body in server.bodies for m in body["messages"]]
+    assert server.requests == 4 and _secret_free(shown)
+    assert [c.explanation for c in found.candidates] == ["alpha", "beta", "alpha words", "gamma"]
+    assert found.explanation == "gamma" and found.revised
+    # the fault server bills 100 prompt + 5 completion tokens per request
+    assert found.cost == {"explainer_calls": 2, "simulator_calls": 4, "prompt_tokens": 400, "completion_tokens": 20}
+
+
+@pytest.mark.slow
+def test_best_of_and_revision_with_a_local_model():
+    """SmolLM2-135M in this kernel writes candidates and a revision (a weak explainer: we check
+    the mechanics and the accounting, not the wording)."""
+    from servers.smollm2 import smollm2_local
+
+    local = smollm2_local()
+    found = improve_explanation(make_record(), local, RecordingSimulator(), best_of=2, revise=True)
+    assert 1 <= len(found.candidates) <= 3 and found.explanation in [c.explanation for c in found.candidates]
+    assert found.cost["explainer_calls"] == 2
+    assert found.cost["prompt_tokens"] is None or found.cost["prompt_tokens"] > 0
