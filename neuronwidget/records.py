@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 _REGISTRY: dict[str, type] = {}
@@ -321,8 +322,11 @@ class ScoredSimulation(_Serializable):
     random_only_score: float | None = None
     top_only_score: float | None = None
     note: str | None = None  # e.g. why a score is undefined, or how many records failed
+    # [low, high]: the 90% bootstrap interval of ev_correlation_score over the scored records
+    # (explanations.scoring.correlation_interval); None when it cannot be given (see the note)
+    ev_correlation_interval: list[float] | None = None
 
-    _extras: ClassVar[tuple[str, ...]] = ("random_only_score", "top_only_score", "note")
+    _extras: ClassVar[tuple[str, ...]] = ("random_only_score", "top_only_score", "note", "ev_correlation_interval")
 
     def get_preferred_score(self) -> float | None:
         return self.ev_correlation_score
@@ -339,8 +343,11 @@ class ScoredExplanation(_Serializable):
     explainer: str | None = None
     simulator: str | None = None
     side: str = "positive"
+    # neuronwidget extra: what scoring cost, {"calls", "cached", "prompt_tokens",
+    # "completion_tokens"} (None values where the backend does not count them)
+    cost: dict[str, Any] | None = None
 
-    _extras: ClassVar[tuple[str, ...]] = ("neuron_id", "explainer", "simulator", "side")
+    _extras: ClassVar[tuple[str, ...]] = ("neuron_id", "explainer", "simulator", "side", "cost")
 
     def __post_init__(self):
         if self.side not in SIDES:
@@ -350,8 +357,29 @@ class ScoredExplanation(_Serializable):
     def score(self) -> float | None:
         return self.scored_simulation.ev_correlation_score
 
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The score's 90% bootstrap interval (low, high), or None."""
+        iv = self.scored_simulation.ev_correlation_interval
+        return (float(iv[0]), float(iv[1])) if iv else None
+
+    def formatted(self) -> str:
+        """``"0.45 (0.31–0.58)"``: the score and its interval (see ``format_score``)."""
+        return format_score(self.score, self.interval)
+
     def get_preferred_score(self) -> float | None:
         return self.score
+
+
+def format_score(score: float | None, interval: Sequence[float] | None = None, digits: int = 2) -> str:
+    """One score as every view writes it: ``"0.45 (0.31–0.58)"`` with its interval, ``"0.45"``
+    without one, ``"undefined"`` when the score is None (or NaN)."""
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        return "undefined"
+    text = f"{score:.{digits}f}"
+    if interval is not None and len(interval) == 2 and None not in interval:
+        text += f" ({interval[0]:.{digits}f}\u2013{interval[1]:.{digits}f})"
+    return text
 
 
 @_register
@@ -377,4 +405,5 @@ __all__ = [
     "RANDOM_SPLITS",
     "loads",
     "check_layer_neuron",
+    "format_score",
 ]

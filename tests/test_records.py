@@ -181,6 +181,8 @@ def _full_results():
         uncalibrated_simulation=sim)
     scored.scored_simulation.scored_sequence_simulations[1].simulation.retryable = True
     scored.scored_simulation.top_only_score = 0.5
+    scored.scored_simulation.ev_correlation_interval = [0.55, 0.8]
+    scored.cost = {"calls": 3, "cached": 1, "prompt_tokens": 1200, "completion_tokens": 40}
     return R.NeuronSimulationResults(neuron_id=R.NeuronId(3, 17), scored_explanations=[scored])
 
 
@@ -216,3 +218,14 @@ def test_our_extras_round_trip_through_our_format(make):
 def test_side_must_be_a_known_side():
     with pytest.raises(ValueError, match="side must be one of"):
         R.ScoredExplanation("x", R.ScoredSimulation([]), side="both")
+
+
+def test_interval_and_format_score():
+    scored = _full_results().scored_explanations[0]
+    assert scored.interval == (0.55, 0.8)
+    assert scored.formatted() == "0.70 (0.55\u20130.80)"
+    assert R.ScoredExplanation.from_json(scored.to_json(extras=True)).interval == (0.55, 0.8)
+    assert "ev_correlation_interval" not in scored.scored_simulation.to_dict()  # OpenAI's format: theirs only
+    assert _scored().interval is None
+    assert R.format_score(None, (0.1, 0.2)) == "undefined" and R.format_score(float("nan")) == "undefined"
+    assert R.format_score(0.456) == "0.46" and R.format_score(-0.1, [-0.3, 0.05]) == "-0.10 (-0.30\u20130.05)"
