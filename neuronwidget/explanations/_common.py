@@ -1,14 +1,18 @@
-"""Errors, the on-disk response cache and usage accounting shared by the backends."""
+"""Errors, the on-disk response cache and usage accounting shared by the backends; the cost
+of a piece of work (``usage_snapshot``/``cost_since``); the input checks and held-out record
+selection every scorer shares."""
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_json, cache_root, stable_hash
+from ..records import ActivationRecord, NeuronRecord
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -122,3 +126,147 @@ class Usage:
 
     def __repr__(self) -> str:
         return f"Usage({self.as_dict()})"
+
+    def snapshot(self) -> tuple[int, int, int, int]:
+        """(requests, cached, prompt_tokens, completion_tokens), read together under the lock."""
+        with self._lock:
+            return self.requests, self.cached, self.prompt_tokens, self.completion_tokens
+
+
+# ---- the cost of one piece of work (a score, a best-of-n search...) ----
+#
+#     snap = usage_snapshot(backend)
+#     ...                                   # calls on backend
+#     cost = cost_since(backend, snap)      # {"calls": 3, "cached": 0, "prompt_tokens": ..., ...}
+#
+# or ``with measure_cost(backend) as cost: ...`` (``cost`` is filled in on leaving the block).
+# It is a DELTA of the backend's running totals (``backend.usage``, a ``Usage``): exact when
+# nothing else uses that backend object meanwhile. When several threads share one backend
+# (e.g. scores running in the background of a NeuronView while another runs), each delta also
+# holds the others' requests made in that window: give concurrent jobs their own backend
+# objects where the figure must be exact. (Per-thread attribution would miss the requests a
+# backend sends from its own worker threads, as OpenAIBackend.simulate does.)
+#
+# "calls" are requests that reached the model; "cached" those answered from the on-disk
+# response cache (no tokens counted for them). A backend without ``usage`` counts as
+# 0 calls when it is ``cheap`` (offline: BaselineBackend, rules), else as unknown (None).
+
+COST_KEYS = ("calls", "cached", "prompt_tokens", "completion_tokens")
+
+
+class UsageSnapshot:
+    """A backend's usage totals at one moment (see ``usage_snapshot``)."""
+
+    __slots__ = ("totals", "cheap")
+
+    def __init__(self, totals: tuple[int, int, int, int] | None, cheap: bool):
+        self.totals = totals
+        self.cheap = cheap
+
+    def __repr__(self) -> str:
+        return f"UsageSnapshot({self.totals}, cheap={self.cheap})"
+
+
+def _totals(backend: Any) -> tuple[int, int, int, int] | None:
+    usage = getattr(backend, "usage", None)
+    if usage is None:
+        return None
+    if isinstance(usage, Usage):
+        return usage.snapshot()
+    return tuple(int(getattr(usage, k, 0) or 0) for k in ("requests", "cached", "prompt_tokens", "completion_tokens"))  # type: ignore[return-value]
+
+
+def usage_snapshot(backend: Any) -> UsageSnapshot:
+    """What ``backend`` has used so far; pass it to ``cost_since`` after the work."""
+    return UsageSnapshot(_totals(backend), bool(getattr(backend, "cheap", False)))
+
+
+def zero_cost() -> dict[str, int]:
+    return dict.fromkeys(COST_KEYS, 0)
+
+
+def cost_since(backend: Any, snapshot: UsageSnapshot) -> dict[str, int | None]:
+    """``{"calls", "cached", "prompt_tokens", "completion_tokens"}`` used by ``backend`` since
+    ``snapshot`` (all 0 for a cheap backend without ``usage``; None where unknown)."""
+    now = _totals(backend)
+    if now is None or snapshot.totals is None:
+        return zero_cost() if snapshot.cheap else dict.fromkeys(COST_KEYS, None)
+    requests, cached, prompt, completion = (a - b for a, b in zip(now, snapshot.totals))
+    return {"calls": requests - cached, "cached": cached, "prompt_tokens": prompt, "completion_tokens": completion}
+
+
+def add_costs(*costs: dict[str, int | None]) -> dict[str, int | None]:
+    """Costs summed key by key (unknown, None, wins: a sum with an unknown part is unknown)."""
+    out: dict[str, int | None] = zero_cost()
+    for c in costs:
+        for k in COST_KEYS:
+            v = c.get(k)
+            out[k] = None if out[k] is None or v is None else out[k] + v
+    return out
+
+
+@contextmanager
+def measure_cost(backend: Any) -> Iterator[dict[str, int | None]]:
+    """``with measure_cost(b) as cost: ...``: ``cost`` holds ``cost_since`` on leaving."""
+    snap = usage_snapshot(backend)
+    cost: dict[str, int | None] = {}
+    try:
+        yield cost
+    finally:
+        cost.update(cost_since(backend, snap))
+
+
+# ---- what every scorer checks and reads (simulation, detection, fuzzing) ----
+
+# The longest explanation a scorer takes, in characters: explanations are one phrase (the
+# paper's are a few words; OpenAI's published ones stay far under this). A longer text is
+# almost surely a pasted prompt or document, and would blow up every prompt it goes into.
+MAX_EXPLANATION_CHARS = 1000
+
+# Where scorers read the neuron's records: held-out splits only, valid first, then test when
+# more are asked. Explainers (and best-of-n/revision) read train/calibration only.
+HELD_OUT_SPLITS = ("valid", "test")
+
+
+def check_explanation(explanation: Any) -> str:
+    """The explanation, stripped; a ValueError naming the rule when it is empty or too long."""
+    if not isinstance(explanation, str) or not explanation.strip():
+        raise ValueError(f"the explanation must be a non-empty string of at most {MAX_EXPLANATION_CHARS} "
+                         f"characters, got {explanation!r}"[:300])
+    text = explanation.strip()
+    if len(text) > MAX_EXPLANATION_CHARS:
+        raise ValueError(f"the explanation is {len(text)} characters long; at most {MAX_EXPLANATION_CHARS} "
+                         "are allowed (an explanation is a short phrase)")
+    return text
+
+
+def check_counts(n_top: Any, n_random: Any) -> tuple[int, int]:
+    """(n_top, n_random) as ints; a ValueError unless both are integers >= 0 with a sum >= 1."""
+    for name, v in (("n_top", n_top), ("n_random", n_random)):
+        if isinstance(v, bool) or not hasattr(v, "__index__") or isinstance(v, float):
+            raise ValueError(f"{name} must be an integer >= 0 (n_top + n_random >= 1), got {v!r} ({type(v).__name__})")
+        if int(v.__index__()) < 0:
+            raise ValueError(f"{name} must be an integer >= 0 (n_top + n_random >= 1), got {v}")
+    n_top, n_random = int(n_top.__index__()), int(n_random.__index__())
+    if n_top + n_random < 1:
+        raise ValueError("n_top + n_random must be >= 1 (integers >= 0): nothing would be scored")
+    return n_top, n_random
+
+
+def held_out_pools(record: NeuronRecord) -> tuple[list[ActivationRecord], list[ActivationRecord]]:
+    """All held-out top and random records, in the order scorers take them (valid, then test)."""
+    top = [r for s in HELD_OUT_SPLITS for r in record.top_split(s)]
+    rand = [r for s in HELD_OUT_SPLITS for r in record.random_split(s)]
+    return top, rand
+
+
+def held_out(record: NeuronRecord, n_top: int, n_random: int) -> tuple[list[ActivationRecord], list[ActivationRecord], str | None]:
+    """``n_top`` top and ``n_random`` random held-out records (valid split first, then test),
+    and a note when fewer exist than were asked."""
+    top_pool, rand_pool = held_out_pools(record)
+    top, rand = top_pool[:n_top], rand_pool[:n_random]
+    note = None
+    if len(top) < n_top or len(rand) < n_random:
+        note = (f"{n_top} top + {n_random} random records were asked for, but only {len(top)} top + {len(rand)} "
+                "random held-out records (valid and test splits) exist: scored on those")
+    return top, rand, note

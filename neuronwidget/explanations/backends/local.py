@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ...records import NeuronRecord, SequenceSimulation
-from .._common import check_cancel
+from .._common import Usage, check_cancel
 from ..prompts import MAX_LABEL, PLACEHOLDER, simulation_fewshot, simulation_prefix, token_text
 from ._packed import NotPackable, packed_attention, prepacked, prepacked_linears
 from .base import ChatExplainer, ProgressFn
@@ -62,6 +62,15 @@ def _simulation(tokens: Sequence[str], label_logits, values: list[float]) -> Seq
     expected = (probs * torch.tensor(values, dtype=torch.float64, device=probs.device)).sum(-1)
     return SequenceSimulation(list(tokens), expected.tolist(), distribution_values=[list(values) for _ in tokens],
                               distribution_probabilities=probs.tolist())
+
+
+def _generated(row: list[int], stop: set[int]) -> int:
+    """How many tokens of a generated row were generated: up to and including the first end
+    token (what follows it is padding)."""
+    for i, t in enumerate(row):
+        if t in stop:
+            return i + 1
+    return len(row)
 
 
 # Configs whose logits are not just the LM head on the last hidden state: these models take
@@ -121,6 +130,11 @@ class LocalBackend(ChatExplainer):
         self.packed: bool | None = None  # records packed into one row (CPU): None = not tried yet
         self._prepacked: dict[Any, Any] | None = None  # Linear -> oneDNN-prepacked weight, for packed passes
         self._weights: tuple | None = None  # the weights the two above were made from (see _derived_from)
+        # Token counts, as OpenAIBackend keeps them: a chat() is one request (its prompt counted
+        # once per returned sequence, its generated tokens up to and including the end token); a
+        # simulate() is one request whose prompt tokens are what one request per record would
+        # send (the simulation prefix + the record, as an API bills), with no completion tokens.
+        self.usage = Usage(self.name)
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.source!r}, gguf_file={self.gguf_file!r})"
@@ -190,8 +204,15 @@ class LocalBackend(ChatExplainer):
             gen.update(do_sample=False)
         with self._lock, torch.no_grad():
             out = model.generate(**ids, **gen)
-        texts = [tok.decode(row[ids["input_ids"].shape[1]:], skip_special_tokens=True) for row in out]
+        new = out[:, ids["input_ids"].shape[1]:].tolist()
+        self.usage.add(ids["input_ids"].shape[1] * len(new), sum(_generated(row, self._stop_ids()) for row in new))
+        texts = [tok.decode(row, skip_special_tokens=True) for row in new]
         return texts if temp > 0 else texts * n
+
+    def _stop_ids(self) -> set[int]:
+        ends = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ends = list(ends) if isinstance(ends, (list, tuple)) else [ends]
+        return {int(e) for e in ends + [self.tokenizer.eos_token_id] if e is not None}
 
     # ---- the Simulator role ----
     @property
@@ -244,6 +265,7 @@ class LocalBackend(ChatExplainer):
                 sims = self._one_by_one(prefix, encoded, token_lists, labels, reuse_prefix, progress, cancel)
         for i, sim in zip(todo, sims):
             out[i] = sim
+        self.usage.add(sum(len(prefix) + slots[-1] + 1 for _, slots in encoded), 0)
         return out
 
     def _label_head(self, labels: dict[int, int]):
