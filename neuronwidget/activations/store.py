@@ -205,6 +205,24 @@ class NeuronIndex:
         layer, neuron = self._check(layer, neuron)
         return float(self._a["extremes"][layer, neuron, 0])
 
+    def mean_activation(self, layer: int, neuron: int) -> float:
+        """This neuron's mean activation over every corpus token (what mean-ablation puts in)."""
+        layer, neuron = self._check(layer, neuron)
+        return float(self._a["moments"][layer, neuron, 0])
+
+    def window_tokens(self, layer: int, neuron: int, side: str = "positive", stop: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids int64 [n, 64], activations float32 [n, 64]) of this neuron's top windows
+        (``side="negative"``: its bottom windows), strongest first: what a forward pass needs."""
+        layer, neuron = self._check(layer, neuron)
+        if side not in ("positive", "negative"):
+            raise ValueError(f"side must be 'positive' or 'negative', got {side!r}")
+        ids = np.asarray(self._a["top_ids" if side == "positive" else "bottom_ids"][layer, neuron, slice(0, stop)],
+                         dtype=np.int64)
+        ids = ids[ids >= 0]
+        acts = self.window_activations(layer, neuron, ids).astype(np.float32)
+        return np.asarray(self._a["windows"][ids], dtype=np.int64), acts
+
     def extremes(self) -> tuple[np.ndarray, np.ndarray]:
         """(min, max) float32 [layers, neurons]: every neuron's range over every corpus token."""
         e = np.asarray(self._a["extremes"], dtype=np.float32)

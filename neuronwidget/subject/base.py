@@ -97,9 +97,15 @@ class Family:
     def n_ctx(self, config: Any) -> int:
         raise NotImplementedError
 
-    def hook(self, block: Any, fn: Callable[[torch.Tensor], None]) -> Any:
+    def hook(self, block: Any, fn: Callable[[torch.Tensor], torch.Tensor | None], *, fast: bool = True) -> Any:
         """Register on ``block`` a hook that calls ``fn(acts [batch, seq, n_neurons])`` while the
-        forward pass runs; return the handle (``.remove()``)."""
+        forward pass runs; return the handle (``.remove()``). When ``fn`` returns a tensor, it
+        replaces the activations for the rest of the pass (an intervention).
+
+        ``fast``: the family may swap in an equivalent, faster module while the hook lives
+        (GPT-2: fused GELU, equal to 5e-7). ``fast=False`` keeps the model's own modules, so a
+        pass whose hooks change nothing is bit-identical to a plain forward (interventions
+        compare against one)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -128,9 +134,9 @@ class GPT2(Family):
     def n_ctx(self, config: Any) -> int:
         return int(config.n_positions)
 
-    def hook(self, block: Any, fn: Callable[[torch.Tensor], None]) -> Any:
+    def hook(self, block: Any, fn: Callable[[torch.Tensor], torch.Tensor | None], *, fast: bool = True) -> Any:
         mlp, act = block.mlp, block.mlp.act
-        if type(act).__name__ != "NewGELUActivation":
+        if not fast or type(act).__name__ != "NewGELUActivation":
             return act.register_forward_hook(lambda _m, _args, output: fn(output))
         # transformers' gelu_new is seven elementwise PyTorch ops; PyTorch's tanh-approximate
         # GELU is the same function in one kernel (results agree to 5e-7; on CPU a GPT-2 forward
@@ -180,7 +186,8 @@ class GatedMLP(Family):
     def n_ctx(self, config: Any) -> int:
         return int(_text_config(config).max_position_embeddings)
 
-    def hook(self, block: Any, fn: Callable[[torch.Tensor], None]) -> Any:
+    def hook(self, block: Any, fn: Callable[[torch.Tensor], torch.Tensor | None], *, fast: bool = True) -> Any:
+        # a tensor returned by a forward pre-hook becomes down_proj's input (PyTorch wraps it in a tuple)
         return block.mlp.down_proj.register_forward_pre_hook(lambda _m, args: fn(args[0]))
 
 
