@@ -180,7 +180,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "explanations.jsonl"
-    table = explain_neurons(index, args.layers, neurons, out=results, sides=args.sides)
+    table = explain_neurons(index, args.layers, neurons, out=results, sides=args.sides, best_of=args.best_of,
+                            revise=args.revise)
     atomic_write_text(out / "summary.csv", table.to_csv(index=False))
     from neuronwidget.explanations import read_explanations_jsonl, write_explanations_jsonl
 
@@ -274,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--model", help="subject model (default: gpt2 when available, else tiny)")
     ex.add_argument("--sides", nargs="+", choices=["positive", "negative"], default=["positive"],
                     help="which side(s) of each neuron to explain (negative: what drives it most negative)")
+    ex.add_argument("--best-of", type=int, default=1, metavar="K",
+                    help="keep the best of K explanations, compared on held-in (calibration) records")
+    ex.add_argument("--revise", action="store_true",
+                    help="then let the explainer revise it from the held-in records it gets most wrong "
+                         "(kept only if it scores higher there)")
     ex.set_defaults(func=cmd_explain)
 
     ix = sub.add_parser("index", help="build the activation index of a model over the default corpus")

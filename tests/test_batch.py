@@ -261,3 +261,24 @@ def test_ray_is_optional_with_a_clear_message(monkeypatch):
                         distributed="ray", progress=False)
     with pytest.raises(ValueError, match="distributed must be None"):
         explain_neurons(RecordStore(), 0, [0], distributed="dask")
+
+
+def test_best_of_and_revision_in_a_batch(tmp_path):
+    """Each neuron: best_of requests for candidates + one for the revision, over real HTTP; the
+    kept explanation alone is scored and saved; the explainer column says how it was found."""
+
+    def reply(body):
+        last = body["messages"][-1]["content"]
+        return "capital" if "Current description" in last else "cities"
+
+    with FaultServer(reply=reply) as server:
+        explainer = OpenAIBackend("m", base_url=server.base_url, api_key="sk-test", cache_dir=tmp_path / "cache")
+        df = explain_neurons(RecordStore(), [0], [0, 1], explainer=explainer, simulator=BaselineBackend(),
+                             out=tmp_path / "run.jsonl", best_of=3, revise=True, progress=False, concurrency=1)
+    assert server.requests == 2 * (3 + 1)
+    assert df.error.isna().all() and len(read_explanations_jsonl(tmp_path / "run.jsonl")) == 2
+    for _, row in df.iterrows():
+        assert row.explanation in ("cities", "capital")
+        assert row.explainer.startswith(explainer.name + " (best of 3")
+    with pytest.raises(ValueError, match="best_of must be an integer >= 1"):
+        explain_neurons(RecordStore(), [0], [0], explainer=BaselineBackend(), simulator=BaselineBackend(), best_of=0)

@@ -86,6 +86,12 @@ def test_explain_batch_writes_and_resumes(tmp_path, tmp_path_factory, monkeypatc
     assert cli.main(argv) == 0  # a rerun resumes: nothing is explained twice
     assert len((out / "explanations.jsonl").read_text().splitlines()) == 10
     capsys.readouterr()
+    best = tmp_path / "best"
+    assert cli.main(["explain", "--model", "tiny", "--layers", "1", "--neurons", "4", "--best-of", "3",
+                     "--out", str(best)]) == 0
+    (line,) = (best / "explanations.jsonl").read_text().splitlines()
+    assert "(best of 3" in loads(line).scored_explanations[0].explainer
+    capsys.readouterr()
 
 
 def test_bad_arguments_are_explained(tmp_path, tmp_path_factory, monkeypatch, capsys):

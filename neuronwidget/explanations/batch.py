@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterable
@@ -14,6 +15,7 @@ from ..records import SIDES, NeuronId, NeuronRecord, NeuronSimulationResults, Sc
 from ._common import Cancelled
 from .backends import resolve_explainer, resolve_simulator
 from .explainer import explain
+from .improve import improve_explanation
 from .files import entry_line, parse_line
 from .scoring import failure_causes, score
 
@@ -82,10 +84,19 @@ def _read_done(path: Path) -> dict[Key, NeuronSimulationResults]:
 
 
 def explain_one(record: NeuronRecord, key: Key, explainer, simulator, n: int = 1,
-                cancel: threading.Event | None = None) -> NeuronSimulationResults:
-    """Explain one neuron's side and score every explanation (``record`` is already that side)."""
-    explanations = explain(record, explainer, n=n, cancel=cancel)
-    scored = [score(record, e, simulator, explainer=explainer.name, cancel=cancel) for e in explanations]
+                cancel: threading.Event | None = None, *, best_of: int = 1,
+                revise: bool = False) -> NeuronSimulationResults:
+    """Explain one neuron's side and score every explanation (``record`` is already that side).
+    With ``best_of``/``revise`` the explanation comes from ``improve_explanation`` (chosen on
+    held-in records) and only the kept one is scored."""
+    if best_of > 1 or revise:
+        found = improve_explanation(record, explainer, simulator, best_of=best_of, revise=revise, cancel=cancel)
+        explanations = [found.explanation]
+        how = f"{explainer.name} (best of {best_of}{', revised' if found.revised else ''})"
+    else:
+        explanations = explain(record, explainer, n=n, cancel=cancel)
+        how = explainer.name
+    scored = [score(record, e, simulator, explainer=how, cancel=cancel) for e in explanations]
     return NeuronSimulationResults(neuron_id=NeuronId(key[0], key[1]), scored_explanations=scored)
 
 
@@ -143,6 +154,8 @@ def explain_neurons(
     sides: Iterable[str] = ("positive",),
     concurrency: int = 4,
     n: int = 1,
+    best_of: int = 1,
+    revise: bool = False,
     progress: bool = True,
     cancel: threading.Event | None = None,
     distributed: str | None = None,
@@ -165,11 +178,17 @@ def explain_neurons(
     its own copy of the backends; results stream into the same output as they finish, and
     the neurons of a worker that dies are redone by another (see ``explanations.distributed``).
     Otherwise ``concurrency`` threads of this process share the backends.
+
+    ``best_of=k`` / ``revise=True``: each explanation is the best of k candidates on the
+    held-in calibration records, then revised once (see ``improve``); only the kept one is
+    scored, on the valid records as always.
     """
     from tqdm.auto import tqdm
 
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if isinstance(best_of, bool) or not isinstance(best_of, int) or best_of < 1:
+        raise ValueError(f"best_of must be an integer >= 1, got {best_of!r}")
     if distributed not in (None, "ray"):
         raise ValueError(f"distributed must be None (this process) or 'ray', got {distributed!r}")
     sides = [sides] if isinstance(sides, str) else list(sides)
@@ -189,12 +208,14 @@ def explain_neurons(
     recorder = Recorder(path, keys, bar)
     bar.update(len(keys) - len(recorder.todo))
 
+    one = functools.partial(explain_one, best_of=best_of, revise=revise) if best_of > 1 or revise else explain_one
+
     def work(key: Key) -> None:
         if cancel is not None and cancel.is_set():
             return
         try:
             record = index.record(key[0], key[1]).for_side(key[2])
-            result = explain_one(record, key, explainer, simulator, n, cancel)
+            result = one(record, key, explainer, simulator, n, cancel)
         except Cancelled:
             return
         except Exception as e:  # noqa: BLE001 - one neuron's failure must not stop the batch
@@ -206,7 +227,7 @@ def explain_neurons(
         if distributed == "ray":
             from .distributed import run_on_ray
 
-            run_on_ray(index, recorder, explain_one, explainer, simulator, n=n, workers=workers, cancel=cancel)
+            run_on_ray(index, recorder, one, explainer, simulator, n=n, workers=workers, cancel=cancel)
         else:
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
                 for fut in as_completed([pool.submit(work, k) for k in recorder.todo]):
