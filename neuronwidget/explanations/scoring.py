@@ -11,6 +11,14 @@ A score that is undefined (a constant prediction or constant truth for r; all-ze
 for r² and absolute deviation) is ``None`` with a note saying why — never a fake 0.
 Failed simulations (``SequenceSimulation.error``) are left out of the pooled scores and
 the note says how many.
+
+Every correlation score comes with a 90% interval (``ScoredSimulation.ev_correlation_interval``,
+``ScoredExplanation.interval``): a stratified bootstrap over the scored records (see
+``correlation_interval``).
+
+``score(..., scorer=...)`` is the one entry point of all scorers: "simulation" (the paper's,
+above), "detection" and "fuzzing" (balanced accuracy of a classifier, see ``classify``).
+Scorers read held-out records only: the valid split, then the test split when more are asked.
 """
 
 from __future__ import annotations
@@ -21,12 +29,23 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..records import NeuronRecord, ScoredExplanation, ScoredSequenceSimulation, ScoredSimulation, SequenceSimulation
-from ._common import ProgressFn
+from . import classify as _classify
+from ._common import ProgressFn, check_counts, check_explanation, cost_since, held_out, usage_snapshot
 from .backends import resolve_simulator
 from .simulator import simulate
 
 N_SCORE_TOP = 5
 N_SCORE_RANDOM = 5
+SCORERS = ("simulation", "detection", "fuzzing")
+
+# The interval: a percentile bootstrap, INTERVAL_LEVEL wide, over BOOTSTRAP_RESAMPLES resamples
+# drawn with a fixed seed (the same records and predictions always give the same interval).
+INTERVAL_LEVEL = 0.90
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+# More undefined resamples than this fraction (e.g. resamples holding only records on which
+# the prediction is constant) and no interval is given: dropping them would hide too much.
+MAX_UNDEFINED_FRACTION = 0.10
 
 
 def _arrays(real: Sequence[float], pred: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +92,67 @@ def why_undefined(real: Sequence[float], pred: Sequence[float]) -> str | None:
     if np.ptp(r) == 0:
         return f"the real activations are constant ({r[0]:g}) on every scored token, so the correlation is undefined"
     return None
+
+
+def correlation_interval(
+    true_activations: Sequence[Sequence[float]],
+    predictions: Sequence[Sequence[float]],
+    kinds: Sequence[str],
+    *,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = INTERVAL_LEVEL,
+) -> tuple[tuple[float, float] | None, str | None]:
+    """A ``level`` (90%) percentile-bootstrap interval of the pooled Pearson r, and a note.
+
+    Records are the unit: each resample draws the top records with replacement among the top
+    records, and the random records among the random ones (stratified: every resample keeps
+    the scoring set's mix), pools their tokens and recomputes r. Vectorised: each record is
+    reduced to six sums (count, Σr, Σp, Σr², Σp², Σrp, after centring on the pooled means for
+    accuracy), a resample is a vector of record counts, so all resamples are one matrix product.
+
+    A resample whose r is undefined (constant truth or prediction over its tokens) is left
+    out and counted in the note; above ``MAX_UNDEFINED_FRACTION`` of them, or when no stratum
+    has two records to vary (the interval would be a point), the interval is None and the
+    note says why. The point score itself being undefined gives None with no note.
+    """
+    if not (len(true_activations) == len(predictions) == len(kinds)):
+        raise ValueError("need one prediction and one kind per true record")
+    real = [np.asarray(r, dtype=np.float64) for r in true_activations]
+    pred = [np.asarray(p, dtype=np.float64) for p in predictions]
+    if correlation(np.concatenate(real or [np.zeros(0)]), np.concatenate(pred or [np.zeros(0)])) is None:
+        return None, None
+    kinds_arr = np.asarray(kinds)
+    strata = [np.flatnonzero(kinds_arr == k) for k in dict.fromkeys(kinds)]
+    if all(idx.size < 2 for idx in strata):
+        return None, (f"no interval: {len(real)} record(s) ({', '.join(f'{idx.size} {kinds[idx[0]]}' for idx in strata)}) "
+                      "are too few to resample")
+    mr = np.concatenate(real).mean()
+    mp = np.concatenate(pred).mean()
+    stats = np.array([[r.size, (r - mr).sum(), (p - mp).sum(), ((r - mr) ** 2).sum(), ((p - mp) ** 2).sum(),
+                       ((r - mr) * (p - mp)).sum()] for r, p in zip(real, pred)])
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_resamples, len(real)))
+    for idx in strata:
+        counts[:, idx] = rng.multinomial(idx.size, np.full(idx.size, 1.0 / idx.size), size=n_resamples)
+    n, sr, sp, srr, spp, srp = (counts @ stats).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var_r = srr - sr * sr / n
+        var_p = spp - sp * sp / n
+        # relative tests: a constant side leaves only rounding error in its variance
+        defined = (n >= 2) & (var_r > 1e-9 * srr) & (var_p > 1e-9 * spp)
+        r = np.clip((srp - sr * sp / n) / np.sqrt(var_r * var_p), -1.0, 1.0)[defined]
+    n_undefined = n_resamples - r.size
+    if n_undefined > MAX_UNDEFINED_FRACTION * n_resamples:
+        return None, (f"no interval: the correlation is undefined in {n_undefined} of {n_resamples} bootstrap "
+                      "resamples of the records (too few records with varying activations or predictions)")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(r, [tail, 100 - tail])
+    note = None
+    if n_undefined:
+        note = (f"{n_undefined} of {n_resamples} bootstrap resamples had an undefined correlation and are left "
+                "out of the interval")
+    return (float(low), float(high)), note
 
 
 def fit_linear_calibration(real: Sequence[float], pred: Sequence[float]) -> tuple[float, float]:
@@ -168,6 +248,13 @@ def _pool(scored: list[ScoredSequenceSimulation]) -> ScoredSimulation:
         out.absolute_dev_explained_score = absolute_dev_explained(real, pred)
         if out.ev_correlation_score is None:
             notes.append(why_undefined(real, pred) or "the correlation is undefined")
+        else:
+            interval, why = correlation_interval([s.true_activations for s in ok],
+                                                 [s.simulation.expected_activations for s in ok],
+                                                 [s.kind or "top" for s in ok])
+            out.ev_correlation_interval = list(interval) if interval else None
+            if why:
+                notes.append(why)
         for kind in ("random", "top"):
             part = [s for s in ok if s.kind == kind]
             value = correlation(*flat(part)) if part else None
@@ -183,27 +270,68 @@ def score(
     explanation: str,
     simulator=None,
     *,
-    n_top: int = N_SCORE_TOP,
-    n_random: int = N_SCORE_RANDOM,
+    scorer: str = "simulation",
+    n_top: int | None = None,
+    n_random: int | None = None,
     calibrated: bool = False,
     explainer: str | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
-) -> ScoredExplanation:
-    """Simulate ``explanation`` on held-out valid-split records (5 top + 5 random) and score it.
+    **options,
+):
+    """Score ``explanation`` of ``record``'s neuron on held-out records.
 
-    ``calibrated=True`` also simulates the calibration split and maps predictions linearly
-    onto the neuron's scale before r² and absolute deviation (correlation is unchanged).
+    ``scorer``:
+
+    * ``"simulation"`` (the paper's; the default) -> ``ScoredExplanation``: ``simulator``
+      predicts activations on ``n_top`` top + ``n_random`` random held-out records from the
+      explanation alone; the score is Pearson r pooled over their tokens, with a 90%
+      bootstrap interval (``.interval``). ``calibrated=True`` also simulates the calibration
+      split and maps predictions linearly onto the neuron's scale before r² and absolute
+      deviation (correlation is unchanged).
+    * ``"detection"`` / ``"fuzzing"`` -> ``classify.ClassificationScore`` (balanced accuracy,
+      ``.score`` and ``.interval`` too): ``simulator`` is the chat model that judges the
+      examples (any backend with ``chat``), or a simulator whose predictions stand in for
+      its answers (BaselineBackend, rules). ``n_top`` examples the explanation should match,
+      ``n_random`` it should not (see ``classify``). ``options``: ``batch_size``,
+      ``max_attempts``, ``seed``, ``via`` (see ``classify.detection``).
+
+    Records: held-out only (never train or calibration, which explainers read). With neither
+    ``n_top`` nor ``n_random`` given, the paper's set: 5 top + 5 random records of the valid
+    split (fewer where it holds fewer) for simulation; 5 + 5 examples for detection/fuzzing.
+    Given counts (integers >= 0, together >= 1; an omitted one is 5) are taken from the valid
+    split, then the test split when the valid one holds fewer; the result's note says how
+    many were used when fewer exist than were asked. The explanation:
+    non-empty, at most ``MAX_EXPLANATION_CHARS`` (1,000) characters.
     ``explainer`` names who wrote the explanation (kept on the result; None = a person/unknown).
     Either side of a signed neuron: pass ``record.for_side("negative")`` to score an
-    explanation of its negative side (the result's ``side`` says which).
+    explanation of its negative side (the result's ``side`` says which). ``.cost`` on the
+    result: the calls and tokens the scoring took.
     """
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {', '.join(map(repr, SCORERS))}, got {scorer!r}")
     if not isinstance(record, NeuronRecord):
         raise ValueError(f"score() needs a NeuronRecord, got {type(record).__name__}")
-    top = record.top_split("valid")[:n_top]
-    rand = record.random_split("valid")[:n_random]
+    explanation = check_explanation(explanation)
+    paper_set = n_top is None and n_random is None
+    n_top, n_random = check_counts(N_SCORE_TOP if n_top is None else n_top,
+                                   N_SCORE_RANDOM if n_random is None else n_random)
+    if scorer != "simulation":
+        if calibrated:
+            raise ValueError("calibrated=True applies to the simulation scorer only")
+        run = _classify.detection if scorer == "detection" else _classify.fuzzing
+        return run(record, explanation, simulator, n_top=n_top, n_random=n_random, explainer=explainer,
+                   progress=progress, cancel=cancel, **options)
+    if options:
+        raise ValueError(f"the simulation scorer takes no {', '.join(sorted(options))} "
+                         "(those options are for scorer='detection' or 'fuzzing')")
+    if paper_set:
+        top, rand, short = record.top_split("valid")[:n_top], record.random_split("valid")[:n_random], None
+    else:
+        top, rand, short = held_out(record, n_top, n_random)
     if not top and not rand:
-        raise ValueError(f"{record.neuron_id} has no valid-split records to score on (needs top or random records)")
+        raise ValueError(f"{record.neuron_id} has no held-out (valid or test split) records to score on "
+                         "(needs top or random records)")
     backend = resolve_simulator(simulator)
     records = top + rand
     kinds = ["top"] * len(top) + ["random"] * len(rand)
@@ -216,8 +344,10 @@ def score(
         if progress:
             progress(done, total, msg)
 
+    snap = usage_snapshot(backend)
     sims = simulate(explanation, records + extra, backend, max_activation=record.max_activation,
                     lookup=record, progress=report, cancel=cancel)
+    cost = cost_since(backend, snap)
     sims, cal_sims = sims[: len(records)], sims[len(records):]
     note = None
     if calibrated:
@@ -230,13 +360,13 @@ def score(
         else:
             note = "no calibration records could be simulated, so the scores are uncalibrated"
     scored = score_sequences(sims, [r.activations for r in records], kinds)
-    if note:
-        scored.note = "; ".join(x for x in (scored.note, note) if x)
+    scored.note = "; ".join(x for x in (short, scored.note, note) if x) or None
     return ScoredExplanation(
-        explanation=explanation.strip(),
+        explanation=explanation,
         scored_simulation=scored,
         neuron_id=record.neuron_id,
         explainer=explainer,
         simulator=backend.simulator_name,
         side=record.side,
+        cost=cost,
     )
