@@ -49,11 +49,14 @@ def test_series_list_and_files_agree(lm, tmp_path):
 
 
 def test_default_corpus_is_bundled_offline_text(lm, monkeypatch):
-    monkeypatch.delenv("NEURONWIDGET_ONLINE_CORPUS", raising=False)
+    monkeypatch.setenv("NEURONWIDGET_ONLINE_CORPUS", "0")
     c = default_corpus()
-    assert c.name.startswith("bundled offline corpus: Brown Corpus (500 samples") and BROWN_NAME in c.name
-    assert c.fingerprint == bundled_corpus().fingerprint
+    assert c.name == f"bundled offline corpus: {BROWN_NAME}, first 200,000 tokens"
+    assert c.fingerprint == bundled_corpus().fingerprint and c.max_tokens == 200_000
     assert as_corpus(None).fingerprint == c.fingerprint == as_corpus("bundled").fingerprint
+    assert as_corpus("bundled").max_tokens is None  # asked for by name: all of it
+    gpu = default_corpus(device="cuda")  # an accelerator indexes all of it
+    assert gpu.max_tokens is None and gpu.name == bundled_corpus().name
     assert isinstance(as_corpus(c), Corpus)
 
 
@@ -143,9 +146,12 @@ def test_default_corpus_says_why_web_text_was_not_used(monkeypatch):
     c = default_corpus(device="cuda")
     assert c.name.startswith("bundled offline corpus: Brown Corpus")
     assert c.name.endswith("web text not used: the optional `datasets` package is not installed")
-    assert c.fingerprint == bundled_corpus().fingerprint
+    assert c.fingerprint == bundled_corpus().fingerprint and c.max_tokens is None  # accelerator: all of it
+    cpu = default_corpus()
+    assert cpu.name.endswith("first 200,000 tokens — web text not used: the optional `datasets` package is "
+                             "not installed") and cpu.max_tokens == 200_000
     monkeypatch.setenv("NEURONWIDGET_ONLINE_CORPUS", "0")  # asked not to try: no reason to give
-    assert default_corpus().name == bundled_corpus().name
+    assert default_corpus().name == bundled_corpus().name + ", first 200,000 tokens"
 
 
 def test_hugging_face_dataset_needs_datasets_and_network():

@@ -153,23 +153,35 @@ def bundled_corpus() -> Corpus:
 WEB_TOKENS = {"cpu": 200_000, "accelerator": 5_000_000}
 
 
+def _sized_bundled(device: str) -> Corpus:
+    """The bundled corpus as the default: on a CPU its first ``WEB_TOKENS["cpu"]`` tokens, like the
+    web text (the whole Brown Corpus is about 1.5 million GPT-2 tokens: many minutes for a real model
+    on a CPU); on an accelerator all of it (it is smaller than the accelerator budget)."""
+    c = bundled_corpus()
+    if device == "cpu":
+        c.max_tokens = WEB_TOKENS["cpu"]
+        c.name += f", first {c.max_tokens:,} tokens"
+    return c
+
+
 def default_corpus(online: bool | None = None, device: str = "cpu") -> Corpus:
     """The corpus used when none is given.
 
     ``online=None`` (default): web text suited to language models (the Hugging Face dataset
     ``stas/openwebtext-10k``, its first 200,000 tokens on a CPU, 5 million on an accelerator)
     when it can be had — the optional ``datasets`` package is installed and the dataset loads
-    (network or a populated cache) — else the bundled offline corpus, whose name then says why
-    the web text was not used. ``NEURONWIDGET_ONLINE_CORPUS=0`` (or ``online=False``): always
-    the bundled corpus, with no attempt. ``online=True``: the web text or a
+    (network or a populated cache) — else the bundled offline corpus (the Brown Corpus; on a CPU
+    its first 200,000 tokens, which cover all 15 genres; on an accelerator all of it), whose name
+    then says why the web text was not used. ``NEURONWIDGET_ONLINE_CORPUS=0`` (or
+    ``online=False``): always the bundled corpus, sized the same way, with no attempt. ``online=True``: the web text or a
     ``CorpusUnavailableError`` saying why not. The corpus used is always named in
     ``Corpus.name`` (and the index's ``corpus_name``).
     """
     if online is None and os.environ.get("NEURONWIDGET_ONLINE_CORPUS", "").lower() in ("0", "false", "no"):
         online = False
-    if online is False:
-        return bundled_corpus()
     budget = WEB_TOKENS["cpu" if device == "cpu" else "accelerator"]
+    if online is False:
+        return _sized_bundled(device)
     try:
         web = hf_corpus(ONLINE_DEFAULT, max_tokens=budget)
     except CorpusUnavailableError as e:
@@ -177,7 +189,7 @@ def default_corpus(online: bool | None = None, device: str = "cpu") -> Corpus:
             raise
         why = "the optional `datasets` package is not installed" if "needs the optional package" in str(e) \
             else f"{ONLINE_DEFAULT} could not be loaded (offline?)"
-        fallback = bundled_corpus()
+        fallback = _sized_bundled(device)
         fallback.name += f" — web text not used: {why}"
         return fallback
     web.name += f", first {budget:,} tokens"
