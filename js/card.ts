@@ -15,7 +15,7 @@ export function renderCard(card: CardData, values: Float32Array): HTMLElement {
   const box = h("div", "nw-card");
   box.dataset.side = card.side;
   const head = h("div", "nw-card-head");
-  head.appendChild(h("span", "nw-score", formatScore(card.score)));
+  head.appendChild(h("span", "nw-score", card.score_text));
   head.appendChild(h("span", "nw-expl", card.explanation));
   box.appendChild(head);
   box.appendChild(h("div", `nw-card-side nw-side-${card.side}`, display.sides[card.side] ?? card.side));

@@ -32,7 +32,7 @@ export function formatActivation(v: number): string {
 }
 
 export function formatScore(s: number | null | undefined): string {
-  if (s === null || s === undefined || !Number.isFinite(s)) return "n/a";
+  if (s === null || s === undefined || !Number.isFinite(s)) return "undefined";
   return fixed(s, 2);
 }
 

@@ -39,6 +39,7 @@ export interface CardSeq {
 export interface CardData {
   explanation: string;
   score: number | null;
+  score_text: string;
   top_score: number | null;
   random_score: number | null;
   rsquared: number | null;

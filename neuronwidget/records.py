@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from decimal import ROUND_HALF_UP, Decimal
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -346,8 +347,11 @@ class ScoredExplanation(_Serializable):
     # neuronwidget extra: what scoring cost, {"calls", "cached", "prompt_tokens",
     # "completion_tokens"} (None values where the backend does not count them)
     cost: dict[str, Any] | None = None
+    # neuronwidget extra: what finding the explanation cost (the explainer's calls, and for
+    # best-of-n / revision the held-in simulations too), same keys
+    explanation_cost: dict[str, Any] | None = None
 
-    _extras: ClassVar[tuple[str, ...]] = ("neuron_id", "explainer", "simulator", "side", "cost")
+    _extras: ClassVar[tuple[str, ...]] = ("neuron_id", "explainer", "simulator", "side", "cost", "explanation_cost")
 
     def __post_init__(self):
         if self.side not in SIDES:
@@ -374,12 +378,18 @@ class ScoredExplanation(_Serializable):
 def format_score(score: float | None, interval: Sequence[float] | None = None, digits: int = 2) -> str:
     """One score as every view writes it: ``"0.45 (0.31–0.58)"`` with its interval, ``"0.45"``
     without one, ``"undefined"`` when the score is None (or NaN)."""
-    if score is None or (isinstance(score, float) and math.isnan(score)):
+    if score is None or not math.isfinite(score):
         return "undefined"
-    text = f"{score:.{digits}f}"
+    text = _fixed(score, digits)
     if interval is not None and len(interval) == 2 and None not in interval:
-        text += f" ({interval[0]:.{digits}f}\u2013{interval[1]:.{digits}f})"
+        text += f" ({_fixed(interval[0], digits)}\u2013{_fixed(interval[1], digits)})"
     return text
+
+
+def _fixed(v: float, digits: int) -> str:
+    # as JavaScript's toFixed (the exact binary value rounded, ties away from zero), never "-0.00"
+    s = str(Decimal(float(v)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+    return s[1:] if s.startswith("-") and not any(c in "123456789" for c in s) else s
 
 
 @_register

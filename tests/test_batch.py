@@ -280,5 +280,7 @@ def test_best_of_and_revision_in_a_batch(tmp_path):
     for _, row in df.iterrows():
         assert row.explanation in ("cities", "capital")
         assert row.explainer.startswith(explainer.name + " (best of 3")
+        # 3 candidates + 1 revision reached the server; it bills 100 prompt + 5 completion tokens each
+        assert (row.explain_calls, row.score_calls, row.prompt_tokens, row.completion_tokens) == (4, 0, 400, 20)
     with pytest.raises(ValueError, match="best_of must be an integer >= 1"):
         explain_neurons(RecordStore(), [0], [0], explainer=BaselineBackend(), simulator=BaselineBackend(), best_of=0)

@@ -78,7 +78,7 @@ def test_best_of_keeps_the_best_held_in_candidate_and_revision_only_when_better(
     assert found.explanation == 'gamma' and found.revised
     assert found.held_in_score == scores['gamma']
     assert found.ranked()[0] == 'gamma' and set(found.ranked()) == set(scores)
-    assert found.cost["explainer_calls"] == 2 and found.cost["simulator_calls"] == 4
+    assert found.cost["explainer_calls"] == 2 and found.cost["simulator_calls"] == 4 and found.cost["calls"] is None  # the scripted explainer counts nothing
     # the revision prompt showed the held-in records it got most wrong, with real and predicted values
     revision_prompt = explainer.shown[-1]
     assert "Current description" in revision_prompt and "alpha" in revision_prompt
@@ -152,7 +152,8 @@ def test_best_of_and_revision_over_http_with_an_openai_backend(tmp_path):
     assert [c.explanation for c in found.candidates] == ["alpha", "beta", "alpha words", "gamma"]
     assert found.explanation == "gamma" and found.revised
     # the fault server bills 100 prompt + 5 completion tokens per request
-    assert found.cost == {"explainer_calls": 2, "simulator_calls": 4, "prompt_tokens": 400, "completion_tokens": 20}
+    assert found.cost == {"explainer_calls": 2, "simulator_calls": 4, "calls": 4, "cached": 0,
+                          "prompt_tokens": 400, "completion_tokens": 20}
 
 
 @pytest.mark.slow
@@ -165,4 +166,4 @@ def test_best_of_and_revision_with_a_local_model():
     found = improve_explanation(make_record(), local, RecordingSimulator(), best_of=2, revise=True)
     assert 1 <= len(found.candidates) <= 3 and found.explanation in [c.explanation for c in found.candidates]
     assert found.cost["explainer_calls"] == 2
-    assert found.cost["prompt_tokens"] is None or found.cost["prompt_tokens"] > 0
+    assert found.cost["calls"] >= 2 and found.cost["prompt_tokens"] > 0 and found.cost["completion_tokens"] > 0

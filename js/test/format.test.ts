@@ -31,7 +31,7 @@ describe("numbers as the storage supports them", () => {
     expect(formatScore(-0.001)).toBe("0.00");
     expect(formatScore(-0.004)).toBe("0.00");
     expect(formatScore(-0.006)).toBe("-0.01");
-    expect(formatScore(null)).toBe("n/a");
+    expect(formatScore(null)).toBe("undefined");
   });
   it("rounds ties of exact binary values away from zero (as Python's static HTML does)", () => {
     expect(formatActivation(1.125)).toBe("1.13");

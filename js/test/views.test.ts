@@ -22,7 +22,7 @@ afterEach(() => {
 
 function card(explanation: string, offset: number): CardData {
   return {
-    explanation, score: 0.42, top_score: 0.5, random_score: 0.1, rsquared: 0.2,
+    explanation, score: 0.42, score_text: "0.42 (0.31–0.58)", top_score: 0.5, random_score: 0.1, rsquared: 0.2,
     explainer: "baseline", simulator: "baseline sim", note: null, neuron: "L1/N3", side: "positive", max: 4, fresh: true,
     seqs: [
       { kind: "top", tokens: ["a", "b"], real: [offset, 2], sim: [offset + 2, 2], sim_max: 10, error: null, score: 0.9 },
@@ -63,7 +63,7 @@ describe("ExplanationCard", () => {
   it("shows score, legend, real vs simulated rows and failed records as failed", () => {
     const { el } = mount({ _view_kind: "card", _data: card(HOSTILE[0], 0), _buf: f32([4, 0, 10, 0]) });
     expect(el.querySelector(".nw-expl")!.textContent).toBe(HOSTILE[0]);
-    expect(el.querySelector(".nw-score")!.textContent).toBe("0.42");
+    expect(el.querySelector(".nw-score")!.textContent).toBe("0.42 (0.31–0.58)");
     expect(el.textContent).toContain("1 = perfect");
     expect(el.textContent).toContain("explainer: baseline");
     expect(el.querySelector(".nw-card-side")!.textContent).toContain("positive side");

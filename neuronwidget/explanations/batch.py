@@ -12,29 +12,40 @@ from typing import Any
 
 from .._io import atomic_write_text
 from ..records import SIDES, NeuronId, NeuronRecord, NeuronSimulationResults, ScoredExplanation, SequenceSimulation
-from ._common import Cancelled
+from ._common import Cancelled, measure_cost
 from .backends import resolve_explainer, resolve_simulator
 from .explainer import explain
 from .improve import improve_explanation
 from .files import entry_line, parse_line
 from .scoring import failure_causes, score
 
-COLUMNS = ["layer", "neuron", "side", "explanation", "score", "random_only_score", "explainer", "simulator", "error"]
+COLUMNS = ["layer", "neuron", "side", "explanation", "score", "score_low", "score_high", "random_only_score",
+           "explainer", "simulator", "explain_calls", "score_calls", "prompt_tokens", "completion_tokens", "error"]
 
 Key = tuple[int, int, str]  # (layer, neuron, side)
 
 
 def _row(key: Key, best: ScoredExplanation | None, error: str | None = None) -> dict[str, Any]:
     sim = best.scored_simulation if best else None
+    interval = best.interval if best else None
+    explain_cost = (best.explanation_cost if best else None) or {}
+    score_cost = (best.cost if best else None) or {}
+    tokens = {k: (None if explain_cost.get(k, 0) is None or score_cost.get(k) is None
+                  else explain_cost.get(k, 0) + score_cost[k]) for k in ("prompt_tokens", "completion_tokens")}
     return {
         "layer": key[0],
         "neuron": key[1],
         "side": key[2],
         "explanation": best.explanation if best else None,
         "score": sim.ev_correlation_score if sim else None,
+        "score_low": interval[0] if interval else None,
+        "score_high": interval[1] if interval else None,
         "random_only_score": sim.random_only_score if sim else None,
         "explainer": best.explainer if best else None,
         "simulator": best.simulator if best else None,
+        "explain_calls": explain_cost.get("calls"),
+        "score_calls": score_cost.get("calls"),
+        **tokens,
         "error": error,
     }
 
@@ -91,12 +102,15 @@ def explain_one(record: NeuronRecord, key: Key, explainer, simulator, n: int = 1
     held-in records) and only the kept one is scored."""
     if best_of > 1 or revise:
         found = improve_explanation(record, explainer, simulator, best_of=best_of, revise=revise, cancel=cancel)
-        explanations = [found.explanation]
+        explanations, cost = [found.explanation], found.cost
         how = f"{explainer.name} (best of {best_of}{', revised' if found.revised else ''})"
     else:
-        explanations = explain(record, explainer, n=n, cancel=cancel)
+        with measure_cost(explainer) as cost:
+            explanations = explain(record, explainer, n=n, cancel=cancel)
         how = explainer.name
     scored = [score(record, e, simulator, explainer=how, cancel=cancel) for e in explanations]
+    for s in scored:
+        s.explanation_cost = dict(cost)
     return NeuronSimulationResults(neuron_id=NeuronId(key[0], key[1]), scored_explanations=scored)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..records import ActivationRecord, NeuronRecord, SequenceSimulation
-from ._common import ExplanationError, ProgressFn, check_cancel
+from ._common import ExplanationError, ProgressFn, add_costs, check_cancel, cost_since, usage_snapshot
 from .prompts import scale
 from .scoring import score_sequences
 from .simulator import simulate
@@ -51,6 +51,8 @@ class ImprovedExplanation:
     held_in_score: float | None
     candidates: list[Candidate]  # every explanation tried, in the order tried
     revised: bool  # True when a revision beat the best candidate
+    # explainer_calls / simulator_calls (asked of each role), and what reached the backends:
+    # calls, cached, prompt_tokens, completion_tokens (None where a backend does not count)
     cost: dict[str, Any] = field(default_factory=dict)
 
     def ranked(self) -> list[str]:
@@ -72,39 +74,17 @@ def held_in_records(record: NeuronRecord, n_top: int = HELD_IN_TOP,
 
 
 class _Meter:
-    """Counts calls, and tokens where a backend keeps ``usage`` (OpenAIBackend, LocalBackend)."""
+    """Calls per role, and what the backends used (``_common.cost_since``; a backend playing
+    both roles is counted once)."""
 
     def __init__(self, explainer, simulator):
-        self.backends = {"explainer": explainer, "simulator": simulator}
+        self.backends = list({id(b): b for b in (explainer, simulator)}.values())
+        self.snapshots = [usage_snapshot(b) for b in self.backends]
         self.calls = {"explainer": 0, "simulator": 0}
-        self._start = {role: self._tokens(b) for role, b in self.backends.items()}
-
-    @staticmethod
-    def _tokens(backend) -> tuple[int, int] | None:
-        usage = getattr(backend, "usage", None)
-        if usage is None:
-            return None
-        return int(getattr(usage, "prompt_tokens", 0)), int(getattr(usage, "completion_tokens", 0))
 
     def report(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"explainer_calls": self.calls["explainer"], "simulator_calls": self.calls["simulator"]}
-        prompt = completion = 0
-        counted = True
-        seen: set[int] = set()
-        for role, backend in self.backends.items():
-            if id(backend) in seen:  # one object in both roles: its usage holds both
-                continue
-            seen.add(id(backend))
-            now, start = self._tokens(backend), self._start[role]
-            if now is None or start is None:
-                counted = counted and bool(getattr(backend, "cheap", False))
-                continue
-            prompt += now[0] - start[0]
-            completion += now[1] - start[1]
-        # Deltas of a backend's running totals: exact when nothing else uses it meanwhile.
-        out["prompt_tokens"] = prompt if counted else None
-        out["completion_tokens"] = completion if counted else None
-        return out
+        used = add_costs(*(cost_since(b, s) for b, s in zip(self.backends, self.snapshots)))
+        return {"explainer_calls": self.calls["explainer"], "simulator_calls": self.calls["simulator"], **used}
 
 
 def _disagreement(real: ActivationRecord, sim: SequenceSimulation, max_activation: float) -> float:

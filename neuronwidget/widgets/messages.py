@@ -45,6 +45,7 @@ class CardSeq(TypedDict):
 class CardData(TypedDict):
     explanation: str
     score: Optional[float]
+    score_text: str  # the score with its 90% interval, "0.45 (0.31–0.58)" (records.format_score)
     top_score: Optional[float]
     random_score: Optional[float]
     rsquared: Optional[float]

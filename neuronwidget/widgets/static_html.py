@@ -16,6 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Sequence
 
+from neuronwidget import records
 from neuronwidget.records import ScoredExplanation
 from neuronwidget.widgets.messages import Group
 
@@ -61,7 +62,7 @@ def format_activation(v: float) -> str:
 
 
 def format_score(s: float | None) -> str:
-    return "n/a" if s is None or not math.isfinite(s) else _fixed(float(s), 2)
+    return records.format_score(s)
 
 
 # ---- colour (as js/color.ts) -----------------------------------------------------------------
@@ -258,7 +259,7 @@ def card_html(scored: ScoredExplanation, max_value: float, details: bool = True,
     n_random = sum(1 for s in seqs if s.kind == "random")
     parts = [
         '<div class="nw-card" style="border:1px solid #ddd;border-radius:4px;padding:6px;margin:6px 0">',
-        f'<div><b style="font-size:16px">{esc(format_score(scored.score))}</b> '
+        f'<div><b style="font-size:16px">{esc(scored.formatted())}</b> '
         f'<span style="font-size:14px">{esc(scored.explanation)}</span></div>',
         f'<div style="{_DIM};font-weight:600">{esc(SIDES.get(side, side))}</div>',
         f'<div style="{_DIM}">top-only {esc(format_score(sim.top_only_score))} · random-only '

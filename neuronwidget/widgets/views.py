@@ -117,6 +117,7 @@ def card_data(scored: ScoredExplanation, pk: Packer, max_value: float, *, side: 
     return {
         "explanation": scored.explanation,
         "score": scored.score,
+        "score_text": scored.formatted(),
         "top_score": sim.top_only_score,
         "random_score": sim.random_only_score,
         "rsquared": sim.rsquared_score,
