@@ -50,6 +50,9 @@ _PUBLIC = {
     "PublishedIndex": "neuronwidget.activations.published",
     # explore: text -> neurons, weight connections, explanation search
     "top_neurons": "neuronwidget.explore.top",
+    # interventions: a neuron's effect on the output, steering
+    "neuron_effect": "neuronwidget.explore.effects",
+    "steer": "neuronwidget.explore.effects",
     "neuron_connections": "neuronwidget.explore.api",
     "search": "neuronwidget.explore.api",
     "record_explanation": "neuronwidget.explore.api",

@@ -1,6 +1,7 @@
 """From any text, any word, to the neurons behind it.
 
 - :func:`top_neurons`: which neurons fire most at one token (all layers, one forward pass).
+- :func:`neuron_effect` / :func:`steer`: what a neuron does to the output, by intervening on it.
 - :func:`neuron_connections`: what a neuron reads from and writes to, from the weights alone.
 - :func:`search`: every explanation recorded (NeuronView, the CLI, OpenAI's published files)
   in one SQLite FTS5 store, searched by words.
@@ -16,6 +17,9 @@ from typing import Any
 _NAMES = {
     "top_neurons": "neuronwidget.explore.top",
     "TextActivations": "neuronwidget.explore.top",
+    "neuron_effect": "neuronwidget.explore.effects",
+    "steer": "neuronwidget.explore.effects",
+    "effect_ranking": "neuronwidget.explore.effects",
     "neuron_connections": "neuronwidget.explore.api",
     "search": "neuronwidget.explore.api",
     "record_explanation": "neuronwidget.explore.api",

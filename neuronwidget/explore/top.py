@@ -125,8 +125,15 @@ def _check_k(k: Any) -> int:
 
 
 def top_neurons(text: str, position: int, k: int = 20, model: Any = None, *, index: Any = None,
-                store: ExplanationStore | None = None):
-    """The ``k`` neurons (over all layers) that fire most at token ``position`` of ``text``.
+                store: ExplanationStore | None = None, by: str = "activation", check: int = 10):
+    """The ``k`` neurons (over all layers) that fire most at token ``position`` of ``text``
+    (``by="activation"``), or that matter most to the prediction made there (``by="effect"``).
+
+    ``by="effect"``: every neuron of every layer ranked by |activation × gradient of log p(next
+    token)| at that token (one forward and one backward pass; no index needed), the first
+    ``check`` rows also measured by true ablation (the neuron zeroed at that token); columns
+    layer, neuron, side, activation, gradient, attribution, ablation, explanation, score (see
+    :func:`neuronwidget.explore.effects.effect_ranking`).
 
     Returns a pandas DataFrame with columns layer, neuron, side, activation, normalized
     (activation ÷ the neuron's index maximum, or ÷ its minimum for the negative side),
@@ -139,8 +146,15 @@ def top_neurons(text: str, position: int, k: int = 20, model: Any = None, *, ind
 
     from ..api import get_engine
 
+    if by not in ("activation", "effect"):
+        raise ValueError(f"by must be 'activation' (how strongly neurons fire) or 'effect' (how much they change "
+                         f"the prediction), got {by!r}")
     engine = get_engine(model)
     _check_k(k)
+    if by == "effect":
+        from .effects import effect_ranking
+
+        return effect_ranking(engine, text, position, k, check=check, store=store)
     acts = TextActivations(engine, text, index, upto=position)
     return pd.DataFrame(acts.top(position, k, store), columns=TOP_COLUMNS)
 
