@@ -43,6 +43,7 @@ _PUBLIC = {
     "explain_neurons": "neuronwidget.api",
     "OpenAIBackend": "neuronwidget.explanations",
     "LocalBackend": "neuronwidget.explanations",
+    "RulesBackend": "neuronwidget.explanations",
     "BaselineBackend": "neuronwidget.explanations",
     # published GPT-2 data
     "published_explanations": "neuronwidget.activations.published",

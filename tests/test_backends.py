@@ -9,7 +9,7 @@ import pytest
 
 import neuronwidget as nw
 from neuronwidget.api import explain, score, simulate
-from neuronwidget.explanations import BackendError, BaselineBackend, OpenAIBackend
+from neuronwidget.explanations import BackendError, BaselineBackend, OpenAIBackend, RulesBackend
 from neuronwidget.api import resolve_explainer, resolve_simulator
 from neuronwidget.explanations.backends.openai_api import LogprobsUnsupported
 
@@ -197,7 +197,7 @@ def test_backend_selection_order(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("NEURONWIDGET_BASE_URL", raising=False)
     monkeypatch.delenv("NEURONWIDGET_MODEL", raising=False)
-    assert isinstance(resolve_explainer(), BaselineBackend)
+    assert isinstance(resolve_explainer(), RulesBackend)  # the offline default
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     chosen = resolve_explainer()
     assert isinstance(chosen, OpenAIBackend) and chosen.model == "gpt-4.1-mini" and KEY not in repr(chosen)

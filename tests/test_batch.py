@@ -50,7 +50,7 @@ def test_interrupted_run_resumes_and_persists(tmp_path):
     assert list(df.columns) == COLUMNS
     assert list(zip(df.layer, df.neuron)) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     assert df.error.isna().all() and (df.score > 0.9).all()
-    assert (df.explainer == "baseline: token lookup (no LLM)").all()
+    assert (df.explainer == "token lookup (the paper's baseline, no LLM)").all()
     assert df.explanation.str.startswith("the tokens").all()
     # a third run has nothing left to do
     third = RecordStore()

@@ -235,9 +235,9 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         assert sh.format_activation(index.record(1, 4).max_activation) in nv.locator(".nw-meta").inner_text()
         assert nv.locator(".nw-top .nw-rec").count() == 10
         # no explanation yet: explained on demand with the configured explainer
-        nv.get_by_role("button", name="Explain with baseline: token lookup (no LLM)").click()
+        nv.get_by_role("button", name="Explain with rules (fitted context rules, no LLM)").click()
         nv.locator(".nw-card.nw-new").first.wait_for(timeout=120_000)
-        assert "explainer: baseline" in nv.locator(".nw-card.nw-new .nw-card-who").first.inner_text()
+        assert "explainer: rules" in nv.locator(".nw-card.nw-new .nw-card-who").first.inner_text()
         page.wait_for_function(  # the saved output was refreshed (and the view drawn again) before going on
             "() => JSON.stringify(window.jupyterapp.shell.currentWidget.content.widgets[1].model.outputs.toJSON())"
             ".includes('layer 1 · neuron 4')", timeout=30_000)

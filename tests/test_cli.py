@@ -30,13 +30,13 @@ class _Tags(html.parser.HTMLParser):
 def test_demo_writes_standalone_pages(tmp_path, tmp_path_factory):
     env = dict(os.environ, NEURONWIDGET_CACHE=str(shared_cache(tmp_path_factory)), PYTHONIOENCODING="utf-8")
     for key in ("OPENAI_API_KEY", "NEURONWIDGET_BASE_URL", "NEURONWIDGET_MODEL"):
-        env.pop(key, None)  # the offline default: the baseline backend
+        env.pop(key, None)  # the offline default: the rules backend
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "neuronwidget.cli", "demo", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stdout = proc.stdout
-    assert "Explainer: baseline" in stdout
+    assert "Explainer: rules" in stdout
     pages = sorted(out.glob("neuron-L*-N*.html"))
     assert len(pages) == 3
     for page in pages:

@@ -53,16 +53,19 @@ def test_baseline_end_to_end_offline(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("NEURONWIDGET_BASE_URL", raising=False)
     record = capital_neuron()
-    explanations = nw.explain(record)  # default backend offline = baseline
+    explanations = nw.explain(record, "token-lookup")  # the paper's baseline, by name
     assert len(explanations) == 1 and explanations[0].startswith("the tokens ")
     assert {"paris", "london", "rome", "berlin"} & set(explanations[0].replace('"', "").replace(",", "").split())
-    scored = nw.score(record, explanations[0])
-    assert scored.simulator == "baseline: token lookup (no LLM)"
+    scored = nw.score(record, explanations[0], "token-lookup")
+    assert scored.simulator == "token lookup (the paper's baseline, no LLM)"
     assert scored.score is not None and scored.score > 0.9
     sims = scored.scored_simulation.scored_sequence_simulations
     assert [s.kind for s in sims] == ["top"] * 5 + ["random"] * 3  # 9 random records -> 3 valid
-    # any text works offline: a word the explanation mentions, or one it does not
+    # any text works offline, also with the default (rules) simulator, which reads free text as
+    # the token lookup does: a word the explanation mentions, or one it does not
     assert nw.score(record, "the word Paris").score > 0
+    default = nw.explain(record)[0]  # the offline default: rules
+    assert nw.score(record, default).simulator.startswith("rules") and nw.score(record, default).score > 0.9
     unrelated = nw.score(record, "names of rivers")
     assert unrelated.score is None and "same value" in unrelated.scored_simulation.note
 

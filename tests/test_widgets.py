@@ -223,7 +223,7 @@ def test_neuronview_state_carries_engine_values_as_binary(tiny):
         np.testing.assert_array_equal(unpack(buffers[0], got["a"]), np.float32(want.activations))
     edges, counts = index.histogram(1, 3)
     assert data["hist"]["counts"] == [int(c) for c in counts]
-    assert data["cards"] == [] and data["explainer"].startswith("baseline")
+    assert data["cards"] == [] and data["explainer"].startswith("rules")
     payload = len(json.dumps({k: v for k, v in state.items() if k not in ("_esm", "_css")})) + sum(map(len, buffers))
     print(f"\ninitial NeuronView payload: {payload} bytes (JSON + float32 buffer, without the bundle)")
     assert payload < 100_000

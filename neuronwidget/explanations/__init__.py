@@ -1,18 +1,19 @@
 """Explain, simulate and score neurons: the method of "Language models can explain
-neurons in language models" (OpenAI, 2023), with real LLM backends and an offline baseline.
+neurons in language models" (OpenAI, 2023), with real LLM backends, the offline rules
+explainer and the paper's token lookup.
 
     expl = explain(record)                       # -> list[str]
     scored = score(record, expl[0])              # -> ScoredExplanation
     neg = record.for_side("negative")            # signed neurons: either side
 
-Modules: ``backends`` (the Explainer and Simulator protocols and the three built-in
+Modules: ``backends`` (the Explainer and Simulator protocols and the four built-in
 backends), ``prompts`` (prompts and answer parsing), ``explainer`` (explain), ``simulator``
 (simulate), ``scoring`` (the scores and score()), ``batch`` (explain_neurons), ``files``
 (OpenAI's format and ours), ``distributed`` (explain_neurons on Ray).
 """
 
 from ._common import BackendError, Cancelled, ExplanationError, RetriesExhausted  # noqa: F401 (errors: importable, not in __all__)
-from .backends import BaselineBackend, ChatExplainer, Explainer, LocalBackend, OpenAIBackend, Simulator
+from .backends import BaselineBackend, ChatExplainer, Explainer, LocalBackend, OpenAIBackend, RulesBackend, Simulator
 from .batch import explain_neurons
 from .explainer import explain
 from .files import read_explanations_jsonl, write_explanations_jsonl
@@ -26,6 +27,7 @@ __all__ = [
     "explain_neurons",
     "OpenAIBackend",
     "LocalBackend",
+    "RulesBackend",
     "BaselineBackend",
     "Explainer",
     "Simulator",

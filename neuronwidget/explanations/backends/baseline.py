@@ -1,4 +1,5 @@
-"""The no-LLM baseline of the paper: a token lookup table.
+"""Token lookup, the paper's no-LLM baseline ("token lookup" in Bills et al. 2023): kept as the
+control for the other explainers (``resolve_explainer("token-lookup")``; "baseline" is an alias).
 
 * Lookup table: each token's mean activation over the neuron's NON-scoring records (train
   and calibration top records, calibration random records). Valid/test records, which
@@ -22,7 +23,7 @@ from .._common import check_cancel
 from ..prompts import scale
 from .base import ProgressFn
 
-NAME = "baseline: token lookup (no LLM)"
+NAME = "token lookup (the paper's baseline, no LLM)"
 UNSEEN_VALUE = 10.0
 
 _STOPWORDS = frozenset(
@@ -88,8 +89,9 @@ def baseline_simulate(
 
 
 class BaselineBackend:
-    """The offline baseline: explanations and simulations from a token lookup table (no LLM).
-    Implements both roles (``Explainer``, ``Simulator``)."""
+    """Token lookup, the paper's baseline: explanations and simulations from a token lookup
+    table (no LLM). Implements both roles (``Explainer``, ``Simulator``). The offline default
+    is the rules explainer (``RulesBackend``); this one stays as its control."""
 
     name = NAME
     simulator_name = NAME

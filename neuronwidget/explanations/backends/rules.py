@@ -1,0 +1,647 @@
+"""The rules explainer: short lists of context rules fitted to a neuron's records (no LLM).
+
+An explanation is a list of rules, each with a strength on the method's 0-10 scale, written
+in a fixed grammar that people and LLM simulators can read and that ``parse_rules`` reads
+back exactly::
+
+    "defined" after "user-" (9); "default" (6); the token after "non" (4); the phrase "for example" (3)
+
+Grammar (``STR`` is a JSON string literal, written with ``ensure_ascii=False``: ``"`` and
+``\\`` are backslash-escaped, control characters as ``\\n``, ``\\t``, ``\\u0000``; any other
+character, non-ASCII included, as itself)::
+
+    explanation := rule ("; " rule)*  |  "no rule fits"
+    rule        := pattern " (" strength ")"          strength: an integer 1-10
+    pattern     := STR                      a token: the token's text is STR
+                 | STR " after " STR        a token right after a context
+                 | "the token after " STR   whatever token comes right after a context
+                 | "the phrase " STR        every token of a run of tokens spelling STR
+
+Matching, on a list of tokens (``norm`` = case-folded, "▁" read as a space, runs of
+whitespace as one space):
+
+* a token's text is ``norm(token).strip()`` (the token lookup's key, with "▁" as a space);
+* the text BEFORE token i is ``norm("".join(tokens[:i]))`` with trailing spaces removed; a
+  context ``C`` matches when that text ends with ``C`` and ``C`` does not begin inside a word
+  (when ``C`` starts with a letter or digit, the character before it is not one);
+* a phrase ``P`` matches the tokens i..j (j >= i) when ``norm("".join(tokens[i:j+1])).strip()``
+  is ``P`` and tokens i and j both have text (whitespace-only tokens neither start nor end one).
+
+A token's predicted activation is the largest strength of the rules it matches, 0 when none.
+Rules are fitted on the neuron's non-scoring records only (top records of splits train and
+calibration, random records of calibration): candidates seen in at least ``min_support``
+distinct records, chosen by greedy forward selection maximising the pooled Pearson
+correlation (top and random records weighted as scoring weighs them), strengths refined one
+rule at a time. The simulator of this backend reads explanations in the grammar exactly, and
+any other text as the token lookup does (``baseline``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...records import ActivationRecord, NeuronRecord, SequenceSimulation
+from .._common import check_cancel
+from ..prompts import MAX_LABEL
+from .base import ProgressFn
+from .baseline import baseline_simulate, lookup_table
+
+NAME = "rules (fitted context rules, no LLM)"
+NO_RULE = "no rule fits"
+KINDS = ("token", "token_after", "after", "phrase")
+MAX_CONTEXT = 40  # characters: longer contexts are never proposed (matching has no limit)
+MAX_PHRASE = 40
+
+# ---- rules and their grammar --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule. ``kind``: "token" (``token``), "token_after" (``token`` after ``context``),
+    "after" (any token after ``context``), "phrase" (``token`` holds the phrase)."""
+
+    kind: str
+    token: str | None
+    context: str | None
+    strength: int
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"rule kind must be one of {KINDS}, got {self.kind!r}")
+        need_token = self.kind != "after"
+        need_context = self.kind in ("token_after", "after")
+        if need_token != bool(self.token) or need_context != bool(self.context):
+            raise ValueError(f"a {self.kind!r} rule needs {'a token' if need_token else 'no token'} and "
+                             f"{'a context' if need_context else 'no context'}: got token={self.token!r}, "
+                             f"context={self.context!r}")
+        if isinstance(self.strength, bool) or not isinstance(self.strength, int) or not 1 <= self.strength <= MAX_LABEL:
+            raise ValueError(f"a rule's strength is an integer 1-{MAX_LABEL}, got {self.strength!r}")
+
+    def pattern(self) -> str:
+        if self.kind == "token":
+            return _q(self.token)
+        if self.kind == "token_after":
+            return f"{_q(self.token)} after {_q(self.context)}"
+        if self.kind == "after":
+            return f"the token after {_q(self.context)}"
+        return f"the phrase {_q(self.token)}"
+
+    def with_strength(self, strength: int) -> Rule:
+        return Rule(self.kind, self.token, self.context, int(strength))
+
+    def __str__(self) -> str:
+        return f"{self.pattern()} ({self.strength})"
+
+
+def _q(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def format_rules(rules: Sequence[Rule]) -> str:
+    """The explanation text of ``rules`` (in the order given)."""
+    return "; ".join(str(r) for r in rules) if rules else NO_RULE
+
+
+_STR = r'"(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"'
+_PATTERNS = (
+    ("after", re.compile(rf"the token after ({_STR})")),
+    ("phrase", re.compile(rf"the phrase ({_STR})")),
+    ("token_after", re.compile(rf"({_STR}) after ({_STR})")),
+    ("token", re.compile(rf"({_STR})")),
+)
+_STRENGTH = re.compile(r" \((10|[1-9])\)")
+
+
+def parse_rules(text: str) -> list[Rule] | None:
+    """The rules an explanation states, or None when the text is not in the grammar.
+    Surrounding whitespace and one final period are allowed; quoted strings are normalised as
+    matching reads them (case-folded, whitespace collapsed), so ``parse_rules(format_rules(r))
+    == r`` for fitted rules."""
+    if not isinstance(text, str):
+        return None
+    s = text.strip()
+    if s.endswith("."):  # a sentence's final period (valid text ends in ")" or NO_RULE)
+        s = s[:-1]
+    if s == NO_RULE:
+        return []
+    rules: list[Rule] = []
+    pos = 0
+    while True:
+        for kind, pat in _PATTERNS:
+            m = pat.match(s, pos)
+            if m:
+                break
+        else:
+            return None
+        strings = [_norm_text(json.loads(g)).strip() for g in m.groups()]
+        st = _STRENGTH.match(s, m.end())
+        if not st or not all(strings):
+            return None
+        token = None if kind == "after" else strings[0]
+        context = strings[-1] if kind in ("after", "token_after") else None
+        rules.append(Rule(kind, token, context, int(st.group(1))))
+        pos = st.end()
+        if pos == len(s):
+            return rules
+        if not s.startswith("; ", pos):
+            return None
+        pos += 2
+
+
+# ---- matching ---------------------------------------------------------------------------------------
+
+_WS = re.compile(r"\s+")
+
+
+def _norm_text(text: str) -> str:
+    return _WS.sub(" ", text.replace("▁", " ").casefold())
+
+
+def _word(ch: str) -> bool:
+    return ch.isalnum()
+
+
+class _Doc:
+    """One token list seen as text: each token's key, where its text starts/ends in the
+    normalised joined text, and the text before it."""
+
+    __slots__ = ("keys", "text", "begins", "ends", "before")
+
+    def __init__(self, tokens: Sequence[str]):
+        parts: list[str] = []
+        length = 0
+        begins, ends, keys = [], [], []
+        last_space = False
+        for tok in tokens:
+            s = _norm_text(tok)
+            if last_space and s.startswith(" "):
+                s = s[1:]
+            core = s.strip()
+            lead = len(s) - len(s.lstrip())
+            begins.append(length + lead if core else length + len(s))
+            ends.append(length + lead + len(core) if core else length + len(s))
+            keys.append(core)
+            parts.append(s)
+            length += len(s)
+            if s:
+                last_space = s.endswith(" ")
+        self.text = "".join(parts)
+        self.keys = keys
+        self.begins = begins
+        self.ends = ends
+        # text before token i: everything up to where the token's text begins, right-stripped
+        self.before = [self.text[:b].rstrip(" ") for b in begins]
+
+    def context_ends(self, i: int, context: str) -> bool:
+        b = self.before[i]
+        if not b.endswith(context):
+            return False
+        k = len(b) - len(context)
+        return k == 0 or not (_word(context[0]) and _word(b[k - 1]))
+
+    def phrase_spans(self, max_chars: int | None) -> Iterable[tuple[int, int, str]]:
+        """(i, j, text) for each run of tokens i..j starting and ending on tokens with text."""
+        n = len(self.keys)
+        for i in range(n):
+            if not self.keys[i]:
+                continue
+            for j in range(i, n):
+                if max_chars is not None and self.ends[j] - self.begins[i] > max_chars:
+                    break
+                if self.keys[j]:
+                    yield i, j, self.text[self.begins[i]:self.ends[j]]
+
+
+def _rule_mask(rule: Rule, doc: _Doc) -> np.ndarray:
+    n = len(doc.keys)
+    m = np.zeros(n, dtype=bool)
+    if rule.kind == "token":
+        for i, k in enumerate(doc.keys):
+            m[i] = k == rule.token
+    elif rule.kind == "token_after":
+        for i, k in enumerate(doc.keys):
+            m[i] = k == rule.token and doc.context_ends(i, rule.context)
+    elif rule.kind == "after":
+        for i, k in enumerate(doc.keys):
+            m[i] = bool(k) and doc.context_ends(i, rule.context)
+    else:
+        for i, j, text in doc.phrase_spans(len(rule.token)):
+            if text == rule.token:
+                m[i:j + 1] = True
+    return m
+
+
+def predict(rules: Sequence[Rule], tokens: Sequence[str]) -> list[float]:
+    """Each token's predicted 0-10 activation: the largest strength of the rules it matches."""
+    doc = _Doc(tokens)
+    out = np.zeros(len(tokens))
+    for r in rules:
+        out = np.maximum(out, r.strength * _rule_mask(r, doc))
+    return [float(v) for v in out]
+
+
+# ---- fitting ----------------------------------------------------------------------------------------
+
+
+def fit_records(record: NeuronRecord) -> tuple[list[ActivationRecord], list[ActivationRecord]]:
+    """(top, random) records the rules are fitted on: never the valid/test splits."""
+    return (record.top_split("train") + record.top_split("calibration"), record.random_split("calibration"))
+
+
+@dataclass
+class _Data:
+    y: np.ndarray  # activations, pooled
+    w: np.ndarray  # token weights
+    rec: np.ndarray  # record number of each token
+    docs: list[_Doc]
+    n_records: int
+
+
+def _data(records: Sequence[ActivationRecord], weights: Sequence[float]) -> _Data:
+    docs = [_Doc(r.tokens) for r in records]
+    y = np.concatenate([np.asarray(r.activations, dtype=np.float64) for r in records]) if records else np.zeros(0)
+    w = np.concatenate([np.full(len(r.tokens), wt) for r, wt in zip(records, weights)]) if records else np.zeros(0)
+    rec = np.concatenate([np.full(len(r.tokens), i) for i, r in enumerate(records)]) if records else np.zeros(0, int)
+    return _Data(y, w, rec.astype(np.int64), docs, len(records))
+
+
+class _Candidates:
+    """Every candidate rule over the fit data, as (candidate, token position) occurrence pairs."""
+
+    def __init__(self, data: _Data, kinds: Sequence[str], min_support: int):
+        keyed: dict[tuple[str, str | None, str | None], set[int]] = {}
+        offsets = np.cumsum([0] + [len(d.keys) for d in data.docs])
+
+        def add(key, pos):
+            keyed.setdefault(key, set()).add(pos)
+
+        contexts: set[str] = set()
+        phrases: set[str] = set()
+        for di, doc in enumerate(data.docs):
+            base = int(offsets[di])
+            for i, k in enumerate(doc.keys):
+                if not k:
+                    continue
+                if "token" in kinds:
+                    add(("token", k, None), base + i)
+                if "token_after" in kinds or "after" in kinds:
+                    contexts.update(_proposed_contexts(doc, i))
+            if "phrase" in kinds:
+                # proposed: runs of 2-3 tokens (any run spelling the same text matches)
+                phrases.update(text for i, j, text in doc.phrase_spans(MAX_PHRASE)
+                               if 0 < sum(1 for k in doc.keys[i:j + 1] if k) - 1 <= 2)
+        # contexts: every position where a proposed context matches (exact, as _rule_mask reads it)
+        if contexts:
+            for di, doc in enumerate(data.docs):
+                base = int(offsets[di])
+                for i, k in enumerate(doc.keys):
+                    if not k:
+                        continue
+                    for c in _boundary_suffixes(doc.before[i], MAX_CONTEXT):
+                        if c in contexts:
+                            if "after" in kinds:
+                                add(("after", None, c), base + i)
+                            if "token_after" in kinds:
+                                add(("token_after", k, c), base + i)
+        if phrases:
+            for di, doc in enumerate(data.docs):
+                base = int(offsets[di])
+                for i, j, text in doc.phrase_spans(MAX_PHRASE):
+                    if text in phrases:
+                        for p in range(i, j + 1):
+                            add(("phrase", text, None), base + p)
+        self.keys: list[tuple[str, str | None, str | None]] = []
+        cand, pos = [], []
+        for key, where in keyed.items():
+            w = np.fromiter(where, dtype=np.int64)
+            if len(np.unique(data.rec[w])) < min_support:
+                continue
+            cand.append(np.full(len(w), len(self.keys)))
+            pos.append(w)
+            self.keys.append(key)
+        self.cand = np.concatenate(cand) if cand else np.zeros(0, np.int64)
+        self.pos = np.concatenate(pos) if pos else np.zeros(0, np.int64)
+
+    def rule(self, c: int, strength: int) -> Rule:
+        kind, token, context = self.keys[c]
+        return Rule(kind, token, context, int(strength))
+
+
+def _proposed_contexts(doc: _Doc, i: int) -> list[str]:
+    """The one- and two-token contexts before token i, each widened to start at a word boundary."""
+    out = []
+    before = doc.before[i]
+    seen = 0
+    j = i - 1
+    while j >= 0 and seen < 2:
+        if doc.keys[j]:
+            seen += 1
+            start = doc.begins[j]
+            while start > 0 and _word(before[start - 1]) and start < len(before) and _word(before[start]):
+                start -= 1
+            c = before[start:].strip(" ")
+            if c and len(c) <= MAX_CONTEXT and (not out or c != out[-1]):
+                out.append(c)
+        j -= 1
+    return out
+
+
+def _boundary_suffixes(before: str, max_chars: int) -> Iterable[str]:
+    n = len(before)
+    for k in range(n - 1, max(-1, n - max_chars - 1), -1):
+        c = before[k:]
+        if c[0] == " ":
+            continue
+        if k == 0 or not (_word(c[0]) and _word(before[k - 1])):
+            yield c
+
+
+class _Fit:
+    """Greedy forward selection of rules maximising the weighted Pearson correlation."""
+
+    def __init__(self, data: _Data, cands: _Candidates):
+        self.d, self.c = data, cands
+        w, y = data.w, data.y
+        self.sw, self.sy, self.syy = w.sum(), (w * y).sum(), (w * y * y).sum()
+        self.wy = w * y
+        self.vy = self.sw * self.syy - self.sy ** 2
+
+    def corr(self, p: np.ndarray) -> float:
+        w = self.d.w
+        sp, spp, spy = (w * p).sum(), (w * p * p).sum(), (self.wy * p).sum()
+        vp = self.sw * spp - sp * sp
+        if vp <= 1e-12 or self.vy <= 1e-12:
+            return 0.0
+        return float((self.sw * spy - sp * self.sy) / np.sqrt(vp * self.vy))
+
+    def best_addition(self, p: np.ndarray, exclude: set[int]) -> tuple[float, int, int]:
+        """(correlation, candidate, strength) of the best single rule added to prediction ``p``."""
+        c, pos = self.c.cand, self.c.pos
+        if not len(c):
+            return -2.0, -1, 0
+        w = self.d.w
+        sp, spp, spy = (w * p).sum(), (w * p * p).sum(), (self.wy * p).sum()
+        pp = p[pos]
+        wpos, wypos = w[pos], self.wy[pos]
+        n = len(self.c.keys)
+        best = (-2.0, -1, 0)
+        # from nothing, the strength does not change the correlation: take 10 (finest steps later)
+        for s in (range(1, MAX_LABEL + 1) if p.any() else (MAX_LABEL,)):
+            new = np.maximum(pp, s)
+            d1 = new - pp
+            d2 = new * new - pp * pp
+            dsp = np.bincount(c, wpos * d1, n)
+            dspp = np.bincount(c, wpos * d2, n)
+            dspy = np.bincount(c, wypos * d1, n)
+            vp = self.sw * (spp + dspp) - (sp + dsp) ** 2
+            num = self.sw * (spy + dspy) - (sp + dsp) * self.sy
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = np.where(vp > 1e-12, num / np.sqrt(np.maximum(vp, 1e-300) * max(self.vy, 1e-300)), 0.0)
+            if exclude:
+                r[list(exclude)] = -2.0
+            k = int(np.argmax(r))
+            if r[k] > best[0] + 1e-12:
+                best = (float(r[k]), k, s)
+        return best
+
+    def masks(self, chosen: Sequence[int]) -> list[np.ndarray]:
+        out = []
+        for k in chosen:
+            m = np.zeros(len(self.d.y), dtype=bool)
+            m[self.c.pos[self.c.cand == k]] = True
+            out.append(m)
+        return out
+
+
+def _prediction(masks: Sequence[np.ndarray], strengths: Sequence[int], n: int) -> np.ndarray:
+    p = np.zeros(n)
+    for m, s in zip(masks, strengths):
+        if s > 0:
+            p = np.maximum(p, s * m)
+    return p
+
+
+def _refine(fit: _Fit, masks: list[np.ndarray], strengths: list[int], rounds: int = 3) -> list[int]:
+    """Coordinate ascent on the strengths (0 drops a rule), a few rounds."""
+    n = len(fit.d.y)
+    strengths = list(strengths)
+    best = fit.corr(_prediction(masks, strengths, n))
+    for _ in range(rounds):
+        changed = False
+        for i in range(len(masks)):
+            for s in range(0, MAX_LABEL + 1):
+                if s == strengths[i]:
+                    continue
+                trial = strengths[:i] + [s] + strengths[i + 1:]
+                r = fit.corr(_prediction(masks, trial, n))
+                if r > best + 1e-9:
+                    best, strengths, changed = r, trial, True
+        if not changed:
+            break
+    return strengths
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One way of fitting rules (``RulesBackend.explain`` offers several as alternatives)."""
+
+    max_rules: int = 8
+    min_support: int = 2  # distinct fit records a candidate rule must match in
+    kinds: tuple[str, ...] = KINDS
+    min_gain: float = 0.005  # stop when the next rule adds less correlation than this
+    random_weight: float = 1.0  # the random records' share of the weight, relative to top records
+
+
+def _weights(n_top: int, n_random: int, random_weight: float) -> list[float]:
+    # scoring pools 5 top + 5 random records: weigh the two groups equally by default
+    wt = 1.0 / max(n_top, 1)
+    wr = random_weight / max(n_random, 1)
+    return [wt] * n_top + [wr] * n_random
+
+
+def _rescaled(fit: _Fit, masks: list[np.ndarray], strengths: list[int], max_activation: float) -> list[int]:
+    """Strengths put on the method's 0-10 scale (least squares of the scaled activations on the
+    prediction, through 0), then refined again for correlation."""
+    p = _prediction(masks, strengths, len(fit.d.y))
+    if not max_activation or max_activation <= 0 or not p.any():
+        return strengths
+    y10 = MAX_LABEL * np.maximum(fit.d.y, 0) / max_activation
+    w = fit.d.w
+    g = float((w * p * y10).sum() / (w * p * p).sum())
+    scaled = [0 if s == 0 else int(min(MAX_LABEL, max(1, round(g * s)))) for s in strengths]
+    return _refine(fit, masks, scaled)
+
+
+def _greedy(top: Sequence[ActivationRecord], random: Sequence[ActivationRecord], settings: Settings,
+            start: Sequence[Rule], max_rules: int, min_gain: float,
+            cancel: threading.Event | None) -> tuple[_Fit | None, list[Rule], list[np.ndarray]]:
+    """Greedy forward selection from ``start`` (refitted first): (fit, rules, masks), in the
+    order chosen."""
+    records = list(top) + list(random)
+    data = _data(records, _weights(len(top), len(random), settings.random_weight))
+    if not len(data.y):
+        return None, [], []
+    cands = _Candidates(data, settings.kinds, settings.min_support)
+    check_cancel(cancel)
+    fit = _Fit(data, cands)
+    n = len(data.y)
+    # rules given to start from are matched exactly by their own masks
+    start_masks = [np.concatenate([_rule_mask(r, doc) for doc in data.docs]) for r in start]
+    strengths = _refine(fit, start_masks, [r.strength for r in start]) if start else []
+    masks, rules = [], []
+    for r, m, st in zip(start, start_masks, strengths):
+        if st > 0:
+            masks.append(m)
+            rules.append(r.with_strength(st))
+    index = {key: k for k, key in enumerate(cands.keys)}
+    taken = {index[(r.kind, r.token, r.context)] for r in rules if (r.kind, r.token, r.context) in index}
+    p = _prediction(masks, [r.strength for r in rules], n)
+    current = fit.corr(p)
+    while len(rules) < max_rules:
+        check_cancel(cancel)
+        r, k, st = fit.best_addition(p, taken)
+        if k < 0 or r < current + min_gain:
+            break
+        m = fit.masks([k])[0]
+        masks.append(m)
+        rules.append(cands.rule(k, st))
+        taken.add(k)
+        p = np.maximum(p, st * m)
+        current = r
+    return fit, rules, masks
+
+
+def fit_rules(top: Sequence[ActivationRecord], random: Sequence[ActivationRecord], settings: Settings = Settings(),
+              start: Sequence[Rule] = (), cancel: threading.Event | None = None,
+              max_activation: float | None = None) -> list[Rule]:
+    """Rules fitted on ``top`` and ``random`` records (``start``: rules to begin from, refitted).
+    ``max_activation`` (the 0-10 scale's 10; default: the largest activation of ``top``)
+    puts the strengths on the method's scale. Strongest rules first."""
+    fit, rules, masks = _greedy(top, random, settings, start, settings.max_rules, settings.min_gain, cancel)
+    if fit is None:
+        return []
+    strengths = _refine(fit, masks, [r.strength for r in rules])
+    if max_activation is None:
+        max_activation = max((r.max_activation for r in top), default=0.0)
+    strengths = _rescaled(fit, masks, strengths, max_activation)
+    kept = [(r.with_strength(st), m) for r, m, st in zip(rules, masks, strengths) if st > 0]
+    kept.sort(key=lambda rm: (-rm[0].strength, -int(rm[1].sum())))
+    return [r for r, _ in kept]
+
+
+# ---- the backend ----------------------------------------------------------------------------------
+
+ALTERNATIVES = (
+    Settings(),
+    Settings(max_rules=4),
+    Settings(max_rules=12, min_support=3, min_gain=0.003),
+    Settings(kinds=("token",)),
+    Settings(kinds=("token_after", "after", "phrase")),
+)
+
+
+def _fit_max(top: Sequence[ActivationRecord]) -> float:
+    # the 0-10 scale's 10 from the fit records alone (the same as the record's: top records are
+    # ranked, and the first one is in the train split)
+    return max((r.max_activation for r in top), default=0.0)
+
+
+def _check_record(record: NeuronRecord, what: str) -> tuple[list[ActivationRecord], list[ActivationRecord]]:
+    if not isinstance(record, NeuronRecord):
+        raise ValueError(f"the rules explainer {what} a NeuronRecord, got {type(record).__name__}")
+    top, rand = fit_records(record)
+    if not top:
+        raise ValueError(f"{record.neuron_id} ({record.side} side) has no train or calibration top records to fit "
+                         f"rules on (its record is empty)")
+    return top, rand
+
+
+class RulesBackend:
+    """The offline default: explanations are context rules fitted to the neuron's non-scoring
+    records; the simulator reads them back exactly (and any other text as the token lookup
+    does). Implements both roles (``Explainer``, ``Simulator``) and ``revise``."""
+
+    name = NAME
+    simulator_name = NAME
+    cheap = True
+
+    def __repr__(self) -> str:
+        return "RulesBackend()"
+
+    def explain(self, record: NeuronRecord, *, n: int = 1, cancel: threading.Event | None = None) -> list[str]:
+        """Up to ``n`` distinct explanations, best-first: the default fit, then fewer rules,
+        more rules with more support, tokens alone, contexts and phrases alone."""
+        top, rand = _check_record(record, "explains")
+        out: list[str] = []
+        for settings in ALTERNATIVES:
+            if len(out) >= n:
+                break
+            check_cancel(cancel)
+            text = format_rules(fit_rules(top, rand, settings, cancel=cancel))
+            if text not in out:
+                out.append(text)
+        return out
+
+    def revise(self, record: NeuronRecord, explanation: str,
+               evidence: Sequence[tuple[ActivationRecord, SequenceSimulation]], *,
+               cancel: threading.Event | None = None) -> list[str]:
+        """Revised explanations from held-in ``evidence`` (records where the simulation was most
+        wrong): the rules' strengths refitted (0 drops a rule) and rules added, on the non-scoring
+        records with the evidence weighed double. Text not in the grammar is fitted afresh.
+        Only candidates that fit the evidence at least as well as ``explanation`` are returned
+        (the explanation itself, re-written, when none does)."""
+        top, rand = _check_record(record, "revises")
+        ev = [r for r, _ in evidence]
+        if any(not isinstance(r, ActivationRecord) for r in ev):
+            raise ValueError("revise() needs evidence as (ActivationRecord, SequenceSimulation) pairs")
+        rules = parse_rules(explanation)
+        if rules is None:
+            return self.explain(record, n=2, cancel=cancel)
+        # evidence records (held-in) count among the top records, twice
+        fit_top = top + ev + ev
+        out: list[str] = []
+        before = _corr_on(ev, rules)
+        for settings, start in ((Settings(), rules), (Settings(max_rules=max(len(rules), 1)), rules),
+                                (Settings(max_rules=len(rules) + 2), ())):
+            check_cancel(cancel)
+            new = fit_rules(fit_top, rand, settings, start=start, cancel=cancel,
+                            max_activation=_fit_max(top))
+            text = format_rules(new)
+            if text not in out and _corr_on(ev, new) >= before - 1e-9:
+                out.append(text)
+        return out or [format_rules(rules)]
+
+    def simulate(self, explanation: str, token_lists: Sequence[Sequence[str]], *, max_activation: float,
+                 lookup: NeuronRecord | dict[str, float] | None = None, progress: ProgressFn | None = None,
+                 cancel: threading.Event | None = None) -> list[SequenceSimulation]:
+        rules = parse_rules(explanation)
+        table: dict[str, float] = {}
+        if rules is None:
+            table = lookup_table(lookup) if isinstance(lookup, NeuronRecord) else dict(lookup or {})
+        out = []
+        for i, tokens in enumerate(token_lists):
+            check_cancel(cancel)
+            if rules is not None:
+                out.append(SequenceSimulation(tokens=list(tokens), expected_activations=predict(rules, tokens)))
+            else:
+                out.append(baseline_simulate(explanation, tokens, table, max_activation))
+            if progress:
+                progress(i + 1, len(token_lists), "simulating")
+        return out
+
+
+def _corr_on(records: Sequence[ActivationRecord], rules: Sequence[Rule]) -> float:
+    """Pooled Pearson r of ``rules``' predictions on ``records`` (0 where undefined)."""
+    if not records:
+        return 0.0
+    y = np.concatenate([np.asarray(r.activations, dtype=np.float64) for r in records])
+    p = np.concatenate([np.asarray(predict(rules, r.tokens)) for r in records])
+    if np.ptp(y) == 0 or np.ptp(p) == 0:
+        return 0.0
+    return float(np.corrcoef(y, p)[0, 1])
