@@ -51,4 +51,4 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
 
 clean:
-	rm -rf $(VENV) node_modules neuronwidget/static demo-output $(ARTIFACTS)
+	rm -rf $(VENV) node_modules neuronwidget/static neuronwidget/data/brown demo-output $(ARTIFACTS)
