@@ -57,6 +57,7 @@ NO_RULE = "no rule fits"
 KINDS = ("token", "token_after", "after", "phrase")
 MAX_CONTEXT = 40  # characters: longer contexts are never proposed (matching has no limit)
 MAX_PHRASE = 40
+BOOST = 3.0  # how much more a revision's evidence records weigh
 
 # ---- rules and their grammar --------------------------------------------------------------------
 
@@ -479,12 +480,15 @@ def _rescaled(fit: _Fit, masks: list[np.ndarray], strengths: list[int], max_acti
 
 
 def _greedy(top: Sequence[ActivationRecord], random: Sequence[ActivationRecord], settings: Settings,
-            start: Sequence[Rule], max_rules: int, min_gain: float,
-            cancel: threading.Event | None) -> tuple[_Fit | None, list[Rule], list[np.ndarray]]:
+            start: Sequence[Rule], max_rules: int, min_gain: float, cancel: threading.Event | None,
+            boost: Sequence[ActivationRecord] = ()) -> tuple[_Fit | None, list[Rule], list[np.ndarray]]:
     """Greedy forward selection from ``start`` (refitted first): (fit, rules, masks), in the
-    order chosen."""
+    order chosen. Records in ``boost`` (by identity) weigh ``BOOST`` times as much."""
     records = list(top) + list(random)
-    data = _data(records, _weights(len(top), len(random), settings.random_weight))
+    boosted = {id(r) for r in boost}
+    weights = [wt * (BOOST if id(r) in boosted else 1.0)
+               for r, wt in zip(records, _weights(len(top), len(random), settings.random_weight))]
+    data = _data(records, weights)
     if not len(data.y):
         return None, [], []
     cands = _Candidates(data, settings.kinds, settings.min_support)
@@ -519,11 +523,12 @@ def _greedy(top: Sequence[ActivationRecord], random: Sequence[ActivationRecord],
 
 def fit_rules(top: Sequence[ActivationRecord], random: Sequence[ActivationRecord], settings: Settings = Settings(),
               start: Sequence[Rule] = (), cancel: threading.Event | None = None,
-              max_activation: float | None = None) -> list[Rule]:
-    """Rules fitted on ``top`` and ``random`` records (``start``: rules to begin from, refitted).
+              max_activation: float | None = None, boost: Sequence[ActivationRecord] = ()) -> list[Rule]:
+    """Rules fitted on ``top`` and ``random`` records (``start``: rules to begin from, refitted;
+    ``boost``: records among them that weigh more, e.g. a revision's evidence).
     ``max_activation`` (the 0-10 scale's 10; default: the largest activation of ``top``)
     puts the strengths on the method's scale. Strongest rules first."""
-    fit, rules, masks = _greedy(top, random, settings, start, settings.max_rules, settings.min_gain, cancel)
+    fit, rules, masks = _greedy(top, random, settings, start, settings.max_rules, settings.min_gain, cancel, boost)
     if fit is None:
         return []
     strengths = _refine(fit, masks, [r.strength for r in rules])
@@ -593,7 +598,7 @@ class RulesBackend:
                cancel: threading.Event | None = None) -> list[str]:
         """Revised explanations from held-in ``evidence`` (records where the simulation was most
         wrong): the rules' strengths refitted (0 drops a rule) and rules added, on the non-scoring
-        records with the evidence weighed double. Text not in the grammar is fitted afresh.
+        records with the evidence weighed ``BOOST`` times. Text not in the grammar is fitted afresh.
         Only candidates that fit the evidence at least as well as ``explanation`` are returned
         (the explanation itself, re-written, when none does)."""
         top, rand = _check_record(record, "revises")
@@ -603,15 +608,16 @@ class RulesBackend:
         rules = parse_rules(explanation)
         if rules is None:
             return self.explain(record, n=2, cancel=cancel)
-        # evidence records (held-in) count among the top records, twice
-        fit_top = top + ev + ev
+        # evidence records (held-in) are fitted among the top records and weigh more
+        known = {id(r) for r in top + rand}
+        fit_top = top + [r for r in ev if id(r) not in known]
         out: list[str] = []
         before = _corr_on(ev, rules)
         for settings, start in ((Settings(), rules), (Settings(max_rules=max(len(rules), 1)), rules),
                                 (Settings(max_rules=len(rules) + 2), ())):
             check_cancel(cancel)
-            new = fit_rules(fit_top, rand, settings, start=start, cancel=cancel,
-                            max_activation=_fit_max(top))
+            new = fit_rules(fit_top, rand, settings, start=start, cancel=cancel, max_activation=_fit_max(top),
+                            boost=ev)
             text = format_rules(new)
             if text not in out and _corr_on(ev, new) >= before - 1e-9:
                 out.append(text)
