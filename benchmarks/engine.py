@@ -254,11 +254,12 @@ def main() -> None:
         print(f"   {name}: record() median {statistics.median(times) * 1000:.1f} ms, max {max(times) * 1000:.1f} ms "
               f"(goal <= 50); index {size / 1e6:.1f} MB for {index.n_tokens:,} tokens "
               f"({index.n_windows} windows); every activation of the corpus in float16 would be {dense / 1e6:.1f} MB")
-        if "ref_offsets" in index._a:  # format >= 2: each referenced window stored once per neuron
-            per = np.diff(np.asarray(index._a["ref_offsets"]))
+        if hasattr(index, "layer_arrays"):  # format >= 4: one folder per layer
+            per = np.concatenate([np.diff(np.asarray(index.layer_arrays(layer)["ref_offsets"]))
+                                  for layer in range(index.n_layers)])
             print(f"      windows stored per neuron: mean {per.mean():.1f} of {index.n_windows} "
                   f"(settings {index.settings})")
-        big = sorted(index.folder.glob("*.npy"), key=lambda p: -p.stat().st_size)[:4]
+        big = sorted(index.folder.rglob("*.npy"), key=lambda p: -p.stat().st_size)[:4]
         print("      largest files: " + ", ".join(f"{p.stem} {p.stat().st_size / 1e6:.1f} MB" for p in big))
 
 

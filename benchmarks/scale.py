@@ -22,7 +22,6 @@ bundled corpus:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from neuronwidget.subject import load_model  # noqa: E402
 
 
 def shas(index) -> dict:
-    return {k: v["sha256"] for k, v in json.loads((index.folder / "manifest.json").read_text())["files"].items()}
+    return index.checksums()
 
 
 def _kill_a_worker() -> bool:

@@ -105,8 +105,8 @@ def test_index_uses_configured_corpus_and_is_cached(tmp_path):
         assert len(rec.most_positive_activation_records) == 8
         # the recorded activations are what the engine computes for that window's tokens
         top = rec.most_positive_activation_records[0]
-        wid = int(idx._a["top_ids"][1, 2, 0])
-        direct = mlp_activations(eng.lm, torch.tensor(np.array(idx._a["windows"][wid:wid + 1]), dtype=torch.long), [1])
+        wid = int(idx.layer_arrays(1)["top_ids"][2, 0])
+        direct = mlp_activations(eng.lm, torch.tensor(np.array(idx._common["windows"][wid:wid + 1]), dtype=torch.long), [1])
         np.testing.assert_allclose(top.activations, direct[1][0, :, 2].numpy(), atol=2e-3)
         assert list(tmp_path.joinpath("index").iterdir())
     finally:

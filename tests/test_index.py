@@ -37,7 +37,14 @@ def cache(tmp_path):
 
 
 def _shas(index):
-    return {k: v["sha256"] for k, v in json.loads((index.folder / "manifest.json").read_text())["files"].items()}
+    return index.checksums()
+
+
+def _codes_close(got, want):
+    """The stored 6-bit codes: within 4% of each window's largest |value| (float16 state: + 1e-3)."""
+    want = np.asarray(want, dtype=np.float32)
+    scale = np.abs(want).max(-1, keepdims=True)
+    assert np.all(np.abs(np.asarray(got) - want) <= 0.04 * scale + 1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +59,7 @@ def built(lm, texts, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def brute(lm, built):
-    windows = np.array(built[1]._a["windows"])
+    windows = np.array(built[1]._common["windows"])
     acts = {layer: [] for layer in range(lm.n_layers)}
     for s in range(0, len(windows), SETTINGS["batch_size"]):  # same batches as the build
         got = mlp_activations(lm, torch.from_numpy(windows[s:s + SETTINGS["batch_size"]]).long(), range(lm.n_layers))
@@ -78,12 +85,13 @@ def test_top_and_bottom_k_equal_brute_force(built, brute, lm):
         a = brute[layer]  # [W, 64, N]
         for name, vals, stat, largest in (("top", a.max(1), "top_max", True), ("bottom", a.min(1), "bottom_min", False)):
             want_ids = _ranked(vals, largest)[:, :k]  # [N, k]
-            got_ids = np.asarray(idx._a[f"{name}_ids"][layer])
+            got_ids = np.asarray(idx.layer_arrays(layer)[f"{name}_ids"])
             np.testing.assert_array_equal(got_ids, want_ids)
-            np.testing.assert_array_equal(np.asarray(idx._a[stat][layer]), np.take_along_axis(vals.T, want_ids, 1))
+            np.testing.assert_array_equal(np.asarray(idx.layer_arrays(layer)[stat]), np.take_along_axis(vals.T, want_ids, 1))
         for n in range(0, lm.n_neurons, 5):
-            for ids in (np.asarray(idx._a["top_ids"][layer, n]), np.asarray(idx._a["bottom_ids"][layer, n])):
-                np.testing.assert_array_equal(idx.window_activations(layer, n, ids), a[ids, :, n].astype(np.float16))
+            arrays = idx.layer_arrays(layer)
+            for ids in (np.asarray(arrays["top_ids"][n]), np.asarray(arrays["bottom_ids"][n])):
+                _codes_close(idx.window_activations(layer, n, ids), a[ids, :, n])
         assert idx.max_activation(layer, 3) == float(a[:, :, 3].max())
         assert idx.min_activation(layer, 3) == float(a[:, :, 3].min())
 
@@ -92,8 +100,9 @@ def test_signed_records_equal_brute_force_over_all_windows(built, brute, lm):
     """record(): most_positive = the windows with the highest maximum, most_negative = the
     windows with the lowest minimum (lowest first), every token's activation as computed."""
     _, idx = built
-    windows = np.asarray(idx._a["windows"])
+    windows = np.asarray(idx._common["windows"])
     table = lm.token_strings()
+    assert not idx.exact_values and "codes" in idx.values_note  # no model attached: the stored codes
     for layer, neuron in ((0, 0), (1, 200), (lm.n_layers - 1, lm.n_neurons - 1)):
         a = brute[layer][:, :, neuron]  # [W, 64]
         rec = idx.record(layer, neuron)
@@ -102,38 +111,37 @@ def test_signed_records_equal_brute_force_over_all_windows(built, brute, lm):
             assert len(records) == SETTINGS["top_k"]
             for r, w in zip(records, order):
                 assert r.tokens == [table[t] for t in windows[w]]
-                assert r.activations == a[w].astype(np.float16).astype(np.float32).tolist()
-        mins = [r.min_activation for r in rec.most_negative_activation_records]
-        assert mins == sorted(mins) and mins[0] == float(a.min().astype(np.float16))
-        assert idx.min_activation(layer, neuron) == float(a.min())  # exact float32
-        neg = rec.for_side("negative")
-        assert neg.max_activation == -mins[0]
+                _codes_close([r.activations], [a[w]])
+        mins = idx.bottom_min(layer, neuron)  # exact float32, whatever the codes
+        assert list(mins) == sorted(mins) and mins[0] == float(a.min())
+        assert idx.min_activation(layer, neuron) == float(a.min())
+        assert idx.top_max(layer, neuron)[0] == idx.max_activation(layer, neuron) == float(a.max())
 
 
 def test_random_and_quantile_samples_and_moments_match_brute_force(built, brute, lm):
     _, idx = built
-    rand_ids = np.asarray(idx._a["rand_ids"])
+    rand_ids = np.asarray(idx._common["rand_ids"])
     assert len(set(rand_ids.tolist())) == SETTINGS["n_random"]
     for layer in (0, lm.n_layers - 1):
         a = brute[layer]
         for n in range(0, lm.n_neurons, 11):
-            np.testing.assert_array_equal(idx.window_activations(layer, n, rand_ids), a[rand_ids, :, n].astype(np.float16))
+            _codes_close(idx.window_activations(layer, n, rand_ids), a[rand_ids, :, n])
         maxima = a.max(1)
-        bounds = np.asarray(idx._a["q_bounds"][layer])  # [N, 4]
+        bounds = np.asarray(idx.layer_arrays(layer)["q_bounds"])  # [N, 4]
         assert np.all(np.diff(bounds, axis=1) >= 0)
         bins = (maxima[:, :, None] >= bounds[None]).sum(2)  # [W, N]
-        q_ids = np.asarray(idx._a["q_ids"][layer])  # [N, 5, q]
+        q_ids = np.asarray(idx.layer_arrays(layer)["q_ids"])  # [N, 5, q]
         for n in range(0, lm.n_neurons, 7):
             for b in range(len(QUANTILES) + 1):
                 chosen = q_ids[n, b][q_ids[n, b] >= 0]
                 assert len(set(chosen.tolist())) == min(SETTINGS["n_quantile"], int((bins[:, n] == b).sum()))
                 assert np.all(bins[chosen, n] == b)
-                np.testing.assert_array_equal(idx.window_activations(layer, n, chosen), a[chosen, :, n].astype(np.float16))
+                _codes_close(idx.window_activations(layer, n, chosen), a[chosen, :, n])
         flat = a.reshape(-1, a.shape[2]).astype(np.float64)
         mean, var = flat.mean(0), flat.var(0)
         skew = ((flat - mean) ** 3).mean(0) / var ** 1.5
         kurt = ((flat - mean) ** 4).mean(0) / var ** 2 - 3
-        got = np.asarray(idx._a["moments"][layer])
+        got = np.asarray(idx.layer_arrays(layer)["moments"])
         np.testing.assert_allclose(got[:, 0], mean, rtol=1e-5, atol=1e-8)
         np.testing.assert_allclose(got[:, 1], var, rtol=1e-4)
         np.testing.assert_allclose(got[:, 2], skew, rtol=1e-3, atol=1e-4)
@@ -149,12 +157,14 @@ def test_random_and_quantile_samples_and_moments_match_brute_force(built, brute,
 def test_size_follows_the_data(built, lm):
     """Each neuron stores each window it references once: never more rows than windows."""
     _, idx = built
-    off = np.asarray(idx._a["ref_offsets"])
+    arrays = idx.layer_arrays(2)
+    off = np.asarray(arrays["ref_offsets"])
     per_neuron = np.diff(off)
     assert per_neuron.max() <= idx.n_windows
     refs = SETTINGS["top_k"] * 2 + SETTINGS["n_random"] + 5 * SETTINGS["n_quantile"]
     assert per_neuron.mean() < refs  # overlaps (a top window that is also random, ...) are stored once
-    assert np.asarray(idx._a["ref_acts"]).shape == (off[-1], 64)
+    assert np.asarray(arrays["ref_codes"]).shape == (off[-1], 48)  # 6 bits a token
+    assert np.asarray(arrays["ref_ranges"]).shape == (off[-1], 2)
 
 
 def test_ordered_keys_and_hash_match_python():
@@ -185,8 +195,8 @@ def test_records_carry_token_bytes(built, lm):
     for r in rec.most_positive_activation_records[:3] + rec.random_sample[:2]:
         assert r.token_bytes is not None and len(r.token_bytes) == len(r.tokens)
         assert b"".join(r.token_bytes).decode("utf-8", errors="replace") == "".join(r.tokens)
-    windows = np.asarray(idx._a["windows"])
-    w = int(idx._a["top_ids"][1, 3, 0])
+    windows = np.asarray(idx._common["windows"])
+    w = int(idx.layer_arrays(1)["top_ids"][3, 0])
     assert rec.most_positive_activation_records[0].token_bytes == [table[t] for t in windows[w]]
 
 
@@ -219,8 +229,8 @@ def test_seeded_samples_are_reproducible(built, lm, texts, cache):
     assert again.folder != first.folder  # a fresh cache dir: really rebuilt
     assert _shas(again.run(progress=False)) == _shas(first)
     other = IndexBuilder(lm, texts, seed=1, **SETTINGS).run(progress=False)
-    assert not np.array_equal(np.asarray(other._a["rand_ids"]), np.asarray(first._a["rand_ids"]))
-    np.testing.assert_array_equal(np.asarray(other._a["top_max"]), np.asarray(first._a["top_max"]))
+    assert not np.array_equal(np.asarray(other._common["rand_ids"]), np.asarray(first._common["rand_ids"]))
+    np.testing.assert_array_equal(np.asarray(other.layer_arrays(1)["top_max"]), np.asarray(first.layer_arrays(1)["top_max"]))
 
 
 def test_interrupted_build_resumes_to_the_identical_index(built, lm, texts, cache):
@@ -236,7 +246,7 @@ def test_interrupted_build_resumes_to_the_identical_index(built, lm, texts, cach
     builder = IndexBuilder(lm, texts, seed=0, **SETTINGS)
     with pytest.raises(Stop):
         builder.run(progress=stop_after_5)
-    assert builder.checkpoint_path.exists() and not builder.folder.exists()
+    assert builder.checkpoint_path.exists() and builder.load_cached() is None
     seen = []
     resumed = IndexBuilder(lm, texts, seed=0, **SETTINGS)
     idx = resumed.run(progress=lambda done, total, msg: seen.append((done, msg)))
@@ -249,7 +259,7 @@ def test_corrupted_cache_is_detected_and_rebuilt(built, lm, texts, cache):
     _, reference = built
     first = IndexBuilder(lm, texts, seed=0, **SETTINGS)
     first.run(progress=False)
-    path = first.folder / "ref_acts.npy"
+    path = first.folder / "layer-001" / "ref_codes.npy"
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -257,7 +267,7 @@ def test_corrupted_cache_is_detected_and_rebuilt(built, lm, texts, cache):
     again = IndexBuilder(lm, texts, seed=0, **SETTINGS)
     idx = again.run(progress=False)
     assert again.built and _shas(idx) == _shas(reference)
-    (again.folder / "q_ids.npy").write_bytes(b"truncated")
+    (again.folder / "layer-002" / "q_ids.npy").write_bytes(b"truncated")
     assert IndexBuilder(lm, texts, seed=0, **SETTINGS).load_cached() is None
     cached = IndexBuilder(lm, texts, seed=0, **SETTINGS)
     cached.run(progress=False)
@@ -267,17 +277,32 @@ def test_corrupted_cache_is_detected_and_rebuilt(built, lm, texts, cache):
     assert not reused.built  # a valid cache is trusted
 
 
-def test_older_format_is_rebuilt_never_misread(built, lm, texts, cache):
+def test_older_format_is_detected_said_and_rebuilt(built, lm, texts, cache):
+    from neuronwidget.activations.build import IndexFormatWarning
+
     first = IndexBuilder(lm, texts, seed=0, **SETTINGS)
-    first.run(progress=False)
-    manifest = first.folder / "manifest.json"
+    reference = first.run(progress=False)
+    # a format-3 index as that format laid it out: one folder keyed with its format, one manifest
+    old = first.root / first.old_keys[3]
+    old.mkdir()
+    (old / "ref_acts.npy").write_bytes(b"\0" * 1000)
+    (old / "manifest.json").write_text(json.dumps({"format_version": 3, "files": {}}))
+    again = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+    with pytest.warns(IndexFormatWarning, match=r"older format 3 .*rebuilt in format 4"):
+        idx = again.run(progress=False)
+    assert not old.exists()  # replaced: the disk it took is back
+    assert _shas(idx) == _shas(reference)
+    # a manifest of another format in this folder: never read as this one, rebuilt with a note
+    manifest = first.folder / "common" / "manifest.json"
     meta = json.loads(manifest.read_text())
-    meta["format_version"] = 1
+    meta["format_version"] = 3
     manifest.write_text(json.dumps(meta))
     assert IndexBuilder(lm, texts, seed=0, **SETTINGS).load_cached() is None
     again = IndexBuilder(lm, texts, seed=0, **SETTINGS)
-    again.run(progress=False)
-    assert again.built
+    with pytest.warns(IndexFormatWarning, match="older format 3"):
+        idx = again.run(progress=False)
+    assert again.built and _shas(idx) == _shas(reference)
+    assert not [p for p in first.root.iterdir() if p.name.startswith(".")]  # nothing left aside
 
 
 def test_bad_settings(lm, texts):
@@ -303,7 +328,7 @@ def test_corpus_smaller_than_top_k(lm, cache):
     assert 0 < idx.n_windows < 40
     assert len(rec.most_positive_activation_records) == idx.n_windows  # no padding records
     assert len(rec.most_negative_activation_records) == idx.n_windows
-    assert np.asarray(idx._a["top_ids"]).shape[2] == idx.n_windows  # nor padding slots on disk
+    assert np.asarray(idx.layer_arrays(0)["top_ids"]).shape[1] == idx.n_windows  # nor padding slots on disk
     assert len(rec.random_sample) == idx.n_windows
     assert sum(len(q) for q in rec.random_sample_by_quantile) <= idx.n_windows
     assert idx.histogram(0, 0)[1].sum() == idx.n_tokens
@@ -336,3 +361,139 @@ def test_bottom_tail_follows_the_subject(lm, texts, cache, brute):
     torch.manual_seed(0)
     gated = load_model(LlamaForCausalLM(cfg), device="cpu", tokenizer=lm.tokenizer)
     assert gated.signed and IndexBuilder(gated, texts, top_k=5).bottom_k == 5
+
+
+# -- format 4: compact records, exact where shown, layers on demand, builds that take turns -------
+EXACT = dict(SETTINGS, bottom_k=12)
+
+
+@pytest.fixture(scope="module")
+def engine_index(texts, tmp_path_factory):
+    """The same index opened through an Engine: a model attached, shown values exact."""
+    from neuronwidget.activations import Engine
+
+    eng = Engine("tiny", device="cpu")
+    return eng, eng.index(texts, progress=False, cache_dir=tmp_path_factory.mktemp("eng"), **EXACT)
+
+
+def test_compact_and_exact_records_rank_the_same_windows_with_the_same_extremes(engine_index):
+    eng, idx = engine_index
+    assert idx.exact_values and "exact" in idx.values_note
+    for layer, neuron in ((0, 7), (2, 100), (3, 383)):
+        compact, exact = idx.record(layer, neuron, exact=False), idx.record(layer, neuron, exact=True)
+        for side in ("most_positive_activation_records", "most_negative_activation_records"):
+            assert [r.tokens for r in getattr(compact, side)] == [r.tokens for r in getattr(exact, side)]
+        top_max, bottom_min = idx.top_max(layer, neuron), idx.bottom_min(layer, neuron)
+        assert top_max[0] == idx.max_activation(layer, neuron) and bottom_min[0] == idx.min_activation(layer, neuron)
+        assert list(top_max) == sorted(top_max, reverse=True) and list(bottom_min) == sorted(bottom_min)
+        # the exact values recomputed now are the values the pass ranked by
+        np.testing.assert_allclose([r.max_activation for r in exact.most_positive_activation_records], top_max,
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose([r.min_activation for r in exact.most_negative_activation_records], bottom_min,
+                                   rtol=1e-5, atol=1e-6)
+        assert compact != exact  # the codes are not exact: the test above compares different values
+
+
+def _sig3(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.abs(a - b) <= 5e-4 * np.maximum(np.abs(a), np.abs(b)) + 1e-6
+
+
+def test_shown_values_equal_engine_activations_to_3_significant_digits(engine_index):
+    from neuronwidget.activations.store import SHOWN_RANDOM, SHOWN_TOP
+
+    eng, idx = engine_index
+    windows = np.asarray(idx._common["windows"])
+    checked = 0
+    for layer, neuron in ((1, 3), (3, 250)):
+        rec = idx.record(layer, neuron)  # what NeuronView reads
+        arrays = idx.layer_arrays(layer)
+        shown = [(rec.most_positive_activation_records[:SHOWN_TOP], arrays["top_ids"][neuron][:SHOWN_TOP]),
+                 (rec.most_negative_activation_records[:SHOWN_TOP], arrays["bottom_ids"][neuron][:SHOWN_TOP]),
+                 (rec.random_sample[:SHOWN_RANDOM], idx._common["rand_ids"][:SHOWN_RANDOM]),
+                 (idx.top_records(layer, neuron, SHOWN_TOP, SHOWN_TOP + 5),  # "more" in the view
+                  arrays["top_ids"][neuron][SHOWN_TOP:SHOWN_TOP + 5])]
+        for records, ids in shown:
+            assert len(records) == len(ids)
+            for r, w in zip(records, ids):
+                text = "".join(r.tokens)
+                if eng.lm.encode(text) != windows[w].tolist():  # the text must give back the window's tokens
+                    continue
+                want = eng.activations(text, layer, neuron)
+                assert want.tokens == r.tokens and np.all(_sig3(r.activations, want.activations))
+                checked += 1
+    assert checked >= 40
+
+
+def test_scores_from_codes_equal_scores_from_exact_values(engine_index):
+    from neuronwidget.explanations.backends import resolve_explainer, resolve_simulator
+    from neuronwidget.explanations.explainer import explain
+    from neuronwidget.explanations.scoring import score
+
+    eng, idx = engine_index
+    explainer, simulator = resolve_explainer(), resolve_simulator()
+    diffs = []
+    for layer, neuron in [(layer, n) for layer in range(4) for n in (5, 77, 301)]:
+        exact, compact = idx.record(layer, neuron, exact=True), idx.record(layer, neuron, exact=False)
+        for side in ("positive", "negative"):
+            e = explain(exact.for_side(side), explainer, simulator=simulator)[0]
+            a, b = score(exact.for_side(side), e, simulator).score, score(compact.for_side(side), e, simulator).score
+            assert (a is None) == (b is None)
+            if a is not None:
+                diffs.append(abs(a - b))
+    assert len(diffs) >= 12 and max(diffs) <= 0.005
+
+
+def test_a_view_of_layer_l_is_built_before_the_layers_above_it(texts, cache):
+    from neuronwidget.activations.build import IndexBuilder as Builder
+    from neuronwidget.api import get_engine
+    from neuronwidget.widgets import NeuronView
+
+    eng = get_engine("tiny", device="cpu")
+    seen = []
+    idx = eng.index(texts, lazy=True, progress=lambda d, t, m: seen.append((d, m)), **EXACT)
+    assert idx.ready_layers() == []  # nothing built yet
+    view = NeuronView(1, 5, model="tiny", index=idx)
+    assert view.record.neuron_id.layer_index == 1
+    assert idx.ready_layers() == [0, 1]  # the pass stopped after layer 1
+    assert seen[0] == (0, "started: layers 0-1 of 4")  # the progress says which
+    idx.record(3, 2)  # a neuron of layer 3: the missing layers are built on demand
+    assert idx.ready_layers() == [0, 1, 2, 3]
+    assert "started: layers 2-3 of 4" in [m for _, m in seen]
+    whole = Builder(eng.lm, texts, cache_dir=cache / "whole", **EXACT).run(progress=False)
+    assert idx.checksums() == whole.checksums()  # layer by layer == one pass over every layer
+
+
+_BUILD_SCRIPT = """
+import json, sys
+from neuronwidget.activations.build import IndexBuilder
+from neuronwidget.subject import load_model
+args = json.load(open(sys.argv[1]))
+builder = IndexBuilder(load_model("tiny", device="cpu"), args["texts"], cache_dir=args["cache"], **args["settings"])
+idx = builder.run(progress=False)
+print(json.dumps({"built": builder.built, "checksums": idx.checksums()}))
+"""
+
+
+def test_two_processes_building_the_same_index_leave_one_valid_index(lm, texts, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"texts": texts, "cache": str(tmp_path / "cache"), "settings": EXACT}))
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**__import__("os").environ, "PYTHONPATH": root}
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_SCRIPT, str(args)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert sorted(o["built"] for o in outs) == [False, True]  # one built, the other took its turn and read it
+    assert outs[0]["checksums"] == outs[1]["checksums"]
+    builder = IndexBuilder(lm, texts, cache_dir=tmp_path / "cache", **EXACT)
+    idx = builder.load_cached()  # every file checked against its manifest
+    assert idx is not None and idx.checksums() == outs[0]["checksums"]
+    assert not [p.name for p in builder.root.iterdir() if p.name.startswith(".")]  # no temporary parts left

@@ -147,8 +147,13 @@ class Engine:
     # -- index -------------------------------------------------------------------------------
     def index(self, corpus: Any = None, *, top_k: int = 40, n_random: int = 30, seed: int = 0,
               rebuild: bool = False, progress: Any = True, distributed: str | None = None,
-              workers: int | None = None, max_worker_deaths: int | None = None, **settings: Any):
+              workers: int | None = None, max_worker_deaths: int | None = None, lazy: bool = False, **settings: Any):
         """The corpus index for every neuron (cached on disk; built with a progress bar if new).
+
+        ``lazy=True``: returned at once; each layer is built when first read, the forward pass
+        stopping after it (the first view of layer L waits for a pass to layer L only), and
+        ``index.complete()`` builds the rest. The index shows exact values for the windows a
+        view shows, recomputed by this engine's model (see ``NeuronIndex``).
 
         ``corpus``: None = this engine's ``corpus`` (for ``get_engine``'s engines:
         ``configure(corpus=...)``), else the default corpus (see
@@ -165,9 +170,11 @@ class Engine:
             corpus = self.corpus() if callable(self.corpus) else self.corpus
         builder = IndexBuilder(self.lm, corpus, top_k=top_k, n_random=n_random, seed=seed, **settings)
         if not rebuild and builder.key in self._indexes:
-            return self._indexes[builder.key]
+            idx = self._indexes[builder.key]
+            return idx if lazy else idx.complete()
         idx = builder.run(rebuild=rebuild, progress=progress, distributed=distributed, workers=workers,
-                          max_worker_deaths=max_worker_deaths)
+                          max_worker_deaths=max_worker_deaths, lazy=lazy)
+        idx.attach(self.lm)
         self._indexes[builder.key] = idx
         return idx
 

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from ..subject import run_mlp_hooks
-from .store import QUANTILES
+from . import codes
+from .store import N_BINS, QUANTILES
 
 MAX_SHARDS = 64  # a build's windows are cut into at most this many shards of whole batches
 Progress = Callable[[int, int, str], None]
-N_BINS = 48  # uniform histogram bins over the calibration range (+ underflow + overflow)
 EMPTY = torch.iinfo(torch.int64).max
 _LOW32 = 0xFFFFFFFF
 _NB = len(QUANTILES) + 1
@@ -76,8 +76,10 @@ class Plan:
         return batch * self.batch_size // self.shard_windows
 
 
-def forward(lm: LoadedModel, ids: np.ndarray, fn: Callable[[int, torch.Tensor], None]) -> None:
-    run_mlp_hooks(lm, torch.from_numpy(ids.astype(np.int64)), range(lm.n_layers), fn)
+def forward(lm: LoadedModel, ids: np.ndarray, fn: Callable[[int, torch.Tensor], None], layers: Any = None) -> None:
+    """Run ``ids`` and call ``fn(layer, acts)`` for ``layers`` (default all); the forward pass
+    stops after the last of them."""
+    run_mlp_hooks(lm, torch.from_numpy(ids.astype(np.int64)), range(lm.n_layers) if layers is None else layers, fn)
 
 
 def make_progress(progress: bool | Progress, total: int, desc: str) -> Progress:
@@ -206,13 +208,18 @@ class LayerState:
 
 
 class IndexState:
-    """Everything one build (or one shard set of it) has folded so far; mergeable."""
+    """Everything one build (or one shard set of it) has folded so far, for the model layers
+    ``layer_ids`` (default: all; ``layers[i]`` and ``calib``'s i-th entries belong to model
+    layer ``layer_ids[i]``); mergeable."""
 
-    def __init__(self, n_layers: int, n_neurons: int, plan: Plan, calib: Calibration, dev: torch.device):
+    def __init__(self, n_layers: int, n_neurons: int, plan: Plan, calib: Calibration, dev: torch.device,
+                 layer_ids: Any = None):
         self.n_layers, self.n_neurons, self.plan, self.calib, self.dev = n_layers, n_neurons, plan, calib, dev
+        self.layer_ids = list(range(n_layers)) if layer_ids is None else sorted(int(x) for x in layer_ids)
+        self._pos = {layer: i for i, layer in enumerate(self.layer_ids)}
         r = len(plan.rand_ids)
         self.layers = [LayerState(n_neurons, plan.top_k, plan.bottom_k, r, plan.n_quantile, plan.windows.shape[1], dev)
-                       for _ in range(n_layers)]
+                       for _ in self.layer_ids]
         self.rand_filled = torch.zeros(r, dtype=torch.bool)
         self.shard_moments: dict[int, torch.Tensor] = {}  # shard -> [L, N, 4] float64 sums of a^1..a^4
         self.batches_done: set[int] = set()
@@ -229,16 +236,19 @@ class IndexState:
         chunk = plan.windows[w0:w0 + plan.batch_size]
         shard = plan.shard_of_batch(batch)
         if shard not in self.shard_moments:
-            self.shard_moments[shard] = torch.zeros((self.n_layers, self.n_neurons, 4), dtype=torch.float64, device=self.dev)
+            self.shard_moments[shard] = torch.zeros((len(self.layer_ids), self.n_neurons, 4), dtype=torch.float64,
+                                                    device=self.dev)
         rand_slots = [(j, self._slot_of[w0 + j]) for j in range(len(chunk)) if (w0 + j) in self._slot_of]
-        forward(lm, chunk, lambda layer, acts: self._fold(layer, acts, w0, rand_slots, self.shard_moments[shard][layer]))
+        moments = self.shard_moments[shard]
+        forward(lm, chunk, lambda layer, acts: self._fold(layer, self._pos[layer], acts, w0, rand_slots, moments[self._pos[layer]]),
+                self.layer_ids)
         for _, slot in rand_slots:
             self.rand_filled[slot] = True
         self.batches_done.add(batch)
 
-    def _fold(self, layer: int, acts: torch.Tensor, w0: int, rand_slots: list[tuple[int, int]],
+    def _fold(self, layer: int, pos: int, acts: torch.Tensor, w0: int, rand_slots: list[tuple[int, int]],
               moments: torch.Tensor) -> None:
-        st, cal = self.layers[layer], self.calib
+        st, cal = self.layers[pos], self.calib
         a = acts.float()  # [B, T, N]; no copy when the model runs in float32
         b, t, n = a.shape
         dev = a.device
@@ -246,7 +256,7 @@ class IndexState:
         # window max / min, moment sums, histogram counts. Temporaries are reused scratch
         # buffers (out=), not a fresh multi-MB allocation per op.
         mx, mn = self._scratch("mx", (b, n)), self._scratch("mn", (b, n))
-        lo, hi = cal.lo[layer], cal.hi[layer]
+        lo, hi = cal.lo[pos], cal.hi[pos]
         inv = N_BINS / (hi - lo)
         off = 1 - lo * inv  # bin = floor((a - lo) / width) + 1; 0 = underflow, N_BINS + 1 = overflow
         step = _CHUNK_WINDOWS if dev.type == "cpu" else b
@@ -282,7 +292,7 @@ class IndexState:
         _merge_batch(st.top_key, st.top_a, -ordered(mxt) * (1 << 32) + wid, a, None)
         _merge_batch(st.bot_key, st.bot_a, ordered(mnt) * (1 << 32) + wid, a, None)
         # quantile bins: bin of each (neuron, window); key = hash(seed, layer, neuron, window)
-        qbin = (mxt[:, None, :] >= cal.q_bounds[layer][:, :, None]).sum(1)  # [N, B] in 0..4
+        qbin = (mxt[:, None, :] >= cal.q_bounds[pos][:, :, None]).sum(1)  # [N, B] in 0..4
         base = _mix(wid + _mix(torch.tensor(self.plan.seed * 4096 + layer, device=dev)))
         u = (_mix(base[None, :] + self._neuron_mix) >> 33) & 0x7FFFFFFF  # [N, B], 31 random bits
         qkey = u * (1 << 32) + wid
@@ -303,6 +313,8 @@ class IndexState:
         """Fold ``other`` (built from disjoint batches, same plan and calibration) into this one."""
         if self.batches_done & other.batches_done:
             raise ValueError("cannot merge index states that folded the same batches twice")
+        if self.layer_ids != other.layer_ids:
+            raise ValueError(f"cannot merge index states of layers {self.layer_ids} and {other.layer_ids}")
         for mine, theirs in zip(self.layers, other.layers):
             mine.merge(theirs)
             fill = other.rand_filled.to(mine.rand_a.device)
@@ -319,12 +331,13 @@ class IndexState:
         return {"layers": [{f: getattr(s, f).cpu() for f in LayerState.FIELDS} for s in self.layers],
                 "rand_filled": self.rand_filled.clone(), "calib": self.calib.to_dict(),
                 "shard_moments": {int(k): v.cpu() for k, v in self.shard_moments.items()},
-                "batches_done": sorted(self.batches_done), "shape": [self.n_layers, self.n_neurons]}
+                "batches_done": sorted(self.batches_done), "shape": [self.n_layers, self.n_neurons],
+                "layer_ids": list(self.layer_ids)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], plan: Plan, dev: torch.device) -> IndexState:
         n_layers, n_neurons = d["shape"]
-        state = cls(n_layers, n_neurons, plan, Calibration.from_dict(d["calib"], dev), dev)
+        state = cls(n_layers, n_neurons, plan, Calibration.from_dict(d["calib"], dev), dev, d.get("layer_ids"))
         for s, saved in zip(state.layers, d["layers"]):
             for f in LayerState.FIELDS:
                 if getattr(s, f).shape != saved[f].shape:
@@ -341,19 +354,28 @@ def _sorted(key: torch.Tensor, acts: torch.Tensor) -> tuple[torch.Tensor, torch.
     return key.gather(1, order), acts.gather(1, order[..., None].expand_as(acts))
 
 
-def finalize_arrays(plan: Plan, state: IndexState) -> dict[str, np.ndarray]:
-    """The arrays of the on-disk store (see :mod:`.store`) from a complete state."""
+def _ids_dtype(n_windows: int) -> type:
+    return np.int16 if n_windows < (1 << 15) else np.int32  # -1 marks an empty slot
+
+
+def common_arrays(plan: Plan) -> dict[str, np.ndarray]:
+    """The arrays every layer shares: the corpus windows and the random windows' ids."""
+    return {"windows": plan.windows.astype(np.int32), "rand_ids": plan.rand_ids.astype(np.int32)}
+
+
+def finalize_arrays(plan: Plan, state: IndexState) -> dict[int, dict[str, np.ndarray]]:
+    """{model layer: the arrays of its on-disk part (see :mod:`.store`)} from a complete state."""
     missing = plan.n_batches - len(state.batches_done)
     if missing:
         raise ValueError(f"index state is incomplete: {missing} of {plan.n_batches} batches not folded")
     n, nb, q = state.n_neurons, _NB, plan.n_quantile
     n_tokens = int(plan.windows.size)
-    out: dict[str, list[np.ndarray]] = {}
-    ref_windows, ref_acts, ref_counts = [], [], []
-    total = torch.zeros((state.n_layers, n, 4), dtype=torch.float64, device=state.dev)
+    ids_dtype = _ids_dtype(plan.n_windows)
+    out: dict[int, dict[str, np.ndarray]] = {}
+    total = torch.zeros((len(state.layer_ids), n, 4), dtype=torch.float64, device=state.dev)
     for shard in sorted(state.shard_moments):  # shard order: the same sum however shards were spread
         total += state.shard_moments[shard]
-    for layer, s in enumerate(state.layers):
+    for pos, (layer, s) in enumerate(zip(state.layer_ids, state.layers)):
         top_key, top_a = _sorted(s.top_key, s.top_a)
         bot_key, bot_a = _sorted(s.bot_key, s.bot_a)
         q_key, q_a = _sorted(s.q_key, s.q_a)
@@ -371,43 +393,42 @@ def finalize_arrays(plan: Plan, state: IndexState) -> dict[str, np.ndarray]:
         first = ids_sorted >= 0
         first[:, 1:] &= ids_sorted[:, 1:] != ids_sorted[:, :-1]
         rows, cols = first.nonzero(as_tuple=True)  # row-major: neuron by neuron, window ids ascending
-        ref_windows.append(ids_sorted[rows, cols].int().cpu().numpy())
-        ref_acts.append(acts[rows, order[rows, cols]].cpu().numpy())
-        ref_counts.append(first.sum(1).cpu().numpy())
-        e1, e2, e3, e4 = (total[layer] / n_tokens).unbind(1)
+        ref_acts = acts[rows, order[rows, cols]].float().cpu().numpy()
+        row_neuron = rows.cpu().numpy()
+        highest, lowest = s.highest.cpu().numpy(), s.lowest.cpu().numpy()
+        ref_codes, ref_ranges = codes.encode(ref_acts, highest[row_neuron], lowest[row_neuron])
+        counts = first.sum(1).cpu().numpy()
+        e1, e2, e3, e4 = (total[pos] / n_tokens).unbind(1)
         var = (e2 - e1 ** 2).clamp(min=0)
         m3 = e3 - 3 * e1 * e2 + 2 * e1 ** 3
         m4 = e4 - 4 * e1 * e3 + 6 * e1 ** 2 * e2 - 3 * e1 ** 4
         safe = torch.where(var > 0, var, torch.ones_like(var))
         skew = torch.where(var > 0, m3 / safe ** 1.5, torch.zeros_like(var))
         kurt = torch.where(var > 0, m4 / safe ** 2 - 3, torch.zeros_like(var))
-        lo, hi = state.calib.lo[layer], state.calib.hi[layer]
+        lo, hi = state.calib.lo[pos], state.calib.hi[pos]
         width = (hi - lo) / N_BINS
-        grid = lo[:, None] + width[:, None] * torch.arange(N_BINS + 1, device=lo.device)[None, :]
-        grid[:, -1] = hi
-        first_edge = torch.minimum(s.lowest, lo - width)[:, None]  # underflow bin, never empty-width
-        last_edge = torch.maximum(s.highest, hi + width)[:, None]  # overflow bin
+        first_edge = torch.minimum(s.lowest, lo - width)  # underflow bin, never empty-width
+        last_edge = torch.maximum(s.highest, hi + width)  # overflow bin
+        count_dtype = torch.int16 if n_tokens < (1 << 15) else torch.int32 if n_tokens < (1 << 31) else torch.int64
         layer_arrays = {
-            "top_ids": top_ids.int(), "top_max": top_max, "bottom_ids": bot_ids.int(), "bottom_min": bot_min,
-            "q_bounds": state.calib.q_bounds[layer], "q_ids": q_ids.int(),
+            "top_ids": top_ids, "top_max": top_max, "bottom_ids": bot_ids, "bottom_min": bot_min,
+            "q_bounds": state.calib.q_bounds[pos], "q_ids": q_ids,
             "moments": torch.stack([e1, var, skew, kurt], 1),
-            "hist_counts": s.hist.int() if n_tokens < 2 ** 31 else s.hist,  # a count never exceeds the tokens
+            "hist_counts": s.hist.to(count_dtype),  # a count never exceeds the tokens
             "extremes": torch.stack([s.lowest, s.highest], 1),
-            "hist_edges": torch.cat([first_edge, grid, last_edge], 1).float(),
+            "hist_range": torch.stack([first_edge, lo, hi, last_edge], 1).float(),
         }
-        for k, v in layer_arrays.items():
-            out.setdefault(k, []).append(v.cpu().numpy())
-    arrays = {k: np.stack(v) for k, v in out.items()}
-    counts = np.concatenate(ref_counts)
-    arrays.update({
-        "windows": plan.windows.astype(np.int32),
-        "rand_ids": plan.rand_ids.astype(np.int32),
-        "ref_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        "ref_windows": np.concatenate(ref_windows),
-        "ref_acts": np.concatenate(ref_acts),
-    })
-    return arrays
+        arrays = {k: v.cpu().numpy() for k, v in layer_arrays.items()}
+        for k in ("top_ids", "bottom_ids", "q_ids"):
+            arrays[k] = arrays[k].astype(ids_dtype)
+        arrays.update({
+            "ref_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            "ref_windows": ids_sorted[rows, cols].cpu().numpy().astype(np.uint16 if plan.n_windows <= (1 << 16) else np.int32),
+            "ref_codes": ref_codes, "ref_ranges": ref_ranges,
+        })
+        out[layer] = arrays
+    return out
 
 
-__all__ = ["Calibration", "IndexState", "MAX_SHARDS", "N_BINS", "Plan", "finalize_arrays", "forward", "make_progress",
+__all__ = ["Calibration", "IndexState", "MAX_SHARDS", "N_BINS", "Plan", "common_arrays", "finalize_arrays", "forward", "make_progress",
            "ordered", "unordered"]

@@ -28,6 +28,10 @@ class _StopForward(Exception):
 LayerFn = Callable[[int, torch.Tensor], None]
 
 
+def _ignore(acts: torch.Tensor) -> None:
+    return None
+
+
 def run_mlp_hooks(lm: LoadedModel, input_ids: torch.Tensor, layers: Iterable[int], fn: LayerFn) -> None:
     """Run ``input_ids`` [batch, seq] (text tokens, no BOS) through the blocks and call
     ``fn(layer, acts)`` for each layer in ``layers`` with its activations [batch, seq,
@@ -57,8 +61,10 @@ def run_mlp_hooks(lm: LoadedModel, input_ids: torch.Tensor, layers: Iterable[int
 
     handles = []
     try:
-        for layer in wanted:
-            handles.append(lm.family.hook(blocks[layer], make_hook(layer)))
+        for layer in range(last + 1):
+            # every block the pass runs gets the family's fast modules (GPT-2: fused GELU), hooked
+            # or not, so a layer's activations do not depend on which other layers are captured
+            handles.append(lm.family.hook(blocks[layer], make_hook(layer) if layer in wanted else _ignore))
         with torch.inference_mode():
             lm.base(input_ids=ids, use_cache=False)
     except _StopForward:
