@@ -196,16 +196,24 @@ def effect_table(engine: Any, ids: list[int], text: str, layer: int, neuron: int
     lc = torch.log_softmax(res.clean_logits[0], -1)
     le = torch.log_softmax(res.edited_logits[0], -1)
     pc, pe = lc.exp(), le.exp()
-    kl = (pc * (lc - le)).sum(-1).clamp(min=0)
+    kl = (pc * (lc - le)).sum(-1).clamp(min=0).tolist()
+    delta = pe - pc
+    kk = min(k, delta.shape[-1])
+    up_v, up_i = (x.tolist() for x in torch.topk(delta, kk, dim=-1))  # every position at once
+    dn_v, dn_i = (x.tolist() for x in torch.topk(-delta, kk, dim=-1))
+    nxt_ids = torch.tensor(ids[1:] + [0])
+    dl = (le.gather(1, nxt_ids[:, None]) - lc.gather(1, nxt_ids[:, None]))[:, 0].tolist()
     strings = lm.token_strings()
     toks = lm.pieces(ids, text)[0]
+    before = res.clean_values[(layer, neuron)][0].tolist()
+    after = res.edited_values[(layer, neuron)][0].tolist()
     rows = []
     for t in range(len(ids)):
-        nxt = ids[t + 1] if t + 1 < len(ids) else None
-        dl = float(le[t, nxt] - lc[t, nxt]) if nxt is not None else float("nan")
-        up, dn = _top_changes(pe[t] - pc[t], strings, k)
-        rows.append((t, toks[t], None if nxt is None else toks[t + 1], float(res.clean_values[(layer, neuron)][0, t]),
-                     float(res.edited_values[(layer, neuron)][0, t]), dl, float(kl[t]), up, dn))
+        last = t + 1 == len(ids)
+        up = [(strings[i], v) for v, i in zip(up_v[t], up_i[t]) if v > 0]
+        dn = [(strings[i], -v) for v, i in zip(dn_v[t], dn_i[t]) if v > 0]
+        rows.append((t, toks[t], None if last else toks[t + 1], before[t], after[t],
+                     float("nan") if last else dl[t], kl[t], up, dn))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 

@@ -2,11 +2,11 @@
 (GPT-2: output of ``mlp.act``; gated MLPs: forward pre-hook on ``mlp.down_proj``) that returns
 the activations with some neurons' values replaced.
 
-* :func:`edited_logits`: one text, logits with and without the edits. The clean pass runs the
-  whole model once; the edited pass re-runs only the blocks from the first edited layer up:
-  every block below it replays the clean pass's output of the block just under that layer
-  (nothing below an edited layer can change), so an edit at layer L costs (n_layers - L) /
-  n_layers of a forward, not a whole one.
+* :func:`edited_logits`: one text, logits with and without the edits, as ONE batch: the clean
+  rows and the edited rows side by side (a 64-token forward reads every weight once either
+  way, so the second row is nearly free on a CPU and free on a GPU). Blocks below the first
+  edited layer cannot differ between the two: they run once, on the clean rows alone, and in
+  the batched pass they replay that output instead of computing.
 * :func:`ablate_at`: the logits at one position with each of several neurons zeroed there,
   one batch row per neuron, reading the clean prefix from the KV cache (positions before the
   edit cannot change).
@@ -109,12 +109,17 @@ class _Editor:
         for e in edits:
             self.by_layer.setdefault(e.layer, []).append(e)
         self.seen: dict[tuple[int, int], torch.Tensor] = {}  # (layer, neuron) -> value after the edit, [B, T]
+        self.before: dict[tuple[int, int], torch.Tensor] = {}  # (layer, neuron) -> value before, rows < split
         self.keep = False
+        self.split = 0  # with keep: rows < split are the clean rows, rows >= split the edited ones
 
     def hook(self, layer: int):
         edits = self.by_layer[layer]
 
         def edit(acts: torch.Tensor) -> torch.Tensor:
+            if self.keep:
+                for e in edits:
+                    self.before[(layer, e.neuron)] = acts[: self.split, self.skip:, e.neuron].float().cpu()
             out = acts.clone()
             b, s = out.shape[0], out.shape[1]
             text_pos = torch.arange(s, device=out.device) + (self.offset - self.skip)
@@ -137,7 +142,7 @@ class _Editor:
                 out[..., e.neuron] = torch.where(where, new, col)
             if self.keep:
                 for e in edits:
-                    self.seen[(layer, e.neuron)] = out[:, self.skip:, e.neuron].float().cpu()
+                    self.seen[(layer, e.neuron)] = out[self.split:, self.skip:, e.neuron].float().cpu()
             return out
 
         return edit
@@ -175,10 +180,24 @@ def _lm_head_model(lm: LoadedModel) -> Any:
     return lm.model
 
 
+class _Stop(Exception):
+    """Raised after the last block a pass needs, to end it early."""
+
+
+def _doubled(output: Any, times: int) -> Any:
+    """A block's output with its hidden states repeated ``times`` along the batch (a tensor, or a
+    tuple whose first item is the hidden states, as older transformers return)."""
+    if isinstance(output, torch.Tensor):
+        return output.repeat(times, *([1] * (output.dim() - 1)))
+    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+        return (_doubled(output[0], times), *output[1:])
+    raise TypeError(f"cannot replay a block output of type {type(output).__name__}")
+
+
 class _Replay:
-    """Blocks ``0..first-1`` return the clean pass's output of block ``first-1`` instead of
-    computing (their input cannot differ from the clean pass). Restores any instance-level
-    ``forward`` (e.g. accelerate's) it replaced."""
+    """Blocks ``0..first-1`` return ``output`` (what block ``first-1`` gave on the clean rows,
+    repeated for the batch) instead of computing: their input cannot differ between clean and
+    edited rows. Restores any instance-level ``forward`` (e.g. accelerate's) it replaced."""
 
     def __init__(self, blocks: Any, first: int, output: Any):
         self.blocks, self.first, self.output = blocks, first, output
@@ -216,52 +235,63 @@ class EditedPass:
     edited_values: dict[tuple[int, int], torch.Tensor]
 
 
+def _below(lm: LoadedModel, ids: torch.Tensor, first: int) -> Any:
+    """The output of block ``first - 1`` on ``ids``; blocks from ``first`` up never run."""
+    got: dict[str, Any] = {}
+
+    def stop(_m: Any, _a: Any, out: Any) -> None:
+        got["out"] = out
+        raise _Stop
+
+    handle = lm.blocks[first - 1].register_forward_hook(stop)
+    try:
+        with torch.inference_mode():
+            lm.base(input_ids=ids, use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return got["out"]
+
+
 def edited_logits(lm: LoadedModel, input_ids: torch.Tensor, edits: Sequence[Edit], *, share: bool = True) -> EditedPass:
     """One forward pass of ``input_ids`` [batch, seq] (text tokens; BOS added as the model's
-    tokenizer does) without and with ``edits``. ``share=False`` re-runs every block in the edited
-    pass (for checking the replay)."""
+    tokenizer does) without and with ``edits``, as one batch of 2 × batch rows. ``share=False``
+    computes the blocks below the first edited layer for every row too (for checking the replay)."""
     model = _lm_head_model(lm)
-    n_text = int(input_ids.shape[-1])
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    b, n_text = int(input_ids.shape[0]), int(input_ids.shape[-1])
     edits = check_edits(lm, edits, n_text)
+    doubled = []
+    for e in edits:  # the edits touch the second half of the batch only
+        mask = torch.zeros(2 * b, n_text, dtype=torch.bool)
+        mask[b:] = True if e.positions is None else e.positions
+        doubled.append(Edit(e.layer, e.neuron, e.mode, e.value, mask))
     ids = _with_prefix(lm, input_ids)
-    blocks, skip = lm.blocks, len(lm.prefix_ids)
+    skip = len(lm.prefix_ids)
     first = min(e.layer for e in edits) if share else 0
-    neurons = {(e.layer, e.neuron) for e in edits}
-
-    below: dict[str, Any] = {}
-    clean_values: dict[tuple[int, int], torch.Tensor] = {}
-
-    def read(layer: int):
-        def fn(acts: torch.Tensor) -> None:
-            for (lay, n) in neurons:
-                if lay == layer:
-                    clean_values[(lay, n)] = acts[:, skip:, n].float().cpu()
-        return fn
-
-    handles = []
-    try:
-        for layer in sorted({lay for lay, _ in neurons}):
-            handles.append(lm.family.hook(blocks[layer], read(layer), fast=False))
-        if first > 0:
-            handles.append(blocks[first - 1].register_forward_hook(lambda _m, _a, out: below.__setitem__("out", out)))
-        with torch.inference_mode():
-            clean = model(input_ids=ids, use_cache=False).logits
-    finally:
-        _remove(handles)
-
-    editor = _Editor(lm, edits)
-    editor.keep = True
+    below = _below(lm, ids, first) if first > 0 else None
+    editor = _Editor(lm, doubled)
+    editor.keep, editor.split = True, b
     handles = editor.install()
     try:
         with torch.inference_mode():
-            if first > 0:
-                with _Replay(blocks, first, below["out"]):
-                    edited = model(input_ids=ids, use_cache=False).logits
+            both = ids.repeat(2, 1)
+            if below is not None:
+                with _Replay(lm.blocks, first, _doubled(below, 2)):
+                    logits = model(input_ids=both, use_cache=False).logits
             else:
-                edited = model(input_ids=ids, use_cache=False).logits
+                logits = model(input_ids=both, use_cache=False).logits
     finally:
         _remove(handles)
-    return EditedPass(clean[:, skip:].float(), edited[:, skip:].float(), clean_values, editor.seen)
+    logits = logits[:, skip:].float()
+    clean, edited = logits[:b], logits[b:].clone()
+    # causal attention: positions before the first edited one cannot change; rows of one batch can
+    # still differ in the last bits (batched attention kernels), so they get the clean rows' values
+    start = min(0 if e.positions is None else int(e.positions.any(0).nonzero()[0, 0]) for e in edits)
+    edited[:, :start] = clean[:, :start]
+    return EditedPass(clean, edited, editor.before, editor.seen)
 
 
 def _forward_kwargs(model: Any) -> set[str]:
