@@ -29,8 +29,8 @@ from .explanations import simulator as _simulator
 class Settings:
     model: Any = "gpt2"  # hub id, local path, "tiny", or a loaded model object
     corpus: Any = None  # None = the default corpus (see activations.corpus.default_corpus)
-    explainer: Any = None  # a backend object, or None = environment, else the offline baseline
-    simulator: Any = None  # a backend object, or None = environment, else the offline baseline
+    explainer: Any = None  # a backend object, or None = environment, else the offline rules explainer
+    simulator: Any = None  # a backend object, or None = environment, else the offline rules explainer
     device: str | None = None  # None = cuda > mps > cpu
     dtype: Any = None  # None = float32 on cpu, float16/bfloat16 on accelerators
     cache_dir: str | os.PathLike | None = None  # None = $NEURONWIDGET_CACHE or ~/.cache/neuronwidget
@@ -96,8 +96,12 @@ def get_engine(model: Any = None, device: Any = None) -> Engine:
 
 
 # -- demos and notebooks -------------------------------------------------------------------------
-# Neurons worth showing first, per demo model (layer, neuron): found by probing the bundled corpus.
-DEMO_NEURONS: dict[str, tuple[int, int]] = {"gpt2": (5, 131), "smollm2-135m": (8, 55), "tiny": (2, 8)}
+# Neurons worth showing first, per demo model (layer, neuron): found by probing the bundled corpus
+# (the CPU demo's first 16,384 tokens of the Brown Corpus).
+# SmolLM2 layer 7 neuron 145 fires on "said"/"says" on the Brown Corpus (its negative side is weak;
+# layer 7 neuron 962's negative side fires on "business" after "small"). GPT-2's is from the paper's
+# published explanations; it could not be re-checked on the Brown Corpus here (no GPT-2 weights offline).
+DEMO_NEURONS: dict[str, tuple[int, int]] = {"gpt2": (5, 131), "smollm2-135m": (7, 145), "tiny": (2, 8)}
 DEMO_CPU_TOKENS = 16_384  # a real model's first index on a CPU: about a minute or two, not a quarter hour
 
 
@@ -126,12 +130,12 @@ def use_demo_model() -> tuple[str, tuple[int, int], str]:
 
 # -- the backends in force -----------------------------------------------------------------------
 def resolve_explainer(backend: Any = None) -> Any:
-    """argument > ``configure(explainer=...)`` > environment > the offline baseline."""
+    """argument > ``configure(explainer=...)`` > environment > the offline rules explainer."""
     return _backends.resolve_explainer(backend if backend is not None else _settings.explainer)
 
 
 def resolve_simulator(simulator: Any = None) -> Any:
-    """argument > ``configure(simulator=...)`` > environment > the offline baseline."""
+    """argument > ``configure(simulator=...)`` > environment > the offline rules explainer."""
     return _backends.resolve_simulator(simulator if simulator is not None else _settings.simulator)
 
 

@@ -59,7 +59,7 @@ def parse_neurons(specs: list[str], n_neurons: int | None = None) -> list[int]:
 def pick_interesting(index, layer: int, candidates: range, scorer=None, count: int = 1) -> list[int]:
     """Neurons of ``layer`` worth showing first.
 
-    With ``scorer`` (a function record -> score or None; cheap for the baseline) the
+    With ``scorer`` (a function record -> score or None; cheap for the offline explainers) the
     best-scoring candidates win. Without it: neurons whose top records peak on the same
     token again and again (a clear pattern), ties broken by the strength of the peak.
     """
@@ -129,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cheap = explainer.cheap and simulator.cheap
         scorer = (lambda rec: score(rec, explain(rec, explainer)[0], simulator).score) if cheap else None
         neurons = pick_interesting(index, layer, candidates, scorer, count=args.count if cheap else 1)
-        how = "best baseline scores" if cheap else "clearest repeated peak token"
+        how = "best offline scores" if cheap else "clearest repeated peak token"
         print(f"Picked neuron(s) {neurons} of layer {layer} ({how} among neurons 0..{len(candidates) - 1})")
         if known and known[1] not in neurons:  # a neuron known to be readable comes first
             neurons = [known[1]] + neurons[: max(0, args.count - 1)]
@@ -137,24 +137,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     pages = []
+    signed = False
     for neuron in neurons:
-        print(f"Explaining layer {layer}, neuron {neuron} ...", flush=True)
-        record = index.record(layer, neuron)
-        explanations = explain(record, explainer, progress=_progress())
-        scored = score(record, explanations[0], simulator, progress=_progress())
-        scored.explainer = explainer.name
-        shown = "undefined" if scored.score is None else f"{scored.score:.2f}"
-        print(f"  explanation: {explanations[0]!r}\n  score: {shown}", flush=True)
-        view = NeuronView(layer, neuron, model=model, index=index, explainer=explainer, simulator=simulator)
-        view.explanations.insert(0, scored)  # the live list the view shows, newest first
-        page = out / f"neuron-L{layer}-N{neuron}.html"
-        view.save_html(page)
-        pages.append((page, layer, neuron, explanations[0], shown))
+        whole = index.record(layer, neuron)
+        lows = [r.min_activation for r in whole.most_negative_activation_records]
+        sides = ["positive", "negative"] if lows and min(lows) < 0 else ["positive"]  # both tails of a signed neuron
+        signed = signed or len(sides) > 1
+        for side in sides:
+            print(f"Explaining layer {layer}, neuron {neuron}, {side} side ...", flush=True)
+            record = whole.for_side(side)
+            explanations = explain(record, explainer, progress=_progress())
+            scored = score(record, explanations[0], simulator, progress=_progress())
+            scored.explainer = explainer.name
+            print(f"  explanation: {explanations[0]!r}\n  score: {scored.formatted()}", flush=True)
+            view = NeuronView(layer, neuron, model=model, index=index, explainer=explainer, simulator=simulator,
+                              side=side)
+            view.explanations.insert(0, scored)  # the live list the view shows, newest first
+            page = out / (f"neuron-L{layer}-N{neuron}.html" if side == "positive"
+                          else f"neuron-L{layer}-N{neuron}-{side}.html")
+            view.save_html(page)
+            pages.append((page, layer, neuron, side, explanations[0], scored.formatted()))
 
     links = "\n".join(
-        f'<li><a href="{html.escape(p.name)}">layer {lay}, neuron {n}</a>: '
+        f'<li><a href="{html.escape(p.name)}">layer {lay}, neuron {n}'
+        f'{", " + side + " side" if signed else ""}</a>: '
         f"{html.escape(expl)} (score {html.escape(s)})</li>"
-        for p, lay, n, expl, s in pages
+        for p, lay, n, side, expl, s in pages
     )
     note = f"<p><strong>Model:</strong> {html.escape(engine.model_name)}</p><p>{html.escape(why)}</p>"
     atomic_write_text(
@@ -239,8 +247,7 @@ def cmd_published(args: argparse.Namespace) -> int:
         try:
             results = published_explanations(args.layer, neuron, model=args.model)
             for s in results.scored_explanations if results else []:
-                shown = "undefined" if s.score is None else f"{s.score:.2f}"
-                print(f"{where}: {shown}  {s.explanation.strip()!r}")
+                print(f"{where}: {s.formatted()}  {s.explanation.strip()!r}")
             if not results or not results.scored_explanations:
                 print(f"{where}: no published explanation")
             if args.records:
@@ -265,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--layer", type=int, help="layer to look at (default: the middle layer)")
     demo.add_argument("--neuron", type=int, help="neuron to show (default: picked automatically)")
     demo.add_argument("--candidates", type=int, default=64, help="neurons searched for a clear pattern")
-    demo.add_argument("--count", type=int, default=3, help="pages to write (offline baseline only)")
+    demo.add_argument("--count", type=int, default=3, help="pages to write (offline explainers only)")
     demo.set_defaults(func=cmd_demo)
 
     ex = sub.add_parser("explain", help="explain and score many neurons (resumable)")

@@ -38,7 +38,9 @@ def test_demo_writes_standalone_pages(tmp_path, tmp_path_factory):
     stdout = proc.stdout
     assert "Explainer: rules" in stdout
     pages = sorted(out.glob("neuron-L*-N*.html"))
-    assert len(pages) == 3
+    signed = "smollm2-135m" in stdout.splitlines()[0]  # a gated model: both sides of each neuron
+    assert len(pages) == (6 if signed else 3)
+    assert len(list(out.glob("neuron-L*-N*-negative.html"))) == (3 if signed else 0)
     for page in pages:
         assert str(page.resolve()) in stdout  # the paths are printed
     index_page = (out / "index.html").read_text(encoding="utf-8")
@@ -51,7 +53,7 @@ def test_demo_writes_standalone_pages(tmp_path, tmp_path_factory):
         assert "tiny (random weights" in text and "RANDOM weights" in index_page
     if "smollm2-135m" in stdout.splitlines()[0]:  # a real model offline: said plainly, known neuron first
         assert "real weights, not GPT-2" in text and "real weights, not GPT-2" in index_page
-        assert (out / "neuron-L8-N55.html").exists()
+        assert (out / "neuron-L7-N145.html").exists() and (out / "neuron-L7-N145-negative.html").exists()
     assert text.count('<span style="background:#') > 20  # coloured tokens
     assert "<script" not in text  # static: no kernel, no JS
     parser = _Tags()
@@ -60,11 +62,12 @@ def test_demo_writes_standalone_pages(tmp_path, tmp_path_factory):
     # each page shows its neuron's explanation, escaped (e.g. the tokens &quot;st&quot;)
     lines = stdout.splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith("Explaining layer ")]
-    assert len(starts) == 3
+    assert len(starts) == len(pages)
     for i in starts:
         layer, neuron = (int(w.strip(",.")) for w in lines[i].split()[2:5:2])
+        suffix = "-negative" if "negative side" in lines[i] else ""
         shown = ast.literal_eval(next(x for x in lines[i:] if "explanation:" in x).split(": ", 1)[1])
-        page = (out / f"neuron-L{layer}-N{neuron}.html").read_text(encoding="utf-8")
+        page = (out / f"neuron-L{layer}-N{neuron}{suffix}.html").read_text(encoding="utf-8")
         assert html.escape(shown) in page
 
 

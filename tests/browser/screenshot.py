@@ -22,12 +22,13 @@ CHROMIUM = "/usr/bin/chromium"
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("layer", type=int, nargs="?", default=8)
-    ap.add_argument("neuron", type=int, nargs="?", default=55)
-    ap.add_argument("--explanation", default="the word 'defined' after 'user-' or 'self-'")
+    ap.add_argument("layer", type=int, nargs="?", default=7)
+    ap.add_argument("neuron", type=int, nargs="?", default=145)
+    ap.add_argument("--explanation", default=None,
+                    help="type this explanation and score it (default: press 'Explain (best of 5, revised)')")
     ap.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
     ap.add_argument("--model", default="smollm2-135m", help="any model name nw.configure takes (default: SmolLM2)")
-    ap.add_argument("--try-text", default="Each user-defined function is looked up at most once.")
+    ap.add_argument("--try-text", default='"Not tonight," she said, and he says nothing.')
     args = ap.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> Path:
     nb.cells = [
         # the demo's corpus (on a CPU: the first 16,384 tokens), then the model asked for
         nbformat.v4.new_code_cell(f"import neuronwidget as nw\nnw.use_demo_model()\n"
-                                  f"nw.configure(model={args.model!r}, explainer='baseline', simulator='baseline')"),
+                                  f"nw.configure(model={args.model!r}, explainer='rules', simulator='rules')"),
         nbformat.v4.new_code_cell(f"nw.NeuronView({args.layer}, {args.neuron})"),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -55,9 +56,12 @@ def main(argv: list[str] | None = None) -> Path:
             lab.run_notebook(page, "shot.ipynb", kernel_timeout_ms=120_000)
             page.wait_for_selector(".nw-root .nw-top .nw-tok", timeout=600_000)
             nv = page.locator(".nw-root").first
-            nv.locator(".nw-test-input").click()
-            page.keyboard.type(args.explanation)
-            page.keyboard.press("Control+Enter")
+            if args.explanation:
+                nv.locator(".nw-test-input").click()
+                page.keyboard.type(args.explanation)
+                page.keyboard.press("Control+Enter")
+            else:
+                nv.get_by_role("button", name="Explain (best of 5, revised)").click()
             nv.locator(".nw-card.nw-new").first.wait_for(timeout=600_000)
             nv.locator(".nw-try-input").click()
             page.keyboard.type(args.try_text)

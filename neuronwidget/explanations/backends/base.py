@@ -69,7 +69,7 @@ class Simulator(Protocol):
         is returned with ``error`` set (``retryable=True`` if a rerun may fix it); an error no
         record can get past (wrong key, nothing listening) is raised as a ``BackendError``.
         ``lookup`` and ``max_activation`` are for simulators that read the neuron's own
-        non-scoring records (the baseline); LLM simulators ignore them."""
+        non-scoring records (the token lookup); LLM simulators ignore them."""
         ...
 
 
