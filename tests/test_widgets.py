@@ -271,7 +271,7 @@ def test_neuronview_test_and_explain_return_scored_cards(tiny):
     from neuronwidget.widgets import NeuronView
 
     engine, index = tiny
-    view = NeuronView(0, 7, model="tiny", index=index, explainer="baseline", simulator="baseline", side="positive")
+    view = NeuronView(0, 7, model="tiny", index=index, explainer="rules", simulator="rules", side="positive")
     sent = capture(view)
     view._on_custom_msg(view, {"type": "test", "explanation": HOSTILE[0]}, [])
     view.wait(120)
@@ -279,9 +279,9 @@ def test_neuronview_test_and_explain_return_scored_cards(tiny):
     state, _, bufs = state_buffers(view)
     (card,) = state["_data"]["cards"]
     assert card["fresh"] and card["side"] == "positive"
-    want = score(index.record(0, 7), HOSTILE[0], "baseline")
-    assert card["explanation"] == HOSTILE[0] and card["score"] == want.score
-    assert card["explainer"] == "you (typed in this view)" and card["simulator"].startswith("baseline")
+    want = score(index.record(0, 7), HOSTILE[0], "rules")
+    assert card["explanation"] == HOSTILE[0] and card["score"] == want.score and card["score_text"] == want.formatted()
+    assert card["explainer"] == "you (typed in this view)" and card["simulator"].startswith("rules")
     assert [s["kind"] for s in card["seqs"]] == [s.kind for s in want.scored_simulation.scored_sequence_simulations]
     first = want.scored_simulation.scored_sequence_simulations[0]
     np.testing.assert_array_equal(unpack(bufs[0], card["seqs"][0]["real"]), np.float32(first.true_activations))
@@ -290,12 +290,19 @@ def test_neuronview_test_and_explain_return_scored_cards(tiny):
     view._on_custom_msg(view, {"type": "explain", "best_of": 1}, [])
     view.wait(120)
     cards = view._data["cards"]
-    assert len(cards) == 2 and cards[0]["explainer"].startswith("baseline") and cards[0]["explanation"]
+    assert len(cards) == 2 and cards[0]["explainer"].startswith("rules") and cards[0]["explanation"]
     assert [s.explanation for s in view.explanations] == [cards[0]["explanation"], HOSTILE[0]]
+    # "Explain (best of 5, revised)": chosen on held-in records, and the card says so
+    view._on_custom_msg(view, {"type": "explain", "best_of": 5}, [])
+    view.wait(120)
+    best = view._data["cards"][0]
+    assert best["explainer"].endswith("(best of 5 on held-in records)") and len(view._data["cards"]) == 3
+    view._on_custom_msg(view, {"type": "explain", "best_of": 50}, [])
+    assert "best_of must be in 1..20" in sent[-1][0]["message"]
     # going away and back keeps them; the static fallback shows them escaped
     view._on_custom_msg(view, {"type": "goto", "layer": 0, "neuron": 8}, [])
     view._on_custom_msg(view, {"type": "goto", "layer": 0, "neuron": 7}, [])
-    assert len(view._data["cards"]) == 2
+    assert len(view._data["cards"]) == 3
     html = view._repr_html_()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script" not in html
     tags, attrs = parse_tags(html)
