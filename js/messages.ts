@@ -148,12 +148,27 @@ export interface CancelRequest {
   type: "cancel";
 }
 
+/** The neuron zeroed at every token of the "Try your text" text: each prediction's change. */
+export interface EffectRequest {
+  type: "effect";
+  text: string;
+  id: number;
+}
+
+/** Continue the prompt with the neuron clamped to strength × its max (× |min| below 0, signed), and without. */
+export interface SteerRequest {
+  type: "steer";
+  prompt: string;
+  strength: number;
+  id: number;
+}
+
 /** The loader's fallback when the shared bundle model cannot be found (any view). */
 export interface BundleRequest {
   type: "bundle";
 }
 
-export type Request = GotoRequest | MoreRequest | TryRequest | TestRequest | ExplainRequest | SideRequest | CancelRequest | BundleRequest;
+export type Request = GotoRequest | MoreRequest | TryRequest | TestRequest | ExplainRequest | SideRequest | CancelRequest | EffectRequest | SteerRequest | BundleRequest;
 
 // ---- kernel -> front end (the float32 activations travel in buffers[0]) -------------------
 
@@ -171,9 +186,38 @@ export interface TryReply {
   g?: Group[];
 }
 
+export interface TokenValue {
+  token: string;
+  value: number;
+}
+
+/** Per token: KL(clean ‖ zeroed) and the tokens whose probability rose / fell most;
+ *  per token but the last: the next token and the change of its log-probability. */
+export interface EffectReply {
+  type: "effect";
+  id: number;
+  tokens: string[];
+  kl: number[];
+  next: string[];
+  dlogp: number[];
+  promoted: TokenValue[][];
+  suppressed: TokenValue[][];
+}
+
+export interface SteerReply {
+  type: "steer";
+  id: number;
+  prompt: string;
+  strength: number;
+  value: number;
+  plain: string;
+  steered: string;
+}
+
 export interface ErrorReply {
   type: "error";
   message: string;
+  action?: string;
 }
 
 export interface BundleReply {
@@ -182,4 +226,4 @@ export interface BundleReply {
   style: string;
 }
 
-export type Reply = MoreReply | TryReply | ErrorReply | BundleReply;
+export type Reply = MoreReply | TryReply | EffectReply | SteerReply | ErrorReply | BundleReply;

@@ -4,9 +4,9 @@ import { slice, toFloat32 } from "./buffers";
 import { renderCard } from "./card";
 import display from "../neuronwidget/widgets/display.json";
 import { button, h } from "./dom";
-import { formatActivation } from "./format";
+import { displayToken, formatActivation } from "./format";
 import { histogram } from "./histogram";
-import type { NeuronData, Rec, Reply, Request, Side, Status } from "./messages";
+import type { EffectReply, Header, NeuronData, Rec, Reply, Request, Side, SteerReply, Status, TokenValue } from "./messages";
 import { legend, Scale, Tooltip, tokenRow } from "./tokens";
 import type { Model, NeuronState } from "./types";
 
@@ -15,6 +15,8 @@ const CONTEXT_RIGHT = 6;
 const MORE_STEP = 10;
 const BEST_OF = 5; // the "best of k" button: k candidates compared on held-in records, then one revision
 export const SUBMIT_HINT: string = display.submit_keys;
+const STEER_RANGE = 10; // the slider runs from -STEER_RANGE to +STEER_RANGE × the neuron's max (or |min|)
+const STEER_DEFAULT = 4;
 
 /** What the user typed, per model: a view drawn again (the kernel refreshing the saved
  *  notebook's fallback re-renders the output) comes back as the user left it. */
@@ -22,6 +24,10 @@ interface UiState {
   tryText: string;
   testText: string;
   focus: string | null;
+  steerText?: string;
+  strength?: number;
+  lastSteer?: SteerReply; // shown again when the output is drawn again (fallback refresh)
+  steerKey?: string; // layer/neuron it was made for
 }
 // keyed by the model's _uid (anywidget hands each view its own model proxy), on globalThis
 // because each widget model may evaluate its own copy of this module
@@ -60,6 +66,56 @@ export function centredRecord(rec: Rec, values: Float32Array, scale: Scale, nega
   return box;
 }
 
+function signed(v: number): string {
+  const s = Math.abs(v) >= 0.01 || v === 0 ? v.toFixed(3) : v.toPrecision(2);
+  return v > 0 ? `+${s}` : s;
+}
+
+function changes(items: TokenValue[]): string {
+  return items.map((x) => `"${displayToken(x.token)}" ${signed(x.value)}`).join(", ") || "none";
+}
+
+/** One token's tooltip in the effect row: KL, the next token's Δ log p, what rose and fell. */
+export function effectTip(msg: EffectReply, i: number): string {
+  const lines = [`"${displayToken(msg.tokens[i])}" (token ${i}) · KL(clean ‖ zeroed) ${msg.kl[i].toPrecision(3)}`];
+  if (i < msg.next.length) lines.push(`next "${displayToken(msg.next[i])}": Δ log p ${signed(msg.dlogp[i])}`);
+  lines.push(`promoted: ${changes(msg.promoted[i] ?? [])}`, `suppressed: ${changes(msg.suppressed[i] ?? [])}`);
+  return lines.join("\n");
+}
+
+/** The user's text coloured by how much zeroing the neuron changes each next-token prediction. */
+export function effectRow(msg: EffectReply): HTMLElement {
+  const top = Math.max(0, ...msg.kl.filter(Number.isFinite));
+  const row = tokenRow(msg.tokens, msg.kl, { max: top, diverging: false });
+  row.classList.add("nw-effect-row");
+  row.querySelectorAll<HTMLElement>(".nw-tok").forEach((span, i) => {
+    const tip = effectTip(msg, i);
+    span.dataset.tip = tip;
+    span.setAttribute("aria-label", tip);
+    span.dataset.kl = String(msg.kl[i]);
+  });
+  return row;
+}
+
+/** What a slider strength means for this neuron: × its max, or × |min| below 0 on a signed neuron. */
+export function steerValue(strength: number, hd: Pick<Header, "max" | "min" | "signed">): number {
+  return strength < 0 && hd.signed && hd.min < 0 ? -strength * hd.min : strength * hd.max;
+}
+
+/** The plain and the steered continuation side by side (text, never HTML). */
+export function steerTable(msg: SteerReply): HTMLElement {
+  const box = h("div", "nw-steer-result");
+  box.append(h("div", "nw-note", `clamped to ${formatActivation(msg.value)} (strength ${msg.strength > 0 ? "+" : ""}${msg.strength}) at every token of “${msg.prompt}” and its continuation`));
+  const cols = h("div", "nw-steer-cols");
+  for (const [title, text, cls] of [["plain", msg.plain, "nw-plain"], ["steered", msg.steered, "nw-steered"]] as const) {
+    const col = h("div", `nw-steer-col ${cls}`);
+    col.append(h("div", "nw-label", title), h("div", "nw-steer-text", text));
+    cols.appendChild(col);
+  }
+  box.appendChild(cols);
+  return box;
+}
+
 /** Keys typed into the view stay in the view: JupyterLab's shortcuts (Shift+Enter runs the
  *  cell, A/B/D,D in command mode…) never see them. Ctrl/Cmd+Enter calls `submit`. */
 export function keepKeys(input: HTMLElement, submit?: () => void): void {
@@ -76,6 +132,8 @@ export function keepKeys(input: HTMLElement, submit?: () => void): void {
 
 export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): () => void {
   let tryId = 0;
+  let steerId = 0;
+  let current: Header | null = null;
   let tryTimer: ReturnType<typeof setTimeout> | undefined;
   let scale: Scale = { max: 1, diverging: false };
   let side: Side = "positive";
@@ -139,6 +197,7 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
     if (!text.trim()) return tryOut.replaceChildren();
     tryId += 1;
     send({ type: "try", text, id: tryId });
+    send({ type: "effect", text, id: tryId });
   };
   keepKeys(tryInput, sendTry);
   tryInput.addEventListener("input", () => {
@@ -149,6 +208,66 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
   const tryBox = h("div", "nw-box");
   tryBox.append(h("div", "nw-section", "Try your text"), tryInput, tryOut);
 
+  // "Effect": the try text with the neuron zeroed, and a steering box
+  const effectOut = h("div", "nw-effect-out");
+  const effectNote = h("div", "nw-note", "Type text in “Try your text”: each token shows how much zeroing this neuron there and before changes the model's next-token prediction.");
+  const steerInput = h("textarea", "nw-input nw-steer-input");
+  steerInput.rows = 1;
+  steerInput.placeholder = "A prompt for the model to continue";
+  steerInput.setAttribute("aria-label", "prompt to steer");
+  steerInput.value = ui.steerText ?? "";
+  steerInput.addEventListener("input", () => (ui.steerText = steerInput.value));
+  const slider = h("input", "nw-steer-slider");
+  slider.type = "range";
+  slider.min = String(-STEER_RANGE);
+  slider.max = String(STEER_RANGE);
+  slider.step = "0.5";
+  slider.value = String(ui.strength ?? STEER_DEFAULT);
+  slider.setAttribute("aria-label", "steering strength");
+  const strengthLabel = h("span", "nw-steer-strength");
+  const steerErr = h("div", "nw-steer-error");
+  const steerOut = h("div", "nw-steer-out");
+  const describeStrength = () => {
+    const s = Number(slider.value);
+    const hd = current;
+    const unit = s < 0 && hd?.signed ? "× |min|" : "× max";
+    const value = hd ? ` → ${formatActivation(steerValue(s, hd))}` : "";
+    strengthLabel.textContent = `strength ${s > 0 ? "+" : ""}${s} ${unit}${value}`;
+    slider.setAttribute("aria-valuetext", strengthLabel.textContent);
+  };
+  const sendSteer = () => {
+    const prompt = steerInput.value;
+    if (!prompt.trim()) {
+      steerErr.textContent = "Type a prompt first: the model continues it with and without the neuron clamped.";
+      return;
+    }
+    steerId += 1;
+    steerOut.classList.add("nw-pending");
+    send({ type: "steer", prompt, strength: Number(slider.value), id: steerId });
+  };
+  keepKeys(steerInput, sendSteer);
+  keepKeys(slider);
+  slider.addEventListener("input", () => {
+    ui.strength = Number(slider.value);
+    describeStrength();
+  });
+  slider.addEventListener("change", () => steerInput.value.trim() && sendSteer());
+  const steerBtn = button("Steer", sendSteer, `continue with the neuron clamped (${SUBMIT_HINT})`);
+  steerBtn.classList.add("nw-steer-btn");
+  const sliderRow = h("div", "nw-steer-controls");
+  sliderRow.append(h("span", "nw-label", `−${STEER_RANGE}`), slider, h("span", "nw-label", `+${STEER_RANGE}`), strengthLabel, steerBtn);
+  const effectBox = h("div", "nw-box nw-effect");
+  effectBox.append(
+    h("div", "nw-section", "Effect: what zeroing or clamping this neuron does"),
+    effectNote,
+    effectOut,
+    h("div", "nw-subsection", "Steer: the model continues a prompt with this neuron clamped at every token"),
+    steerInput,
+    sliderRow,
+    steerErr,
+    steerOut,
+  );
+
   const topSection = h("div", "nw-box");
   const moreBtn = button("more examples", () => {
     const n = topBox.childElementCount;
@@ -157,12 +276,12 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
   topSection.append(topTitle, topBox, moreBtn);
 
   const main = h("div", "nw-main");
-  main.append(cards, testBox, topSection, tryBox, samples);
+  main.append(cards, testBox, topSection, tryBox, effectBox, samples);
   const body = h("div", "nw-body");
   body.append(main, sideBox);
   root.append(header, status, body, legendBox);
   new Tooltip(root);
-  for (const [el, name] of [[testInput, "test"], [tryInput, "try"]] as const) {
+  for (const [el, name] of [[testInput, "test"], [tryInput, "try"], [steerInput, "steer"]] as const) {
     el.addEventListener("focus", () => (ui.focus = name));
     el.addEventListener("blur", () => (ui.focus = ui.focus === name ? null : ui.focus));
   }
@@ -294,6 +413,8 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
     if (!d || !d.header) return showError("No neuron loaded.");
     side = d.header.side ?? "positive";
     scale = { max: d.header.max, min: d.header.min, diverging: !!d.diverging };
+    current = d.header;
+    describeStrength();
     drawHeader(d);
     root.classList.toggle("nw-tiny", !!d.header.is_tiny);
     drawCards(d, values);
@@ -312,6 +433,10 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
     const shown = `${d.header.layer}/${d.header.neuron}/${side}`;
     if (shown !== shownKey || !tryOut.childElementCount) {
       tryOut.replaceChildren();
+      effectOut.replaceChildren();
+      const neuronKey = `${d.header.layer}/${d.header.neuron}`;
+      if (ui.lastSteer && ui.steerKey === neuronKey) steerOut.replaceChildren(steerTable(ui.lastSteer));
+      else steerOut.replaceChildren(); // none yet, or a continuation of another neuron
       if (tryInput.value.trim()) sendTry();
     }
     shownKey = shown;
@@ -330,12 +455,32 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
       if (msg.id !== tryId) return; // a newer request is on its way
       clearError();
       tryOut.replaceChildren(tokenRow(msg.tokens, slice(values, msg.a), scale, { groups: msg.g }));
+    } else if (msg?.type === "effect") {
+      if (msg.id !== tryId) return;
+      clearError();
+      effectOut.replaceChildren(
+        h("div", "nw-note", "colour = KL(clean ‖ zeroed) of each next-token prediction; hover or click a token for what it promotes and suppresses"),
+        effectRow(msg),
+      );
+    } else if (msg?.type === "steer") {
+      if (msg.id !== steerId) return;
+      clearError();
+      steerErr.textContent = "";
+      steerOut.classList.remove("nw-pending");
+      steerOut.replaceChildren(steerTable(msg));
+      ui.lastSteer = msg;
+      ui.steerKey = current ? `${current.layer}/${current.neuron}` : "";
     } else if (msg?.type === "error") {
+      if (msg.action === "steer") {
+        steerErr.textContent = String(msg.message);
+        steerOut.classList.remove("nw-pending");
+      }
       showError(String(msg.message));
     }
   }
 
   draw();
+  if (ui.focus === "steer") steerInput.focus();
   if (ui.focus === "test") testInput.focus();
   if (ui.focus === "try") tryInput.focus();
   model.on("change:_data", draw);

@@ -275,3 +275,118 @@ def test_widgets_in_real_jupyterlab(lab, cache):
 
     assert dialogs == []
     assert not [e for e in errors if "pwned" in e]
+
+
+def test_effect_section_steering_by_keyboard_and_mouse(lab, cache):
+    """NeuronView's Effect section: the try text coloured by the effect of zeroing the neuron, and the
+    steering box driven by keyboard (prompt, Ctrl+Enter, slider arrows/Home) and mouse (slider click)."""
+    from playwright.sync_api import sync_playwright
+
+    import neuronwidget as nw
+
+    cache_dir, engine, index = cache
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"import neuronwidget as nw\nnw.configure(model='tiny', cache_dir={str(cache_dir)!r})"),
+                nbformat.v4.new_code_cell("nw.NeuronView(1, 3)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, lab.root / "effect.ipynb")
+    mx = index.record(1, 3).max_activation
+    text, prompt = "The tower is tall", "The tower"
+    eff = nw.neuron_effect(text, 1, 3, model="tiny", records=0, k=3).table
+
+    def expected(strength: float):
+        return nw.steer(prompt, {(1, 3): strength * mx}, max_new_tokens=24, model="tiny", absolute=True)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1300, "height": 1600})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        lab.run_notebook(page, "effect.ipynb")
+        page.wait_for_selector(".nw-root .nw-effect", timeout=120_000)
+        nv = page.locator(".nw-root").filter(has=page.locator(".nw-effect")).first
+        page.wait_for_function("() => window.jupyterapp.shell.currentWidget.content.widgets"
+                               ".every((c) => c.model.executionCount !== null)", timeout=60_000)
+        cells_before = notebook_cells(page)
+
+        def fallback_has(part: str) -> None:
+            """The saved output's HTML got ``part`` (a display update, which draws the view again)."""
+            page.wait_for_function("(s) => JSON.stringify(window.jupyterapp.shell.currentWidget.content.widgets[1]"
+                                   ".model.outputs.toJSON()).includes(s)", arg=part, timeout=30_000)
+            page.wait_for_timeout(500)
+
+        # the effect row under "Try your text": one token per token, coloured by KL, changes on hover / click
+        nv.locator(".nw-try-input").click()
+        page.keyboard.type(text)
+        fallback_has("Effect of zeroing L1/N3")  # the fallback follows, and the view drawn again asks again
+        page.wait_for_function(f"() => document.querySelectorAll('.nw-effect-out .nw-tok').length === {len(eff)}",
+                               timeout=60_000)
+        kl = nv.locator(".nw-effect-out .nw-tok").evaluate_all("(els) => els.map((e) => Number(e.dataset.kl))")
+        assert kl == pytest.approx(eff.kl.tolist(), rel=1e-4, abs=1e-12)
+        strongest = int(eff.kl.to_numpy().argmax())
+        nv.locator(".nw-effect-out .nw-tok").nth(strongest).click()
+        tip = nv.locator(".nw-tip").inner_text()
+        assert "KL(clean ‖ zeroed)" in tip and "promoted:" in tip and "suppressed:" in tip, tip
+        assert eff.promoted[strongest][0][0].strip() in tip
+
+        # steering by keyboard: the prompt, Ctrl+Enter; Enter and Shift+Enter stay in the box
+        steer_box = nv.locator(".nw-steer-input")
+        steer_box.click()
+        page.keyboard.press("Control+Enter")  # no prompt yet: an inline message, nothing sent
+        assert "Type a prompt first" in nv.locator(".nw-steer-error").inner_text()
+        page.keyboard.type(prompt)
+        page.keyboard.press("Control+Enter")
+        want = expected(4.0)  # the slider starts at +4 x max
+        nv.locator(".nw-steer-out .nw-steered").wait_for(timeout=60_000)
+        assert nv.locator(".nw-steer-out .nw-steered .nw-steer-text").inner_text() == want.steered
+        assert nv.locator(".nw-steer-out .nw-plain .nw-steer-text").inner_text() == want.plain
+        assert nv.locator(".nw-steer-error").inner_text() == ""  # the result cleared the message
+        fallback_has("Steering: strength +4")
+        nv.locator(".nw-steer-out .nw-steered").wait_for(timeout=60_000)  # drawn again, the result stays
+        assert nv.locator(".nw-steer-out .nw-steered .nw-steer-text").inner_text() == want.steered
+
+        # the slider by keyboard: arrows step 0.5, Home goes to -10; each change steers again
+        slider = nv.locator(".nw-steer-slider")
+        slider.focus()
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("ArrowLeft")
+        assert slider.input_value() == "3"
+        page.keyboard.press("Home")
+        assert slider.input_value() == "-10"
+        assert "strength -10 × max" in nv.locator(".nw-steer-strength").inner_text()
+        page.wait_for_function("() => document.querySelector('.nw-steer-out .nw-note')?.textContent.includes('strength -10')",
+                               timeout=60_000)
+        assert nv.locator(".nw-steer-out .nw-steered .nw-steer-text").inner_text() == expected(-10.0).steered
+        fallback_has("Steering: strength -10")
+
+        # the slider by mouse: a click at its right end is +10
+        box = slider.bounding_box()
+        page.mouse.click(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2)
+        assert slider.input_value() == "10"
+        page.wait_for_function("() => document.querySelector('.nw-steer-out .nw-note')?.textContent.includes('strength +10')",
+                               timeout=60_000)
+        assert nv.locator(".nw-steer-out .nw-steered .nw-steer-text").inner_text() == expected(10.0).steered
+        assert notebook_cells(page) == cells_before  # none of those keys ran or selected a cell
+        fallback_has("Steering: strength +10")
+
+        # a kernel error shows inline, and clears on the next result; a hostile prompt stays text
+        steer_box.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.insert_text("y" * 4001)
+        page.keyboard.press("Control+Enter")
+        nv.locator(".nw-steer-error", has_text="the prompt has 4001 characters").wait_for(timeout=60_000)
+        page.keyboard.press("Control+A")
+        page.keyboard.type(f"<img src=x onerror=\"{TRAP}\">")
+        page.keyboard.press("Control+Enter")
+        page.wait_for_function("() => document.querySelector('.nw-steer-error').textContent === ''", timeout=60_000)
+        assert nv.locator(".nw-status .nw-error").count() == 0
+        assert TRAP in nv.locator(".nw-steer-out .nw-note").inner_text()
+        # the saved notebook's fallback shows the last effect and continuation, the prompt as text
+        fallback_has("&lt;img src=x onerror=")
+        assert TRAP in nv.locator(".nw-steer-out .nw-note").inner_text()
+        nv.screenshot(path=str(ARTIFACTS / "neuronview-effect.png"))
+        assert page.evaluate("() => window.__pwned") is None
+        assert page.locator(".nw-root img").count() == 0
+        browser.close()
+    assert not errors, errors

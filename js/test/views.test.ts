@@ -117,8 +117,8 @@ describe("NeuronView", () => {
     input.value = "hello <b>world</b>";
     input.dispatchEvent(new Event("input"));
     await new Promise((r) => setTimeout(r, 350));
-    const req = model.sent.at(-1)!.content;
-    expect(req.type).toBe("try");
+    const req = model.sent.filter((m) => m.content.type === "try").at(-1)!.content;
+    expect(model.sent.at(-1)!.content).toEqual({ type: "effect", text: "hello <b>world</b>", id: req.id }); // same text, same id
     model.emit("msg:custom", { type: "try", id: req.id, tokens: ["hello", " <b>world</b>"], a: [0, 2] }, [f32([0, 2])]);
     expect(el.querySelector(".nw-try-out")!.textContent).toBe("hello <b>world</b>");
     // a character split over byte tokens reads as the character; hover lists each piece
@@ -210,6 +210,47 @@ describe("NeuronView", () => {
     const again = mount(state);
     expect(again.el.querySelector<HTMLTextAreaElement>(".nw-test-input")!.value).toBe("half-typed\nexplanation");
     expect(mount({ ...state, _uid: "other" }).el.querySelector<HTMLTextAreaElement>(".nw-test-input")!.value).toBe("");
+  });
+  it("Effect: the try text coloured by KL with changes in tooltips; steering by slider, both sides", async () => {
+    const signed = neuronData();
+    signed.header = { ...signed.header, signed: true, min: -2 };
+    const { el, model } = mount({ _view_kind: "neuron", _data: signed, _buf: f32(acts), _status: {} });
+    const input = el.querySelector<HTMLTextAreaElement>(".nw-try-input")!;
+    input.value = "a b";
+    input.dispatchEvent(new Event("input"));
+    await new Promise((r) => setTimeout(r, 350));
+    const id = model.sent.at(-1)!.content.id;
+    model.emit("msg:custom", { type: "effect", id, tokens: [HOSTILE[4], " b"], kl: [0.5, 0.01], next: [" b"], dlogp: [-0.25],
+      promoted: [[{ token: HOSTILE[0], value: 0.02 }], []], suppressed: [[{ token: " b", value: -0.03 }], []] });
+    const toks = Array.from(el.querySelectorAll<HTMLElement>(".nw-effect-out .nw-tok"));
+    expect(toks.map((t) => t.textContent)).toEqual([HOSTILE[4], " b"]);
+    expect(toks[0].dataset.tip).toContain("KL(clean ‖ zeroed) 0.500");
+    expect(toks[0].dataset.tip).toContain('next " b": Δ log p -0.250');
+    expect(toks[0].dataset.tip).toContain(`promoted: "${HOSTILE[0]}" +0.020`);
+    expect(toks[1].dataset.tip).toContain("promoted: none");
+    expect(el.querySelector(".nw-effect-out img, .nw-effect-out script")).toBeNull();
+
+    const slider = el.querySelector<HTMLInputElement>(".nw-steer-slider")!;
+    const label = () => el.querySelector(".nw-steer-strength")!.textContent;
+    expect(label()).toBe("strength +4 × max → 16.0");
+    slider.value = "-3";
+    slider.dispatchEvent(new Event("input"));
+    expect(label()).toBe("strength -3 × |min| → -6.00"); // the negative side of a signed neuron
+    slider.dispatchEvent(new Event("change"));
+    expect(model.sent.at(-1)!.content.type).not.toBe("steer"); // no prompt yet: nothing sent
+    const prompt = el.querySelector<HTMLTextAreaElement>(".nw-steer-input")!;
+    prompt.value = "Once";
+    prompt.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", ctrlKey: true, bubbles: true }));
+    const req = model.sent.at(-1)!.content;
+    expect(req).toEqual({ type: "steer", prompt: "Once", strength: -3, id: req.id });
+    model.emit("msg:custom", { type: "error", message: "the steered continuation could not be made: boom", action: "steer" });
+    expect(el.querySelector(".nw-steer-error")!.textContent).toContain("boom");
+    model.emit("msg:custom", { type: "steer", id: req.id, prompt: "Once", strength: -3, value: -6, plain: HOSTILE[0], steered: " upon" });
+    expect(el.querySelector(".nw-steer-error")!.textContent).toBe("");
+    expect(el.querySelector(".nw-status .nw-error")).toBeNull();
+    expect(el.querySelector(".nw-plain .nw-steer-text")!.textContent).toBe(HOSTILE[0]);
+    expect(el.querySelector(".nw-steered .nw-steer-text")!.textContent).toBe(" upon");
+    expect((window as any).__pwned).toBeUndefined();
   });
   it("never renders blank: a broken state shows a message", () => {
     const { el } = mount({ _view_kind: "nope", _data: {}, _buf: f32([]) });

@@ -158,13 +158,29 @@ class CancelRequest(TypedDict):
     type: Literal["cancel"]
 
 
+class EffectRequest(TypedDict):
+    """The neuron zeroed at every token of the "Try your text" text: each prediction's change."""
+    type: Literal["effect"]
+    text: str
+    id: int
+
+
+class SteerRequest(TypedDict):
+    """Continue ``prompt`` with the neuron clamped to ``strength`` × its max (× |min| below 0 on a
+    signed neuron), and without."""
+    type: Literal["steer"]
+    prompt: str
+    strength: float
+    id: int
+
+
 class BundleRequest(TypedDict):
     """The loader's fallback when the shared bundle model cannot be found (any view)."""
     type: Literal["bundle"]
 
 
 Request = Union[GotoRequest, MoreRequest, TryRequest, TestRequest, ExplainRequest, SideRequest, CancelRequest,
-                BundleRequest]
+                EffectRequest, SteerRequest, BundleRequest]
 
 
 # ---- kernel -> front end ---------------------------------------------------------------------
@@ -183,9 +199,38 @@ class TryReply(TypedDict):
     g: NotRequired[list[Group]]
 
 
+class TokenValue(TypedDict):
+    token: str
+    value: float
+
+
+class EffectReply(TypedDict):
+    """Per token: KL(clean ‖ zeroed) of the next-token prediction and the tokens whose probability
+    rose / fell most; per token but the last: the next token and the change of its log-probability."""
+    type: Literal["effect"]
+    id: int
+    tokens: list[str]
+    kl: list[float]
+    next: list[str]
+    dlogp: list[float]
+    promoted: list[list[TokenValue]]
+    suppressed: list[list[TokenValue]]
+
+
+class SteerReply(TypedDict):
+    type: Literal["steer"]
+    id: int
+    prompt: str
+    strength: float
+    value: float  # the activation the neuron was clamped to
+    plain: str
+    steered: str
+
+
 class ErrorReply(TypedDict):
     type: Literal["error"]
     message: str
+    action: NotRequired[str]  # "steer" or "effect": the box that asked shows the error beside it too
 
 
 class BundleReply(TypedDict):
@@ -194,9 +239,9 @@ class BundleReply(TypedDict):
     style: str
 
 
-Reply = Union[MoreReply, TryReply, ErrorReply, BundleReply]
+Reply = Union[MoreReply, TryReply, EffectReply, SteerReply, ErrorReply, BundleReply]
 
-PAYLOADS = (Group, Rec, CardSeq, CardData, Header, Quantile, Histogram, NeuronData, TokensData, Status)
+PAYLOADS = (Group, Rec, CardSeq, CardData, Header, Quantile, Histogram, NeuronData, TokensData, Status, TokenValue)
 REQUESTS: dict[str, type] = {get_args(get_type_hints(t)["type"])[0]: t for t in get_args(Request)}
 REPLIES: dict[str, type] = {get_args(get_type_hints(t)["type"])[0]: t for t in get_args(Reply)}
 
@@ -212,6 +257,9 @@ def _check(value: Any, tp: Any, where: str) -> None:
     elif tp is str:
         if not isinstance(value, str):
             raise ValueError(f"{where} must be a string, got {type(value).__name__}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+            raise ValueError(f"{where} must be a finite number, got {value!r}")
     else:  # requests carry only the kinds above
         raise TypeError(f"{where}: no check for {tp!r}")
 

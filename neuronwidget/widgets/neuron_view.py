@@ -18,7 +18,8 @@ from neuronwidget.records import SIDES, ActivationRecord, NeuronRecord, ScoredEx
 from neuronwidget.widgets import static_html as sh
 from neuronwidget.widgets._base import BaseView, Packer
 from neuronwidget.widgets.connections import connections_payload, record_card
-from neuronwidget.widgets.messages import CardData, ErrorReply, MoreReply, NeuronData, Rec, TryReply, parse_request
+from neuronwidget.widgets.messages import (CardData, EffectReply, ErrorReply, MoreReply, NeuronData, Rec, SteerReply,
+                                           TryReply, parse_request)
 from neuronwidget.widgets.tokens import char_groups
 from neuronwidget.widgets.views import card_data
 
@@ -28,6 +29,10 @@ _KNOWN: dict[tuple[str, str, int, int, str], list[ScoredExplanation]] = {}
 _engine_lock = threading.Lock()
 _published_offline = False
 STATIC_RANDOM = 1  # random samples in the saved fallback (the live view has them all)
+STEER_TOKENS = 24  # tokens the view's steering box generates (nw.steer takes up to 512)
+MAX_STRENGTH = 50.0  # |strength| the steering box accepts, in multiples of the neuron's max (or |min|)
+EFFECT_TOP = 3  # promoted / suppressed tokens per position in the effect row
+FALLBACK_DELAY = 1.5  # s: the saved fallback follows effect / steering results once typing pauses
 
 # What the user did, named in every error the view shows (never an internal function).
 _ACTIONS = {
@@ -37,6 +42,8 @@ _ACTIONS = {
     "test": "your explanation could not be scored",
     "explain": "this neuron could not be explained",
     "side": "that side could not be shown",
+    "effect": "the effect of zeroing this neuron could not be measured",
+    "steer": "the steered continuation could not be made",
     "request": "the view's request was not understood",
 }
 
@@ -182,6 +189,8 @@ class NeuronView(BaseView):
         layer, neuron = check_layer_neuron(layer, neuron, ix.n_layers, ix.n_neurons, ix.model_name)
         record = self._index.record(layer, neuron)
         self._layer, self._neuron, self._record = layer, neuron, record
+        self._last_effect: EffectReply | None = None  # what the effect / steering parts show (another neuron: none)
+        self._last_steer: SteerReply | None = None
         if not self.signed or side not in SIDES:
             side = self._side if self.signed else "positive"
         self._side = side
@@ -269,6 +278,10 @@ class NeuronView(BaseView):
                     raise ValueError(f"best_of must be in 1..20, got {best_of}")
                 how = f"the best of {best_of}, revised" if best_of > 1 else "one explanation"
                 self._start_slow("explain", f"explaining with {self._explainer.name} ({how})", self._explain, best_of)
+            elif msg["type"] == "effect":
+                self._submit(self._quick, "effect", self._effect, msg["text"], msg["id"])
+            elif msg["type"] == "steer":
+                self._submit(self._quick, "steer", self._steer, msg["prompt"], msg["strength"], msg["id"])
             elif msg["type"] == "cancel":
                 self._cancel.set()
         except Exception as e:  # shown inside the widget, never a blank view
@@ -334,6 +347,81 @@ class NeuronView(BaseView):
         self._clear_error()
         self.send(reply, buffers=[pk.tobytes()])
 
+    # ---- what the neuron does: its effect on the user's text, steering ---------------------
+    def _model_engine(self) -> Any:
+        with _engine_lock:
+            if self._engine is None:  # a published-records view loads the model on first use
+                from neuronwidget.api import get_engine
+
+                self._engine = get_engine(self._index.model_name)
+            return self._engine
+
+    def _effect(self, text: str, req_id: int) -> None:
+        """The neuron zeroed at every token of ``text``: per token, how the next-token prediction changes."""
+        from neuronwidget.explore.effects import neuron_effect
+
+        if not text.strip():
+            return
+        if len(text) > MAX_TRY_CHARS:
+            raise ValueError(f"it has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
+        engine = self._model_engine()
+        with _engine_lock:
+            eff = neuron_effect(text, self._layer, self._neuron, model=engine.lm, records=0, k=EFFECT_TOP)
+        t = eff.table
+
+        def toks(items: list[tuple[str, float]]) -> list[dict[str, Any]]:
+            return [{"token": tok, "value": float(v)} for tok, v in items]
+
+        reply: EffectReply = {
+            "type": "effect", "id": req_id, "tokens": [str(x) for x in t.token], "kl": [float(x) for x in t.kl],
+            "next": [str(x) for x in t.next_token[:-1]], "dlogp": [float(x) for x in t.delta_logprob[:-1]],
+            "promoted": [toks(x) for x in t.promoted], "suppressed": [toks(x) for x in t.suppressed],
+        }  # type: ignore[typeddict-item]
+        self._clear_error()
+        self.send(reply)
+        self._keep_for_fallback("_last_effect", reply)
+
+    def _steer_value(self, strength: float) -> float:
+        """The activation a strength means in this view: × its max, or × |min| below 0 on a signed neuron."""
+        mx, mn = self._extremes()
+        return abs(strength) * mn if (strength < 0 and self.signed and mn < 0) else strength * mx
+
+    def _steer(self, prompt: str, strength: float, req_id: int) -> None:
+        from neuronwidget.explore.effects import steer
+
+        if not prompt.strip():
+            raise ValueError("type a prompt first: the model continues it with and without the neuron clamped")
+        if not abs(strength) <= MAX_STRENGTH:
+            raise ValueError(f"strength must be in -{MAX_STRENGTH:g}..{MAX_STRENGTH:g} (× the neuron's max), got {strength}")
+        if len(prompt) > MAX_TRY_CHARS:
+            raise ValueError(f"the prompt has {len(prompt)} characters; at most {MAX_TRY_CHARS} are run at once")
+        engine = self._model_engine()
+        value = self._steer_value(float(strength))
+        with _engine_lock:
+            s = steer(prompt, {(self._layer, self._neuron): value}, max_new_tokens=STEER_TOKENS, model=engine.lm,
+                      absolute=True)
+        reply: SteerReply = {"type": "steer", "id": req_id, "prompt": prompt, "strength": float(strength),
+                             "value": float(value), "plain": s.plain, "steered": s.steered}
+        self._clear_error()
+        self.send(reply)
+        self._keep_for_fallback("_last_steer", reply)
+
+    def _keep_for_fallback(self, name: str, reply: dict[str, Any]) -> None:
+        """Show ``reply`` in the saved fallback: a refresh re-renders the live view (which asks for
+        the effect of its text again), so refresh only when the result differs from the one shown
+        (ids aside), and once results stop coming for FALLBACK_DELAY seconds."""
+        same = {k: v for k, v in (getattr(self, name) or {}).items() if k != "id"} == \
+            {k: v for k, v in reply.items() if k != "id"}
+        setattr(self, name, reply)
+        if same:
+            return
+        timer = getattr(self, "_fallback_timer", None)
+        if timer is not None:
+            timer.cancel()
+        self._fallback_timer = threading.Timer(FALLBACK_DELAY, self._refresh_fallback)
+        self._fallback_timer.daemon = True
+        self._fallback_timer.start()
+
     def _token_bytes(self, text: str, n: int) -> list[bytes] | None:
         """Each token's raw bytes from the subject model, when the engine did not attach them."""
         lm = getattr(self._engine, "lm", None)
@@ -383,6 +471,8 @@ class NeuronView(BaseView):
         message = f"{_ACTIONS.get(action, _ACTIONS['request'])}: {detail}"
         self._status = {"task": None, "error": message}
         reply: ErrorReply = {"type": "error", "message": message}
+        if action in ("effect", "steer"):  # shown beside the box that asked, too
+            reply["action"] = action
         self.send(reply)
 
     def wait(self, timeout: float = 60.0) -> None:
@@ -425,10 +515,15 @@ class NeuronView(BaseView):
         for r in samples:
             parts.append(sh.token_row(r.tokens, r.activations, mx, min_value=mn, diverging=div,
                                       groups=char_groups(getattr(r, "token_bytes", None))))
+        parts.append(sh.effect_html(self._last_effect, self._layer, self._neuron))
+        parts.append(sh.steer_html(self._last_steer))
         parts.append(sh.legend(mx, div, mn))
         return sh.box("".join(parts))
 
     def close(self) -> None:
+        timer = getattr(self, "_fallback_timer", None)
+        if timer is not None:
+            timer.cancel()
         if hasattr(self, "_slow"):  # construction may have failed before the pools existed
             self._cancel.set()
             self._quick.shutdown(wait=False)

@@ -14,7 +14,7 @@ import json
 import math
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from neuronwidget import records
 from neuronwidget.records import ScoredExplanation
@@ -289,6 +289,51 @@ def card_html(scored: ScoredExplanation, max_value: float, details: bool = True,
             parts.append(token_row(toks, simulation.expected_activations[lo:hi], max_value, tenths_scale=tenths, offset=lo))
     parts.append("</details></div>")
     return "".join(parts)
+
+
+# ---- what the neuron does (NeuronView's Effect section) -------------------------------------------
+
+def _changes(items: Sequence[Any]) -> str:
+    return ", ".join(f'"{display_token(x["token"])}" {x["value"]:+.2g}' for x in items) or "none"
+
+
+def effect_tip(reply: Any, i: int) -> str:
+    """A token's tooltip in the saved effect row (KL, the next token's Δ log p, what rose and fell)."""
+    lines = [f"KL(clean ‖ zeroed) {reply['kl'][i]:.3g}"]
+    if i < len(reply["next"]):
+        lines.append(f'next "{display_token(reply["next"][i])}": Δ log p {reply["dlogp"][i]:+.3g}')
+    lines.append(f"promoted: {_changes(reply['promoted'][i])}")
+    lines.append(f"suppressed: {_changes(reply['suppressed'][i])}")
+    return "\n".join(lines)
+
+
+def effect_html(reply: Any, layer: int, neuron: int) -> str:
+    """The last effect measured on the user's text: tokens coloured by KL, changes in titles."""
+    if not reply:
+        return ""
+    kl = [float(x) for x in reply["kl"]]
+    top = max(kl) if kl else 0.0
+    spans = []
+    for i, tok in enumerate(reply["tokens"]):
+        bg = background(min(1.0, kl[i] / top) if top > 0 else 0.0)
+        style = f' style="background:{_hex(bg)};color:{_hex(text_color(bg))}"' if bg else ""
+        spans.append(f'<span{style} title="{esc(effect_tip(reply, i))}">{esc(display_token(tok))}</span>')
+    return (f'<div style="font-weight:600;margin-top:6px">Effect of zeroing L{layer}/N{neuron} at every token</div>'
+            f'<div style="{_DIM}">colour = KL(clean ‖ zeroed) of the next-token prediction (darkest {top:.3g}); '
+            f'hover a token for the tokens it promotes and suppresses</div>'
+            f'<div class="nw-seq" style="{_SEQ}">{"".join(spans)}</div>')
+
+
+def steer_html(reply: Any) -> str:
+    """The last steered continuation beside the plain one."""
+    if not reply:
+        return ""
+    cell = "white-space:pre-wrap;vertical-align:top;border:1px solid #ccc;padding:4px;font-size:12px"
+    return (f'<div style="font-weight:600;margin-top:6px">Steering: strength {reply["strength"]:+g} '
+            f'(clamped to {format_activation(reply["value"])} at every token)</div>'
+            f'<div style="{_SEQ}">{esc(reply["prompt"])}</div>'
+            f'<table style="border-collapse:collapse"><tr><th>plain</th><th>steered</th></tr>'
+            f'<tr><td style="{cell}">{esc(reply["plain"])}</td><td style="{cell}">{esc(reply["steered"])}</td></tr></table>')
 
 
 def box(inner: str) -> str:
