@@ -12,8 +12,8 @@ from neuronwidget.explanations import BaselineBackend, RulesBackend, score
 from neuronwidget.explanations.backends import resolve_explainer, resolve_simulator
 from neuronwidget.explanations.backends.baseline import baseline_simulate, lookup_table
 from neuronwidget.explanations.backends.rules import (
-    NO_RULE, Rule, Settings, _Candidates, _data, _Doc, _rule_mask, fit_records, fit_rules, format_rules, parse_rules,
-    predict,
+    ALTERNATIVES, NO_RULE, Rule, Settings, _Candidates, _data, _Doc, _rule_mask, fit_records, fit_rules, format_rules, parse_rules,
+    predict, select_rules,
 )
 from neuronwidget.records import ActivationRecord, NeuronId, NeuronRecord, SequenceSimulation
 
@@ -145,8 +145,7 @@ def test_explanation_names_the_pattern_and_reads_back_exactly(signed):
     rules = parse_rules(text)
     assert rules and format_rules(rules) == text
     assert any(r.token == "cat" and r.context == "the" for r in rules) and any("defined" in (r.token or "") for r in rules)
-    top, rand = fit_records(signed)
-    fitted = fit_rules(top, rand, max_activation=signed.max_activation)
+    fitted = select_rules(signed)[0]
     assert fitted == rules
     for rec in signed.most_positive_activation_records + signed.random_sample:
         sim = backend.simulate(text, [rec.tokens], max_activation=signed.max_activation)[0]
@@ -162,25 +161,43 @@ def test_both_sides(signed):
     assert (score(signed.for_side("negative"), pos, backend).score or 0) < 0.2
 
 
-def test_alternatives_are_distinct_and_sensible(signed):
-    alts = RulesBackend().explain(signed, n=5)
-    assert 2 <= len(alts) <= 5 and len(set(alts)) == len(alts)
-    for a in alts:
-        assert parse_rules(a)
-        assert score(signed, a, RulesBackend()).score > 0.3
-    assert RulesBackend().explain(signed, n=1) == alts[:1]
+def test_one_explanation_chosen_on_held_in_records_it_was_not_fitted_on(signed):
+    """explain() gives one explanation whatever n: the alternative (ALTERNATIVES) whose rules,
+    fitted on train top + half the calibration random records, predict the calibration top +
+    the other half best; refitted on all the non-scoring records."""
+    backend = RulesBackend()
+    assert backend.explain(signed, n=5) == backend.explain(signed, n=1) == backend.explain(signed)
+    rules, chosen, held_in = select_rules(signed)
+    assert len(held_in) == len(ALTERNATIVES) and all(r is not None for r in held_in)
+    best = max(range(len(ALTERNATIVES)), key=lambda i: (held_in[i], -i))
+    assert chosen == ALTERNATIVES[best]
+    assert backend.explain(signed)[0] == format_rules(rules)
+    top, rand = fit_records(signed)
+    assert rules == fit_rules(top, rand, chosen, max_activation=max(r.max_activation for r in top))
+    # every alternative reads back and explains the planted pattern
+    for st in ALTERNATIVES:
+        text = format_rules(fit_rules(top, rand, st))
+        assert parse_rules(text) and score(signed, text, backend).score > 0.3, (st, text)
+    # one alternative only: nothing to compare, no held-in fits
+    assert select_rules(signed, [Settings()])[2] == [None]
+    with pytest.raises(ValueError, match="n must be"):
+        backend.explain(signed, n=0)
 
 
-def _with_new_scoring_records(record: NeuronRecord, seed: int) -> NeuronRecord:
+def test_default_settings_need_two_matching_tokens():
+    assert Settings().min_support >= 2 and ALTERNATIVES[0] == Settings()
+
+
+def _with_new_scoring_records(record: NeuronRecord, seed: int, amp: float = 3.0) -> NeuronRecord:
     rng = random.Random(seed)
     top = list(record.most_positive_activation_records)
     rand = list(record.random_sample)
     for i in range(len(top)):
         if i % 4 in (2, 3):  # valid, test
-            top[i] = ActivationRecord(_text(rng), [rng.uniform(-3, 3) for _ in range(32)])
+            top[i] = ActivationRecord(_text(rng), [rng.uniform(-amp, amp) for _ in range(32)])
     for i in range(len(rand)):
         if i % 3 in (1, 2):
-            rand[i] = ActivationRecord(_text(rng), [rng.uniform(-3, 3) for _ in range(32)])
+            rand[i] = ActivationRecord(_text(rng), [rng.uniform(-amp, amp) for _ in range(32)])
     return NeuronRecord(record.neuron_id, random_sample=rand, most_positive_activation_records=top,
                         most_negative_activation_records=record.most_negative_activation_records)
 
@@ -199,6 +216,26 @@ def test_never_reads_the_scoring_records(signed, tiny_index):
         assert backend.explain(other, n=5) == backend.explain(record, n=5)
         weak = '"the" (3)'
         assert backend.revise(other, weak, _evidence(other, weak)) == backend.revise(record, weak, _evidence(record, weak))
+
+
+def test_best_of_n_with_rules_never_reads_the_scoring_records(signed, tiny_index):
+    """improve_explanation (best-of-5 + revision, the rules explainer in both roles) gives the
+    same search, candidates and held-in scores when the valid/test records are replaced: it
+    never reads them."""
+    from neuronwidget.explanations.improve import improve_explanation
+
+    backend = RulesBackend()
+    for record in (signed, signed.for_side("negative"), tiny_index[2].record(1, 3)):
+        # below the record's maximum (improve.py reads record.max_activation, the first train
+        # top record's maximum as long as the top records stay ranked)
+        other = _with_new_scoring_records(record, 7, amp=0.9 * record.max_activation)
+        assert other.max_activation == record.max_activation
+        a = improve_explanation(record, backend, backend, best_of=5, revise=True)
+        b = improve_explanation(other, backend, backend, best_of=5, revise=True)
+        assert a.explanation == b.explanation and a.held_in_score == b.held_in_score
+        assert [(c.explanation, c.held_in_score) for c in a.candidates] == \
+            [(c.explanation, c.held_in_score) for c in b.candidates]
+        assert len([c for c in a.candidates if c.origin.startswith("candidate")]) == 1
 
 
 def test_revise_improves_or_keeps_the_fit_on_the_evidence(signed):

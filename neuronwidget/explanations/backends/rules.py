@@ -32,15 +32,26 @@ Rules are fitted on the neuron's non-scoring records only (top records of splits
 calibration, random records of calibration): candidates that match at least ``min_support``
 (2) tokens there, chosen by greedy forward selection maximising the pooled Pearson
 correlation (top and random records weighted as scoring weighs them: equally) until a rule
-adds under ``min_gain`` or ``max_rules`` (8) are chosen; then up to ``cover_rules`` (3) broad
+adds under ``min_gain`` (0.002) or ``max_rules`` (16) are chosen; then up to ``cover_rules`` (3) broad
 rules, matching in at least ``cover_records`` (4) records, so that held-out text rarely
 matches nothing (a constant simulation has no score); strengths refined one rule at a time
-and put on the 0-10 scale (least squares against the scaled activations). The simulator of this backend reads explanations in the grammar exactly, and
-any other text as the token lookup does (``baseline``).
+and put on the 0-10 scale (least squares against the scaled activations).
+
+``explain`` chooses between a few ways of fitting (``ALTERNATIVES``) by held-in model
+selection (``select_rules``): each is fitted on the train top records + half the calibration
+random records and judged on the calibration top records + the other half; the winner is
+refitted on all the non-scoring records. It returns that one explanation only: best-of-n
+compares candidates on the calibration records, which every refitted alternative has seen,
+so it would favour the most overfitted one. An explanation has at most ``max_rules`` +
+``cover_rules`` rules (19, usually far fewer: a rule must add ``min_gain`` correlation on the
+fit records), strongest first: a list one reads top-down, as long as neurons that fire on
+many unrelated tokens need (on 100 SmolLM2 neurons, 8 rules at most scored lower than 12-16). The simulator of this backend reads explanations in the grammar exactly,
+and any other text as the token lookup does (``baseline``).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import threading
@@ -276,62 +287,131 @@ def _data(records: Sequence[ActivationRecord], weights: Sequence[float]) -> _Dat
     return _Data(y, w, rec.astype(np.int64), docs, len(records))
 
 
-class _Candidates:
-    """Every candidate rule over the fit data, as (candidate, token position) occurrence pairs."""
+def _occurrences(data: _Data, kinds: Sequence[str]) -> _Occ:
+    """Every candidate rule over ``data``'s tokens (activations are not read): its key and
+    the (global) positions where it matches, exactly as ``_rule_mask`` reads it."""
+    keyed: dict[tuple[str, str | None, str | None], list[int]] = {}
+    offsets = np.cumsum([0] + [len(d.keys) for d in data.docs])
 
-    def __init__(self, data: _Data, kinds: Sequence[str], min_support: int, min_records: int = 1):
-        keyed: dict[tuple[str, str | None, str | None], set[int]] = {}
-        offsets = np.cumsum([0] + [len(d.keys) for d in data.docs])
+    def add(key, pos):
+        lst = keyed.get(key)
+        if lst is None:
+            keyed[key] = [pos]
+        elif lst[-1] != pos:
+            lst.append(pos)
 
-        def add(key, pos):
-            keyed.setdefault(key, set()).add(pos)
-
-        contexts: set[str] = set()
-        phrases: set[str] = set()
+    contexts: set[str] = set()
+    phrases: set[str] = set()
+    for di, doc in enumerate(data.docs):
+        base = int(offsets[di])
+        for i, k in enumerate(doc.keys):
+            if not k:
+                continue
+            if "token" in kinds:
+                add(("token", k, None), base + i)
+            if "token_after" in kinds or "after" in kinds:
+                contexts.update(_proposed_contexts(doc, i))
+        if "phrase" in kinds:
+            # proposed: runs of 2-3 tokens (any run spelling the same text matches)
+            phrases.update(_proposed_phrases(doc))
+    # contexts: every position where a proposed context matches (exact, as _rule_mask reads it)
+    if contexts:
         for di, doc in enumerate(data.docs):
             base = int(offsets[di])
+            starts = _boundaries(doc.text)
             for i, k in enumerate(doc.keys):
                 if not k:
                     continue
-                if "token" in kinds:
-                    add(("token", k, None), base + i)
-                if "token_after" in kinds or "after" in kinds:
-                    contexts.update(_proposed_contexts(doc, i))
-            if "phrase" in kinds:
-                # proposed: runs of 2-3 tokens (any run spelling the same text matches)
-                phrases.update(text for i, j, text in doc.phrase_spans(MAX_PHRASE)
-                               if 0 < sum(1 for k in doc.keys[i:j + 1] if k) - 1 <= 2)
-        # contexts: every position where a proposed context matches (exact, as _rule_mask reads it)
-        if contexts:
-            for di, doc in enumerate(data.docs):
-                base = int(offsets[di])
-                for i, k in enumerate(doc.keys):
-                    if not k:
-                        continue
-                    for c in _boundary_suffixes(doc.before[i], MAX_CONTEXT):
-                        if c in contexts:
-                            if "after" in kinds:
-                                add(("after", None, c), base + i)
-                            if "token_after" in kinds:
-                                add(("token_after", k, c), base + i)
-        if phrases:
-            for di, doc in enumerate(data.docs):
-                base = int(offsets[di])
-                for i, j, text in doc.phrase_spans(MAX_PHRASE):
-                    if text in phrases:
-                        for p in range(i, j + 1):
-                            add(("phrase", text, None), base + p)
-        self.keys: list[tuple[str, str | None, str | None]] = []
-        cand, pos = [], []
-        for key, where in keyed.items():
-            w = np.fromiter(where, dtype=np.int64)
-            if len(w) < min_support or (min_records > 1 and len(np.unique(data.rec[w])) < min_records):
-                continue
-            cand.append(np.full(len(w), len(self.keys)))
-            pos.append(w)
-            self.keys.append(key)
-        self.cand = np.concatenate(cand) if cand else np.zeros(0, np.int64)
-        self.pos = np.concatenate(pos) if pos else np.zeros(0, np.int64)
+                b = doc.before[i]
+                n = len(b)
+                lo = bisect.bisect_left(starts, n - MAX_CONTEXT)
+                hi = bisect.bisect_left(starts, n)
+                for st in starts[lo:hi]:
+                    c = b[st:]
+                    if c in contexts:
+                        if "after" in kinds:
+                            add(("after", None, c), base + i)
+                        if "token_after" in kinds:
+                            add(("token_after", k, c), base + i)
+    if phrases:
+        for di, doc in enumerate(data.docs):
+            base = int(offsets[di])
+            for i, j, text in doc.phrase_spans(MAX_PHRASE):
+                if text in phrases:
+                    for q in range(i, j + 1):
+                        add(("phrase", text, None), base + q)
+    return _Occ(data, keyed)
+
+
+class _Occ:
+    """Occurrences as flat arrays: ``keys[cand[j]]`` matches token ``pos[j]`` (pairs unique,
+    sorted by candidate)."""
+
+    def __init__(self, data: _Data, keyed: dict[tuple[str, str | None, str | None], list[int]]):
+        self.keys = list(keyed)
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        n = max(len(data.y), 1)
+        lens = np.fromiter((len(v) for v in keyed.values()), dtype=np.int64, count=len(self.keys))
+        cand = np.repeat(np.arange(len(self.keys), dtype=np.int64), lens)
+        pos = np.fromiter((q for v in keyed.values() for q in v), dtype=np.int64, count=int(lens.sum()))
+        code = np.unique(cand * n + pos)
+        self.cand, self.pos = code // n, code % n
+        self.starts = np.searchsorted(self.cand, np.arange(len(self.keys) + 1))
+        self.kind = np.array([KINDS.index(k[0]) for k in self.keys], dtype=np.int64)
+
+    def positions(self, key) -> np.ndarray | None:
+        i = self.index.get(key)
+        return None if i is None else self.pos[self.starts[i]:self.starts[i + 1]]
+
+
+def _proposed_phrases(doc: _Doc) -> Iterable[str]:
+    """Runs of 2-3 tokens with text (at most MAX_PHRASE characters), as phrase_spans spells them."""
+    keys, n = doc.keys, len(doc.keys)
+    for i in range(n):
+        if not keys[i]:
+            continue
+        seen = 1
+        for j in range(i + 1, n):
+            if doc.ends[j] - doc.begins[i] > MAX_PHRASE:
+                break
+            if keys[j]:
+                seen += 1
+                yield doc.text[doc.begins[i]:doc.ends[j]]
+                if seen == 3:
+                    break
+
+
+def _boundaries(text: str) -> list[int]:
+    """Where a context may begin in ``text``: not on a space, not inside a word."""
+    return [k for k, ch in enumerate(text)
+            if ch != " " and (k == 0 or not (_word(ch) and _word(text[k - 1])))]
+
+
+class _Candidates:
+    """The candidate rules over the fit data, as (candidate, token position) occurrence pairs:
+    those matching at least ``min_support`` ACTIVE tokens (in ``min_records`` records).
+    ``occ``: ``_occurrences(data, KINDS)`` computed once and shared between fits."""
+
+    def __init__(self, data: _Data, kinds: Sequence[str], min_support: int, min_records: int = 1,
+                 active: np.ndarray | None = None, occ: dict | None = None):
+        if occ is None:
+            occ = _occurrences(data, kinds)
+        ok_kind = np.isin(occ.kind, [KINDS.index(k) for k in kinds])
+        live = ok_kind[occ.cand] if active is None else ok_kind[occ.cand] & active[occ.pos]
+        c, pos = occ.cand[live], occ.pos[live]
+        nk = len(occ.keys)
+        keep = np.bincount(c, minlength=nk) >= max(min_support, 1)
+        if min_records > 1 and len(c):
+            nrec = max(data.n_records, 1)
+            pairs = np.unique(c * nrec + data.rec[pos])
+            keep &= np.bincount(pairs // nrec, minlength=nk) >= min_records
+        sel = keep[c]
+        old = np.flatnonzero(keep)
+        remap = np.full(nk, -1, dtype=np.int64)
+        remap[old] = np.arange(len(old))
+        self.keys = [occ.keys[i] for i in old]
+        self.cand = remap[c[sel]]
+        self.pos = pos[sel]
 
     def rule(self, c: int, strength: int) -> Rule:
         kind, token, context = self.keys[c]
@@ -370,15 +450,16 @@ def _boundary_suffixes(before: str, max_chars: int) -> Iterable[str]:
 class _Fit:
     """Greedy forward selection of rules maximising the weighted Pearson correlation."""
 
-    def __init__(self, data: _Data, cands: _Candidates):
+    def __init__(self, data: _Data, cands: _Candidates, w: np.ndarray | None = None):
         self.d, self.c = data, cands
-        w, y = data.w, data.y
+        self.w = w = data.w if w is None else w
+        y = data.y
         self.sw, self.sy, self.syy = w.sum(), (w * y).sum(), (w * y * y).sum()
         self.wy = w * y
         self.vy = self.sw * self.syy - self.sy ** 2
 
     def corr(self, p: np.ndarray) -> float:
-        w = self.d.w
+        w = self.w
         sp, spp, spy = (w * p).sum(), (w * p * p).sum(), (self.wy * p).sum()
         vp = self.sw * spp - sp * sp
         if vp <= 1e-12 or self.vy <= 1e-12:
@@ -390,7 +471,7 @@ class _Fit:
         c, pos = self.c.cand, self.c.pos
         if not len(c):
             return -2.0, -1, 0
-        w = self.d.w
+        w = self.w
         sp, spp, spy = (w * p).sum(), (w * p * p).sum(), (self.wy * p).sum()
         pp = p[pos]
         wpos, wypos = w[pos], self.wy[pos]
@@ -436,17 +517,31 @@ def _refine(fit: _Fit, masks: list[np.ndarray], strengths: list[int], rounds: in
     """Coordinate ascent on the strengths (0 drops a rule), a few rounds."""
     n = len(fit.d.y)
     strengths = list(strengths)
+    if not masks:
+        return strengths
     best = fit.corr(_prediction(masks, strengths, n))
+    levels = np.arange(MAX_LABEL + 1, dtype=np.float64)[:, None]
+    w, y = fit.w, fit.d.y
+    sw = fit.sw
     for _ in range(rounds):
         changed = False
         for i in range(len(masks)):
-            for s in range(0, MAX_LABEL + 1):
-                if s == strengths[i]:
-                    continue
-                trial = strengths[:i] + [s] + strengths[i + 1:]
-                r = fit.corr(_prediction(masks, trial, n))
-                if r > best + 1e-9:
-                    best, strengths, changed = r, trial, True
+            base = _prediction(masks[:i] + masks[i + 1:], strengths[:i] + strengths[i + 1:], n)
+            trial = np.maximum(base[None, :], levels * masks[i][None, :])  # (11, n)
+            sp = trial @ w
+            spp = (trial * trial) @ w
+            spy = trial @ (w * y)
+            vp = sw * spp - sp * sp
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = np.where(vp > 1e-12, (sw * spy - sp * fit.sy) / np.sqrt(np.maximum(vp, 1e-300) * max(fit.vy, 1e-300)),
+                             0.0)
+            if fit.vy <= 1e-12:
+                r[:] = 0.0
+            r[strengths[i]] = -np.inf
+            s = int(np.argmax(r))
+            if r[s] > best + 1e-9:
+                best, changed = float(r[s]), True
+                strengths[i] = s
         if not changed:
             break
     return strengths
@@ -456,14 +551,14 @@ def _refine(fit: _Fit, masks: list[np.ndarray], strengths: list[int], rounds: in
 class Settings:
     """One way of fitting rules (``RulesBackend.explain`` offers several as alternatives)."""
 
-    max_rules: int = 8
+    max_rules: int = 16
     min_support: int = 2  # tokens a candidate rule must match in the fit records
     min_records: int = 1  # ... in at least this many distinct records
     cover_rules: int = 3  # then up to this many broad rules, matching in at least cover_records records,
     cover_records: int = 4
     cover_gain: float = 0.001  # ... each adding at least this much correlation
     kinds: tuple[str, ...] = KINDS
-    min_gain: float = 0.005  # stop when the next rule adds less correlation than this
+    min_gain: float = 0.002  # stop when the next rule adds less correlation than this
     random_weight: float = 1.0  # the random records' share of the weight, relative to top records
 
 
@@ -481,30 +576,51 @@ def _rescaled(fit: _Fit, masks: list[np.ndarray], strengths: list[int], max_acti
     if not max_activation or max_activation <= 0 or not p.any():
         return strengths
     y10 = MAX_LABEL * np.maximum(fit.d.y, 0) / max_activation
-    w = fit.d.w
+    w = fit.w
     g = float((w * p * y10).sum() / (w * p * p).sum())
     scaled = [0 if s == 0 else int(min(MAX_LABEL, max(1, round(g * s)))) for s in strengths]
     return _refine(fit, masks, scaled)
 
 
-def _greedy(top: Sequence[ActivationRecord], random: Sequence[ActivationRecord], settings: Settings,
-            start: Sequence[Rule], max_rules: int, min_gain: float, cancel: threading.Event | None,
-            boost: Sequence[ActivationRecord] = ()) -> tuple[_Fit | None, list[Rule], list[np.ndarray]]:
-    """Greedy forward selection from ``start`` (refitted first): (fit, rules, masks), in the
-    order chosen. Records in ``boost`` (by identity) weigh ``BOOST`` times as much."""
-    records = list(top) + list(random)
-    boosted = {id(r) for r in boost}
-    weights = [wt * (BOOST if id(r) in boosted else 1.0)
-               for r, wt in zip(records, _weights(len(top), len(random), settings.random_weight))]
-    data = _data(records, weights)
-    if not len(data.y):
-        return None, [], []
-    cands = _Candidates(data, settings.kinds, settings.min_support, settings.min_records)
+class _Pool:
+    """The records rules may be fitted on, read once: tokens, activations, every candidate's
+    occurrences. Fits on parts of it (held-in model selection) give the other tokens weight 0."""
+
+    def __init__(self, records: Sequence[ActivationRecord]):
+        self.records = list(records)
+        self.data = _data(self.records, [1.0] * len(self.records))
+        self.occ = _occurrences(self.data, KINDS)
+        self.index = {id(r): i for i, r in enumerate(self.records)}
+
+    def weights(self, groups: Sequence[tuple[Sequence[ActivationRecord], float]]) -> np.ndarray:
+        """Token weights: each group's records share the group's weight equally; others 0."""
+        per = np.zeros(len(self.records))
+        for recs, total in groups:
+            for r in recs:
+                per[self.index[id(r)]] += total / max(len(recs), 1)
+        return per[self.data.rec] if len(self.data.rec) else np.zeros(0)
+
+    def mask(self, rule: Rule) -> np.ndarray:
+        key = (rule.kind, rule.token, rule.context)
+        m = np.zeros(len(self.data.y), dtype=bool)
+        where = self.occ.positions(key)
+        if where is not None:
+            m[where] = True
+        else:
+            m[:] = np.concatenate([_rule_mask(rule, doc) for doc in self.data.docs])
+        return m
+
+
+def _greedy(pool: _Pool, w: np.ndarray, settings: Settings, start: Sequence[Rule], max_rules: int,
+            min_gain: float, cancel: threading.Event | None) -> tuple[_Fit, list[Rule], list[np.ndarray]]:
+    """Greedy forward selection from ``start`` (refitted first) on the tokens weighted ``w``
+    (weight 0: not seen): (fit, rules, masks), in the order chosen."""
+    data = pool.data
+    cands = _Candidates(data, settings.kinds, settings.min_support, settings.min_records, active=w > 0, occ=pool.occ)
     check_cancel(cancel)
-    fit = _Fit(data, cands)
+    fit = _Fit(data, cands, w)
     n = len(data.y)
-    # rules given to start from are matched exactly by their own masks
-    start_masks = [np.concatenate([_rule_mask(r, doc) for doc in data.docs]) for r in start]
+    start_masks = [pool.mask(r) for r in start]
     strengths = _refine(fit, start_masks, [r.strength for r in start]) if start else []
     masks, rules = [], []
     for r, m, st in zip(start, start_masks, strengths):
@@ -529,6 +645,25 @@ def _greedy(top: Sequence[ActivationRecord], random: Sequence[ActivationRecord],
     return fit, rules, masks
 
 
+def _fit_pool(pool: _Pool, w: np.ndarray, settings: Settings, max_activation: float, start: Sequence[Rule] = (),
+              cancel: threading.Event | None = None) -> tuple[list[Rule], list[np.ndarray]]:
+    """Rules (strongest first) and their masks over the pool, fitted on the tokens weighted ``w``."""
+    if not len(pool.data.y) or not (w > 0).any():
+        return [], []
+    fit, rules, masks = _greedy(pool, w, settings, start, settings.max_rules, settings.min_gain, cancel)
+    if settings.cover_rules:
+        # broad rules (seen in many records) after the sharp ones, so that held-out text rarely
+        # matches nothing at all (a constant simulation has no score)
+        broad = dataclasses.replace(settings, min_records=settings.cover_records)
+        fit, rules, masks = _greedy(pool, w, broad, rules, len(rules) + settings.cover_rules,
+                                    settings.cover_gain, cancel)
+    strengths = _refine(fit, masks, [r.strength for r in rules])
+    strengths = _rescaled(fit, masks, strengths, max_activation)
+    kept = [(r.with_strength(st), m) for r, m, st in zip(rules, masks, strengths) if st > 0]
+    kept.sort(key=lambda rm: (-rm[0].strength, -int(rm[1].sum())))
+    return [r for r, _ in kept], [m for _, m in kept]
+
+
 def fit_rules(top: Sequence[ActivationRecord], random: Sequence[ActivationRecord], settings: Settings = Settings(),
               start: Sequence[Rule] = (), cancel: threading.Event | None = None,
               max_activation: float | None = None, boost: Sequence[ActivationRecord] = ()) -> list[Rule]:
@@ -536,32 +671,61 @@ def fit_rules(top: Sequence[ActivationRecord], random: Sequence[ActivationRecord
     ``boost``: records among them that weigh more, e.g. a revision's evidence).
     ``max_activation`` (the 0-10 scale's 10; default: the largest activation of ``top``)
     puts the strengths on the method's scale. Strongest rules first."""
-    fit, rules, masks = _greedy(top, random, settings, start, settings.max_rules, settings.min_gain, cancel, boost)
-    if fit is None:
-        return []
-    if settings.cover_rules:
-        # broad rules (seen in many records) after the sharp ones, so that held-out text rarely
-        # matches nothing at all (a constant simulation has no score)
-        broad = dataclasses.replace(settings, min_records=settings.cover_records)
-        fit, rules, masks = _greedy(top, random, broad, rules, len(rules) + settings.cover_rules,
-                                    settings.cover_gain, cancel, boost)
-    strengths = _refine(fit, masks, [r.strength for r in rules])
+    records = list(top) + list(random)
+    pool = _Pool(records)
+    boosted = {id(r) for r in boost}
+    per = [wt * (BOOST if id(r) in boosted else 1.0)
+           for r, wt in zip(records, _weights(len(top), len(random), settings.random_weight))]
+    w = np.asarray(per)[pool.data.rec] if len(pool.data.rec) else np.zeros(0)
     if max_activation is None:
         max_activation = max((r.max_activation for r in top), default=0.0)
-    strengths = _rescaled(fit, masks, strengths, max_activation)
-    kept = [(r.with_strength(st), m) for r, m, st in zip(rules, masks, strengths) if st > 0]
-    kept.sort(key=lambda rm: (-rm[0].strength, -int(rm[1].sum())))
-    return [r for r, _ in kept]
+    return _fit_pool(pool, w, settings, max_activation, start, cancel)[0]
+
+
+def _wcorr(y: np.ndarray, w: np.ndarray, p: np.ndarray) -> float | None:
+    """Weighted Pearson r (None when undefined)."""
+    sw = w.sum()
+    if sw <= 0:
+        return None
+    my, mp = (w * y).sum() / sw, (w * p).sum() / sw
+    vy, vp = (w * (y - my) ** 2).sum(), (w * (p - mp) ** 2).sum()
+    if vy <= 1e-12 or vp <= 1e-12:
+        return None
+    return float((w * (y - my) * (p - mp)).sum() / np.sqrt(vy * vp))
+
+
+def select_rules(record: NeuronRecord, alternatives: Sequence[Settings] | None = None,
+                 cancel: threading.Event | None = None) -> tuple[list[Rule], Settings, list[float | None]]:
+    """Held-in model selection on the non-scoring records only: each alternative is fitted on
+    the train top records + half the calibration random records, and judged by the pooled
+    Pearson r (top and random weighed equally, as scoring does) on the calibration top records
+    + the other half; the best (ties: the earlier) is refitted on all of them.
+    ``(rules, settings chosen, each alternative's held-in r)``."""
+    alternatives = ALTERNATIVES if alternatives is None else tuple(alternatives)
+    train = record.top_split("train")
+    cal_top, cal_rand = record.top_split("calibration"), record.random_split("calibration")
+    pool = _Pool(train + cal_top + cal_rand)
+    half_a, half_b = cal_rand[0::2], cal_rand[1::2]
+    y = pool.data.y
+    judged: list[float | None] = [None] * len(alternatives)
+    if len(alternatives) > 1 and train and cal_top and half_b:
+        w_eval = pool.weights([(cal_top, 1.0), (half_b, 1.0)])
+        for i, st in enumerate(alternatives):
+            check_cancel(cancel)
+            rules, masks = _fit_pool(pool, pool.weights([(train, 1.0), (half_a, st.random_weight)]), st,
+                                     _fit_max(train), cancel=cancel)
+            judged[i] = _wcorr(y, w_eval, _prediction(masks, [q.strength for q in rules], len(y)))
+    best = max(range(len(alternatives)), key=lambda i: (-2.0 if judged[i] is None else judged[i], -i))
+    st = alternatives[best]
+    w = pool.weights([(train + cal_top, 1.0), (cal_rand, st.random_weight)])
+    return _fit_pool(pool, w, st, _fit_max(train + cal_top), cancel=cancel)[0], st, judged
 
 
 # ---- the backend ----------------------------------------------------------------------------------
 
 ALTERNATIVES = (
-    Settings(),
-    Settings(max_rules=4, cover_rules=1),
-    Settings(min_support=1, cover_rules=3),
-    Settings(kinds=("token",)),
-    Settings(kinds=("token_after", "after", "phrase")),
+    Settings(),  # rules matching >= 2 tokens of the fit records
+    Settings(max_rules=12, min_support=1),  # rules seen once allowed (neighbouring windows share text)
 )
 
 
@@ -594,18 +758,14 @@ class RulesBackend:
         return "RulesBackend()"
 
     def explain(self, record: NeuronRecord, *, n: int = 1, cancel: threading.Event | None = None) -> list[str]:
-        """Up to ``n`` distinct explanations, best-first: the default fit, then fewer rules,
-        rules seen once allowed, tokens alone, contexts and phrases alone."""
-        top, rand = _check_record(record, "explains")
-        out: list[str] = []
-        for settings in ALTERNATIVES:
-            if len(out) >= n:
-                break
-            check_cancel(cancel)
-            text = format_rules(fit_rules(top, rand, settings, cancel=cancel))
-            if text not in out:
-                out.append(text)
-        return out
+        """One explanation (whatever ``n``): the rules of the alternative that predicts best
+        on held-in records it was not fitted on (``select_rules``), refitted on all the
+        non-scoring records. Only one, because comparing several rule sets on the calibration
+        records they were all fitted on (as best-of-n does) would favour the most overfitted."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        _check_record(record, "explains")
+        return [format_rules(select_rules(record, cancel=cancel)[0])]
 
     def revise(self, record: NeuronRecord, explanation: str,
                evidence: Sequence[tuple[ActivationRecord, SequenceSimulation]], *,
