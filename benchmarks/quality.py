@@ -48,12 +48,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuronwidget.activations.build import IndexBuilder  # noqa: E402
 from neuronwidget.activations.corpus import WINDOW, bundled_corpus  # noqa: E402
-from neuronwidget.api import explain, get_engine, score  # noqa: E402
+from neuronwidget.api import explain, get_engine, improve_explanation, score  # noqa: E402
 from neuronwidget.explanations import BaselineBackend, LocalBackend, RulesBackend  # noqa: E402
 from neuronwidget.subject import SMOLLM2, smollm2_available, smollm2_folder  # noqa: E402
 
 MODELS = (SMOLLM2, "tiny")
-EXPLAINERS = {"token-lookup": BaselineBackend(), "rules": RulesBackend()}
+EXPLAINERS = {"token-lookup": BaselineBackend(), "rules": RulesBackend(), "best-of-5 rules": RulesBackend()}
+BEST_OF = {"best-of-5 rules": 5}  # improve_explanation(best_of=5, revise=True), the explainer as its own simulator
+
+
+def explain_with(name: str, rec, explainer) -> str:
+    if name in BEST_OF:
+        return improve_explanation(rec, explainer, explainer, best_of=BEST_OF[name], revise=True).explanation
+    return explain(rec, explainer)[0]
 SHOWN = [(8, 55)]  # neurons whose explanations are printed beside their top activations (and 3 sampled ones)
 
 
@@ -109,7 +116,7 @@ def score_model(model: str, args, simulators: dict[str, object]) -> tuple[list[d
             rec = record if side == "positive" else record.for_side("negative")
             for expl_name, explainer in EXPLAINERS.items():
                 t = time.perf_counter()
-                expl = explain(rec, explainer)[0]
+                expl = explain_with(expl_name, rec, explainer)
                 explain_s = time.perf_counter() - t
                 for sim_name, sim in simulators.items():
                     row = {"model": model, "layer": layer, "neuron": neuron, "side": side, "explainer": expl_name,
@@ -122,8 +129,10 @@ def score_model(model: str, args, simulators: dict[str, object]) -> tuple[list[d
                         row.update(error=str(e), score=None)
                     else:
                         s = scored.scored_simulation
+                        iv = scored.interval
                         row.update(score=s.ev_correlation_score, top_only=s.top_only_score,
-                                   random_only=s.random_only_score, note=s.note)
+                                   random_only=s.random_only_score, note=s.note,
+                                   interval_width=None if iv is None else iv[1] - iv[0])
                     row["score_s"] = time.perf_counter() - t
                     rows.append(row)
         if (i + 1) % max(1, len(neurons) // 10) == 0 or i + 1 == len(neurons):
@@ -134,7 +143,7 @@ def score_model(model: str, args, simulators: dict[str, object]) -> tuple[list[d
             rec = record if side == "positive" else record.for_side("negative")
             item = {"model": model, "layer": layer, "neuron": neuron, "side": side, "top": top_contexts(rec)}
             for expl_name, explainer in EXPLAINERS.items():
-                expl = explain(rec, explainer)[0]
+                expl = explain_with(expl_name, rec, explainer)
                 item[expl_name] = (expl, score(rec, expl, explainer).score)
             shown.append(item)
     info["shown"] = shown
@@ -160,6 +169,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         zeros = [r["score"] if r["score"] is not None else 0.0 for r in items]
         tops = [r["top_only"] for r in items if r.get("top_only") is not None]
         rands = [r["random_only"] for r in items if r.get("random_only") is not None]
+        widths = [r["interval_width"] for r in items if r.get("interval_width") is not None]
         out.append({
             "model": model, "side": side, "explainer": expl, "simulator": sim, "n": len(items),
             "undefined": len(items) - len(vals), "median_undefined_as_0": statistics.median(zeros),
@@ -169,6 +179,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             "p90": float(np.percentile(vals, 90)) if vals else None,
             "mean_top_only": statistics.fmean(tops) if tops else None,
             "mean_random_only": statistics.fmean(rands) if rands else None,
+            "median_interval_width": statistics.median(widths) if widths else None,
             "explain_s": statistics.fmean(r["explain_s"] for r in items),
             "score_s": statistics.fmean(r["score_s"] for r in items),
         })
@@ -179,26 +190,28 @@ def print_summary(summary: list[dict]) -> None:
     print("\nscore = pooled Pearson r (5 held-out valid top + 5 valid random records, scoring.score);"
           "\nmean/median/p90 over neurons whose score is defined; undef = constant prediction or truth;"
           "\nmed0 = median with undefined counted as 0; top/random: mean r over those records alone, where defined;"
-          "\nexplain s / score s: wall seconds per neuron and side")
-    head = (f"{'model':<14} {'side':<9} {'explainer':<12} {'simulator':<9} {'n':>4} {'undef':>5} {'mean':>6} "
-            f"{'median':>6} {'p90':>6} {'med0':>6} {'top':>6} {'random':>6} {'explain s':>9} {'score s':>8}")
+          "\nwidth = median over neurons of the 90% interval's width (score_high - score_low);"
+          "\nexplain s / score s: wall seconds per neuron and side (best-of-5: the whole search)")
+    head = (f"{'model':<14} {'side':<9} {'explainer':<15} {'simulator':<9} {'n':>4} {'undef':>5} {'mean':>6} "
+            f"{'median':>6} {'p90':>6} {'med0':>6} {'width':>6} {'top':>6} {'random':>6} {'explain s':>9} {'score s':>8}")
     print(head)
     print("-" * len(head))
     for s in summary:
         extra = f"  ({s['errors']} errors)" if s["errors"] else ""
-        print(f"{s['model']:<14} {s['side']:<9} {s['explainer']:<12} {s['simulator']:<9} {s['n']:>4} "
+        print(f"{s['model']:<14} {s['side']:<9} {s['explainer']:<15} {s['simulator']:<9} {s['n']:>4} "
               f"{s['undefined']:>5} {fmt(s['mean']):>6} {fmt(s['median']):>6} {fmt(s['p90']):>6} "
-              f"{fmt(s['median_undefined_as_0']):>6} {fmt(s['mean_top_only']):>6} {fmt(s['mean_random_only']):>6} "
+              f"{fmt(s['median_undefined_as_0']):>6} {fmt(s['median_interval_width']):>6} "
+              f"{fmt(s['mean_top_only']):>6} {fmt(s['mean_random_only']):>6} "
               f"{s['explain_s']:>9.3f} {s['score_s']:>8.3f}{extra}")
     by = {(s["model"], s["side"], s["simulator"], s["explainer"]): s for s in summary}
     print("\nrules / token lookup, same neurons (median with undefined as 0; median of defined scores):")
     for (model, side, sim, expl), s in by.items():
         base = by.get((model, side, sim, "token-lookup"))
-        if expl != "rules" or base is None:
+        if expl == "token-lookup" or base is None:
             continue
         m0, b0 = s["median_undefined_as_0"], base["median_undefined_as_0"]
         ratio = f"{m0 / b0:.2f}x" if b0 else "n/a (token lookup's median is 0)"
-        print(f"  {model:<14} {side:<9} {sim:<9} {fmt(m0)} / {fmt(b0)} = {ratio};  defined: {fmt(s['median'])} / "
+        print(f"  {model:<14} {side:<9} {expl:<15} {sim:<9} {fmt(m0)} / {fmt(b0)} = {ratio};  defined: {fmt(s['median'])} / "
               f"{fmt(base['median'])};  undefined {s['undefined']}/{s['n']} vs {base['undefined']}/{base['n']}")
 
 
@@ -211,7 +224,7 @@ def print_shown(result: dict) -> None:
                 print(f"    {line}")
             for name in EXPLAINERS:
                 expl, sc = item[name]
-                print(f"  {name:<12} {fmt(sc)}  {expl}")
+                print(f"  {name:<15} {fmt(sc)}  {expl}")
 
 
 def undefined_causes(rows: list[dict], limit: int = 3) -> None:
