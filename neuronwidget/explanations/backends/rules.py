@@ -437,16 +437,6 @@ def _proposed_contexts(doc: _Doc, i: int) -> list[str]:
     return out
 
 
-def _boundary_suffixes(before: str, max_chars: int) -> Iterable[str]:
-    n = len(before)
-    for k in range(n - 1, max(-1, n - max_chars - 1), -1):
-        c = before[k:]
-        if c[0] == " ":
-            continue
-        if k == 0 or not (_word(c[0]) and _word(before[k - 1])):
-            yield c
-
-
 class _Fit:
     """Greedy forward selection of rules maximising the weighted Pearson correlation."""
 
