@@ -391,7 +391,10 @@ def test_compact_and_exact_records_rank_the_same_windows_with_the_same_extremes(
                                    rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose([r.min_activation for r in exact.most_negative_activation_records], bottom_min,
                                    rtol=1e-5, atol=1e-6)
-        assert compact != exact  # the codes are not exact: the test above compares different values
+        # the compact records keep every top window's exact maximum and bottom window's exact minimum
+        assert [r.max_activation for r in compact.most_positive_activation_records] == [float(x) for x in top_max]
+        assert [r.min_activation for r in compact.most_negative_activation_records] == [float(x) for x in bottom_min]
+        assert compact != exact  # the codes are not exact: the tests above compare different values
 
 
 def _sig3(a, b):

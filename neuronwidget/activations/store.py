@@ -289,7 +289,8 @@ class NeuronIndex:
 
     def window_activations(self, layer: int, neuron: int, window_ids: Any) -> np.ndarray:
         """float32 [len(window_ids), 64]: the neuron's stored (decoded) activations on windows it
-        recorded (a ValueError for a window it did not keep)."""
+        recorded, with the exact maximum of a top window and minimum of a bottom window in
+        place (a ValueError for a window it did not keep)."""
         layer, neuron = self._check(layer, neuron)
         a = self.layer_arrays(layer)
         lo, hi = (int(x) for x in a["ref_offsets"][neuron:neuron + 2])
@@ -300,8 +301,23 @@ class NeuronIndex:
             raise ValueError(f"L{layer}/N{neuron} did not record some of windows {ids.tolist()}")
         low, high = (float(x) for x in a["extremes"][neuron])
         rows = lo + pos
-        return codes.decode(np.asarray(a["ref_codes"][rows]), np.asarray(a["ref_ranges"][rows]),
-                            np.full(len(rows), high), np.full(len(rows), low))
+        out = codes.decode(np.asarray(a["ref_codes"][rows]), np.asarray(a["ref_ranges"][rows]),
+                           np.full(len(rows), high), np.full(len(rows), low))
+        # a top window's largest value and a bottom window's smallest are known exactly: put them in
+        # (where the codes' steps are widest), so compact records keep exact per-window extremes
+        for name, stat, pick in (("top_ids", "top_max", np.argmax), ("bottom_ids", "bottom_min", np.argmin)):
+            listed = np.asarray(a[name][neuron], dtype=np.int64)
+            if not listed.size:
+                continue
+            at = {int(w): i for i, w in enumerate(listed) if w >= 0}
+            values = a[stat][neuron]
+            for r, w in enumerate(ids.tolist()):
+                i = at.get(w)
+                if i is not None:  # no value of the window lies past its extreme: clip, then place it
+                    v = values[i]
+                    np.minimum(out[r], v, out=out[r]) if pick is np.argmax else np.maximum(out[r], v, out=out[r])
+                    out[r, pick(out[r])] = v
+        return out
 
     def _values(self, layer: int, neuron: int, ids: np.ndarray, n_exact: int) -> np.ndarray:
         acts = self.window_activations(layer, neuron, ids)
