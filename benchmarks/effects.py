@@ -1,6 +1,6 @@
 """Intervention benchmark: prints ratios measured in one run (not a test).
 
-    python benchmarks/effects.py [--rounds N] [--models gpt2-small,smollm2]
+    python benchmarks/effects.py [--rounds N] [--models gpt2-small,smollm2] [--sections 1,2,3]
 
 Every figure is a ratio against a baseline measured in the same process, interleaved (baseline,
 then the measured call, round after round; the median of the per-round ratios), so a busy
@@ -75,7 +75,7 @@ def report(label: str, r: float, base: float, goal: float | None) -> None:
     print(f"  {label:<58} {r:5.2f}x  (baseline {base * 1000:7.1f} ms){verdict}")
 
 
-def run(engine: Engine, name: str, rounds: int) -> None:
+def run(engine: Engine, name: str, rounds: int, sections: set[str]) -> None:
     lm = engine.lm
     ids = lm.encode(TEXT * 3)[:64]
     assert len(ids) == 64
@@ -87,9 +87,20 @@ def run(engine: Engine, name: str, rounds: int) -> None:
             lm.model(input_ids=x, use_cache=False)
 
     print(f"\n{name}: {lm.n_layers} layers x {lm.n_neurons} neurons, 64-token text, {torch.get_num_threads()} threads")
-    print("1. effect on a 64-token text / one plain forward")
     text = lm.tokenizer.decode(ids)
     t_ids = lm.encode(text)
+    layer = lm.n_layers // 2
+    if "1" in sections:
+        effect(engine, x, forward, text, t_ids, rounds)
+    if "2" in sections:
+        attributions(engine, ids, forward, text, t_ids, rounds)
+    if "3" in sections:
+        generation(lm, ids, layer, rounds)
+
+
+def effect(engine, x, forward, text, t_ids, rounds) -> None:
+    lm = engine.lm
+    print("1. effect on a 64-token text / one plain forward")
     for layer in (0, lm.n_layers // 2, lm.n_layers - 1):
         r, b = ratio(forward, lambda: edited_logits(lm, x, [Edit(layer, 7, "zero")]), rounds)
         report(f"clean + intervened logits, layer {layer}", r, b, 2.2)
@@ -97,6 +108,10 @@ def run(engine: Engine, name: str, rounds: int) -> None:
     r, b = ratio(forward, lambda: effect_table(engine, t_ids, text, layer, 7, "zero", 0.0), rounds)
     report(f"whole per-token table (KL, Δ log p, top tokens), layer {layer}", r, b, None)
 
+
+
+def attributions(engine, ids, forward, text, t_ids, rounds) -> None:
+    lm = engine.lm
     print("2. attribution over every neuron of every layer / one plain forward")
     r, b = ratio(forward, lambda: attribution(lm, ids, 63), rounds)
     report(f"activation x gradient, all {lm.n_layers * lm.n_neurons:,} neurons", r, b, 4.0)
@@ -107,6 +122,9 @@ def run(engine: Engine, name: str, rounds: int) -> None:
     r, b = ratio(forward, lambda: effect_ranking(engine, text, len(t_ids) - 1, 20, check=10, store=st), rounds)
     report("  + the top 10 checked by true ablation (by='effect')", r, b, None)
 
+
+
+def generation(lm, ids, layer, rounds) -> None:
     print("3. 40-token greedy generation / plain greedy model.generate")
     prompt = ids[:16]
     p = torch.tensor([prompt])
@@ -133,10 +151,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--models", default="gpt2-small,smollm2")
+    ap.add_argument("--sections", default="1,2,3")
     args = ap.parse_args()
     for m in args.models.split(","):
         engine, name = {"gpt2-small": gpt2_small, "smollm2": smollm2}[m]()
-        run(engine, name, args.rounds)
+        run(engine, name, args.rounds, set(args.sections.split(",")))
 
 
 if __name__ == "__main__":
