@@ -471,6 +471,11 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
       ui.lastSteer = msg;
       ui.steerKey = current ? `${current.layer}/${current.neuron}` : "";
     } else if (msg?.type === "error") {
+      if (msg.action === "effect") {
+        const err = h("div", "nw-error", String(msg.message));
+        err.setAttribute("role", "alert");
+        return effectOut.replaceChildren(err); // the try box reports a text that cannot run
+      }
       if (msg.action === "steer") {
         steerErr.textContent = String(msg.message);
         steerOut.classList.remove("nw-pending");

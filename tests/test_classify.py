@@ -212,7 +212,7 @@ class TableSimulator:
 def test_simulator_only_backends_derive_answers_from_predictions():
     record = city_neuron()
     result = score(record, 'the tokens "Paris", "London", "Rome", "Berlin"', BaselineBackend(), scorer="detection")
-    assert result.via == "simulator" and "simulated activations" in result.note and result.judge.startswith("baseline")
+    assert result.via == "simulator" and "simulated activations" in result.note and result.judge.startswith("token lookup")
     assert result.score == 1.0 and result.cost == {"calls": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0}
     # the threshold rule, exactly: an example applies when its highest simulated value reaches 3
     result = score(record, EXPLANATION, TableSimulator(), scorer="detection")

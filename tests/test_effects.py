@@ -431,6 +431,13 @@ def test_neuronview_effect_and_steer_messages(which, request):
         assert sent[-1]["type"] == "error" and message in sent[-1]["message"]
         assert sent[-1]["action"] == "steer"  # shown beside the steering box too
         assert view._status.get("error")
+    # an effect that cannot run answers in the Effect section only: the try box reports the same text's problem
+    sent.clear()
+    view._status = {}
+    view._on_custom_msg(view, {"type": "effect", "text": "y" * 4001, "id": 7}, [])
+    view.wait()
+    assert sent[-1]["type"] == "error" and sent[-1]["action"] == "effect" and "4001 characters" in sent[-1]["message"]
+    assert not view._status.get("error")
     view._on_custom_msg(view, {"type": "steer", "prompt": "<img src=x onerror=alert(1)>", "strength": 2.0, "id": 6}, [])
     view.wait()
     assert not view._status.get("error")

@@ -229,6 +229,11 @@ describe("NeuronView", () => {
     expect(toks[0].dataset.tip).toContain(`promoted: "${HOSTILE[0]}" +0.020`);
     expect(toks[1].dataset.tip).toContain("promoted: none");
     expect(el.querySelector(".nw-effect-out img, .nw-effect-out script")).toBeNull();
+    // an effect error shows in the Effect section, as text, and leaves the status to the try box
+    model.emit("msg:custom", { type: "error", message: `the effect could not be measured: ${HOSTILE[0]}`, action: "effect" });
+    expect(el.querySelector(".nw-effect-out .nw-error")!.textContent).toContain(HOSTILE[0]);
+    expect(el.querySelector(".nw-status .nw-error")).toBeNull();
+    expect(el.querySelector(".nw-effect-out img, .nw-effect-out script")).toBeNull();
 
     const slider = el.querySelector<HTMLInputElement>(".nw-steer-slider")!;
     const label = () => el.querySelector(".nw-steer-strength")!.textContent;

@@ -230,7 +230,7 @@ class SteerReply(TypedDict):
 class ErrorReply(TypedDict):
     type: Literal["error"]
     message: str
-    action: NotRequired[str]  # "steer" or "effect": the box that asked shows the error beside it too
+    action: NotRequired[str]  # "steer" (beside the box, and in the status) or "effect" (in the Effect section only)
 
 
 class BundleReply(TypedDict):

@@ -469,10 +469,11 @@ class NeuronView(BaseView):
     def _error(self, action: str, err: Exception) -> None:
         detail = str(err).strip() or type(err).__name__
         message = f"{_ACTIONS.get(action, _ACTIONS['request'])}: {detail}"
-        self._status = {"task": None, "error": message}
         reply: ErrorReply = {"type": "error", "message": message}
-        if action in ("effect", "steer"):  # shown beside the box that asked, too
+        if action in ("effect", "steer"):  # shown beside the box that asked
             reply["action"] = action
+        if action != "effect":  # the effect of a text that cannot run would repeat the try box's error
+            self._status = {"task": None, "error": message}
         self.send(reply)
 
     def wait(self, timeout: float = 60.0) -> None:
