@@ -115,7 +115,7 @@ class NeuronView(BaseView):
         else:
             engine = get_engine(model)
             if index is None:
-                index = engine.index()
+                index = engine.index(lazy=True)  # a first view waits for a pass up to its layer only
             elif (index.n_layers, index.n_neurons) != (engine.n_layers, engine.n_neurons):
                 raise ValueError(
                     f"index has {index.n_layers}x{index.n_neurons} neurons but the model {engine.model_name} has "

@@ -82,13 +82,15 @@ class Lab:
 
     def run_notebook(self, page, name: str, kernel_timeout_ms: int = 60_000) -> None:
         """Open notebook ``name`` in ``page``, wait for its kernel to be idle, run all cells."""
-        page.goto(f"{self.url}/lab/tree/{name}?token={self.token}")
+        # ?reset: a fresh workspace, so notebooks an earlier test opened are not restored beside this one
+        page.goto(f"{self.url}/lab/tree/{name}?reset&token={self.token}")
         page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook')",
                                timeout=kernel_timeout_ms)
         page.wait_for_function(
-            "() => { const w = window.jupyterapp.shell.currentWidget;"
-            " return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
-            " && w.sessionContext.session.kernel.status === 'idle'; }", timeout=kernel_timeout_ms)
+            "(name) => { const w = window.jupyterapp.shell.currentWidget;"
+            " return w && w.context && w.context.path === name && w.sessionContext && w.sessionContext.session"
+            " && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; }",
+            arg=name, timeout=kernel_timeout_ms)
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
 
