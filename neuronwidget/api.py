@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 import threading
+import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from . import _io
 from .activations import Engine
+from .records import ScoredExplanation
 from .explanations import backends as _backends
 from .explanations import batch as _batch
 from .explanations import explainer as _explainer
 from .explanations import improve as _improve
 from .explanations import scoring as _scoring
 from .explanations import simulator as _simulator
+from .explanations import store as _store
 
 
 @dataclass(frozen=True)
@@ -154,16 +158,53 @@ def simulate(explanation, records, simulator=None, **kwargs):
     return _simulator.simulate(explanation, records, resolve_simulator(simulator), **kwargs)
 
 
+def resolve_store(store: Any = True) -> _store.ExplanationStore | None:
+    """The explanation store a call records into: True = the one in the cache folder in force,
+    False/None = none (opt out), or an ``ExplanationStore`` given."""
+    if store is True:
+        return _store.get_store()
+    if store is False or store is None:
+        return None
+    if isinstance(store, _store.ExplanationStore):
+        return store
+    raise ValueError(f"store must be True (the cache folder's store), False (do not record) or an "
+                     f"ExplanationStore, got {store!r}")
+
+
+def remember(scored: Any, model: Any, store: Any = True, source: str = "neuronwidget") -> bool:
+    """Record a scored explanation of ``model``'s neuron in the store; False when it was not
+    (opted out, no model name, not a simulation score). A store that cannot be written (e.g. a
+    read-only cache folder) warns and never loses the result the caller holds."""
+    target = resolve_store(store)
+    if target is None or not model or not isinstance(scored, ScoredExplanation) or scored.neuron_id is None:
+        return False
+    try:
+        target.add(scored, model, side=scored.side, source=source)
+    except (OSError, sqlite3.Error) as e:
+        warnings.warn(f"the explanation was not recorded in {target.path}: {type(e).__name__}: {e}", stacklevel=3)
+        return False
+    return True
+
+
 @functools.wraps(_scoring.score)
-def score(record, explanation, simulator=None, **kwargs):
-    return _scoring.score(record, explanation, resolve_simulator(simulator), **kwargs)
+def score(record, explanation, simulator=None, *, store=True, **kwargs):
+    scored = _scoring.score(record, explanation, resolve_simulator(simulator), **kwargs)
+    remember(scored, getattr(record, "model", None), store, source="nw.score")
+    return scored
+
+
+score.__doc__ = (score.__doc__ or "") + """
+    ``store``: the result is recorded in the explanation store (``nw.search``, and every later
+    NeuronView of this neuron shows it) when the record knows its model (records from an index
+    do: ``record.model``); ``store=False`` opts out, an ``ExplanationStore`` records there.
+    """
 
 
 @functools.wraps(_batch.explain_neurons)
-def explain_neurons(index, layers, neurons, *, explainer=None, simulator=None, **kwargs):
+def explain_neurons(index, layers, neurons, *, explainer=None, simulator=None, store=True, **kwargs):
     return _batch.explain_neurons(index, layers, neurons, explainer=resolve_explainer(explainer),
-                                  simulator=resolve_simulator(simulator), **kwargs)
+                                  simulator=resolve_simulator(simulator), store=resolve_store(store), **kwargs)
 
 
 __all__ = ["Settings", "configure", "settings", "cache_dir", "get_engine", "use_demo_model", "resolve_explainer", "resolve_simulator",
-           "explain", "improve_explanation", "simulate", "score", "explain_neurons"]
+           "explain", "improve_explanation", "simulate", "score", "explain_neurons", "resolve_store", "remember"]

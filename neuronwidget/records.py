@@ -222,6 +222,9 @@ class NeuronRecord(_Serializable):
     # which side this record presents ("negative" = a record made by for_side("negative")).
     most_negative_activation_records: list[ActivationRecord] = field(default_factory=list)
     side: str = "positive"
+    # neuronwidget, in memory only: the name of the model it was recorded from (``lm.name``, what
+    # ``get_engine`` loads; set by the index), so a score of it can be stored without asking
+    model: str | None = field(default=None, compare=False, metadata={"serialize": False})
 
     _extras: ClassVar[tuple[str, ...]] = ("most_negative_activation_records", "side")
 
@@ -248,6 +251,7 @@ class NeuronRecord(_Serializable):
             most_positive_activation_records=neg(self.most_negative_activation_records),
             most_negative_activation_records=neg(self.most_positive_activation_records),
             side=side,
+            model=self.model,
         )
 
     @property
@@ -350,8 +354,11 @@ class ScoredExplanation(_Serializable):
     # neuronwidget extra: what finding the explanation cost (the explainer's calls, and for
     # best-of-n / revision the held-in simulations too), same keys
     explanation_cost: dict[str, Any] | None = None
+    # neuronwidget extra: when it was scored (seconds since the epoch; score() sets it)
+    scored_at: float | None = None
 
-    _extras: ClassVar[tuple[str, ...]] = ("neuron_id", "explainer", "simulator", "side", "cost", "explanation_cost")
+    _extras: ClassVar[tuple[str, ...]] = ("neuron_id", "explainer", "simulator", "side", "cost", "explanation_cost",
+                                          "scored_at")
 
     def __post_init__(self):
         if self.side not in SIDES:

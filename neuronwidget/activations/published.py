@@ -168,6 +168,7 @@ class PublishedIndex:
         name, _ = _canonical(model, 0, 0)
         _, self.n_layers, self.n_neurons = _MODELS[name]
         self.model_name = name
+        self.model = name  # the model's name (what get_engine loads, the explanation store's key)
         self.precomputed = True  # records from files; the model loads only for the user's own text
         self.corpus_name = f"OpenAI's published {name} activation records (WebText)"
         self.histogram_caption = "activation over the published random sample's tokens (count, log scale)"
@@ -182,8 +183,10 @@ class PublishedIndex:
         with self._lock:
             key = (layer, neuron)
             if key not in self._records:
-                self._records[key] = published_record(layer, neuron, self.model_name, base_url=self._base_url,
-                                                      timeout=self._timeout)
+                record = published_record(layer, neuron, self.model_name, base_url=self._base_url,
+                                          timeout=self._timeout)
+                record.model = self.model
+                self._records[key] = record
             return self._records[key]
 
     def top_records(self, layer: int, neuron: int, start: int = 0, stop: int | None = None) -> list[ActivationRecord]:

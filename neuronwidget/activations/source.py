@@ -19,6 +19,8 @@ class RecordSource(Protocol):
     """Recorded activations of every neuron of one model over one corpus."""
 
     model_name: str  # what users see
+    # Optional (read with getattr): ``model``, the model's name as get_engine loads it and the
+    # explanation store keys it; records carry it as NeuronRecord.model.
     corpus_name: str  # what users see: the corpus and its size
     n_layers: int
     n_neurons: int

@@ -180,6 +180,7 @@ class NeuronIndex:
         self.precomputed = False
         self.histogram_caption = "activation over every corpus token (count, log scale)"
         self._short = meta.get("short_name", self.model_name)
+        self.model: str = self._short  # the model's name (lm.name: what get_engine loads, the store's key)
         self._layers: dict[int, dict[str, np.ndarray]] = {}
         self._builder = builder
         self._verify = verify
@@ -371,6 +372,7 @@ class NeuronIndex:
         recs = self._records
         return NeuronRecord(
             neuron_id=NeuronId(layer, neuron),
+            model=self.model,
             random_sample=recs(layer, neuron, self._common["rand_ids"], self._n_exact(exact, SHOWN_RANDOM)),
             random_sample_by_quantile=[recs(layer, neuron, q_ids[b], self._n_exact(exact, SHOWN_QUANTILE))
                                        for b in range(q_ids.shape[0])],

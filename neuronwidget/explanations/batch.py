@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 import threading
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -18,6 +20,7 @@ from .explainer import explain
 from .improve import improve_explanation
 from .files import entry_line, parse_line
 from .scoring import failure_causes, score
+from .store import ExplanationStore
 
 COLUMNS = ["layer", "neuron", "side", "explanation", "score", "score_low", "score_high", "random_only_score",
            "explainer", "simulator", "explain_calls", "score_calls", "prompt_tokens", "completion_tokens", "error"]
@@ -118,8 +121,11 @@ class Recorder:
     """Where results land: complete ones are appended to the output file at once (flushed,
     fsynced), every one becomes a row of the summary. Thread-safe."""
 
-    def __init__(self, path: Path | None, keys: list[Key], bar):
+    def __init__(self, path: Path | None, keys: list[Key], bar, store: ExplanationStore | None = None,
+                 model: str | None = None):
         self.path, self.keys, self.bar = path, keys, bar
+        self.store, self.model = (store, model) if model else (None, None)
+        self.store_error: str | None = None
         self.done = _read_done(path) if path else {}
         self.rows = {k: _row(k, _best(self.done[k])) for k in keys if k in self.done}
         self.todo = [k for k in keys if k not in self.done]
@@ -143,8 +149,20 @@ class Recorder:
                     self._sink.write(entry_line(result) + "\n")
                     self._sink.flush()
                     os.fsync(self._sink.fileno())
+                self._remember(result)
                 self.rows[key] = _row(key, _best(result))
             self.bar.update(1)
+
+    def _remember(self, result: NeuronSimulationResults) -> None:
+        """Into the explanation store too (each explanation with its own side); a store that
+        cannot be written warns once and the run goes on (the output file has everything)."""
+        if self.store is None or self.store_error:
+            return
+        try:
+            self.store.add_results([result], self.model, source="explain_neurons")
+        except (OSError, sqlite3.Error) as e:
+            self.store_error = f"{type(e).__name__}: {e}"
+            warnings.warn(f"explanations are not being recorded in {self.store.path}: {self.store_error}", stacklevel=2)
 
     def close(self) -> None:
         self.bar.close()
@@ -174,6 +192,7 @@ def explain_neurons(
     cancel: threading.Event | None = None,
     distributed: str | None = None,
     workers: int | None = None,
+    store: ExplanationStore | None = None,
 ):
     """Explain and score every (layer, neuron, side); returns a pandas DataFrame (one row each).
 
@@ -196,6 +215,10 @@ def explain_neurons(
     ``best_of=k`` / ``revise=True``: each explanation is the best of k candidates on the
     held-in calibration records, then revised once (see ``improve``); only the kept one is
     scored, on the valid records as always.
+
+    ``store``: every complete entry is also recorded there (searchable, shown by later
+    NeuronViews), keyed by ``index.model``; ``nw.explain_neurons`` passes the cache folder's
+    store unless given ``store=False``.
     """
     from tqdm.auto import tqdm
 
@@ -219,7 +242,7 @@ def explain_neurons(
         ray_module()  # a clear message when Ray is missing, before anything starts
     path = Path(out) if out is not None else None
     bar = tqdm(total=len(keys), desc="explaining neurons", disable=not progress)
-    recorder = Recorder(path, keys, bar)
+    recorder = Recorder(path, keys, bar, store, getattr(index, "model", None))
     bar.update(len(keys) - len(recorder.todo))
 
     one = functools.partial(explain_one, best_of=best_of, revise=revise) if best_of > 1 or revise else explain_one

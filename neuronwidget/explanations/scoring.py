@@ -24,6 +24,7 @@ Scorers read held-out records only: the valid split, then the test split when mo
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -369,4 +370,5 @@ def score(
         simulator=backend.simulator_name,
         side=record.side,
         cost=cost,
+        scored_at=time.time(),
     )

@@ -43,6 +43,24 @@ def record_explanation(scored: ScoredExplanation, model: str, layer: int | None 
     _store.record(scored, model, layer, neuron, side=side, source="user", store=store)
 
 
+def neuron_explanations(model: str, layer: int, neuron: int, side: str = "positive", *, extra: Any = (),
+                        store: _store.ExplanationStore | None = None) -> list[ScoredExplanation]:
+    """What a view shows for one neuron's side: every explanation recorded in the store (by
+    NeuronView, ``nw.score``, ``explain_neurons``, imports; in this or any earlier session),
+    newest first, each with its score, explainer, simulator and when (``scored_at``), then
+    ``extra`` explanations (e.g. OpenAI's published ones) not already among them. An
+    ``extra`` explanation with the text of a stored one replaces it in place: it keeps what
+    the store does not (the records it was scored on). A store that cannot be read gives
+    ``extra`` alone."""
+    try:
+        stored = (store or _store.get_store()).explanations(model, layer, neuron, side)
+    except Exception:  # noqa: BLE001 - a broken or locked cache file must not hide the neuron
+        stored = []
+    richer = {str(s.explanation).strip(): s for s in extra}
+    out = [richer.pop(str(s.explanation).strip(), s) for s in stored]
+    return out + [s for s in extra if str(s.explanation).strip() in richer]
+
+
 def import_explanations(source: Any, model: str, *, store: _store.ExplanationStore | None = None) -> int:
     """Add explanations to the store: an ``explain_neurons`` JSONL file, or NeuronSimulationResults."""
     st = store or _store.get_store()
@@ -52,4 +70,4 @@ def import_explanations(source: Any, model: str, *, store: _store.ExplanationSto
     return st.add_results(items, model, source="user")
 
 
-__all__ = ["neuron_connections", "search", "record_explanation", "import_explanations"]
+__all__ = ["neuron_connections", "search", "record_explanation", "import_explanations", "neuron_explanations"]

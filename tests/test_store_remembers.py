@@ -1,0 +1,191 @@
+"""The explanation store remembers: nw.score, explain_neurons and NeuronView record into it
+automatically (``store=False`` opts out), and a later session (another process over the same
+cache folder) reads back what was scored: text, score, explainer, simulator and when."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import neuronwidget as nw
+from neuronwidget.explanations.store import ExplanationStore, model_key
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def later_session(code: str, cache: Path, timeout: float = 600) -> object:
+    """Run ``code`` in a fresh interpreter (a later kernel session) over ``cache``; its last
+    stdout line is JSON."""
+    env = {**os.environ, "NEURONWIDGET_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+READ_BACK = """
+import json
+from neuronwidget.explanations.store import ExplanationStore
+from neuronwidget._io import cache_root
+st = ExplanationStore(cache_root() / "explanations.sqlite")
+print(json.dumps([[s.explanation, s.score, s.explainer, s.simulator, s.scored_at, s.side, s.scored_simulation.note]
+                  for s in st.explanations({model!r}, {layer}, {neuron}, {side!r})]))
+"""
+
+
+@pytest.fixture
+def fresh_cache(tiny_index, tmp_path):
+    """The tiny model's index (built in the shared cache) with an empty cache folder in force,
+    so the explanation store starts empty; the index folder is linked in for later sessions."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "index").symlink_to(Path(tiny_index[0]) / "index", target_is_directory=True)
+    before = nw.settings()
+    nw.configure(cache_dir=str(cache))
+    yield cache, tiny_index[2]
+    nw.configure(cache_dir=before.cache_dir)
+
+
+def test_records_know_their_model(fresh_cache):
+    _, index = fresh_cache
+    rec = index.record(1, 3)
+    assert rec.model == index.model == "tiny"
+    assert rec.for_side("negative").model == "tiny"
+    assert "model" not in json.loads(rec.to_json(extras=True))  # in memory only: OpenAI's format unchanged
+
+
+def test_score_is_recorded_and_a_later_session_reads_it_back(fresh_cache):
+    cache, index = fresh_cache
+    before = time.time()
+    scored = nw.score(index.record(1, 3), "the letter e after a space", "rules")
+    assert scored.scored_at is not None and before <= scored.scored_at <= time.time()
+    back = later_session(READ_BACK.format(model="tiny", layer=1, neuron=3, side="positive"), cache)
+    assert len(back) == 1
+    text, score, explainer, simulator, when, side, note = back[0]
+    assert text == "the letter e after a space" and side == "positive"
+    assert score == pytest.approx(scored.score) and simulator == scored.simulator and simulator.startswith("rules")
+    assert when == pytest.approx(scored.scored_at)
+    assert "recorded " in note and time.strftime("%Y-%m-%d", time.gmtime(scored.scored_at)) in note
+
+    # the negative side is its own row; scoring the same text again updates, never duplicates
+    neg = nw.score(index.record(1, 3).for_side("negative"), "the letter e after a space", "rules")
+    again = nw.score(index.record(1, 3), "the letter e after a space", "rules")
+    st = ExplanationStore(cache / "explanations.sqlite")
+    assert [s.scored_at for s in st.explanations("tiny", 1, 3)] == [pytest.approx(again.scored_at)]
+    assert [s.score for s in st.explanations("tiny", 1, 3, "negative")] == [pytest.approx(neg.score)]
+
+
+def test_store_false_opts_out(fresh_cache):
+    cache, index = fresh_cache
+    nw.score(index.record(1, 4), "nothing to see", "rules", store=False)
+    assert ExplanationStore(cache / "explanations.sqlite").explanations("tiny", 1, 4) == []
+    other = ExplanationStore(cache / "elsewhere.sqlite")
+    nw.score(index.record(1, 4), "somewhere else", "rules", store=other)
+    assert [s.explanation for s in other.explanations("tiny", 1, 4)] == ["somewhere else"]
+    assert ExplanationStore(cache / "explanations.sqlite").explanations("tiny", 1, 4) == []
+    with pytest.raises(ValueError, match="store must be True"):
+        nw.score(index.record(1, 4), "x", "rules", store="yes")
+
+
+def test_a_record_without_a_model_is_scored_not_recorded(fresh_cache):
+    cache, index = fresh_cache
+    rec = index.record(1, 5)
+    rec.model = None  # e.g. a NeuronRecord made by hand or read from a file
+    assert nw.score(rec, "anything", "rules").score is not None or True
+    assert ExplanationStore(cache / "explanations.sqlite").count() == 0
+
+
+def test_a_read_only_store_warns_and_keeps_the_score(fresh_cache, tmp_path):
+    _, index = fresh_cache
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    st = ExplanationStore(folder / "explanations.sqlite")
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as root: a read-only folder is still writable")
+        with pytest.warns(UserWarning, match="not recorded"):
+            scored = nw.score(index.record(1, 6), "a read-only cache", "rules", store=st)
+        assert scored.explanation == "a read-only cache"
+    finally:
+        folder.chmod(0o700)
+
+
+def test_explain_neurons_records_every_complete_entry(fresh_cache, tmp_path):
+    cache, index = fresh_cache
+    table = nw.explain_neurons(index, [0], [0, 1], sides=("positive", "negative"), explainer="rules",
+                               simulator="rules", out=tmp_path / "r.jsonl", progress=False)
+    st = ExplanationStore(cache / "explanations.sqlite")  # a fresh connection: what another session sees
+    done = table[table.error.isna()]
+    assert len(done) >= 2
+    for row in table[table.error.notna()].itertuples():  # not complete: not recorded
+        assert st.explanations("tiny", row.layer, row.neuron, row.side) == []
+    for row in done.itertuples():
+        got = st.explanations("tiny", row.layer, row.neuron, row.side)
+        assert [s.explanation for s in got] == [row.explanation]
+        assert got[0].score == pytest.approx(row.score) if row.score is not None else got[0].score is None
+        assert got[0].explainer == row.explainer and got[0].simulator == row.simulator
+    assert st.count("tiny") == len(done)
+    # opting out
+    nw.explain_neurons(index, [0], [2], explainer="rules", simulator="rules", progress=False, store=False)
+    assert st.explanations("tiny", 0, 2) == []
+
+
+def test_older_labels_are_keyed_by_the_model_name(tmp_path):
+    path = tmp_path / "explanations.sqlite"
+    st = ExplanationStore(path)
+    st.add_results([], "gpt2")  # creates the schema
+    st.close()
+    con = sqlite3.connect(path)
+    with con:
+        for model, text in [("SmolLM2-135M-Instruct — real weights, not GPT-2", "said"),
+                            ("tiny (random weights — not a real GPT-2)", "noise")]:
+            con.execute("INSERT INTO explanations (model, layer, neuron, side, explainer, simulator, explanation, "
+                        "source, added) VALUES (?, 7, 145, 'positive', 'rules', 'rules', ?, 'NeuronView', 0)",
+                        (model, text))
+    con.close()
+    st = ExplanationStore(path)
+    st.add_results([], "gpt2")  # the first write migrates older labels
+    assert [s.explanation for s in st.explanations("smollm2-135m", 7, 145)] == ["said"]
+    assert [s.explanation for s in st.explanations("tiny", 7, 145)] == ["noise"]
+    assert model_key("SmolLM2-135M-Instruct — real weights, not GPT-2") == "smollm2-135m"
+    assert model_key("gpt2-small") == "gpt2"
+
+
+VIEW_LATER = """
+import json, neuronwidget as nw
+from neuronwidget.widgets import NeuronView
+nw.configure(model="tiny")
+view = NeuronView(0, 7, model="tiny", explainer="rules", simulator="rules")
+cards = view._data["cards"]
+print(json.dumps({"cards": [[c["explanation"], c["score"], c["explainer"], c["simulator"], c["note"]] for c in cards],
+                  "html": view._repr_html_()}))
+"""
+
+
+def test_a_neuronview_in_a_later_session_shows_what_was_scored(fresh_cache):
+    from neuronwidget.widgets import NeuronView
+
+    cache, index = fresh_cache
+    view = NeuronView(0, 7, model="tiny", index=index, explainer="rules", simulator="rules")
+    view._on_custom_msg(view, {"type": "test", "explanation": "a typed explanation"}, [])
+    view.wait(300)
+    typed = view.explanations[0]
+    assert typed.explainer == "you (typed in this view)"
+    view.close()
+    by_score = nw.score(index.record(0, 7), "scored from code", "rules")
+
+    later = later_session(VIEW_LATER, cache)
+    cards = later["cards"]
+    assert [c[0] for c in cards] == ["scored from code", "a typed explanation"]  # newest first
+    (_, s1, e1, sim1, note1), (_, s2, e2, sim2, note2) = cards
+    assert s1 == pytest.approx(by_score.score) and s2 == pytest.approx(typed.score)
+    assert e2 == "you (typed in this view)" and sim2 == typed.simulator and sim1 == by_score.simulator
+    day = time.strftime("%Y-%m-%d", time.gmtime(typed.scored_at))
+    assert day in note1 and day in note2 and "NeuronView" in note2
+    assert "a typed explanation" in later["html"] and "scored from code" in later["html"]
