@@ -179,7 +179,11 @@ class NeuronView(BaseView):
         side = side or self._side
         key = (self._index.model_name, self._index.corpus_name, self._layer, self._neuron, side)
         if key not in _KNOWN:
-            _KNOWN[key] = _published(self._index.model_name, self._layer, self._neuron) if side == "positive" else []
+            from neuronwidget.explore.api import neuron_explanations  # stored in any session, newest first
+
+            published = _published(self._index.model_name, self._layer, self._neuron) if side == "positive" else []
+            _KNOWN[key] = neuron_explanations(getattr(self._index, "model", self._index.model_name), self._layer,
+                                              self._neuron, side, extra=published)
         return _KNOWN[key]
 
     def _load(self, layer: int, neuron: int, side: str | None = None) -> None:
@@ -436,7 +440,8 @@ class NeuronView(BaseView):
 
         if not explanation:
             raise ValueError("type an explanation first, then press “Simulate & score”")
-        scored = score(self.record, explanation, self._simulator, progress=self._progress(task), cancel=self._cancel)
+        scored = score(self.record, explanation, self._simulator, progress=self._progress(task), cancel=self._cancel,
+                       store=False)
         scored.explainer = "you (typed in this view)"
         self._add_card(scored)
 
@@ -448,14 +453,14 @@ class NeuronView(BaseView):
         texts = explain(record, self._explainer, best_of=best_of, revise=improve and hasattr(self._explainer, "revise"),
                         simulator=self._simulator, progress=self._progress(task), cancel=self._cancel)
         scored = score(record, texts[0], self._simulator, progress=self._progress("scoring the explanation"),
-                       cancel=self._cancel)
+                       cancel=self._cancel, store=False)
         scored.explainer = self._explainer.name + (f" (best of {best_of} on held-in records)" if improve else "")
         self._add_card(scored)
 
     def _add_card(self, scored: ScoredExplanation) -> None:
         """The new card goes into the view's state (so a saved notebook keeps it) and the fallback."""
         self._known().insert(0, scored)
-        record_card(self._index.model_name, self._layer, self._neuron, scored, self._side)  # the searchable store
+        record_card(getattr(self._index, "model", self._index.model_name), self._layer, self._neuron, scored, self._side)  # the searchable store
         self._fresh.add(id(scored))
         with self.hold_sync():
             self._data, self._buf = self._payload()
