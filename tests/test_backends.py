@@ -4,6 +4,7 @@
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -11,6 +12,7 @@ import neuronwidget as nw
 from neuronwidget.api import explain, score, simulate
 from neuronwidget.explanations import BackendError, BaselineBackend, OpenAIBackend, RulesBackend
 from neuronwidget.api import resolve_explainer, resolve_simulator
+from neuronwidget.explanations._common import ResponseCache
 from neuronwidget.explanations.backends.openai_api import LogprobsUnsupported
 
 from explain_fixtures import capital_neuron
@@ -140,13 +142,84 @@ def test_cache_keyed_by_whole_request_never_the_key(tmp_path):
         other = backend(server, tmp_path, api_key="sk-another-key")
         other.chat(MSGS)
         assert server.requests == 3 and other.usage.cached == 1
-    files = list((tmp_path / "cache").rglob("*"))
-    assert any(f.suffix == ".json" for f in files)
-    for f in files:
-        if f.is_file():
-            text = f.read_text()
-            assert KEY not in text and "sk-another-key" not in text
-            assert not f.name.endswith(".tmp")
+    files = [f for f in (tmp_path / "cache").rglob("*") if f.is_file()]
+    assert [f.name for f in files if f.suffix == ".sqlite"] == ["responses.sqlite"]  # one file, not one per request
+    assert len(ResponseCache(tmp_path / "cache")) == 3
+    for f in files:  # the database and its WAL
+        data = f.read_bytes()
+        assert KEY.encode() not in data and b"sk-another-key" not in data
+
+
+def test_429_waits_as_retry_after_says(tmp_path):
+    with FaultServer() as server:
+        server.retry_after = "1.5"
+        server.script = ["429", "500"]
+        b = backend(server, tmp_path, max_retries=3)
+        assert b.chat(MSGS) == ["capital cities."]
+        gaps = [b - a for a, b in zip(server.times, server.times[1:])]
+        assert server.requests == 3 and all(1.5 <= g < 4.0 for g in gaps), gaps  # without it: < 0.5 s, then < 1 s
+        # a server that asks for more than a minute is not waited for: retries end at once, clearly
+        server.retry_after, server.script = "3600", ["429"]
+        t0 = time.monotonic()
+        with pytest.raises(BackendError, match=r"failed after 1 attempt; last error: HTTP 429") as err:
+            b.chat(MSGS, temperature=0.3)
+        assert time.monotonic() - t0 < 5 and err.value.retryable and KEY not in str(err.value)
+
+
+def test_only_malformed_answers_are_retried_by_us_and_within_the_budget(tmp_path):
+    with FaultServer() as server:
+        server.script = ["malformed", "nochoices", "500", "malformed"]
+        b = backend(server, tmp_path, max_retries=3)
+        with pytest.raises(BackendError, match=r"failed after 4 attempts; last error: malformed response"):
+            b.chat(MSGS)
+        assert server.requests == 4  # SDK retries (the 500) and ours (malformed bodies) share max_retries
+        server.script = ["400"]
+        with pytest.raises(BackendError, match=r"HTTP 400|rejected the request \(400\)"):
+            b.chat(MSGS, temperature=0.4)
+        assert server.requests == 5  # no retry
+
+
+def test_response_cache_is_one_sqlite_file_safe_for_concurrent_processes(tmp_path):
+    folder = tmp_path / "responses"
+    code = (
+        "import sys; from neuronwidget.explanations._common import ResponseCache\n"
+        "c = ResponseCache(sys.argv[1]); w = int(sys.argv[2])\n"
+        "for i in range(150):\n"
+        "    c.put({'w': w, 'i': i}, {'texts': [f'{w}-{i}']})\n"
+        "    assert c.get({'w': (w + 1) % 4, 'i': 0}) in (None, {'texts': [f'{(w + 1) % 4}-0']})\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(folder), str(w)], stderr=subprocess.PIPE, text=True)
+             for w in range(4)]
+    cache = ResponseCache(folder)
+    threads = [threading.Thread(target=lambda t=t: [cache.put({"t": t, "i": i}, i) for i in range(100)])
+               for t in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for p in procs:
+        assert p.wait(120) == 0, p.stderr.read()
+    fresh = ResponseCache(folder)
+    assert len(fresh) == 4 * 150 + 3 * 100
+    assert all(fresh.get({"w": w, "i": i}) == {"texts": [f"{w}-{i}"]} for w in range(4) for i in range(150))
+    assert fresh.get({"t": 2, "i": 99}) == 99 and fresh.get({"w": 9, "i": 0}) is None
+    assert [p.name for p in folder.iterdir() if p.suffix == ".sqlite"] == ["responses.sqlite"]
+
+
+def test_older_one_file_per_request_caches_are_still_read(tmp_path):
+    from neuronwidget._io import atomic_write_json, stable_hash
+
+    folder = tmp_path / "cache"
+    with FaultServer() as server:
+        b = backend(server, tmp_path)
+        request = {"kind": "chat", "model": "fault-model", "base_url": server.base_url,
+                   "params": {"messages": MSGS, "max_tokens": b.max_tokens, "temperature": b.temperature}, "sample": 0}
+        h = stable_hash(request, length=32)
+        atomic_write_json(folder / h[:2] / f"{h}.json", {"request": request, "response": {"texts": ["from 2025"]}})
+        assert b.chat(MSGS) == ["from 2025"] and server.requests == 0
+    assert ResponseCache(folder).get(request) == {"texts": ["from 2025"]}  # now in the database too
+    (folder / h[:2] / f"{h}.json").unlink()
+    assert ResponseCache(folder).get(request) == {"texts": ["from 2025"]}
 
 
 def test_concurrency_limit(tmp_path):

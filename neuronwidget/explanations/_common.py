@@ -5,13 +5,16 @@ selection every scorer shares."""
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_json, cache_root, stable_hash
+from .._io import cache_root, stable_hash
 from ..records import ActivationRecord, NeuronRecord
 
 ProgressFn = Callable[[int, int, str], None]
@@ -45,28 +48,74 @@ def check_cancel(cancel: threading.Event | None) -> None:
 
 
 class ResponseCache:
-    """JSON files keyed by a hash of the WHOLE request (never the API key), written atomically."""
+    """LLM answers in one SQLite file, keyed by a hash of the WHOLE request (model, server,
+    messages or prompt, parameters, sample number; never the API key).
+
+    ``<folder>/responses.sqlite`` (default folder: ``<cache root>/llm-responses``), in WAL mode:
+    threads, notebooks and Ray workers on one machine read and write it at once (a writer waits
+    up to ``BUSY_S`` for another's lock); each answer is one committed transaction, so a crash
+    leaves every earlier answer in place and never half of one. One row per request instead of
+    one JSON file: a run over 300k neurons writes millions of answers. Older caches (one
+    ``<folder>/<2 hex>/<hash>.json`` per request) are still read: a hit there is copied into
+    the database. Not for network file systems (WAL needs shared memory on one machine).
+    """
+
+    FILE = "responses.sqlite"
+    BUSY_S = 60.0
 
     def __init__(self, folder: str | Path | None = None):
         self._folder = Path(folder) if folder is not None else None
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled for Ray workers: connections stay behind
+        return {"_folder": self._folder}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._folder = state["_folder"]
+        self._local = threading.local()
 
     @property
     def folder(self) -> Path:
         return self._folder if self._folder is not None else cache_root() / "llm-responses"
 
-    def _path(self, request: dict[str, Any]) -> Path:
-        key = stable_hash(request, length=32)
-        return self.folder / key[:2] / f"{key}.json"
+    @property
+    def path(self) -> Path:
+        return self.folder / self.FILE
+
+    def _con(self) -> sqlite3.Connection:
+        """This thread's connection (a new one after a fork or a change of cache folder)."""
+        path, pid = self.path, os.getpid()
+        con = getattr(self._local, "con", None)
+        if con is None or self._local.where != (path, pid):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(path, timeout=self.BUSY_S, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, request TEXT NOT NULL, "
+                        "response TEXT NOT NULL, added REAL NOT NULL) WITHOUT ROWID")
+            self._local.con, self._local.where = con, (path, pid)
+        return con
 
     def get(self, request: dict[str, Any]) -> Any | None:
-        path = self._path(request)
+        key = stable_hash(request, length=32)
+        row = self._con().execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            return json.loads(row[0])
+        legacy = self.folder / key[:2] / f"{key}.json"  # the one-file-per-request cache of older versions
         try:
-            return json.loads(path.read_text("utf-8"))["response"]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            response = json.loads(legacy.read_text("utf-8"))["response"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
             return None
+        self.put(request, response)
+        return response
 
     def put(self, request: dict[str, Any], response: Any) -> None:
-        atomic_write_json(self._path(request), {"request": request, "response": response})
+        key = stable_hash(request, length=32)
+        self._con().execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
+                            (key, json.dumps(request, sort_keys=True), json.dumps(response), time.time()))
+
+    def __len__(self) -> int:
+        return self._con().execute("SELECT count(*) FROM responses").fetchone()[0]
 
 
 # US dollars per million tokens (input, output); anything else is reported as "unknown".

@@ -2,9 +2,10 @@
 
 ``server.script`` is a list of behaviours consumed one per request: "ok", "429", "500",
 "hang" (sleeps past the client's timeout, then answers), "malformed" (a 200 whose body is
-not JSON), "nochoices" (a JSON 200 without choices), "403", "404", "401" (echoes the bearer key back, as
+not JSON), "nochoices" (a JSON 200 without choices), "400", "403", "404", "401" (echoes the bearer key back, as
 some servers do, so tests can check the client never repeats it). After the script runs
-out every request is "ok". Requests are counted server-side. ``reply`` is the answer's text,
+out every request is "ok". Requests are counted server-side (``times``: when each arrived).
+``retry_after``: when set, 429 and 500 answers carry it as their ``Retry-After`` header. ``reply`` is the answer's text,
 or a function of the request body returning it.
 """
 
@@ -24,6 +25,8 @@ class FaultServer:
         self.hang_s = hang_s
         self.delay_s = delay_s
         self.requests = 0
+        self.times: list[float] = []
+        self.retry_after: str | None = None
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: list[dict] = []
@@ -36,6 +39,7 @@ class FaultServer:
     def _next(self) -> str:
         with self._lock:
             self.requests += 1
+            self.times.append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             return self.script.pop(0) if self.script else "ok"
@@ -50,6 +54,8 @@ class FaultServer:
             def _send(self, code: int, body: bytes, ctype: str = "application/json"):
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
+                if code in (429, 500) and server.retry_after is not None:
+                    self.send_header("Retry-After", server.retry_after)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -77,6 +83,8 @@ class FaultServer:
                     elif action == "401":
                         msg = f"Incorrect API key provided: {auth.removeprefix('Bearer ')}"
                         self._send(401, json.dumps({"error": {"message": msg, "type": "invalid_request_error"}}).encode())
+                    elif action == "400":
+                        self._send(400, json.dumps({"error": {"message": "max_tokens is too large"}}).encode())
                     elif action == "403":
                         self._send(403, json.dumps({"error": {"message": "this key may not use that model"}}).encode())
                     elif action == "404":

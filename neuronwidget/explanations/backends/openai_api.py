@@ -1,15 +1,22 @@
 """An OpenAI-compatible HTTP backend on the openai SDK (OpenAI, vLLM, llama.cpp, Ollama,
 ``transformers serve``...).
 
-Retries with exponential backoff and jitter on 429, 5xx, timeouts, dropped connections and
-malformed bodies (``RetriesExhausted`` when they run out); fails at once with a clear
-``BackendError`` on what no retry fixes (401, 403, 404, 400, connection refused); a concurrency limit; an on-disk response cache
-keyed by the whole request (model, server, messages or prompt, parameters — never the key).
-The API key is kept out of repr(), error messages, caches and logs.
+Retries are the SDK's own: 429, 408/409 and 5xx (waiting as the server's ``Retry-After`` /
+``retry-after-ms`` says, up to a minute; else exponential backoff with jitter), timeouts and
+dropped connections, ``max_retries`` times. Two things the SDK does not do are added: a
+refused connection fails at once (nothing listens there; a transport wrapper raises it as an
+error the SDK does not retry), and a 200 whose body is malformed (not JSON, no choices) is
+retried within the same budget. When retries run out: ``RetriesExhausted`` saying how many
+attempts were made; what no retry fixes (401, 403, 404, 400, connection refused) fails at
+once with a clear ``BackendError``. A concurrency limit; a response cache (one SQLite file,
+see ``_common.ResponseCache``) keyed by the whole request (model, server, messages or prompt,
+parameters — never the key). The API key is kept out of repr(), error messages, caches and
+logs.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -94,6 +101,7 @@ class OpenAIBackend(ChatExplainer):
         self._sem = threading.BoundedSemaphore(max_concurrency)
         self._client = None
         self._lock = threading.Lock()
+        self._sent = threading.local()  # HTTP attempts of this thread's current request
         self._logprobs_ok: bool | None = None
         self.usage = Usage(model)
 
@@ -118,12 +126,13 @@ class OpenAIBackend(ChatExplainer):
         where it is unpickled it reads ``OPENAI_API_KEY`` from that process's environment."""
         state = dict(self.__dict__)
         state["_OpenAIBackend__key"] = None
-        state["_client"] = state["_lock"] = state["_sem"] = None
+        state["_client"] = state["_lock"] = state["_sem"] = state["_sent"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._sent = threading.local()
         self._sem = threading.BoundedSemaphore(self.max_concurrency)
 
     # ---- plumbing ----
@@ -147,8 +156,35 @@ class OpenAIBackend(ChatExplainer):
                             "or use base_url= for a local OpenAI-compatible server"
                         )
                     key = "none"  # local servers ignore it, the SDK insists on one
-                self._client = openai.OpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=0)
+                self._client = openai.OpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout,
+                                             max_retries=self.max_retries, http_client=self._http_client())
             return self._client
+
+    def _http_client(self):
+        """The SDK's own HTTP client, its transport wrapped to count attempts (per thread, for
+        the messages) and to fail a refused connection at once: the SDK retries connection
+        errors, but re-raises its own errors untouched."""
+        import openai
+
+        http = openai.DefaultHttpxClient()
+        hx = importlib.import_module(type(http).__mro__[1].__module__.partition(".")[0])  # httpx or httpx2
+        inner, sent = http._transport, self._sent
+
+        class Transport(hx.BaseTransport):
+            def handle_request(self, request):
+                sent.n = getattr(sent, "n", 0) + 1
+                try:
+                    return inner.handle_request(request)
+                except hx.ConnectError as e:
+                    if _refused(e):
+                        raise openai.APIConnectionError(message=f"connection refused: {e}", request=request) from None
+                    raise
+
+            def close(self) -> None:
+                inner.close()
+
+        http._transport = Transport()
+        return http
 
     def _first_model(self) -> str:
         try:
@@ -170,58 +206,64 @@ class OpenAIBackend(ChatExplainer):
             if hit is not None:
                 self.usage.add(0, 0, cached=True)
                 return hit
+        out = self._attempts(kind, params)
+        usage = out.pop("usage", None) or {}
+        self.usage.add(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+        if self._cache is not None:
+            self._cache.put(key, out)
+        return out
+
+    def _attempts(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The SDK's retries on the wire; here, only a malformed 200 body is tried again (within
+        ``max_retries`` attempts in all) and every failure becomes one clear error."""
         import openai
 
+        self._sent.n = 0
         last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                delay = min(8.0, self.retry_base_s * 2 ** (attempt - 1)) * (0.5 + random.random())
-                time.sleep(delay)
+        while True:
+            failure = None
             try:
                 with self._sem:
-                    out = self._call(kind, params)
-            except openai.AuthenticationError:
-                raise BackendError(
-                    f"authentication failed (401) at {self.base_url or 'api.openai.com'}: check the API key "
-                    "(OPENAI_API_KEY or api_key=)"
-                ) from None
-            except openai.NotFoundError as e:
-                raise BackendError(
-                    f"not found (404) at {self.base_url or 'api.openai.com'}: model {self.model!r} or the "
-                    f"endpoint does not exist there ({self._scrub(str(e))[:200]})"
-                ) from None
-            except openai.PermissionDeniedError as e:
-                raise BackendError(f"permission denied (403): {self._scrub(str(e))[:200]}") from None
-            except openai.BadRequestError as e:
-                raise BackendError(f"the server rejected the request (400): {self._scrub(str(e))[:300]}") from None
-            except openai.APIConnectionError as e:
-                if _refused(e):
-                    raise BackendError(
-                        f"connection refused at {self.base_url or 'api.openai.com'}: is the server running "
-                        "there, on that port?"
-                    ) from None
-                last = f"{type(e).__name__}: {self._scrub(str(e))[:200]}"
-                continue
-            except (openai.RateLimitError, openai.InternalServerError) as e:
-                last = f"{type(e).__name__}: {self._scrub(str(e))[:200]}"
-                continue
-            except openai.APIStatusError as e:
-                if e.status_code >= 500 or e.status_code == 429:
-                    last = f"HTTP {e.status_code}"
-                    continue
-                raise BackendError(f"HTTP {e.status_code} from the server: {self._scrub(str(e))[:200]}") from None
-            except (_Malformed, openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as e:
+                    return self._call(kind, params)
+            except (_Malformed, openai.APIResponseValidationError, json.JSONDecodeError) as e:
                 last = f"malformed response: {self._scrub(str(e))[:200]}"
-                continue
-            usage = out.pop("usage", None) or {}
-            self.usage.add(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-            if self._cache is not None:
-                self._cache.put(key, out)
-            return out
-        raise RetriesExhausted(
-            f"{kind} request to {self.base_url or 'api.openai.com'} failed after {self.max_retries + 1} "
-            f"attempts; last error: {last}"
-        )
+            except openai.OpenAIError as e:
+                failure = self._error(kind, e)
+            if failure is not None:  # raised outside the handler: the SDK's error (it may quote the key) is not kept
+                raise failure
+            if self._sent.n > self.max_retries:
+                raise self._exhausted(kind, last)
+            time.sleep(min(8.0, self.retry_base_s * 2 ** (self._sent.n - 1)) * (0.5 + random.random()))
+
+    def _exhausted(self, kind: str, last: str) -> RetriesExhausted:
+        n = max(1, self._sent.n)
+        return RetriesExhausted(f"{kind} request to {self.base_url or 'api.openai.com'} failed after "
+                                f"{n} attempt{'s' if n > 1 else ''}; last error: {last}")
+
+    def _error(self, kind: str, e: Exception) -> BackendError:
+        """What the SDK raised, after its own retries, as the error a user can act on (never the key)."""
+        import openai
+
+        where = self.base_url or "api.openai.com"
+        detail = self._scrub(str(e))
+        if isinstance(e, openai.AuthenticationError):
+            return BackendError(f"authentication failed (401) at {where}: check the API key (OPENAI_API_KEY or api_key=)")
+        if isinstance(e, openai.NotFoundError):
+            return BackendError(f"not found (404) at {where}: model {self.model!r} or the endpoint does not exist "
+                                f"there ({detail[:200]})")
+        if isinstance(e, openai.PermissionDeniedError):
+            return BackendError(f"permission denied (403): {detail[:200]}")
+        if isinstance(e, openai.BadRequestError):
+            return BackendError(f"the server rejected the request (400): {detail[:300]}")
+        if isinstance(e, openai.APIConnectionError) and _refused(e):
+            return BackendError(f"connection refused at {where}: is the server running there, on that port?")
+        if isinstance(e, openai.APIConnectionError):  # timeouts too: the SDK retried them
+            return self._exhausted(kind, f"{type(e).__name__}: {detail[:200]}")
+        if isinstance(e, openai.APIStatusError):
+            if e.status_code in (408, 409, 429) or e.status_code >= 500:
+                return self._exhausted(kind, f"HTTP {e.status_code} ({type(e).__name__}): {detail[:200]}")
+            return BackendError(f"HTTP {e.status_code} from the server: {detail[:200]}")
+        return BackendError(f"{kind} request to {where} failed: {type(e).__name__}: {detail[:200]}")
 
     def _call(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         client = self._get_client()
