@@ -4,62 +4,18 @@
 import "./explorer.css";
 import { button, h } from "./dom";
 import { displayToken, formatActivation, formatScore } from "./format";
+import type { ExplorerData, OpenReply, OpenRequest, SearchData, SearchRequest } from "./messages";
 import { renderNeuronView } from "./neuronview";
 
-export interface TopRow {
-  layer: number;
-  neuron: number;
-  side: string;
-  activation: number;
-  normalized: number;
-  explanation: string | null;
-  score: number | null;
-}
+export type { ExplorerData, SearchData, SearchRow, TopRow } from "./messages";
 
-export interface ExplorerData {
-  model: string;
-  is_tiny: boolean;
-  tokens: string[];
-  k: number;
-  tops: TopRow[][];
-  peak: number[];
-}
-
-export interface SearchRow {
-  model: string;
-  layer: number;
-  neuron: number;
-  side: string;
-  explanation: string;
-  score: number | null;
-  explainer: string | null;
-  source: string | null;
-}
-
-export interface SearchData {
-  query: string;
-  model: string | null;
-  limit: number;
-  results: SearchRow[];
-  error: string | null;
-}
-
-// front end -> kernel
-export interface OpenRequest {
-  type: "open";
-  layer: number;
-  neuron: number;
-  model?: string;
-  side?: string;
-}
-
-export interface SearchRequest {
-  type: "search";
-  query: string;
-}
+/** anywidget's request/response (RenderProps.experimental.invoke): the answer to one request. */
+export type Invoke = <T>(name: string, msg?: any, options?: { signal?: AbortSignal }) => Promise<[T, DataView[]]>;
 
 type AnyModel = {
   get(name: string): any;
+  set(name: string, value: any): void;
+  save_changes(): void;
   on(event: string, cb: (...args: any[]) => void): void;
   off(event?: string | null, cb?: ((...args: any[]) => void) | null): void;
   send(content: unknown, callbacks?: unknown, buffers?: any): void;
@@ -74,8 +30,9 @@ export function refId(ref: unknown): string | null {
 }
 
 /** The part of a view that shows the child NeuronView in place of `main`, with a way back.
- * It listens for the kernel's "opened"/"error" replies and for a new `_child`; dispose() stops. */
-function inPlace(model: AnyModel, root: HTMLElement, main: HTMLElement, status: StatusLine) {
+ * `open` asks the kernel (the open_request command) and shows its answer; a new `_child` is
+ * shown too; dispose() stops. */
+function inPlace(model: AnyModel, root: HTMLElement, main: HTMLElement, status: StatusLine, invoke?: Invoke) {
   const showError = status.error;
   const panel = h("div", "nw-inplace");
   panel.hidden = true;
@@ -109,18 +66,31 @@ function inPlace(model: AnyModel, root: HTMLElement, main: HTMLElement, status: 
       showError(`could not show the neuron: ${(e as Error).message}`);
     }
   }
-  function onMsg(msg: any) {
-    if (msg?.type === "opened") {
+  const aborter = new AbortController();
+  async function open(req: OpenRequest, busy: string) {
+    if (!invoke) return showError("This notebook front end cannot open a neuron here (its anywidget has no commands); display nw.NeuronView(layer, neuron) in a cell instead.");
+    status.busy(busy);
+    try {
+      const [reply] = await invoke<OpenReply>("open_request", req, { signal: aborter.signal });
+      if (reply.type === "error") return status.error(reply.message);
       status.clear();
-      void show();
-    } else if (msg?.type === "error") status.error(String(msg.message));
+      await show();
+    } catch (e) {
+      if (!aborter.signal.aborted) showError(`could not open the neuron: ${(e as Error).message}`);
+    }
+  }
+  /** Errors the kernel reports about other requests (SearchBox's search). */
+  function onMsg(msg: any) {
+    if (msg?.type === "error") status.error(String(msg.message));
   }
   const onChild = () => void show();
   model.on("msg:custom", onMsg);
   model.on("change:_child", onChild);
   return {
     show,
+    open,
     dispose: () => {
+      aborter.abort();
       model.off("msg:custom", onMsg);
       model.off("change:_child", onChild);
       cleanup?.();
@@ -159,47 +129,61 @@ function neuronButton(label: string, detail: string, explanation: string | null,
   return row;
 }
 
-export function renderExplorer(model: AnyModel, root: HTMLElement): () => void {
-  const d = model.get("_data") as ExplorerData;
+/** The Explorer: `text` and `position` (the token selected) are the model's traits; the
+ *  kernel answers a new text with new `_data`. */
+export function renderExplorer(model: AnyModel, root: HTMLElement, invoke?: Invoke): () => void {
   const main = h("div", "nw-explorer");
   const status = statusLine(root);
   root.prepend(main);
   const title = h("div", "nw-title");
-  title.append(h("span", "nw-model", d.model), h("span", "nw-id", " · explorer"));
   const hint = h("div", "nw-note", "Click or focus a token: the neurons that fire most there, over all layers (activation ÷ the neuron's max over the index).");
   const text = h("div", "nw-xtext");
   const table = h("div", "nw-xtable");
   main.append(title, hint, text, table);
-  if (d.is_tiny) root.classList.add("nw-tiny");
-  const place = inPlace(model, root, main, status);
-
+  const place = inPlace(model, root, main, status, invoke);
+  let spans: HTMLElement[] = [];
   let selected = -1;
-  const spans: HTMLElement[] = [];
-  const peak = Math.max(1e-9, ...d.peak);
-  d.tokens.forEach((tok, i) => {
-    const span = h("span", "nw-tok nw-xtok", displayToken(tok));
-    span.tabIndex = 0;
-    span.setAttribute("role", "button");
-    span.setAttribute("aria-label", `token ${i}: ${tok}`);
-    span.dataset.position = String(i);
-    const alpha = Math.max(0, Math.min(1, d.peak[i] / peak));
-    span.style.backgroundColor = `rgba(255, 140, 0, ${(0.08 + 0.5 * alpha).toFixed(3)})`;
-    span.addEventListener("click", () => select(i));
-    span.addEventListener("focus", () => select(i));
-    span.addEventListener("keydown", (ev: KeyboardEvent) => {
-      ev.stopPropagation();
-      const step = ev.key === "ArrowRight" ? 1 : ev.key === "ArrowLeft" ? -1 : 0;
-      if (step && spans[i + step]) {
-        ev.preventDefault();
-        spans[i + step].focus();
-      }
+
+  function draw() {
+    const d = model.get("_data") as ExplorerData;
+    title.replaceChildren(h("span", "nw-model", d.model), h("span", "nw-id", " · explorer"));
+    root.classList.toggle("nw-tiny", !!d.is_tiny);
+    const peak = Math.max(1e-9, ...d.peak);
+    spans = d.tokens.map((tok, i) => {
+      const span = h("span", "nw-tok nw-xtok", displayToken(tok));
+      span.tabIndex = 0;
+      span.setAttribute("role", "button");
+      span.setAttribute("aria-label", `token ${i}: ${tok}`);
+      span.dataset.position = String(i);
+      const alpha = Math.max(0, Math.min(1, d.peak[i] / peak));
+      span.style.backgroundColor = `rgba(255, 140, 0, ${(0.08 + 0.5 * alpha).toFixed(3)})`;
+      span.addEventListener("click", () => choose(i));
+      span.addEventListener("focus", () => choose(i));
+      span.addEventListener("keydown", (ev: KeyboardEvent) => {
+        ev.stopPropagation();
+        const step = ev.key === "ArrowRight" ? 1 : ev.key === "ArrowLeft" ? -1 : 0;
+        if (step && spans[i + step]) {
+          ev.preventDefault();
+          spans[i + step].focus();
+        }
+      });
+      return span;
     });
-    spans.push(span);
-    text.appendChild(span);
-  });
+    text.replaceChildren(...spans);
+    selected = -1;
+    select(model.get("position") ?? 0);
+  }
+
+  /** The user picks a token: the position trait follows (the kernel and Python see it). */
+  function choose(i: number) {
+    if (i === model.get("position")) return select(i);
+    model.set("position", i);
+    model.save_changes();
+  }
 
   function select(i: number) {
-    if (i === selected) return;
+    const d = model.get("_data") as ExplorerData;
+    if (i === selected || !spans[i]) return;
     spans[selected]?.classList.remove("nw-xsel");
     selected = i;
     spans[i].classList.add("nw-xsel");
@@ -208,18 +192,24 @@ export function renderExplorer(model: AnyModel, root: HTMLElement): () => void {
     if (!rows.length) table.appendChild(h("div", "nw-note", "No neuron fires above zero here."));
     for (const r of rows) {
       const detail = `${formatActivation(r.normalized)}× max · ${formatActivation(r.activation)}${r.side === "negative" ? " (negative side)" : ""}`;
-      table.appendChild(neuronButton(`L${r.layer}/N${r.neuron}`, detail, r.explanation, r.score, () => {
-        status.busy(`opening layer ${r.layer}, neuron ${r.neuron}…`);
-        model.send({ type: "open", layer: r.layer, neuron: r.neuron, side: r.side } satisfies OpenRequest);
-      }));
+      table.appendChild(neuronButton(`L${r.layer}/N${r.neuron}`, detail, r.explanation, r.score, () =>
+        void place.open({ type: "open", layer: r.layer, neuron: r.neuron, side: r.side },
+          `opening layer ${r.layer}, neuron ${r.neuron}…`)));
     }
   }
 
-  if (d.tokens.length) select(d.peak.indexOf(Math.max(...d.peak)));
-  return () => place.dispose();
+  const onPosition = () => select(model.get("position") ?? 0);
+  draw();
+  model.on("change:_data", draw);
+  model.on("change:position", onPosition);
+  return () => {
+    model.off("change:_data", draw);
+    model.off("change:position", onPosition);
+    place.dispose();
+  };
 }
 
-export function renderSearchBox(model: AnyModel, root: HTMLElement): () => void {
+export function renderSearchBox(model: AnyModel, root: HTMLElement, invoke?: Invoke): () => void {
   const main = h("div", "nw-search");
   const status = statusLine(root);
   root.prepend(main);
@@ -237,7 +227,7 @@ export function renderSearchBox(model: AnyModel, root: HTMLElement): () => void 
   for (const kind of ["keypress", "keyup"]) input.addEventListener(kind, (ev) => ev.stopPropagation());
   const results = h("div", "nw-xtable nw-search-results");
   main.append(h("div", "nw-section", "Search explanations"), input, button("Search", go), results);
-  const place = inPlace(model, root, main, status);
+  const place = inPlace(model, root, main, status, invoke);
 
   function draw() {
     const d = model.get("_data") as SearchData;
@@ -248,10 +238,9 @@ export function renderSearchBox(model: AnyModel, root: HTMLElement): () => void 
     if (d.query && !d.results.length) results.appendChild(h("div", "nw-note", "No explanation matches these words."));
     for (const r of d.results) {
       const label = `${r.model} L${r.layer}/N${r.neuron}${r.side === "negative" ? " (−)" : ""}`;
-      results.appendChild(neuronButton(label, r.explainer ?? "", r.explanation, r.score, () => {
-        status.busy(`opening ${label}…`);
-        model.send({ type: "open", layer: r.layer, neuron: r.neuron, model: r.model, side: r.side } satisfies OpenRequest);
-      }));
+      results.appendChild(neuronButton(label, r.explainer ?? "", r.explanation, r.score, () =>
+        void place.open({ type: "open", layer: r.layer, neuron: r.neuron, model: r.model, side: r.side },
+          `opening ${label}…`)));
     }
   }
   draw();

@@ -1,17 +1,13 @@
-// THE protocol between the kernel (neuronwidget/widgets/messages.py) and these views:
-// the widget state payloads and every custom message, as one discriminated union per
-// direction. tests/test_widgets.py parses this file and checks that every interface
-// below has a TypedDict of the same name and fields in messages.py.
-// Format rules (the parser relies on them): one `export interface` per block, one
-// field per line as `name: type;` or `name?: type;`.
+// GENERATED from neuronwidget/widgets/messages.py (python -m neuronwidget.widgets.messages > js/messages.ts);
+// do not edit: change the Python types and generate again (tests/test_widgets.py checks it is up to date).
+// THE protocol between the kernel and these views: the widget state payloads and every custom
+// message and command, one interface per TypedDict, one union per direction.
 import type { Span } from "./buffers";
 import type { ConnectionsData } from "./connections";
 
 export type Side = "positive" | "negative";
 
-// ---- state payloads (model.get("_data")) ----------------------------------------------
-
-/** Tokens that together spell one character (byte-level BPE): tokens[i .. i+n) read as text. */
+/** Tokens that together spell one character: tokens[i .. i+n) read as ``text``. */
 export interface Group {
   i: number;
   n: number;
@@ -53,18 +49,16 @@ export interface CardData {
   seqs: CardSeq[];
 }
 
+/** What is shown about the neuron; which neuron and side are the view's traits (model, layer, neuron, side), not payload. */
 export interface Header {
   model: string;
   is_tiny: boolean;
-  layer: number;
-  neuron: number;
   n_layers: number;
   n_neurons: number;
   max: number;
   min: number;
   corpus: string;
   signed: boolean;
-  side: Side;
 }
 
 export interface Quantile {
@@ -100,20 +94,52 @@ export interface TokensData {
   title?: string;
 }
 
+/** One neuron in the Explorer's table for a token. */
+export interface TopRow {
+  layer: number;
+  neuron: number;
+  side: Side;
+  activation: number;
+  normalized: number;
+  explanation: string | null;
+  score: number | null;
+}
+
+/** The Explorer's text as tokens, per token its top neurons and their largest normalised value (which token is selected is the ``position`` trait). */
+export interface ExplorerData {
+  model: string;
+  is_tiny: boolean;
+  tokens: string[];
+  k: number;
+  tops: TopRow[][];
+  peak: number[];
+}
+
+export interface SearchRow {
+  model: string;
+  layer: number;
+  neuron: number;
+  side: Side;
+  explanation: string;
+  score: number | null;
+  explainer: string | null;
+  source: string | null;
+}
+
+export interface SearchData {
+  query: string;
+  model: string | null;
+  limit: number;
+  results: SearchRow[];
+  error: string | null;
+}
+
 export interface Status {
   task: string | null;
   done?: number;
   total?: number;
   message?: string;
   error?: string | null;
-}
-
-// ---- front end -> kernel ----------------------------------------------------------------
-
-export interface GotoRequest {
-  type: "goto";
-  layer: number;
-  neuron: number;
 }
 
 export interface MoreRequest {
@@ -133,15 +159,9 @@ export interface TestRequest {
   explanation: string;
 }
 
-/** best_of 1: one explanation; k > 1: the best of k on held-in records, then one revision. */
 export interface ExplainRequest {
   type: "explain";
   best_of: number;
-}
-
-export interface SideRequest {
-  type: "side";
-  side: Side;
 }
 
 export interface CancelRequest {
@@ -155,7 +175,7 @@ export interface EffectRequest {
   id: number;
 }
 
-/** Continue the prompt with the neuron clamped to strength × its max (× |min| below 0, signed), and without. */
+/** Continue ``prompt`` with the neuron clamped to ``strength`` × its max (× |min| below 0 on a signed neuron), and without. */
 export interface SteerRequest {
   type: "steer";
   prompt: string;
@@ -168,9 +188,24 @@ export interface BundleRequest {
   type: "bundle";
 }
 
-export type Request = GotoRequest | MoreRequest | TryRequest | TestRequest | ExplainRequest | SideRequest | CancelRequest | EffectRequest | SteerRequest | BundleRequest;
+export type Request = MoreRequest | TryRequest | TestRequest | ExplainRequest | CancelRequest | EffectRequest | SteerRequest | BundleRequest;
 
-// ---- kernel -> front end (the float32 activations travel in buffers[0]) -------------------
+/** Explorer / SearchBox: open this neuron in place (a command: the answer is an OpenReply). */
+export interface OpenRequest {
+  type: "open";
+  layer: number;
+  neuron: number;
+  model?: string;
+  side?: Side;
+}
+
+/** SearchBox: search the explanations for these words (results come back in ``_data``). */
+export interface SearchRequest {
+  type: "search";
+  query: string;
+}
+
+export type OpenerRequest = OpenRequest | SearchRequest;
 
 export interface MoreReply {
   type: "more";
@@ -191,8 +226,7 @@ export interface TokenValue {
   value: number;
 }
 
-/** Per token: KL(clean ‖ zeroed) and the tokens whose probability rose / fell most;
- *  per token but the last: the next token and the change of its log-probability. */
+/** Per token: KL(clean ‖ zeroed) of the next-token prediction and the tokens whose probability rose / fell most; per token but the last: the next token and the change of its log-probability. */
 export interface EffectReply {
   type: "effect";
   id: number;
@@ -227,3 +261,12 @@ export interface BundleReply {
 }
 
 export type Reply = MoreReply | TryReply | EffectReply | SteerReply | ErrorReply | BundleReply;
+
+/** The neuron is open in place (the ``_child`` NeuronView shows it). */
+export interface OpenedReply {
+  type: "opened";
+  layer: number;
+  neuron: number;
+}
+
+export type OpenReply = OpenedReply | ErrorReply;

@@ -142,6 +142,14 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
   const ui: UiState = UI.get(uid) ?? { tryText: "", testText: "", focus: null };
   if (uid) UI.set(uid, ui);
   const send = (msg: Request) => model.send(msg);
+  /** Navigate through the view's traits; the kernel answers with the new _data (or puts them back). */
+  const navigate = (to: { layer?: number; neuron?: number; side?: Side }) => {
+    for (const [key, value] of Object.entries(to)) model.set(key as "layer" | "neuron" | "side", value as never);
+    model.save_changes();
+  };
+  // a box left empty or not a whole number goes to the kernel as null, which says what is allowed
+  const goto = (layer: number, neuron: number) =>
+    navigate({ layer: Number.isInteger(layer) ? layer : (null as never), neuron: Number.isInteger(neuron) ? neuron : (null as never) });
   root.setAttribute("data-lm-suppress-shortcuts", "true");
   // A view whose output was re-rendered elsewhere (display update) is detached for good:
   // it stops listening instead of drawing and asking the kernel in the background.
@@ -316,7 +324,7 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
     const hd = d.header;
     header.replaceChildren();
     const title = h("div", "nw-title");
-    title.append(h("span", "nw-model", hd.model), h("span", "nw-id", ` · layer ${hd.layer} · neuron ${hd.neuron}`));
+    title.append(h("span", "nw-model", hd.model), h("span", "nw-id", ` · layer ${model.get("layer")} · neuron ${model.get("neuron")}`));
     const range = hd.signed ? `activations ${formatActivation(hd.min)} to ${formatActivation(hd.max)}` : `max activation ${formatActivation(hd.max)}`;
     const meta = h("div", "nw-meta", `${range} · corpus: ${hd.corpus}`);
     const nav = h("div", "nw-nav");
@@ -330,11 +338,12 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
       keepKeys(el, () => goto(Number(layerIn.value), Number(neuronIn.value)));
       return el;
     };
-    const goto = (layer: number, neuron: number) => send({ type: "goto", layer, neuron });
-    const layerIn = numberInput("layer", hd.layer, hd.n_layers);
-    const neuronIn = numberInput("neuron", hd.neuron, hd.n_neurons);
+    const layer = model.get("layer");
+    const neuron = model.get("neuron");
+    const layerIn = numberInput("layer", layer, hd.n_layers);
+    const neuronIn = numberInput("neuron", neuron, hd.n_neurons);
     const step = (delta: number) => {
-      const flat = (hd.layer * hd.n_neurons + hd.neuron + delta + hd.n_layers * hd.n_neurons) % (hd.n_layers * hd.n_neurons);
+      const flat = (layer * hd.n_neurons + neuron + delta + hd.n_layers * hd.n_neurons) % (hd.n_layers * hd.n_neurons);
       goto(Math.floor(flat / hd.n_neurons), flat % hd.n_neurons);
     };
     nav.append(
@@ -348,7 +357,7 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
       button("go", () => goto(Number(layerIn.value), Number(neuronIn.value))),
     );
     header.append(title, meta, nav);
-    if (hd.signed) header.appendChild(sideSwitch(hd.side));
+    if (hd.signed) header.appendChild(sideSwitch(side));
   }
 
   function sideSwitch(current: Side): HTMLElement {
@@ -357,7 +366,7 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
     box.setAttribute("aria-label", "which side of the neuron to explain");
     box.appendChild(h("span", "nw-label", "side:"));
     for (const s of ["positive", "negative"] as Side[]) {
-      const b = button(s === "positive" ? "positive ▲" : "negative ▼", () => s !== current && send({ type: "side", side: s }), display.sides[s]);
+      const b = button(s === "positive" ? "positive ▲" : "negative ▼", () => s !== current && navigate({ side: s }), display.sides[s]);
       b.classList.add("nw-side-btn", `nw-side-${s}`);
       b.setAttribute("role", "radio");
       b.setAttribute("aria-checked", String(s === current));
@@ -377,7 +386,7 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
     }
     if (!d.cards.length) {
       const empty = h("div", "nw-empty");
-      const which = d.header.signed ? ` (${d.header.side} side)` : "";
+      const which = d.header.signed ? ` (${side} side)` : "";
       empty.append(
         h("div", "nw-note", `No explanation for this neuron${which} yet.`),
       );
@@ -411,7 +420,7 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
     const d = model.get("_data") as NeuronData;
     const values = toFloat32(model.get("_buf"));
     if (!d || !d.header) return showError("No neuron loaded.");
-    side = d.header.side ?? "positive";
+    side = model.get("side") ?? "positive";
     scale = { max: d.header.max, min: d.header.min, diverging: !!d.diverging };
     current = d.header;
     describeStrength();
@@ -426,15 +435,15 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
     topBox.replaceChildren(...d.top.map((r) => centredRecord(r, values, scale, negative)));
     moreBtn.hidden = d.top.length >= d.top_total;
     sideBox.replaceChildren(h("div", "nw-section", "Activation histogram"), histogram(d.hist.edges, d.hist.counts, d.header.max, d.hist.caption));
-    sideBox.append(...connectionsSection(d.connections, (layer, neuron) => model.send({ type: "goto", layer, neuron })));
+    sideBox.append(...connectionsSection(d.connections, (layer, neuron) => navigate({ layer, neuron })));
     drawSamples(d, values);
     legendBox.replaceChildren(legend(scale));
     // the user's text runs again only when the neuron or side changed (not for a new card)
-    const shown = `${d.header.layer}/${d.header.neuron}/${side}`;
+    const shown = `${model.get("model")}/${model.get("layer")}/${model.get("neuron")}/${side}`;
     if (shown !== shownKey || !tryOut.childElementCount) {
       tryOut.replaceChildren();
       effectOut.replaceChildren();
-      const neuronKey = `${d.header.layer}/${d.header.neuron}`;
+      const neuronKey = `${model.get("layer")}/${model.get("neuron")}`;
       if (ui.lastSteer && ui.steerKey === neuronKey) steerOut.replaceChildren(steerTable(ui.lastSteer));
       else steerOut.replaceChildren(); // none yet, or a continuation of another neuron
       if (tryInput.value.trim()) sendTry();
@@ -469,7 +478,7 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
       steerOut.classList.remove("nw-pending");
       steerOut.replaceChildren(steerTable(msg));
       ui.lastSteer = msg;
-      ui.steerKey = current ? `${current.layer}/${current.neuron}` : "";
+      ui.steerKey = `${model.get("layer")}/${model.get("neuron")}`;
     } else if (msg?.type === "error") {
       if (msg.action === "effect") {
         const err = h("div", "nw-error", String(msg.message));

@@ -1,7 +1,7 @@
 // The widget models as the views see them, typed with @anywidget/types. The payload and
 // message types live in messages.ts (the protocol shared with Python).
 import type { AnyModel } from "@anywidget/types";
-import type { CardData, NeuronData, Status, TokensData } from "./messages";
+import type { CardData, NeuronData, Side, Status, TokensData } from "./messages";
 
 export type { CardData, CardSeq, Group, Header, NeuronData, Rec, Status, TokensData } from "./messages";
 
@@ -9,7 +9,19 @@ export type { CardData, CardSeq, Group, Header, NeuronData, Rec, Status, TokensD
 export type Bytes = DataView | ArrayBuffer | ArrayBufferView | null;
 
 // type aliases, not interfaces: AnyModel<T> needs T to be a plain object type
-export type NeuronState = { _view_kind: "neuron"; _data: NeuronData; _buf: Bytes; _status: Status; _uid: string };
+// model, layer, neuron and side are the view's public traits: set them to navigate (the kernel
+// answers with the new _data, or puts them back and reports why in _status)
+export type NeuronState = {
+  _view_kind: "neuron";
+  model: string;
+  layer: number;
+  neuron: number;
+  side: Side;
+  _data: NeuronData;
+  _buf: Bytes;
+  _status: Status;
+  _uid: string;
+};
 export type TokensState = { _view_kind: "tokens"; _data: TokensData; _buf: Bytes };
 export type CardState = { _view_kind: "card"; _data: CardData; _buf: Bytes };
 export type AnyState = { _view_kind: string };

@@ -4,12 +4,12 @@ import type { Render } from "@anywidget/types";
 import "./widget.css";
 import { installThemeCss } from "./color";
 import { h } from "./dom";
-import { renderExplorer, renderSearchBox } from "./explorer";
+import { type Invoke, renderExplorer, renderSearchBox } from "./explorer";
 import { renderNeuronView } from "./neuronview";
 import { renderCardView, renderTokenView } from "./tokenview";
 import type { AnyState, Model } from "./types";
 
-type ViewRenderer = (model: Model<any>, root: HTMLElement) => () => void;
+type ViewRenderer = (model: Model<any>, root: HTMLElement, invoke?: Invoke) => () => void;
 
 export const VIEWS: Record<string, ViewRenderer> = {
   neuron: renderNeuronView,
@@ -19,7 +19,7 @@ export const VIEWS: Record<string, ViewRenderer> = {
   search: renderSearchBox,
 };
 
-const render: Render<AnyState> = ({ model, el }) => {
+const render: Render<AnyState> = ({ model, el, experimental }) => {
   installThemeCss();
   const root = h("div", "nw-root");
   el.appendChild(root);
@@ -27,7 +27,7 @@ const render: Render<AnyState> = ({ model, el }) => {
   try {
     const view = VIEWS[kind];
     if (!view) throw new Error(`unknown view kind ${JSON.stringify(kind)}`);
-    return view(model, root);
+    return view(model, root, experimental?.invoke as Invoke | undefined);
   } catch (e) {
     const err = h("div", "nw-error", `neuronwidget could not draw this view: ${(e as Error).message}. Re-run the cell; if it persists, report it with this message.`);
     root.replaceChildren(err);

@@ -31,19 +31,34 @@ def test_explorer_shows_every_tokens_top_neurons_and_opens_one_in_place(tiny, tm
     assert list(zip(table.layer, table.neuron)) == list(zip(alone.layer, alone.neuron))
     assert table.activation.tolist() == pytest.approx(alone.activation.tolist(), rel=1e-4, abs=1e-6)
 
+    # the token selected is the position trait (the strongest token at first); text is a trait too
+    assert ex.position == max(range(len(d["peak"])), key=d["peak"].__getitem__)
+    ex.position = 4
+    assert ex.top().equals(ex.top(4)) and "background:#ffd27a;white-space:pre\">" + html.escape(d["tokens"][4]) in ex._repr_html_()
+    with pytest.raises(ValueError, match="out of range"):
+        ex.position = len(d["tokens"])
+    assert ex.position == 4
     r = d["tops"][4][0]
-    ex._on_msg(ex, {"type": "open", "layer": r["layer"], "neuron": r["neuron"]})
+    assert ex.open_request({"type": "open", "layer": r["layer"], "neuron": r["neuron"]}, []) == \
+        ({"type": "opened", "layer": r["layer"], "neuron": r["neuron"]}, [])
     view = ex.neuron_view
     assert isinstance(view, nw.NeuronView) and (view.layer, view.neuron) == (r["layer"], r["neuron"])
     assert view._index is index
-    ex._on_msg(ex, {"type": "open", "layer": 2, "neuron": 5})
+    ex.open_request({"type": "open", "layer": 2, "neuron": 5}, [])
     assert ex.neuron_view is view and (view.layer, view.neuron) == (2, 5)  # one view, reloaded
-    ex._on_msg(ex, {"type": "open", "layer": 2, "neuron": 5, "side": "negative"})  # a row of the negative side
+    ex.open_request({"type": "open", "layer": 2, "neuron": 5, "side": "negative"}, [])  # a row of the negative side
     assert ex.neuron_view is view and view.side == ("negative" if view.signed else "positive")
-    ex._on_msg(ex, {"type": "open", "layer": 99, "neuron": 5})  # bad input: an error in the view
+    reply, _ = ex.open_request({"type": "open", "layer": 99, "neuron": 5}, [])  # bad input: an error in the view
+    assert reply["type"] == "error" and reply["message"] == ex._status["error"]
     assert ex._status["error"].startswith("that neuron could not be opened: layer") and (view.layer, view.neuron) == (2, 5)
     page = ex._repr_html_()
     assert "Explorer" in page and all(html.escape(t) in page for t in d["tokens"])
+    ex.text = "Paris is a city"  # another text: new tokens, the position at its strongest token
+    assert ex._data["tokens"] == engine.tokenize("Paris is a city") and ex.position == max(
+        range(len(ex._data["peak"])), key=ex._data["peak"].__getitem__)
+    with pytest.raises(ValueError, match="at most 20000"):
+        ex.text = "x" * 20_001
+    assert ex.text == "Paris is a city" and ex._data["tokens"] == engine.tokenize("Paris is a city")
 
 
 @pytest.mark.parametrize("text, message", [("", "text is empty"), (None, "non-empty string"),
@@ -84,6 +99,6 @@ def test_searchbox_lists_results_and_opens_a_neuronview(tiny, tmp_path):
     assert "no words to search for" in box._data["error"]
     box._on_msg(box, {"type": "search", "query": "  "})  # the box emptied: cleared, no error
     assert box._data["results"] == [] and box._data["error"] is None
-    box._on_msg(box, {"type": "open", "layer": 2, "neuron": 9, "model": "tiny"})
+    box.open_request({"type": "open", "layer": 2, "neuron": 9, "model": "tiny"}, [])
     assert (box.neuron_view.layer, box.neuron_view.neuron) == (2, 9)
     assert st.count() == 1

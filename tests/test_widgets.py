@@ -213,7 +213,8 @@ def test_neuronview_state_carries_engine_values_as_binary(tiny):
     record = index.record(1, 3)
     hd = data["header"]
     assert hd["model"] == engine.model_name and "random weights" in hd["model"] and hd["is_tiny"]
-    assert (hd["layer"], hd["neuron"]) == (1, 3) and hd["max"] == pytest.approx(record.max_activation)
+    assert (state["model"], state["layer"], state["neuron"], state["side"]) == ("tiny", 1, 3, "positive")
+    assert hd["max"] == pytest.approx(record.max_activation)
     assert hd["corpus"] == index.corpus_name
     assert data["top_total"] == len(record.most_positive_activation_records) > len(data["top"]) == 10
     for got, want in zip(data["top"], record.most_positive_activation_records):
@@ -249,21 +250,129 @@ def test_neuronview_messages_try_more_goto(tiny):
     assert [r["tokens"] for r in reply["records"]] == [r.tokens for r in want]
     np.testing.assert_array_equal(unpack(bufs[0], reply["records"][4]["a"]), np.float32(want[4].activations))
 
-    view._on_custom_msg(view, {"type": "goto", "layer": 2, "neuron": 5}, [])
-    assert (view.layer, view.neuron) == (2, 5) and view._data["header"]["neuron"] == 5
-    view._on_custom_msg(view, {"type": "goto", "layer": 99, "neuron": 5}, [])
+    # the front end navigates by setting the traits (one update, both at once)
+    view.set_state({"layer": 2, "neuron": 5})
+    assert (view.layer, view.neuron) == (2, 5)
+    assert view._data["top"][0]["tokens"] == index.record(2, 5).most_positive_activation_records[0].tokens
+    view.set_state({"layer": 99, "neuron": 5})
     assert sent[-1][0] == {"type": "error", "message": "that neuron could not be opened: layer must be in 0..3 for "
                            f"{engine.model_name}, got 99"}
     assert "layer must be in 0..3" in view._status["error"] and (view.layer, view.neuron) == (2, 5)
     # requests outside the protocol are refused, saying what is allowed
     view._on_custom_msg(view, {"type": "more", "group": "top", "start": 0, "stop": 1}, [])
     assert "unexpected ['group']" in sent[-1][0]["message"]
-    view._on_custom_msg(view, {"type": "goto", "layer": None, "neuron": 5}, [])  # an emptied number box
+    view.set_state({"layer": None, "neuron": 5})  # an emptied number box
     assert sent[-1][0]["message"] == "that neuron could not be opened: layer must be an integer, got None"
+    assert (view.layer, view.neuron) == (2, 5)
     view._on_custom_msg(view, {"type": "launch"}, [])
-    assert "expected one of goto, more, try, test, explain, side, cancel" in sent[-1][0]["message"]
+    assert "expected one of more, try, test, explain, cancel" in sent[-1][0]["message"]
     with pytest.raises(ValueError, match="neuron must be in 0..383"):
         NeuronView(1, 384, model="tiny", index=index)
+
+
+def test_neuronview_state_is_public_traits(tiny):
+    """model, layer, neuron and side are synced traits: setting one navigates, observe and
+    ipywidgets.link work, an impossible value is refused and the traits go back."""
+    import ipywidgets
+    import traitlets
+
+    from neuronwidget.widgets import NeuronView
+
+    engine, index = tiny
+    view = NeuronView(1, 3, model="tiny", index=index)
+    assert {"model", "layer", "neuron", "side"} <= set(view.keys)  # synced with the front end
+    seen = []
+    view.observe(lambda change: seen.append((change["name"], change["new"])), names=["layer", "neuron"])
+    view.layer = 2
+    assert seen == [("layer", 2)] and view.record.neuron_id.layer_index == 2
+    assert view._data["top"][0]["tokens"] == index.record(2, 3).most_positive_activation_records[0].tokens
+    view.goto(0, 9)
+    assert (view.layer, view.neuron) == (0, 9) and seen[-2:] == [("layer", 0), ("neuron", 9)]
+    with pytest.raises(ValueError, match="neuron must be in 0..383"):
+        view.neuron = 384
+    assert view.neuron == 9 and view.record.neuron_id.neuron_index == 9  # put back
+    with pytest.raises(traitlets.TraitError):
+        view.side = "sideways"
+    other = NeuronView(1, 3, model="tiny", index=index)
+    link = ipywidgets.link((view, "neuron"), (other, "neuron"))
+    view.neuron = 4
+    assert other.neuron == 4 and other.record.neuron_id.neuron_index == 4
+    link.unlink()
+    # an unsigned neuron has no negative side: refused from Python, shown from the front end
+    if not view.signed:
+        with pytest.raises(ValueError, match="no negative side"):
+            view.side = "negative"
+        assert view.side == "positive"
+    # a view given an index cannot switch model; the trait goes back
+    with pytest.raises(ValueError, match="given its index"):
+        view.model = "gpt2"
+    assert view.model == "tiny"
+
+
+def test_no_module_state_is_shared_by_every_view():
+    """Each piece of state has an owner: views own their explanations and published-data
+    switch, models own their pass lock. No widget module keeps mutable state at module level."""
+    import importlib
+    import types
+
+    for name in ("neuron_view", "views", "explorer", "static_html", "messages", "_base"):
+        mod = importlib.import_module(f"neuronwidget.widgets.{name}")
+        for attr, value in vars(mod).items():
+            if attr.startswith("__") or isinstance(value, (types.ModuleType, type, types.FunctionType)):
+                continue
+            mutable = isinstance(value, (dict, list, set, bool)) and not attr.isupper()
+            assert not mutable and "lock" not in attr.lower(), f"{name}.{attr} is module-global state"
+
+
+def test_two_views_try_at_once_on_one_engine(tiny):
+    """No engine-wide lock in the views: two views' tries run on their own threads at once, and
+    the capture keeps each forward pass to its own call (the model's pass lock)."""
+    from neuronwidget.widgets import NeuronView
+
+    engine, index = tiny
+    views = [NeuronView(1, 3, model="tiny", index=index), NeuronView(3, 7, model="tiny", index=index)]
+    sents = [capture(v) for v in views]
+    texts = [f"The {w} sat on the mat, and then {w} left. " * (1 + i % 3) for i, w in enumerate(["cat", "dog", "eel"] * 3)]
+    barrier = threading.Barrier(2)
+
+    def run(view):
+        barrier.wait()
+        for i, text in enumerate(texts):
+            view._on_custom_msg(view, {"type": "try", "text": text, "id": i}, [])
+            view._on_custom_msg(view, {"type": "effect", "text": text, "id": i}, [])
+        view.wait(300)
+
+    threads = [threading.Thread(target=run, args=(v,)) for v in views]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    for view, sent in zip(views, sents):
+        assert not [c for c, _ in sent if c["type"] == "error"], [c for c, _ in sent if c["type"] == "error"][:1]
+        tries = [(c, b) for c, b in sent if c["type"] == "try"]
+        assert [c["id"] for c, _ in tries] == list(range(len(texts)))
+        for (reply, bufs), text in zip(tries, texts):
+            want = engine.activations(text, view.layer, view.neuron)
+            np.testing.assert_array_equal(unpack(bufs[0], reply["a"]), np.float32(want.activations))
+        assert len([c for c, _ in sent if c["type"] == "effect"]) == len(texts)
+    # the engine itself, four threads at once: each capture sees its own forward pass only
+    errors, results = [], {}
+
+    def capture_many(k):
+        try:
+            for text in texts:
+                results[(k, text)] = engine.activations(text, k % 4, 5).activations
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=capture_many, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert errors == []
+    for (k, text), acts in results.items():
+        np.testing.assert_array_equal(acts, engine.activations(text, k % 4, 5).activations)
 
 
 def test_neuronview_test_and_explain_return_scored_cards(tiny):
@@ -300,8 +409,8 @@ def test_neuronview_test_and_explain_return_scored_cards(tiny):
     view._on_custom_msg(view, {"type": "explain", "best_of": 50}, [])
     assert "best_of must be in 1..20" in sent[-1][0]["message"]
     # going away and back keeps them; the static fallback shows them escaped
-    view._on_custom_msg(view, {"type": "goto", "layer": 0, "neuron": 8}, [])
-    view._on_custom_msg(view, {"type": "goto", "layer": 0, "neuron": 7}, [])
+    view.neuron = 8
+    view.neuron = 7
     assert len(view._data["cards"]) == 3
     html = view._repr_html_()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script" not in html
@@ -426,12 +535,12 @@ def test_signed_neuron_sides_payload_and_scoring(tiny):
     view = NeuronView(2, 11, model="tiny", index=index, simulator="baseline")
     sent = capture(view)
     hd = view._data["header"]
-    assert hd["signed"] and hd["side"] == "positive" and view._data["diverging"] is True
+    assert hd["signed"] and view.side == "positive" and view._data["diverging"] is True
     assert hd["min"] == pytest.approx(record.most_negative_activation_records[0].min_activation)
-    view._on_custom_msg(view, {"type": "side", "side": "negative"}, [])
+    view.set_state({"side": "negative"})  # the side switch
     state, _, bufs = state_buffers(view)
     data = state["_data"]
-    assert data["header"]["side"] == "negative" and view.side == "negative"
+    assert state["side"] == "negative" and view.side == "negative"
     first = record.most_negative_activation_records[0]
     assert data["top"][0]["tokens"] == first.tokens
     np.testing.assert_array_equal(unpack(bufs[0], data["top"][0]["a"]), np.float32(first.activations))  # as they are
@@ -444,7 +553,7 @@ def test_signed_neuron_sides_payload_and_scoring(tiny):
     assert card["score"] == want.score
     assert sh.SIDES["negative"] in view._repr_html_() and "Most negative examples" in view._repr_html_()
     # the positive side keeps its own explanations
-    view._on_custom_msg(view, {"type": "side", "side": "positive"}, [])
+    view.side = "positive"
     assert view._data["cards"] == [] or all(c["side"] == "positive" for c in view._data["cards"])
     view._on_custom_msg(view, {"type": "more", "start": 10, "stop": 12}, [])
     assert sent[-1][0]["type"] == "more"
@@ -452,56 +561,29 @@ def test_signed_neuron_sides_payload_and_scoring(tiny):
 
 # ---- one protocol, one source: Python and TypeScript checked against each other -------------
 
-def _ts_interfaces(source: str) -> dict[str, dict[str, tuple[str, bool]]]:
-    out: dict[str, dict[str, tuple[str, bool]]] = {}
-    for name, body in re.findall(r"export interface (\w+) \{\n(.*?)\n\}", source, re.S):
-        fields = {}
-        for line in body.splitlines():
-            m = re.fullmatch(r"\s*(\w+)(\?)?: (.+);", line)
-            assert m, f"{name}: cannot parse {line!r} (one field per line, `name: type;`)"
-            fields[m[1]] = (m[3], bool(m[2]))
-        out[name] = fields
-    return out
-
-
-def _ts_type(tp) -> str:
-    import typing
-
-    from neuronwidget.widgets import messages as m
-
-    if tp is m.Side:
-        return "Side"
-    if tp == m.Span:
-        return "Span"
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Literal:
-        return " | ".join(f'"{a}"' for a in args)
-    if origin is typing.Union:
-        rest = [a for a in args if a is not type(None)]
-        return " | ".join(_ts_type(a) for a in rest) + (" | null" if len(rest) < len(args) else "")
-    if origin is list:
-        return f"{_ts_type(args[0])}[]"
-    return {int: "number", float: "number", str: "string", bool: "boolean"}.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def test_message_protocol_is_the_same_on_both_sides():
+def test_message_protocol_is_generated_from_python():
+    """js/messages.ts is messages.py's types written as TypeScript (no parsing of the TS: tsc
+    checks every view against the generated file). Fails when either side was edited alone."""
     import typing
 
     from neuronwidget.widgets import messages as m
 
     source = (ROOT / "js" / "messages.ts").read_text()
-    ts = _ts_interfaces(source)
-    py = {t.__name__: t for t in (*m.PAYLOADS, *m.REQUESTS.values(), *m.REPLIES.values())}
-    assert set(ts) == set(py)
-    for name, td in py.items():
-        hints = typing.get_type_hints(td)
-        want = {k: (_ts_type(v), k in td.__optional_keys__) for k, v in hints.items()}
-        assert ts[name] == want, name
-    for union, members in (("Request", m.REQUESTS), ("Reply", m.REPLIES)):
-        ts_members = re.search(rf"export type {union} = (.+);", source)[1].split(" | ")
-        assert ts_members == [t.__name__ for t in members.values()]
-    side = re.search(r'export type Side = (.+);', source)[1]
-    assert side == " | ".join(f'"{a}"' for a in typing.get_args(m.Side))
+    assert source == m.typescript(), "js/messages.ts is out of date: python -m neuronwidget.widgets.messages > js/messages.ts"
+    # what the generator writes, checked on a few shapes that matter
+    assert "export interface OpenRequest {\n  type: \"open\";\n  layer: number;\n  neuron: number;\n  model?: string;\n" \
+           "  side?: Side;\n}" in source
+    assert "  sim: Span | null;\n" in source and "  tops: TopRow[][];\n" in source
+    for union in ("Request", "Reply", "OpenerRequest", "OpenReply"):
+        members = " | ".join(t.__name__ for t in typing.get_args(getattr(m, union)))
+        assert f"export type {union} = {members};" in source
+    every = {*m.PAYLOADS, *m.REQUESTS.values(), *m.REPLIES.values(), *m.OPENER_REQUESTS.values(), m.OpenedReply}
+    assert all(f"export interface {t.__name__} {{" in source for t in every)
+    # the Explorer's and SearchBox's messages are checked like NeuronView's
+    with pytest.raises(ValueError, match="side must be one of"):
+        m.parse_request({"type": "open", "layer": 1, "neuron": 2, "side": "up"}, m.OPENER_REQUESTS)
+    with pytest.raises(ValueError, match="unexpected \\['x'\\]"):
+        m.parse_request({"type": "search", "query": "a", "x": 1}, m.OPENER_REQUESTS)
 
 
 def _run_js(tmp_path, code: str, payload) -> object:

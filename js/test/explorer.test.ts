@@ -14,8 +14,12 @@ function neuronState() {
   const tokens = ["a", "b", "c"];
   return {
     _view_kind: "neuron",
+    model: "tiny",
+    layer: 1,
+    neuron: 3,
+    side: "positive",
     _data: {
-      header: { model: "tiny", is_tiny: true, layer: 1, neuron: 3, n_layers: 2, n_neurons: 8, max: 4, min: 0, corpus: "c", signed: false, side: "positive" },
+      header: { model: "tiny", is_tiny: true, n_layers: 2, n_neurons: 8, max: 4, min: 0, corpus: "c", signed: false },
       top: [{ tokens, a: [0, 3] }], top_total: 1, random: [], quantiles: [],
       hist: { edges: [0, 1, 2], counts: [3, 1], caption: "all tokens" }, cards: [],
       explainer: "baseline", simulator: "baseline", diverging: false,
@@ -34,11 +38,13 @@ function mountExplorer() {
       tops: [[row(0, 1, null)], [row(2, 7, HOSTILE), row(1, 4, "commas")], []], peak: [0.2, 0.9, 0] },
     _status: {},
     _child: null,
+    text: "The <img> end",
+    position: 1,
   });
   const root = document.createElement("div");
   root.className = "nw-root";
   document.body.appendChild(root);
-  const cleanup = renderExplorer(model as any, root);
+  const cleanup = renderExplorer(model as any, root, model.invoke);
   return { model, root, cleanup };
 }
 
@@ -48,23 +54,33 @@ afterEach(() => {
 });
 
 describe("Explorer", () => {
-  it("shows tokens as text, the top neurons of the focused token, and asks to open one", () => {
+  it("shows tokens as text, the top neurons of the focused token, and asks to open one", async () => {
     const { model, root } = mountExplorer();
     const toks = Array.from(root.querySelectorAll<HTMLElement>(".nw-xtok"));
     expect(toks.map((t) => t.textContent)).toEqual(["The", HOSTILE, " end"]);
     expect(root.querySelector("img")).toBeNull();
-    // the token with the highest peak is selected first
+    // the token selected is the position trait (the kernel starts it at the strongest token)
     expect(toks[1].classList.contains("nw-xsel")).toBe(true);
     expect(Array.from(root.querySelectorAll(".nw-xrow .nw-xid")).map((e) => e.textContent)).toEqual(["L2/N7", "L1/N4"]);
     expect(root.querySelector(".nw-xrow .nw-xexpl")!.textContent).toBe(HOSTILE);
     toks[0].dispatchEvent(new FocusEvent("focus"));
+    expect(model.saved.at(-1)).toEqual({ position: 0 }); // the user's choice goes to the kernel as the trait
     expect(Array.from(root.querySelectorAll(".nw-xrow .nw-xid")).map((e) => e.textContent)).toEqual(["L0/N1"]);
     expect(root.querySelector(".nw-xrow .nw-xexpl")!.textContent).toBe("no explanation yet");
     toks[2].click();
     expect(root.textContent).toContain("No neuron fires above zero here.");
-    toks[1].click();
+    model.set("position", 1); // from Python: ex.position = 1
+    expect(toks[1].classList.contains("nw-xsel") && !toks[2].classList.contains("nw-xsel")).toBe(true);
+    // opening is a command (request/response): its error answer shows in the view
     (root.querySelectorAll<HTMLButtonElement>(".nw-xrow")[1]).click();
-    expect(model.sent.at(-1)!.content).toEqual({ type: "open", layer: 1, neuron: 4, side: "positive" });
+    expect(model.invoked.at(-1)).toEqual({ name: "open_request", msg: { type: "open", layer: 1, neuron: 4, side: "positive" } });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(root.querySelector(".nw-error")!.textContent).toBe("no kernel in tests");
+    // a new text from the kernel: new tokens, the position it chose
+    model.state.position = 0;
+    model.set("_data", { model: "tiny", is_tiny: true, tokens: ["a", "b"], k: 2, tops: [[row(1, 1, null)], []], peak: [0.5, 0] });
+    expect(Array.from(root.querySelectorAll(".nw-xtok")).map((t) => t.textContent)).toEqual(["a", "b"]);
+    expect(root.querySelector(".nw-xsel")!.textContent).toBe("a");
   });
 
   it("renders the NeuronView the kernel opens in place, and goes back", async () => {
@@ -81,7 +97,7 @@ describe("Explorer", () => {
     expect(panel.querySelector(".nw-conn-token")!.textContent).toBe(HOSTILE);
     expect(panel.querySelector("img")).toBeNull();
     panel.querySelector<HTMLButtonElement>(".nw-conn-neuron")!.click();
-    expect(child.sent.at(-1)!.content).toEqual({ type: "goto", layer: 0, neuron: 5 });
+    expect(child.saved.at(-1)).toEqual({ layer: 0, neuron: 5 });
     root.querySelector<HTMLButtonElement>(".nw-back")!.click();
     expect(panel.hidden).toBe(true);
     expect(root.querySelector<HTMLElement>(".nw-explorer")!.hidden).toBe(false);
@@ -90,7 +106,7 @@ describe("Explorer", () => {
   it("says so when the front end cannot nest widgets", async () => {
     const { model, root } = mountExplorer();
     (model as any).widget_manager = undefined;
-    model.emit("msg:custom", { type: "opened", layer: 1, neuron: 3 });
+    model.answer = () => ({ type: "opened", layer: 1, neuron: 3 });
     model.set("_child", "anywidget:abc");
     await new Promise((r) => setTimeout(r, 0));
     expect(root.querySelector(".nw-error")!.textContent).toContain("cannot show a NeuronView inside");
@@ -98,11 +114,11 @@ describe("Explorer", () => {
 });
 
 describe("SearchBox", () => {
-  it("sends the query, lists results as text, opens one with its model", () => {
+  it("sends the query, lists results as text, opens one with its model", async () => {
     const model = new FakeModel({ _view_kind: "search", _data: { query: "", model: null, limit: 20, results: [], error: null }, _child: null, _status: {} });
     const root = document.createElement("div");
     document.body.appendChild(root);
-    renderSearchBox(model as any, root);
+    renderSearchBox(model as any, root, model.invoke);
     const input = root.querySelector<HTMLInputElement>(".nw-search-input")!;
     input.value = "capital cities";
     input.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter" }));
@@ -111,8 +127,11 @@ describe("SearchBox", () => {
       results: [{ model: "gpt2", layer: 5, neuron: 131, side: "positive", explanation: HOSTILE, score: 0.8, explainer: "x", source: "s" }] });
     expect(root.querySelector(".nw-xexpl")!.textContent).toBe(HOSTILE);
     expect(root.querySelector("img")).toBeNull();
+    model.answer = () => ({ type: "opened", layer: 5, neuron: 131 });
     root.querySelector<HTMLButtonElement>(".nw-xrow")!.click();
-    expect(model.sent.at(-1)!.content).toEqual({ type: "open", layer: 5, neuron: 131, model: "gpt2", side: "positive" });
+    expect(model.invoked.at(-1)).toEqual({ name: "open_request", msg: { type: "open", layer: 5, neuron: 131, model: "gpt2", side: "positive" } });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(root.querySelector(".nw-error")).toBeNull();
     model.set("_data", { query: "*", model: null, limit: 20, results: [], error: "query '*' has no words to search for" });
     expect(root.querySelector(".nw-error")!.textContent).toContain("no words");
   });

@@ -5,6 +5,9 @@ type Handler = (...args: any[]) => void;
 
 export class FakeModel implements AnyModel<Record<string, any>> {
   sent: { content: any; buffers?: unknown }[] = [];
+  /** What each save_changes() sent to the kernel: the traits set since the one before. */
+  saved: Record<string, unknown>[] = [];
+  private dirty: Record<string, unknown> = {};
   private handlers = new Map<string, Handler[]>();
   widget_manager = { get_model: () => Promise.reject(new Error("no widget manager in tests")) };
   constructor(public state: Record<string, any>) {}
@@ -13,9 +16,13 @@ export class FakeModel implements AnyModel<Record<string, any>> {
   }
   set(name: string | number | symbol, value: unknown) {
     this.state[name as string] = value;
+    this.dirty[name as string] = value;
     this.emit(`change:${String(name)}`);
   }
-  save_changes() {}
+  save_changes() {
+    this.saved.push(this.dirty);
+    this.dirty = {};
+  }
   on(event: string, cb: Handler) {
     this.handlers.set(event, [...(this.handlers.get(event) ?? []), cb]);
   }
@@ -26,6 +33,13 @@ export class FakeModel implements AnyModel<Record<string, any>> {
   send(content: unknown, _callbacks?: unknown, buffers?: unknown) {
     this.sent.push({ content, buffers });
   }
+  /** anywidget's experimental.invoke as the kernel answers it: records the request, replies with `answer`. */
+  invoked: { name: string; msg: any }[] = [];
+  answer: (name: string, msg: any) => any = () => ({ type: "error", message: "no kernel in tests" });
+  invoke = async <T>(name: string, msg?: any): Promise<[T, DataView[]]> => {
+    this.invoked.push({ name, msg });
+    return [this.answer(name, msg) as T, []];
+  };
   emit(event: string, ...args: unknown[]) {
     for (const h of this.handlers.get(event) ?? []) h(...args);
   }

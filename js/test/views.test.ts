@@ -73,10 +73,13 @@ describe("ExplanationCard", () => {
   });
 });
 
+/** The view's traits: which neuron and side it shows. */
+const AT = { model: "tiny", layer: 1, neuron: 3, side: "positive" };
+
 function neuronData(): NeuronData {
   const tokens = Array.from({ length: 64 }, (_, i) => ` t${i}`);
   return {
-    header: { model: "tiny (random weights — not a real GPT-2)", is_tiny: true, layer: 1, neuron: 3, n_layers: 2, n_neurons: 8, max: 4, min: 0, corpus: "test corpus", signed: false, side: "positive" },
+    header: { model: "tiny (random weights — not a real GPT-2)", is_tiny: true, n_layers: 2, n_neurons: 8, max: 4, min: 0, corpus: "test corpus", signed: false },
     top: [{ tokens, a: [0, 64] }],
     top_total: 3,
     random: [{ tokens: HOSTILE, a: [64, 5] }],
@@ -92,7 +95,7 @@ function neuronData(): NeuronData {
 describe("NeuronView", () => {
   const acts = Array.from({ length: 69 }, (_, i) => (i === 40 ? 4 : i % 3));
   it("renders header, centred records, histogram and asks the kernel for more", () => {
-    const { el, model } = mount({ _view_kind: "neuron", _data: neuronData(), _buf: f32(acts), _status: {} });
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _buf: f32(acts), _status: {} });
     expect(el.querySelector(".nw-model")!.textContent).toContain("tiny (random weights");
     expect(el.textContent).toContain("layer 1 · neuron 3");
     const short = el.querySelector(".nw-rec .nw-seq:not([hidden])")!;
@@ -106,12 +109,15 @@ describe("NeuronView", () => {
     expect(el.querySelectorAll(".nw-top .nw-rec").length).toBe(2);
   });
   it("navigates, tries text and tests explanations through messages", async () => {
-    const { el, model } = mount({ _view_kind: "neuron", _data: neuronData(), _buf: f32(acts), _status: {} });
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _buf: f32(acts), _status: {} });
     const btn = (label: string) => Array.from(el.querySelectorAll<HTMLButtonElement>("button")).find((b) => b.textContent === label)!;
-    btn("next ▶").click();
-    expect(model.sent.at(-1)!.content).toEqual({ type: "goto", layer: 1, neuron: 4 });
+    btn("next ▶").click(); // navigation sets the traits; the kernel answers with the new _data
+    expect(model.saved.at(-1)).toEqual({ layer: 1, neuron: 4 });
+    model.set("neuron", 3);
     btn("◀ prev").click();
-    expect(model.sent.at(-1)!.content).toEqual({ type: "goto", layer: 1, neuron: 2 });
+    expect(model.saved.at(-1)).toEqual({ layer: 1, neuron: 2 });
+    model.state.neuron = 3; // the kernel puts it back (say, the neuron could not be opened)
+    expect(model.sent.filter((m) => m.content.type === "goto")).toEqual([]);
 
     const input = el.querySelector<HTMLTextAreaElement>(".nw-try-input")!;
     input.value = "hello <b>world</b>";
@@ -148,7 +154,7 @@ describe("NeuronView", () => {
     expect((window as any).__pwned).toBeUndefined();
   });
   it("keeps keys in the view: Enter is a new line, Ctrl/Cmd+Enter scores, nothing reaches the notebook", () => {
-    const { el, model } = mount({ _view_kind: "neuron", _data: neuronData(), _buf: f32(acts), _status: {} });
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _buf: f32(acts), _status: {} });
     const seen: string[] = [];
     document.body.addEventListener("keydown", (e) => seen.push(e.key));
     const test = el.querySelector<HTMLTextAreaElement>(".nw-test-input")!;
@@ -170,7 +176,7 @@ describe("NeuronView", () => {
     expect(seen).toEqual([]);
   });
   it("clears an error when the next result arrives", async () => {
-    const { el, model } = mount({ _view_kind: "neuron", _data: neuronData(), _buf: f32(acts), _status: {} });
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _buf: f32(acts), _status: {} });
     const input = el.querySelector<HTMLTextAreaElement>(".nw-try-input")!;
     input.value = "x".repeat(5000);
     input.dispatchEvent(new Event("input"));
@@ -189,19 +195,20 @@ describe("NeuronView", () => {
     const d = neuronData();
     d.header = { ...d.header, signed: true, min: -6 };
     d.diverging = true;
-    const { el, model } = mount({ _view_kind: "neuron", _data: d, _buf: f32(acts.map((v, i) => (i === 10 ? -6 : v))), _status: {} });
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: d, _buf: f32(acts.map((v, i) => (i === 10 ? -6 : v))), _status: {} });
     const radios = Array.from(el.querySelectorAll<HTMLButtonElement>(".nw-side-btn"));
     expect(radios.map((r) => r.getAttribute("aria-checked"))).toEqual(["true", "false"]);
     radios[1].click();
-    expect(model.sent.at(-1)!.content).toEqual({ type: "side", side: "negative" });
+    expect(model.saved.at(-1)).toEqual({ side: "negative" });
     expect(el.querySelector(".nw-top .nw-n20")).not.toBeNull(); // the lowest value: full blue
-    model.set("_data", { ...d, header: { ...d.header, side: "negative" }, cards: [{ ...card("dogs", 0), side: "negative" }] });
+    model.state.side = "negative"; // the kernel's answer: the trait and the new _data in one update
+    model.set("_data", { ...d, cards: [{ ...card("dogs", 0), side: "negative" }] });
     expect(el.querySelector(".nw-card-side")!.textContent).toContain("negative side");
     expect(el.textContent).toContain("Most negative examples");
     expect(el.textContent).toContain("Test your explanation of the negative side");
   });
   it("comes back as the user left it when the output is drawn again", () => {
-    const state = { _view_kind: "neuron", _data: neuronData(), _buf: f32(acts), _status: {}, _uid: "abc123" };
+    const state = { _view_kind: "neuron", ...AT, _data: neuronData(), _buf: f32(acts), _status: {}, _uid: "abc123" };
     const first = mount(state);
     const input = first.el.querySelector<HTMLTextAreaElement>(".nw-test-input")!;
     input.value = "half-typed\nexplanation";
@@ -214,7 +221,7 @@ describe("NeuronView", () => {
   it("Effect: the try text coloured by KL with changes in tooltips; steering by slider, both sides", async () => {
     const signed = neuronData();
     signed.header = { ...signed.header, signed: true, min: -2 };
-    const { el, model } = mount({ _view_kind: "neuron", _data: signed, _buf: f32(acts), _status: {} });
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: signed, _buf: f32(acts), _status: {} });
     const input = el.querySelector<HTMLTextAreaElement>(".nw-try-input")!;
     input.value = "a b";
     input.dispatchEvent(new Event("input"));

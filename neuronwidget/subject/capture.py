@@ -5,7 +5,9 @@ input is ``act(gate x) * up x``).
 Only the blocks up to the last layer needed run: that layer's hook raises a private
 exception once it has what it needs, so neither later blocks, nor the final norm, nor the
 LM head are ever computed. Hooks are removed in a ``finally`` so they never outlive the
-call, even when the forward pass raises.
+call, even when the forward pass raises. Passes that hook one model take turns on the
+model's own lock (``pass_lock``), so concurrent captures (two views trying text at once) each
+see only their own forward pass.
 
 BOS: callers pass TEXT token ids. When the model's tokenizer prepends a BOS
 (``lm.prefix_ids``), the capture prepends it too and hands on the activations of the text
@@ -14,7 +16,10 @@ positions only: BOS is in the model's context, as its tokenizer expects, and nev
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import torch
 
@@ -26,12 +31,42 @@ class _StopForward(Exception):
 
 
 LayerFn = Callable[[int, torch.Tensor], None]
+F = TypeVar("F", bound=Callable[..., Any])
+_LOCKS_GUARD = threading.Lock()
+
+
+def pass_lock(lm: Any) -> Any:
+    """The lock of ``lm``'s passes. A capture or an intervention changes the shared model while
+    it runs (hooks on its blocks, GPT-2's fused GELU swapped in, replayed blocks): a hook of one
+    call would see, stop or edit another call's forward pass. So every such pass on one model
+    takes turns on this lock (reentrant), which the model itself owns and which dies with it;
+    passes on different models never wait for each other."""
+    lock = getattr(lm, "_pass_lock", None)
+    if lock is None:  # a SubjectModel of another kind: give it one, once
+        with _LOCKS_GUARD:
+            lock = getattr(lm, "_pass_lock", None)
+            if lock is None:
+                lock = threading.RLock()
+                lm._pass_lock = lock
+    return lock
+
+
+def exclusive(fn: F) -> F:
+    """Run ``fn(lm, ...)`` holding ``lm``'s pass lock (see :func:`pass_lock`)."""
+
+    @functools.wraps(fn)
+    def run(lm: Any, *args: Any, **kwargs: Any) -> Any:
+        with pass_lock(lm):
+            return fn(lm, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 def _ignore(acts: torch.Tensor) -> None:
     return None
 
 
+@exclusive
 def run_mlp_hooks(lm: LoadedModel, input_ids: torch.Tensor, layers: Iterable[int], fn: LayerFn) -> None:
     """Run ``input_ids`` [batch, seq] (text tokens, no BOS) through the blocks and call
     ``fn(layer, acts)`` for each layer in ``layers`` with its activations [batch, seq,
@@ -86,4 +121,4 @@ def mlp_activations(lm: LoadedModel, input_ids: torch.Tensor, layers: Iterable[i
     return out
 
 
-__all__ = ["run_mlp_hooks", "mlp_activations"]
+__all__ = ["run_mlp_hooks", "mlp_activations", "pass_lock", "exclusive"]

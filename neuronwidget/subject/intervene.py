@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from .capture import exclusive
 from .loading import LoadedModel
 
 MODES = ("zero", "constant", "scale")
@@ -254,6 +255,7 @@ def _below(lm: LoadedModel, ids: torch.Tensor, first: int) -> Any:
     return got["out"]
 
 
+@exclusive
 def edited_logits(lm: LoadedModel, input_ids: torch.Tensor, edits: Sequence[Edit], *, share: bool = True) -> EditedPass:
     """One forward pass of ``input_ids`` [batch, seq] (text tokens; BOS added as the model's
     tokenizer does) without and with ``edits``, as one batch of 2 × batch rows. ``share=False``
@@ -313,6 +315,7 @@ def _cache_io(model: Any) -> tuple[str, Any]:
     return name, read
 
 
+@exclusive
 def ablate_at(lm: LoadedModel, input_ids: Sequence[int], position: int, neurons: Sequence[tuple[int, int]],
               mode: str = "zero", value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits at text ``position`` (float32 [vocab]) clean, and with each neuron of ``neurons``
@@ -351,6 +354,7 @@ def ablate_at(lm: LoadedModel, input_ids: Sequence[int], position: int, neurons:
     return last[0], last[1:]
 
 
+@exclusive
 def greedy(lm: LoadedModel, prompt_ids: Sequence[int], edits: Sequence[Edit], max_new_tokens: int,
            *, stop_at_eos: bool = True) -> list[int]:
     """Greedy continuation of ``prompt_ids`` (text tokens) with ``edits`` applied at every text
@@ -386,6 +390,7 @@ def greedy(lm: LoadedModel, prompt_ids: Sequence[int], edits: Sequence[Edit], ma
     return new
 
 
+@exclusive
 def attribution(lm: LoadedModel, input_ids: Sequence[int], position: int, target: int | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
     """(activations, gradients) float32 [n_layers, n_neurons] at text ``position``, the target

@@ -59,6 +59,9 @@ class LoadedModel:
     _prefix: list[int] | None = field(default=None, repr=False)
     _identity: tuple[tuple, str] | None = field(default=None, repr=False)
     _id_lock: Any = field(default_factory=threading.Lock, repr=False)
+    # held by every pass that adds hooks or swaps modules (subject.capture.exclusive): such a pass
+    # changes the shared model, so two of them on one model take turns; the model owns it
+    _pass_lock: Any = field(default_factory=threading.RLock, repr=False)
 
     # -- shape -------------------------------------------------------------------------------
     @property

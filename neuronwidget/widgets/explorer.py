@@ -2,9 +2,12 @@
 both opening a NeuronView in place with a way back.
 
 Both views precompute or fetch plain rows in Python; the front end (js/explorer.ts) shows
-them and asks for a neuron with ``{"type": "open", "layer", "neuron", "model"}``. The
-NeuronView opened is an ordinary NeuronView widget held in the ``_child`` trait (anywidget
-composition): the front end renders it inside the explorer.
+them. The protocol is messages.py's: the front end opens a neuron with the ``open_request``
+command (anywidget's request/response: an ``OpenRequest`` in, an ``OpenReply`` back) and
+SearchBox searches with a ``SearchRequest`` message. The NeuronView opened is an ordinary
+NeuronView widget held in the ``_child`` trait (anywidget composition): the front end renders
+it inside the explorer. Explorer's ``text`` and ``position`` (the token selected) are public
+synced traits.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from typing import Any
 
 import anywidget
 import traitlets
+from anywidget.experimental import command
 
 from neuronwidget.widgets._base import BaseView
+from neuronwidget.widgets.messages import OPENER_REQUESTS, ErrorReply, OpenedReply, OpenReply, parse_request
 
 MAX_EXPLORER_CHARS = 20_000
+_WHAT = {"open": "that neuron could not be opened", "search": "the search failed"}
 
 
 class _OpensNeuronView(BaseView):
@@ -31,26 +37,37 @@ class _OpensNeuronView(BaseView):
         self._views: dict[Any, Any] = {}
         self.on_msg(self._on_msg)
 
-    def _on_msg(self, _widget: Any, content: Any, buffers: Any = None) -> None:
-        if not isinstance(content, dict):
-            return
-        kind = content.get("type")
-        try:
-            if kind == "open":
-                model = content.get("model") if isinstance(self, SearchBox) else None
-                side = content.get("side") if content.get("side") in ("positive", "negative") else "positive"
-                self.open_neuron(content.get("layer"), content.get("neuron"), model, side)
-            else:
-                self._handle(kind, content)
-        except Exception as e:  # shown in the view, never a blank one
-            what = {"open": "that neuron could not be opened", "search": "the search failed"}.get(
-                str(kind), "the view's request was not understood")
-            message = f"{what}: {str(e).strip() or type(e).__name__}"
-            self._status = {"task": None, "error": message}
-            self.send({"type": "error", "message": message})
+    def _failed(self, kind: Any, e: Exception) -> ErrorReply:
+        what = _WHAT.get(str(kind), "the view's request was not understood")
+        message = f"{what}: {str(e).strip() or type(e).__name__}"
+        self._status = {"task": None, "error": message}
+        return {"type": "error", "message": message}
 
-    def _handle(self, kind: Any, content: dict[str, Any]) -> None:
-        raise ValueError(f"unknown request {kind!r}")
+    @command
+    def open_request(self, msg: Any, buffers: list[bytes]) -> tuple[OpenReply, list[bytes]]:
+        """The front end's "open this neuron" (anywidget command): the answer, never an exception."""
+        try:
+            req = parse_request(msg, OPENER_REQUESTS)
+            if req["type"] != "open":
+                raise ValueError(f"open_request takes an open request, got {req['type']!r}")
+            model = req.get("model") if isinstance(self, SearchBox) else None
+            view = self.open_neuron(req["layer"], req["neuron"], model, req.get("side", "positive"))
+            reply: OpenedReply = {"type": "opened", "layer": view.layer, "neuron": view.neuron}
+            return reply, []
+        except Exception as e:  # shown in the view, never a blank one
+            return self._failed("open", e), []
+
+    def _on_msg(self, _widget: Any, content: Any, buffers: Any = None) -> None:
+        if isinstance(content, dict) and content.get("kind", "").startswith("anywidget-command"):
+            return  # anywidget's own handler answers commands
+        kind = content.get("type") if isinstance(content, dict) else None
+        try:
+            self._handle(parse_request(content, OPENER_REQUESTS))
+        except Exception as e:  # shown in the view, never a blank one
+            self.send(self._failed(kind, e))
+
+    def _handle(self, request: Any) -> None:
+        raise ValueError(f"unknown request {request['type']!r}; expected open_request")
 
     def _new_view(self, layer: int, neuron: int, model: Any, side: str) -> Any:
         raise NotImplementedError
@@ -64,10 +81,9 @@ class _OpensNeuronView(BaseView):
             view = self._new_view(layer, neuron, model, side)
             self._views[key] = view
         else:
-            view._load(layer, neuron, side)
+            view.goto(layer, neuron, side)
         self._child = view
         self._status = {}
-        self.send({"type": "opened", "layer": view.layer, "neuron": view.neuron})
         return view
 
     @property
@@ -89,37 +105,85 @@ class Explorer(_OpensNeuronView):
     explanation; click a neuron to open its NeuronView in place (and "back" to return).
     One forward pass through all layers when the view is made. ``model``/``index`` as for
     :func:`neuronwidget.top_neurons`; extra keywords go to the NeuronView opened.
+
+    ``text`` and ``position`` (the token selected; the strongest one at first) are synced
+    traits: ``ex.text = "..."`` explores another text, ``ex.position = 3`` selects token 3,
+    and both follow what the user does in the view (``ex.observe``, ``ipywidgets.link``).
     """
+
+    text = traitlets.Unicode("").tag(sync=True)
+    position = traitlets.Int(0).tag(sync=True)
 
     def __init__(self, text: str, model: Any = None, *, index: Any = None, k: int = 20,
                  store: Any = None, **view_kwargs: Any) -> None:
         from neuronwidget.api import get_engine
+
+        self._engine = get_engine(model)
+        self._given_index, self._k, self._store = index, k, store
+        self._ready = False
+        data = self._explore(text)
+        super().__init__(_view_kind="explorer", _data=data, _status={}, text=text, position=self._peak(data))
+        self._setup(view_kwargs)
+        self._ready = True
+
+    def _explore(self, text: Any) -> dict[str, Any]:
+        """One forward pass over ``text``: every token's top neurons (raises ValueError on bad text)."""
         from neuronwidget.explore.top import TextActivations
 
         if isinstance(text, str) and len(text) > MAX_EXPLORER_CHARS:
             raise ValueError(f"text has {len(text)} characters; the Explorer takes at most {MAX_EXPLORER_CHARS}")
-        self._engine = get_engine(model)
-        self._acts = TextActivations(self._engine, text, index)
-        self._index = self._acts.index
-        tops = self._acts.every_position(k, store)
-        data = {
+        acts = TextActivations(self._engine, text, self._given_index)
+        tops = acts.every_position(self._k, self._store)
+        self._acts, self._index = acts, acts.index
+        return {
             "model": self._engine.model_name,
             "is_tiny": bool(self._engine.is_tiny),
-            "tokens": list(self._acts.tokens),
-            "k": k,
+            "tokens": list(acts.tokens),
+            "k": self._k,
             "tops": [[_row(r) for r in rows] for rows in tops],
             "peak": [max((r["normalized"] for r in rows), default=0.0) for rows in tops],
         }
-        super().__init__(_view_kind="explorer", _data=data, _status={})
-        self._setup(view_kwargs)
 
-    def top(self, position: int, k: int | None = None):
-        """The table shown for token ``position`` (a DataFrame, as :func:`top_neurons` returns)."""
+    @staticmethod
+    def _peak(data: dict[str, Any]) -> int:
+        return max(range(len(data["tokens"])), key=lambda i: data["peak"][i], default=0)
+
+    @traitlets.validate("position")
+    def _valid_position(self, proposal: Any) -> int:
+        if not self._ready:
+            return proposal["value"]
+        return self._acts.position(proposal["value"])
+
+    @traitlets.observe("text")
+    def _on_text(self, change: Any) -> None:
+        if not self._ready or change["new"] == change["old"]:
+            return
+        try:
+            data = self._explore(change["new"])
+        except Exception:
+            self._ready = False
+            self.text = change["old"]  # what is shown
+            self._ready = True
+            raise
+        with self.hold_sync():
+            self._data = data
+            self.position = self._peak(data)
+        self._refresh_fallback()
+
+    @traitlets.observe("position")
+    def _on_position(self, change: Any) -> None:
+        if self._ready:
+            self._refresh_fallback()
+
+    def top(self, position: int | None = None, k: int | None = None):
+        """The table shown for token ``position`` (default: the one selected; a DataFrame, as
+        :func:`top_neurons` returns)."""
         import pandas as pd
 
         from neuronwidget.explore.top import TOP_COLUMNS
 
-        return pd.DataFrame(self._acts.top(position, k or self._data["k"]), columns=TOP_COLUMNS)
+        where = self.position if position is None else position
+        return pd.DataFrame(self._acts.top(where, k or self._data["k"]), columns=TOP_COLUMNS)
 
     def _new_view(self, layer: int, neuron: int, model: Any, side: str) -> Any:
         from neuronwidget.widgets.neuron_view import NeuronView
@@ -129,7 +193,7 @@ class Explorer(_OpensNeuronView):
 
     def _static_html(self) -> str:
         d = self._data
-        peak = max(range(len(d["tokens"])), key=lambda i: d["peak"][i], default=0)
+        peak = self.position  # the token selected: what the user last saw
         toks = "".join(
             f'<span style="{"background:#ffd27a;" if i == peak else ""}white-space:pre">{html.escape(t)}</span>'
             for i, t in enumerate(d["tokens"]))
@@ -191,14 +255,14 @@ class SearchBox(_OpensNeuronView):
         self._data = {**self._data, "query": str(query), "results": rows, "error": None}
         return df
 
-    def _handle(self, kind: Any, content: dict[str, Any]) -> None:
-        if kind != "search":
-            raise ValueError(f"unknown request {kind!r}; expected search or open")
-        if not str(content.get("query", "")).strip():  # an emptied box: no results, no complaint
+    def _handle(self, request: Any) -> None:
+        if request["type"] != "search":
+            raise ValueError(f"unknown request {request['type']!r}; expected search (and the open_request command)")
+        if not request["query"].strip():  # an emptied box: no results, no complaint
             self._data = {**self._data, "query": "", "results": [], "error": None}
             return
         try:
-            self.search(str(content.get("query", "")))
+            self.search(request["query"])
         except ValueError:
             pass  # the message is in _data["error"], shown under the box
 

@@ -1,7 +1,8 @@
 """THE protocol between the kernel and the views in js/: the widget state payloads and
-every custom message, as TypedDicts. js/messages.ts declares the same shapes as one
-TypeScript interface per TypedDict here (same names, same fields, same optionality);
-tests/test_widgets.py parses that file and fails when the two disagree.
+every custom message and command, as TypedDicts. js/messages.ts is generated from this
+file (``python -m neuronwidget.widgets.messages > js/messages.ts``: one TypeScript interface
+per TypedDict, one union per Union); tests/test_widgets.py fails when it is not up to date,
+and tsc checks every view against it.
 
 ``parse_request`` is the kernel's one door for messages from the front end: it checks
 the ``type`` and every field and raises ValueError saying what is allowed.
@@ -60,17 +61,16 @@ class CardData(TypedDict):
 
 
 class Header(TypedDict):
-    model: str
+    """What is shown about the neuron; which neuron and side are the view's traits (model, layer,
+    neuron, side), not payload."""
+    model: str  # the model's name as people read it
     is_tiny: bool
-    layer: int
-    neuron: int
     n_layers: int
     n_neurons: int
     max: float
     min: float
     corpus: str
     signed: bool
-    side: Side
 
 
 class Quantile(TypedDict):
@@ -111,6 +111,47 @@ class TokensData(TypedDict):
     title: NotRequired[str]
 
 
+class TopRow(TypedDict):
+    """One neuron in the Explorer's table for a token."""
+    layer: int
+    neuron: int
+    side: Side
+    activation: float
+    normalized: float
+    explanation: Optional[str]
+    score: Optional[float]
+
+
+class ExplorerData(TypedDict):
+    """The Explorer's text as tokens, per token its top neurons and their largest normalised value
+    (which token is selected is the ``position`` trait)."""
+    model: str
+    is_tiny: bool
+    tokens: list[str]
+    k: int
+    tops: list[list[TopRow]]
+    peak: list[float]
+
+
+class SearchRow(TypedDict):
+    model: str
+    layer: int
+    neuron: int
+    side: Side
+    explanation: str
+    score: Optional[float]
+    explainer: Optional[str]
+    source: Optional[str]
+
+
+class SearchData(TypedDict):
+    query: str
+    model: Optional[str]
+    limit: int
+    results: list[SearchRow]
+    error: Optional[str]
+
+
 class Status(TypedDict):
     task: Optional[str]
     done: NotRequired[int]
@@ -120,12 +161,6 @@ class Status(TypedDict):
 
 
 # ---- front end -> kernel ---------------------------------------------------------------------
-
-class GotoRequest(TypedDict):
-    type: Literal["goto"]
-    layer: int
-    neuron: int
-
 
 class MoreRequest(TypedDict):
     type: Literal["more"]
@@ -147,11 +182,6 @@ class TestRequest(TypedDict):
 class ExplainRequest(TypedDict):
     type: Literal["explain"]
     best_of: int  # 1: one explanation; k > 1: the best of k on held-in records, then one revision
-
-
-class SideRequest(TypedDict):
-    type: Literal["side"]
-    side: Side
 
 
 class CancelRequest(TypedDict):
@@ -179,8 +209,26 @@ class BundleRequest(TypedDict):
     type: Literal["bundle"]
 
 
-Request = Union[GotoRequest, MoreRequest, TryRequest, TestRequest, ExplainRequest, SideRequest, CancelRequest,
+Request = Union[MoreRequest, TryRequest, TestRequest, ExplainRequest, CancelRequest,
                 EffectRequest, SteerRequest, BundleRequest]
+
+
+class OpenRequest(TypedDict):
+    """Explorer / SearchBox: open this neuron in place (a command: the answer is an OpenReply)."""
+    type: Literal["open"]
+    layer: int
+    neuron: int
+    model: NotRequired[str]  # SearchBox: the result's model
+    side: NotRequired[Side]
+
+
+class SearchRequest(TypedDict):
+    """SearchBox: search the explanations for these words (results come back in ``_data``)."""
+    type: Literal["search"]
+    query: str
+
+
+OpenerRequest = Union[OpenRequest, SearchRequest]
 
 
 # ---- kernel -> front end ---------------------------------------------------------------------
@@ -241,9 +289,27 @@ class BundleReply(TypedDict):
 
 Reply = Union[MoreReply, TryReply, EffectReply, SteerReply, ErrorReply, BundleReply]
 
-PAYLOADS = (Group, Rec, CardSeq, CardData, Header, Quantile, Histogram, NeuronData, TokensData, Status, TokenValue)
-REQUESTS: dict[str, type] = {get_args(get_type_hints(t)["type"])[0]: t for t in get_args(Request)}
-REPLIES: dict[str, type] = {get_args(get_type_hints(t)["type"])[0]: t for t in get_args(Reply)}
+
+class OpenedReply(TypedDict):
+    """The neuron is open in place (the ``_child`` NeuronView shows it)."""
+    type: Literal["opened"]
+    layer: int
+    neuron: int
+
+
+OpenReply = Union[OpenedReply, ErrorReply]
+
+PAYLOADS = (Group, Rec, CardSeq, CardData, Header, Quantile, Histogram, NeuronData, TokensData, Status, TokenValue,
+            TopRow, ExplorerData, SearchRow, SearchData)
+
+
+def _by_type(union: Any) -> dict[str, type]:
+    return {get_args(get_type_hints(t)["type"])[0]: t for t in get_args(union)}
+
+
+REQUESTS: dict[str, type] = _by_type(Request)  # NeuronView's
+OPENER_REQUESTS: dict[str, type] = _by_type(OpenerRequest)  # Explorer's and SearchBox's
+REPLIES: dict[str, type] = _by_type(Reply)
 
 
 def _check(value: Any, tp: Any, where: str) -> None:
@@ -264,14 +330,20 @@ def _check(value: Any, tp: Any, where: str) -> None:
         raise TypeError(f"{where}: no check for {tp!r}")
 
 
-def parse_request(content: Any) -> Request:
-    """The message as the protocol types it, or ValueError naming what is allowed."""
+def _required(tp: Any) -> Any:
+    """NotRequired[X] -> X (get_type_hints keeps the wrapper on some Pythons)."""
+    return get_args(tp)[0] if getattr(tp, "__origin__", None) is NotRequired else tp
+
+
+def parse_request(content: Any, requests: dict[str, type] = REQUESTS) -> Any:
+    """The message as the protocol types it (one of ``requests``: NeuronView's by default), or
+    ValueError naming what is allowed."""
     if not isinstance(content, dict):
         raise ValueError(f"a request must be a JSON object, got {type(content).__name__}")
     kind = content.get("type")
-    if kind not in REQUESTS:
-        raise ValueError(f"unknown request {kind!r}; expected one of {', '.join(REQUESTS)}")
-    td = REQUESTS[kind]
+    if kind not in requests:
+        raise ValueError(f"unknown request {kind!r}; expected one of {', '.join(requests)}")
+    td = requests[kind]
     hints = get_type_hints(td)
     missing = sorted(set(td.__required_keys__) - set(content))
     extra = sorted(set(content) - set(hints))
@@ -279,5 +351,69 @@ def parse_request(content: Any) -> Request:
         raise ValueError(f"request {kind!r} needs exactly the fields {sorted(hints)}; "
                          f"missing {missing}, unexpected {extra}")
     for key, tp in hints.items():
-        _check(content[key], tp, key)
+        if key in content:
+            _check(content[key], _required(tp), key)
     return content  # type: ignore[return-value]
+
+
+# ---- js/messages.ts, generated from the types above -------------------------------------------
+
+_TS_HEAD = """\
+// GENERATED from neuronwidget/widgets/messages.py (python -m neuronwidget.widgets.messages > js/messages.ts);
+// do not edit: change the Python types and generate again (tests/test_widgets.py checks it is up to date).
+// THE protocol between the kernel and these views: the widget state payloads and every custom
+// message and command, one interface per TypedDict, one union per direction.
+import type { Span } from "./buffers";
+import type { ConnectionsData } from "./connections";
+"""
+_TS_NAMED = {"Side": Side, "Span": Span}  # aliases written by name (Side is declared, Span imported)
+
+
+def _ts(tp: Any) -> str:
+    for name, alias in _TS_NAMED.items():
+        if tp == alias:
+            return name
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        return " | ".join(f'"{a}"' for a in args)
+    if origin is Union:
+        rest = [a for a in args if a is not type(None)]
+        return " | ".join(_ts(a) for a in rest) + (" | null" if len(rest) < len(args) else "")
+    if origin is list:
+        inner = _ts(args[0])
+        return f"({inner})[]" if "|" in inner else f"{inner}[]"
+    if origin is NotRequired:
+        return _ts(args[0])
+    basic = {int: "number", float: "number", str: "string", bool: "boolean"}
+    return basic[tp] if tp in basic else tp.__name__
+
+
+def _doc(obj: Any) -> list[str]:
+    doc = (obj.__doc__ or "").strip()
+    if not doc or doc.startswith(obj.__name__ + "("):  # TypedDict's default docstring
+        return []
+    lines = [" ".join(part.split()) for part in doc.split("\n\n")]
+    return ["/** " + " ".join(lines) + " */"]
+
+
+def typescript() -> str:
+    """js/messages.ts: every TypedDict of this module as an interface, every Union of them as a
+    type, Side as a string union, in the order they are defined here."""
+    out = [_TS_HEAD, "export type Side = " + " | ".join(f'"{a}"' for a in get_args(Side)) + ";", ""]
+    for name, obj in list(globals().items()):
+        if isinstance(obj, type) and issubclass(obj, dict) and obj.__module__ == __name__ and name != "ConnectionsData":
+            hints = get_type_hints(obj)
+            out += _doc(obj) + [f"export interface {name} {{"]
+            for key, tp in hints.items():
+                opt = "?" if key in obj.__optional_keys__ else ""
+                out.append(f"  {key}{opt}: {_ts(tp)};")
+            out += ["}", ""]
+        elif get_origin(obj) is Union and all(isinstance(a, type) and issubclass(a, dict) for a in get_args(obj)):
+            out += [f"export type {name} = {' | '.join(a.__name__ for a in get_args(obj))};", ""]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(typescript())

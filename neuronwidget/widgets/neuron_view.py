@@ -24,10 +24,6 @@ from neuronwidget.widgets.tokens import char_groups
 from neuronwidget.widgets.views import card_data
 
 MAX_TRY_CHARS = 4000
-# Explanations made in this kernel, per (model, corpus, layer, neuron, side): navigating back shows them.
-_KNOWN: dict[tuple[str, str, int, int, str], list[ScoredExplanation]] = {}
-_engine_lock = threading.Lock()
-_published_offline = False
 STATIC_RANDOM = 1  # random samples in the saved fallback (the live view has them all)
 STEER_TOKENS = 24  # tokens the view's steering box generates (nw.steer takes up to 512)
 MAX_STRENGTH = 50.0  # |strength| the steering box accepts, in multiples of the neuron's max (or |min|)
@@ -65,21 +61,31 @@ def _quantile_label(i: int, bounds: list[float]) -> str:
     return f"{f(bounds[i - 1])} to {f(bounds[i])}"
 
 
-def _published(model_name: str, layer: int, neuron: int) -> list[ScoredExplanation]:
-    """OpenAI's published explanations for real GPT-2 small/XL; [] when offline or absent."""
-    global _published_offline
-    if model_name not in ("gpt2", "gpt2-xl") or _published_offline:
-        return []
-    try:
-        from neuronwidget.activations.published import PublishedDataUnavailable, published_explanations
+class _Published:
+    """OpenAI's published explanations for real GPT-2 small/XL, as one view fetches them. Owned by
+    the view: once the published data cannot be reached, this view stops asking (it would wait
+    for the timeout on every neuron); another view, or a new one, asks again."""
 
-        res = published_explanations(layer, neuron, model_name, timeout=5.0)
-    except PublishedDataUnavailable:
-        _published_offline = True
-        return []
-    except Exception:  # a broken published file must not break the view
-        return []
-    out = list(res.scored_explanations) if res else []
+    def __init__(self) -> None:
+        self.offline = False
+
+    def __call__(self, model_name: str, layer: int, neuron: int) -> list[ScoredExplanation]:
+        """[] when offline, absent or not GPT-2 small/XL."""
+        if model_name not in ("gpt2", "gpt2-xl") or self.offline:
+            return []
+        try:
+            from neuronwidget.activations.published import PublishedDataUnavailable, published_explanations
+
+            res = published_explanations(layer, neuron, model_name, timeout=5.0)
+        except PublishedDataUnavailable:
+            self.offline = True
+            return []
+        except Exception:  # a broken published file must not break the view
+            return []
+        return _named(list(res.scored_explanations) if res else [])
+
+
+def _named(out: list[ScoredExplanation]) -> list[ScoredExplanation]:
     for s in out:
         s.explainer = s.explainer or "OpenAI (published, GPT-4)"
     return out
@@ -101,41 +107,57 @@ class NeuronView(BaseView):
     colours negative activations (blue).
     """
 
+    # What the view shows, in the open: setting any of them navigates (``view.layer = 9``), the
+    # front end sets them too (the layer/neuron boxes, prev/next, the side switch), and
+    # ``view.observe`` / ``ipywidgets.link`` work on them. An impossible value is refused: from
+    # Python with the error, from the front end with the error shown in the view; either way
+    # the traits go back to what is shown.
+    model = traitlets.Unicode("", help="the model read (what get_engine takes; the published model's name)").tag(sync=True)
+    layer = traitlets.Int(0).tag(sync=True)
+    neuron = traitlets.Int(0).tag(sync=True)
+    side = traitlets.Enum(list(SIDES), "positive", help="the side shown, explained and scored").tag(sync=True)
     _status = traitlets.Dict().tag(sync=True)
 
     def __init__(self, layer: int, neuron: int, model: Any = None, *, index: Any = None,
                  explainer: Any = None, simulator: Any = None, n_top: int = 10, n_random: int = 10,
                  diverging: bool | None = None, side: str = "positive") -> None:
-        from neuronwidget.api import get_engine, resolve_explainer, resolve_simulator
+        from neuronwidget.api import get_engine, resolve_explainer, resolve_simulator, settings
 
         if side not in SIDES:
             raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-        if index is not None and index.precomputed:
+        self._given_index = index is not None and not index.precomputed
+        self._published_only = index is not None and index.precomputed
+        if self._published_only:
             engine = None  # published records alone: a model is loaded only for "try your text"
+            spec = index.model_name
         else:
             engine = get_engine(model)
+            spec = model if isinstance(model, str) else settings().model if model is None else engine.model_name
             if index is None:
-                index = engine.index(lazy=True)  # a first view waits for a pass up to its layer only
-            elif (index.n_layers, index.n_neurons) != (engine.n_layers, engine.n_neurons):
-                raise ValueError(
-                    f"index has {index.n_layers}x{index.n_neurons} neurons but the model {engine.model_name} has "
-                    f"{engine.n_layers}x{engine.n_neurons}; pass the index built for this model (engine.index())"
-                )
+                index = engine.index()
+            else:
+                self._check_index(engine, index)
         self._engine, self._index = engine, index
+        self._engine_lock = threading.Lock()  # this view's lazy engine (a published-records view)
         self._explainer = resolve_explainer(explainer)
         self._simulator = resolve_simulator(simulator)
         self._n_top, self._n_random = n_top, n_random
         self._diverging_arg = None if diverging is None else bool(diverging)
-        self._side = side
+        # explanations shown per (model, corpus, layer, neuron, side): navigating back shows them
+        self._cards: dict[tuple[str, str, int, int, str], list[ScoredExplanation]] = {}
+        self._published = _Published()
         self._fresh: set[int] = set()  # ids of explanations made in this view (highlighted)
         self._quick = ThreadPoolExecutor(1, thread_name_prefix="nw-quick")
         self._slow = ThreadPoolExecutor(1, thread_name_prefix="nw-slow")
         self._futures: list[Future] = []
         self._cancel = threading.Event()
         self._busy = False
+        self._applying = False  # the view itself is setting its traits
+        self._from_front = False  # the front end is setting them
+        self._shown_key: tuple[str, int, int, str] | None = None
         super().__init__(_view_kind="neuron", _status={})
         self.on_msg(self._on_custom_msg)
-        self._load(layer, neuron)
+        self._apply(str(spec), layer, neuron, side)
 
     @classmethod
     def published(cls, layer: int, neuron: int, model: str = "gpt2", **kwargs: Any) -> NeuronView:
@@ -145,20 +167,101 @@ class NeuronView(BaseView):
 
         return cls(layer, neuron, index=PublishedIndex(model), **kwargs)
 
+    @staticmethod
+    def _check_index(engine: Any, index: Any) -> None:
+        if (index.n_layers, index.n_neurons) != (engine.n_layers, engine.n_neurons):
+            raise ValueError(
+                f"index has {index.n_layers}x{index.n_neurons} neurons but the model {engine.model_name} has "
+                f"{engine.n_layers}x{engine.n_neurons}; pass the index built for this model (engine.index())"
+            )
+
+    # ---- navigation: the traits ------------------------------------------------------------
+    def goto(self, layer: int, neuron: int, side: str | None = None) -> None:
+        """Show another neuron (and side) at once; raises ValueError when it does not exist."""
+        self._navigate(self.model, layer, neuron, side or self.side, "goto")
+
+    def set_state(self, sync_data: dict[str, Any]) -> None:
+        """The front end's changes: a box left empty is refused here, saying so, not by traitlets."""
+        sync_data = dict(sync_data)
+        for name in ("layer", "neuron"):
+            value = sync_data.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int):
+                sync_data.pop(name)
+                self._error("goto", ValueError(f"{name} must be an integer, got {value!r}"))
+                self.send_state(name)  # the front end shows what is shown again
+        self._from_front = True
+        try:
+            super().set_state(sync_data)
+        finally:
+            self._from_front = False
+
+    @traitlets.observe("model", "layer", "neuron", "side")
+    def _on_trait(self, change: Any) -> None:
+        if self._applying or self._shown_key is None:
+            return
+        want = (self.model, self.layer, self.neuron, self.side)
+        if want == self._shown_key:
+            return
+        action = "side" if want[:3] == self._shown_key[:3] else "goto"
+        try:
+            self._navigate(*want, action)
+        except Exception as e:
+            if not self._from_front:
+                raise
+            self._error(action, e)
+
+    def _navigate(self, model: str, layer: int, neuron: int, side: str, action: str) -> None:
+        """Show (model, layer, neuron, side); on failure the traits go back to what is shown."""
+        try:
+            if action == "side" and side == "negative" and not self.signed:
+                raise ValueError("this neuron has no negative side recorded (its index keeps the top windows only)")
+            self._apply(model, layer, neuron, side)
+        except Exception:
+            self._set_traits(*self._shown_key)  # type: ignore[misc]
+            raise
+
+    def _set_traits(self, model: str, layer: int, neuron: int, side: str) -> None:
+        self._applying = True
+        try:
+            self.model, self.layer, self.neuron, self.side = model, layer, neuron, side
+        finally:
+            self._applying = False
+
+    def _open_model(self, model: str) -> None:
+        """Read another model: its engine and default index (a published view: its published index)."""
+        from neuronwidget.api import get_engine
+
+        if self._published_only:
+            from neuronwidget.activations.published import PublishedIndex
+
+            self._engine, self._index = None, PublishedIndex(model)
+        elif self._given_index:
+            raise ValueError("this view was given its index; make a NeuronView with model=... for another model")
+        else:
+            self._engine = get_engine(model)
+            self._index = self._engine.index()
+
+    def _apply(self, model: str, layer: int, neuron: int, side: str) -> None:
+        from neuronwidget.records import check_layer_neuron
+
+        if self._shown_key is not None and model != self._shown_key[0]:
+            self._open_model(model)
+        ix = self._index
+        layer, neuron = check_layer_neuron(layer, neuron, ix.n_layers, ix.n_neurons, ix.model_name)
+        self._record = ix.record(layer, neuron)
+        self._last_effect: EffectReply | None = None  # what the effect / steering parts show (another neuron: none)
+        self._last_steer: SteerReply | None = None
+        if side not in SIDES or not self.signed:
+            side = "positive"
+        self._diverging = self.signed if self._diverging_arg is None else self._diverging_arg
+        self._shown_key = (model, layer, neuron, side)
+        with self.hold_sync():
+            self._set_traits(model, layer, neuron, side)
+            self._data, self._buf = self._payload()
+            self._status = {}
+        self._refresh_fallback()
+
     # ---- data -----------------------------------------------------------------------------
-    @property
-    def layer(self) -> int:
-        return self._layer
-
-    @property
-    def neuron(self) -> int:
-        return self._neuron
-
-    @property
-    def side(self) -> str:
-        """The side shown, explained and scored: "positive" or "negative"."""
-        return self._side
-
     @property
     def signed(self) -> bool:
         """Whether this neuron has a negative side worth showing (recorded, and below zero)."""
@@ -168,7 +271,7 @@ class NeuronView(BaseView):
     @property
     def record(self) -> NeuronRecord:
         """The neuron's record as the method sees the side shown (``for_side``)."""
-        return self._record.for_side(self._side)
+        return self._record.for_side(self.side)
 
     @property
     def explanations(self) -> list[ScoredExplanation]:
@@ -176,38 +279,20 @@ class NeuronView(BaseView):
         return self._known()
 
     def _known(self, side: str | None = None) -> list[ScoredExplanation]:
-        side = side or self._side
-        key = (self._index.model_name, self._index.corpus_name, self._layer, self._neuron, side)
-        if key not in _KNOWN:
+        side = side or self.side
+        key = (self._index.model_name, self._index.corpus_name, self.layer, self.neuron, side)
+        if key not in self._cards:
             from neuronwidget.explore.api import neuron_explanations  # stored in any session, newest first
 
-            published = _published(self._index.model_name, self._layer, self._neuron) if side == "positive" else []
-            _KNOWN[key] = neuron_explanations(getattr(self._index, "model", self._index.model_name), self._layer,
-                                              self._neuron, side, extra=published)
-        return _KNOWN[key]
-
-    def _load(self, layer: int, neuron: int, side: str | None = None) -> None:
-        from neuronwidget.records import check_layer_neuron
-
-        ix = self._index
-        layer, neuron = check_layer_neuron(layer, neuron, ix.n_layers, ix.n_neurons, ix.model_name)
-        record = self._index.record(layer, neuron)
-        self._layer, self._neuron, self._record = layer, neuron, record
-        self._last_effect: EffectReply | None = None  # what the effect / steering parts show (another neuron: none)
-        self._last_steer: SteerReply | None = None
-        if not self.signed or side not in SIDES:
-            side = self._side if self.signed else "positive"
-        self._side = side
-        self._diverging = self.signed if self._diverging_arg is None else self._diverging_arg
-        with self.hold_sync():
-            self._data, self._buf = self._payload()
-            self._status = {}
-        self._refresh_fallback()
+            published = self._published(self._index.model_name, self.layer, self.neuron) if side == "positive" else []
+            self._cards[key] = neuron_explanations(getattr(self._index, "model", self._index.model_name), self.layer,
+                                              self.neuron, side, extra=published)
+        return self._cards[key]
 
     def _shown(self) -> list[ActivationRecord]:
         """The records at the top of the view: highest first, or lowest first on the negative side."""
         r = self._record
-        return r.most_negative_activation_records if self._side == "negative" else r.most_positive_activation_records
+        return r.most_negative_activation_records if self.side == "negative" else r.most_positive_activation_records
 
     def _extremes(self) -> tuple[float, float]:
         r = self._record
@@ -223,14 +308,13 @@ class NeuronView(BaseView):
         bounds = list(record.quantile_boundaries or [])
         quantiles = [{"label": _quantile_label(i, bounds), "records": [_rec(r, pk) for r in group[:2]]}
                      for i, group in enumerate(record.random_sample_by_quantile or []) if group]
-        edges, counts = ix.histogram(self._layer, self._neuron)
+        edges, counts = ix.histogram(self.layer, self.neuron)
         shown = self._shown()
         method = self.record  # the side as the method sees it: cards' scale is its max
         data: NeuronData = {
             "header": {"model": ix.model_name, "is_tiny": bool(self._engine and self._engine.is_tiny),
-                       "layer": self._layer, "neuron": self._neuron, "n_layers": ix.n_layers,
-                       "n_neurons": ix.n_neurons, "max": mx, "min": mn, "corpus": ix.corpus_name,
-                       "signed": self.signed, "side": self._side},  # type: ignore[typeddict-item]
+                       "n_layers": ix.n_layers, "n_neurons": ix.n_neurons, "max": mx, "min": mn,
+                       "corpus": ix.corpus_name, "signed": self.signed},
             "top": [_rec(r, pk) for r in shown[: self._n_top]],
             "top_total": len(shown),
             "random": [_rec(r, pk) for r in record.random_sample[: self._n_random]],
@@ -241,12 +325,12 @@ class NeuronView(BaseView):
             "explainer": self._explainer.name,
             "simulator": self._simulator.name,
             "diverging": self._diverging,
-            "connections": connections_payload(self._engine, self._layer, self._neuron),
+            "connections": connections_payload(self._engine, self.layer, self.neuron),
         }
         return data, pk.tobytes()
 
     def _card(self, scored: ScoredExplanation, pk: Packer, max_value: float) -> CardData:
-        return card_data(scored, pk, max_value, side=self._side, fresh=id(scored) in self._fresh)
+        return card_data(scored, pk, max_value, side=self.side, fresh=id(scored) in self._fresh)
 
     # ---- messages from the front end -----------------------------------------------------
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: Any = None) -> None:
@@ -254,26 +338,20 @@ class NeuronView(BaseView):
         action = kind if kind in _ACTIONS else "request"
         try:
             msg = parse_request(content)
-            if msg["type"] == "goto":
-                self._load(msg["layer"], msg["neuron"])
-            elif msg["type"] == "side":
-                if msg["side"] != self._side and not self.signed:
-                    raise ValueError("this neuron has no negative side recorded (its index keeps the top windows only)")
-                self._load(self._layer, self._neuron, msg["side"])
-            elif msg["type"] == "more":
+            if msg["type"] == "more":
                 start, stop = msg["start"], max(msg["start"], msg["stop"])
-                if self._side == "negative":
+                if self.side == "negative":
                     bottom = getattr(self._index, "bottom_records", None)
-                    records = (bottom(self._layer, self._neuron, start, stop) if bottom
+                    records = (bottom(self.layer, self.neuron, start, stop) if bottom
                                else self._record.most_negative_activation_records[start:stop])
                 else:
-                    records = self._index.top_records(self._layer, self._neuron, start, stop)
+                    records = self._index.top_records(self.layer, self.neuron, start, stop)
                 pk = Packer()
                 reply: MoreReply = {"type": "more", "start": start, "records": [_rec(r, pk) for r in records]}
                 self._clear_error()
                 self.send(reply, buffers=[pk.tobytes()])
             elif msg["type"] == "try":
-                self._submit(self._quick, "try", self._try, msg["text"], msg["id"])
+                self._submit(self._quick, "try", self._try, msg["text"], msg["id"], self.layer, self.neuron)
             elif msg["type"] == "test":
                 self._start_slow("test", "scoring your explanation", self._test, msg["explanation"].strip())
             elif msg["type"] == "explain":
@@ -283,9 +361,10 @@ class NeuronView(BaseView):
                 how = f"the best of {best_of}, revised" if best_of > 1 else "one explanation"
                 self._start_slow("explain", f"explaining with {self._explainer.name} ({how})", self._explain, best_of)
             elif msg["type"] == "effect":
-                self._submit(self._quick, "effect", self._effect, msg["text"], msg["id"])
+                self._submit(self._quick, "effect", self._effect, msg["text"], msg["id"], self.layer, self.neuron)
             elif msg["type"] == "steer":
-                self._submit(self._quick, "steer", self._steer, msg["prompt"], msg["strength"], msg["id"])
+                self._submit(self._quick, "steer", self._steer, msg["prompt"], msg["strength"], msg["id"], self.layer,
+                             self.neuron)
             elif msg["type"] == "cancel":
                 self._cancel.set()
         except Exception as e:  # shown inside the widget, never a blank view
@@ -331,17 +410,13 @@ class NeuronView(BaseView):
 
         return report
 
-    def _try(self, text: str, req_id: int) -> None:
+    def _try(self, text: str, req_id: int, layer: int, neuron: int) -> None:
         if not text.strip():
             return
         if len(text) > MAX_TRY_CHARS:
             raise ValueError(f"it has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
-        with _engine_lock:
-            if self._engine is None:  # a published-records view loads the model on first use
-                from neuronwidget.api import get_engine
-
-                self._engine = get_engine(self._index.model_name)
-            rec = self._engine.activations(text, self._layer, self._neuron)
+        # no lock here: passes on one model take turns inside the capture (subject.capture.pass_lock)
+        rec = self._model_engine().activations(text, layer, neuron)
         raw = getattr(rec, "token_bytes", None) or self._token_bytes(text, len(rec.tokens))
         pk = Packer()
         reply: TryReply = {"type": "try", "id": req_id, "tokens": list(rec.tokens), "a": pk.add(rec.activations)}
@@ -353,14 +428,14 @@ class NeuronView(BaseView):
 
     # ---- what the neuron does: its effect on the user's text, steering ---------------------
     def _model_engine(self) -> Any:
-        with _engine_lock:
+        with self._engine_lock:
             if self._engine is None:  # a published-records view loads the model on first use
                 from neuronwidget.api import get_engine
 
                 self._engine = get_engine(self._index.model_name)
             return self._engine
 
-    def _effect(self, text: str, req_id: int) -> None:
+    def _effect(self, text: str, req_id: int, layer: int, neuron: int) -> None:
         """The neuron zeroed at every token of ``text``: per token, how the next-token prediction changes."""
         from neuronwidget.explore.effects import neuron_effect
 
@@ -369,8 +444,7 @@ class NeuronView(BaseView):
         if len(text) > MAX_TRY_CHARS:
             raise ValueError(f"it has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
         engine = self._model_engine()
-        with _engine_lock:
-            eff = neuron_effect(text, self._layer, self._neuron, model=engine.lm, records=0, k=EFFECT_TOP)
+        eff = neuron_effect(text, layer, neuron, model=engine.lm, records=0, k=EFFECT_TOP)
         t = eff.table
 
         def toks(items: list[tuple[str, float]]) -> list[dict[str, Any]]:
@@ -390,7 +464,7 @@ class NeuronView(BaseView):
         mx, mn = self._extremes()
         return abs(strength) * mn if (strength < 0 and self.signed and mn < 0) else strength * mx
 
-    def _steer(self, prompt: str, strength: float, req_id: int) -> None:
+    def _steer(self, prompt: str, strength: float, req_id: int, layer: int, neuron: int) -> None:
         from neuronwidget.explore.effects import steer
 
         if not prompt.strip():
@@ -401,9 +475,8 @@ class NeuronView(BaseView):
             raise ValueError(f"the prompt has {len(prompt)} characters; at most {MAX_TRY_CHARS} are run at once")
         engine = self._model_engine()
         value = self._steer_value(float(strength))
-        with _engine_lock:
-            s = steer(prompt, {(self._layer, self._neuron): value}, max_new_tokens=STEER_TOKENS, model=engine.lm,
-                      absolute=True)
+        s = steer(prompt, {(layer, neuron): value}, max_new_tokens=STEER_TOKENS, model=engine.lm,
+                  absolute=True)
         reply: SteerReply = {"type": "steer", "id": req_id, "prompt": prompt, "strength": float(strength),
                              "value": float(value), "plain": s.plain, "steered": s.steered}
         self._clear_error()
@@ -460,7 +533,7 @@ class NeuronView(BaseView):
     def _add_card(self, scored: ScoredExplanation) -> None:
         """The new card goes into the view's state (so a saved notebook keeps it) and the fallback."""
         self._known().insert(0, scored)
-        record_card(getattr(self._index, "model", self._index.model_name), self._layer, self._neuron, scored, self._side)  # the searchable store
+        record_card(getattr(self._index, "model", self._index.model_name), self.layer, self.neuron, scored, self.side)  # the searchable store
         self._fresh.add(id(scored))
         with self.hold_sync():
             self._data, self._buf = self._payload()
@@ -493,19 +566,19 @@ class NeuronView(BaseView):
         d = self._data
         hd = d["header"]
         mx, mn, div = hd["max"], hd["min"], self._diverging
-        negative = self._side == "negative"
+        negative = self.side == "negative"
         rng = (f"activations {sh.format_activation(mn)} to {sh.format_activation(mx)}" if hd["signed"]
                else f"max activation {sh.format_activation(mx)}")
         parts = [
-            f'<div style="font-size:15px;font-weight:600">{sh.esc(hd["model"])} · layer {hd["layer"]} · neuron {hd["neuron"]}</div>',
+            f'<div style="font-size:15px;font-weight:600">{sh.esc(hd["model"])} · layer {self.layer} · neuron {self.neuron}</div>',
             f'<div style="color:#5a5a5a;font-size:12px">{sh.esc(rng)} · corpus: {sh.esc(hd["corpus"])}</div>',
         ]
         if hd["signed"]:
-            parts.append(f'<div style="font-size:12px;font-weight:600">{sh.esc(sh.SIDES[self._side])}</div>')
+            parts.append(f'<div style="font-size:12px;font-weight:600">{sh.esc(sh.SIDES[self.side])}</div>')
         known = self._known()
         method_max = self.record.max_activation
         parts.append('<div style="font-weight:600;margin-top:6px">Explanations</div>')
-        parts += ([sh.card_html(s, method_max, details=False, side=self._side) for s in known]
+        parts += ([sh.card_html(s, method_max, details=False, side=self.side) for s in known]
                   or ['<div style="color:#5a5a5a">No explanation yet.</div>'])
         title = "Most negative examples" if negative else "Top activating examples"
         parts.append(f'<div style="font-weight:600;margin-top:6px">{title}</div>')
@@ -521,7 +594,7 @@ class NeuronView(BaseView):
         for r in samples:
             parts.append(sh.token_row(r.tokens, r.activations, mx, min_value=mn, diverging=div,
                                       groups=char_groups(getattr(r, "token_bytes", None))))
-        parts.append(sh.effect_html(self._last_effect, self._layer, self._neuron))
+        parts.append(sh.effect_html(self._last_effect, self.layer, self.neuron))
         parts.append(sh.steer_html(self._last_steer))
         parts.append(sh.legend(mx, div, mn))
         return sh.box("".join(parts))
