@@ -103,6 +103,9 @@ class IndexBuilder:
         if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
         self.lm = lm
+        # the layers this index covers: every layer for neurons, the SAEs' layers for a unit space
+        self.layers: list[int] = list(getattr(lm, "unit_layers", None) or range(lm.n_layers))
+        self.units: str | None = getattr(lm, "units", None)
         self.corpus: Corpus = as_corpus(corpus, device=lm.device.type)
         self.top_k, self.bottom_k, self.n_random, self.n_quantile, self.seed = top_k, bottom_k, n_random, n_quantile, seed
         self.batch_size = batch_size or (64 if lm.device.type == "cpu" else 128)  # bigger batches: fewer bookkeeping ops per token
@@ -160,7 +163,8 @@ class IndexBuilder:
         return {"model_name": self.lm.name, "short_name": self.lm.short_name, "model_identity": self.lm.identity,
                 "corpus_name": self.corpus.name, "corpus_fingerprint": self.corpus.fingerprint,
                 "n_layers": self.lm.n_layers, "n_neurons": self.lm.n_neurons, "n_tokens": int(plan.windows.size),
-                "n_windows": plan.n_windows, "settings": self.settings, "key": self.key}
+                "n_windows": plan.n_windows, "settings": self.settings, "key": self.key,
+                **({"units": self.units, "unit_layers": self.layers} if self.units else {})}
 
     def _read_common(self, verify: bool = True) -> tuple[dict, dict] | None:
         try:
@@ -177,7 +181,12 @@ class IndexBuilder:
 
     def _index(self, common: tuple[dict, dict], lazy: bool) -> NeuronIndex:
         table = getattr(self.lm, "token_bytes", None)
-        idx = NeuronIndex(self.folder, common[0], common[1], self.lm.token_strings(),
+        cls: type[NeuronIndex] = NeuronIndex
+        if self.units:  # the same API over a unit space
+            from .units import UnitIndex
+
+            cls = UnitIndex
+        idx = cls(self.folder, common[0], common[1], self.lm.token_strings(),
                           token_bytes=table() if callable(table) else None, builder=self)
         return idx
 
@@ -187,7 +196,7 @@ class IndexBuilder:
         if common is None:
             return None
         idx = self._index(common, lazy=False)
-        for layer in range(self.lm.n_layers):
+        for layer in self.layers:
             arrays = self._layer_ok(layer)
             if arrays is None:
                 return None
@@ -259,7 +268,7 @@ class IndexBuilder:
             idx = self._index(common, lazy)
             if not lazy:
                 missing = []
-                for layer in range(self.lm.n_layers):
+                for layer in self.layers:
                     arrays = self._layer_ok(layer)
                     if arrays is None:
                         missing.append(layer)
@@ -297,10 +306,11 @@ class IndexBuilder:
         return self._plan
 
     def new_state(self, plan: Plan, calib: Calibration, layers: Any = None) -> IndexState:
-        return IndexState(self.lm.n_layers, self.lm.n_neurons, plan, calib, self.lm.device, layers)
+        return IndexState(self.lm.n_layers, self.lm.n_neurons, plan, calib, self.lm.device,
+                          self.layers if layers is None else layers, nonzero=self.units is not None)
 
     def calibrate(self, plan: Plan, layers: Any = None) -> Calibration:
-        layers = list(range(self.lm.n_layers)) if layers is None else sorted(layers)
+        layers = list(self.layers) if layers is None else sorted(layers)
         pos = {layer: i for i, layer in enumerate(layers)}
         rng = np.random.default_rng([self.seed, 1])
         pick = np.sort(rng.choice(plan.n_windows, size=min(self.calibration_windows, plan.n_windows), replace=False))
@@ -320,7 +330,8 @@ class IndexBuilder:
         process finished meanwhile is used, not repeated); returns the layers built."""
         progress = self.progress if progress is None else progress
         with self.locked():
-            missing = [layer for layer in sorted(set(int(x) for x in layers)) if self._layer_ok(layer) is None]
+            missing = [layer for layer in sorted(set(int(x) for x in layers) & set(self.layers))
+                       if self._layer_ok(layer) is None]
             if not missing:
                 return []
             self._ensure_common()
@@ -342,7 +353,7 @@ class IndexBuilder:
         if state is None:
             state = self.new_state(plan, self.calibrate(plan, layers), layers)
         t1 = time.perf_counter()
-        which = "" if len(layers) == lm.n_layers else f" {_span(layers)} of {lm.n_layers}"
+        which = "" if len(layers) == len(self.layers) else f" {_span(layers)} of {lm.n_layers}"
         report = make_progress(progress, plan.n_batches,
                                f"indexing {lm.short_name}{which} ({plan.n_windows * WINDOW:,} tokens)")
         try:

@@ -34,6 +34,43 @@ class Engine:
         # returns one (get_engine passes one that reads configure(corpus=...) at call time)
         self.corpus = corpus
         self._indexes: dict[tuple, Any] = {}
+        self.saes: dict[str, Any] = {}  # name -> SAE (add_sae); units="sae:NAME" names one
+        self._unit_models: dict[str, Any] = {}
+
+    # -- unit spaces -------------------------------------------------------------------------
+    def add_sae(self, source: Any, *, name: str | None = None, layer: int | None = None, site: str | None = None):
+        """Load an SAE or transcoder (a SAELens folder, Gemma Scope params.npz, OpenAI .pt,
+        ``hf:OWNER/REPO[/SUBFOLDER]``, or an SAE) for this model, checked against it, and register
+        it: ``units="sae:NAME"`` then names its latents everywhere. Returns the SAE."""
+        from ..subject.sae import load_sae
+
+        sae = load_sae(source, name=name, layer=layer, site=site, lm=self.lm)
+        old = self.saes.get(sae.name)
+        if old is not None and old.identity != sae.identity:
+            raise ValueError(f"an SAE named {sae.name!r} is already attached with other weights; pass name=...")
+        self.saes[sae.name] = sae
+        return sae
+
+    def unit_model(self, units: Any = None) -> Any:
+        """The model this engine reads for ``units``: itself for None / "neurons", else a
+        :class:`~neuronwidget.subject.units.UnitModel` over the named SAEs ("sae:NAME")."""
+        if units is None or units == "neurons":
+            return self.lm
+        from ..subject.units import UnitModel
+
+        names = units.split("+") if isinstance(units, str) else None
+        if not names or any(not n.startswith("sae:") for n in names):
+            raise ValueError(f"units must be 'neurons' or 'sae:NAME' (an SAE attached with add_sae / nw.load_sae), "
+                             f"got {units!r}")
+        missing = [n[4:] for n in names if n[4:] not in self.saes]
+        if missing:
+            raise ValueError(f"no SAE named {missing[0]!r} is attached to {self.lm.short_name}; attached: "
+                             f"{', '.join(self.saes) or 'none'} (add one with nw.load_sae(path, model=...))")
+        key = "+".join(sorted(names))
+        um = self._unit_models.get(key)
+        if um is None or any(um.saes[self.saes[n[4:]].layer] is not self.saes[n[4:]] for n in names):
+            um = self._unit_models[key] = UnitModel(self.lm, [self.saes[n[4:]] for n in names])
+        return um
 
     # -- facts -----------------------------------------------------------------------------
     @property
@@ -92,32 +129,39 @@ class Engine:
         strings, raw = self.lm.pieces(ids, text)
         return ActivationRecord(tokens=strings, activations=acts.astype(float).tolist(), token_bytes=raw)
 
-    def _run_long(self, ids: list[int], layer: int) -> np.ndarray:
+    def _run_long(self, ids: list[int], layer: int, units: Any = None) -> np.ndarray:
         """float32 [len(ids), n_neurons] for any length (overlapping windows past max_text_tokens)."""
+        lm = self.unit_model(units)
+        if lm is not self.lm:
+            lm.sae(layer)  # a ValueError naming the layers it has
         n_ctx = self.lm.max_text_tokens
         if len(ids) <= n_ctx:
-            return mlp_activations(self.lm, torch.tensor([ids]), [layer])[layer][0].numpy()
+            return mlp_activations(lm, torch.tensor([ids]), [layer])[layer][0].numpy()
         overlap = n_ctx // 2
         parts, start = [], 0
         while start < len(ids):
             ctx_start = max(0, start - overlap) if start else 0
             end = min(len(ids), ctx_start + n_ctx)
-            acts = mlp_activations(self.lm, torch.tensor([ids[ctx_start:end]]), [layer])[layer][0]
+            acts = mlp_activations(lm, torch.tensor([ids[ctx_start:end]]), [layer])[layer][0]
             parts.append(acts[start - ctx_start:].numpy())
             start = end
         return np.concatenate(parts)
 
-    def layer_activations(self, text: str, layer: int) -> tuple[list[str], np.ndarray]:
-        """(token strings, float32 [n_tokens, n_neurons]) for every neuron of ``layer``."""
+    def layer_activations(self, text: str, layer: int, *, units: Any = None) -> tuple[list[str], np.ndarray]:
+        """(token strings, float32 [n_tokens, n_neurons]) for every neuron of ``layer``
+        (``units="sae:NAME"``: every latent of that SAE, which must read ``layer``)."""
         layer = self._layer(layer)
         ids = self._ids(text)
-        return self.lm.pieces(ids, text)[0], self._run_long(ids, layer)
+        return self.lm.pieces(ids, text)[0], self._run_long(ids, layer, units)
 
-    def activations(self, text: str, layer: int, neuron: int) -> ActivationRecord:
-        """One neuron's activation on every token of ``text`` (any length; see module doc)."""
-        layer, neuron = self._layer(layer), self._neuron(neuron)
+    def activations(self, text: str, layer: int, neuron: int, *, units: Any = None) -> ActivationRecord:
+        """One neuron's activation on every token of ``text`` (any length; see module doc);
+        ``units="sae:NAME"``: latent ``neuron`` of that SAE."""
+        layer = self._layer(layer)
+        um = self.unit_model(units)
+        neuron = check_layer_neuron(0, neuron, 1, um.n_neurons, um.short_name)[1]
         ids = self._ids(text)
-        return self._record(ids, text, self._run_long(ids, layer)[:, neuron])
+        return self._record(ids, text, self._run_long(ids, layer, units)[:, neuron])
 
     def activations_many(self, texts: list[str], layer: int, neuron: int, batch_size: int = 16) -> list[ActivationRecord]:
         """:meth:`activations` for many texts, batched (right-padded; causal attention makes
@@ -147,7 +191,8 @@ class Engine:
     # -- index -------------------------------------------------------------------------------
     def index(self, corpus: Any = None, *, top_k: int = 40, n_random: int = 30, seed: int = 0,
               rebuild: bool = False, progress: Any = True, distributed: str | None = None,
-              workers: int | None = None, max_worker_deaths: int | None = None, lazy: bool = False, **settings: Any):
+              workers: int | None = None, max_worker_deaths: int | None = None, lazy: bool = False, units: Any = None,
+              **settings: Any):
         """The corpus index for every neuron (cached on disk; built with a progress bar if new).
 
         ``lazy=True``: returned at once; each layer is built when first read, the forward pass
@@ -163,18 +208,26 @@ class Engine:
         folded on Ray workers (:mod:`neuronwidget.activations.distributed`; ``workers``: how
         many, default one per GPU else per CPU; ``max_worker_deaths``: how many dead workers
         one build survives, default 3), the same index.
+
+        ``units="sae:NAME"``: the index of that SAE's latents (attached with :meth:`add_sae`):
+        a :class:`~neuronwidget.activations.units.UnitIndex` (same records, plus density and the
+        histogram of non-zero values; no bottom tail), cached under a key that includes the SAE's
+        weights.
         """
         from .build import IndexBuilder
 
         if corpus is None:
             corpus = self.corpus() if callable(self.corpus) else self.corpus
-        builder = IndexBuilder(self.lm, corpus, top_k=top_k, n_random=n_random, seed=seed, **settings)
+        lm = self.unit_model(units)
+        if lm is not self.lm and distributed is not None:
+            raise ValueError("an index of SAE latents is built in this process; distributed='ray' is for neuron indexes")
+        builder = IndexBuilder(lm, corpus, top_k=top_k, n_random=n_random, seed=seed, **settings)
         if not rebuild and builder.key in self._indexes:
             idx = self._indexes[builder.key]
             return idx if lazy else idx.complete()
         idx = builder.run(rebuild=rebuild, progress=progress, distributed=distributed, workers=workers,
                           max_worker_deaths=max_worker_deaths, lazy=lazy)
-        idx.attach(self.lm)
+        idx.attach(lm)
         self._indexes[builder.key] = idx
         return idx
 

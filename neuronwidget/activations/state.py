@@ -182,7 +182,7 @@ def _merge_states(ka: torch.Tensor, aa: torch.Tensor, kb: torch.Tensor, ab: torc
 
 
 class LayerState:
-    FIELDS = ("top_key", "top_a", "bot_key", "bot_a", "q_key", "q_a", "rand_a", "hist", "lowest", "highest")
+    FIELDS = ("top_key", "top_a", "bot_key", "bot_a", "q_key", "q_a", "rand_a", "hist", "lowest", "highest", "nonzero")
 
     def __init__(self, n: int, k: int, kb: int, r: int, q: int, t: int, dev: torch.device):
         f16 = torch.float16
@@ -196,6 +196,7 @@ class LayerState:
         self.hist = torch.zeros((n, N_BINS + 2), dtype=torch.long, device=dev)
         self.lowest = torch.full((n,), torch.inf, device=dev)  # per neuron over every token: the true range
         self.highest = torch.full((n,), -torch.inf, device=dev)
+        self.nonzero = torch.zeros((n,), dtype=torch.long, device=dev)  # tokens where the unit is not 0 (unit spaces)
 
     def merge(self, other: LayerState) -> None:
         for k, a in (("top_key", "top_a"), ("bot_key", "bot_a"), ("q_key", "q_a")):
@@ -205,6 +206,7 @@ class LayerState:
         self.hist += other.hist
         torch.minimum(self.lowest, other.lowest, out=self.lowest)
         torch.maximum(self.highest, other.highest, out=self.highest)
+        self.nonzero += other.nonzero
 
 
 class IndexState:
@@ -213,7 +215,8 @@ class IndexState:
     layer ``layer_ids[i]``); mergeable."""
 
     def __init__(self, n_layers: int, n_neurons: int, plan: Plan, calib: Calibration, dev: torch.device,
-                 layer_ids: Any = None):
+                 layer_ids: Any = None, nonzero: bool = False):
+        self.count_nonzero = nonzero  # count each unit's non-zero tokens (SAE latents: their density)
         self.n_layers, self.n_neurons, self.plan, self.calib, self.dev = n_layers, n_neurons, plan, calib, dev
         self.layer_ids = list(range(n_layers)) if layer_ids is None else sorted(int(x) for x in layer_ids)
         self._pos = {layer: i for i, layer in enumerate(self.layer_ids)}
@@ -282,6 +285,8 @@ class IndexState:
             rows.copy_(c34)  # truncation == floor for values >= 0
             rows += self._hist_offsets
             hist += torch.bincount(rows.view(-1), minlength=n * (N_BINS + 2))  # in cache: faster than once per batch
+            if self.count_nonzero:
+                st.nonzero += (c != 0).sum(0)
         moments += sums.T
         st.hist += hist.view(n, N_BINS + 2)
         torch.minimum(st.lowest, mn.amin(0), out=st.lowest)
@@ -332,12 +337,13 @@ class IndexState:
                 "rand_filled": self.rand_filled.clone(), "calib": self.calib.to_dict(),
                 "shard_moments": {int(k): v.cpu() for k, v in self.shard_moments.items()},
                 "batches_done": sorted(self.batches_done), "shape": [self.n_layers, self.n_neurons],
-                "layer_ids": list(self.layer_ids)}
+                "layer_ids": list(self.layer_ids), "nonzero": self.count_nonzero}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], plan: Plan, dev: torch.device) -> IndexState:
         n_layers, n_neurons = d["shape"]
-        state = cls(n_layers, n_neurons, plan, Calibration.from_dict(d["calib"], dev), dev, d.get("layer_ids"))
+        state = cls(n_layers, n_neurons, plan, Calibration.from_dict(d["calib"], dev), dev, d.get("layer_ids"),
+                    bool(d.get("nonzero", False)))
         for s, saved in zip(state.layers, d["layers"]):
             for f in LayerState.FIELDS:
                 if getattr(s, f).shape != saved[f].shape:
@@ -418,6 +424,8 @@ def finalize_arrays(plan: Plan, state: IndexState) -> dict[int, dict[str, np.nda
             "extremes": torch.stack([s.lowest, s.highest], 1),
             "hist_range": torch.stack([first_edge, lo, hi, last_edge], 1).float(),
         }
+        if state.count_nonzero:
+            layer_arrays["nonzero_counts"] = s.nonzero
         arrays = {k: v.cpu().numpy() for k, v in layer_arrays.items()}
         for k in ("top_ids", "bottom_ids", "q_ids"):
             arrays[k] = arrays[k].astype(ids_dtype)

@@ -29,6 +29,12 @@ _NAMES = {
     "ExplanationStore": "neuronwidget.explore.store",
     "get_store": "neuronwidget.explore.store",
     "import_published": "neuronwidget.explore.bulk",
+    "load_sae": "neuronwidget.explore.latents",
+    "train_sae": "neuronwidget.explore.latents",
+    "latent_connections": "neuronwidget.explore.latents",
+    "latent_effect": "neuronwidget.explore.latents",
+    "steer_latent": "neuronwidget.explore.latents",
+    "top_latents": "neuronwidget.explore.latents",
 }
 
 __all__ = sorted(_NAMES)

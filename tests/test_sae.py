@@ -1,0 +1,417 @@
+"""SAE latents and transcoder features as units (issue 19), against references written here:
+
+* the SAE files are written in each format by the test itself (SAELens folder, OpenAI state dict,
+  Gemma Scope params.npz), with weights drawn here;
+* the site values come from plain PyTorch hooks on the transformers modules (named per
+  architecture here, not through neuronwidget), on a model run whole;
+* the encoders are written out here from each format's definition.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import neuronwidget as nw
+from neuronwidget.activations import Engine
+from neuronwidget.subject import load_model
+from neuronwidget.subject.sae import SAEFormatError, SAEUnavailableError, load_sae
+
+CORPUS = [f"The Eiffel Tower is {i} metres tall; def f{i}(x): return x * {i}. The cat sat on mat {i * 7}."
+          for i in range(48)]
+D_SAE = 64
+
+
+# -- the models -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    before = nw.settings()
+    nw.configure(cache_dir=str(tmp_path_factory.mktemp("sae-gpt2")))
+    yield Engine("tiny", device="cpu")
+    nw.configure(cache_dir=before.cache_dir)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = load_model("tiny").tokenizer
+    torch.manual_seed(5)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                                         num_attention_heads=4, num_key_value_heads=2, bos_token_id=None,
+                                         eos_token_id=tok.eos_token_id)).eval()
+    before = nw.settings()
+    nw.configure(cache_dir=str(tmp_path_factory.mktemp("sae-llama")))
+    yield Engine(model, device="cpu", tokenizer=tok)
+    nw.configure(cache_dir=before.cache_dir)
+
+
+def width(eng):
+    return int(eng.lm.config.hidden_size)
+
+
+def module_at(eng, layer, site):
+    """(module, "pre" | "post"): written out per architecture."""
+    m = eng.lm.model
+    if eng.lm.family.name == "gpt2":
+        b = m.transformer.h[layer]
+        return {"resid_pre": (b, "pre"), "resid_post": (b, "post"), "resid_mid": (b.ln_2, "pre"),
+                "attn_out": (b.attn, "post"), "mlp_out": (b.mlp, "post"), "mlp_in": (b.mlp, "pre")}[site]
+    b = m.model.layers[layer]
+    return {"resid_pre": (b, "pre"), "resid_post": (b, "post"), "resid_mid": (b.post_attention_layernorm, "pre"),
+            "attn_out": (b.self_attn, "post"), "mlp_out": (b.mlp, "post"), "mlp_in": (b.mlp, "pre")}[site]
+
+
+def hooked(eng, ids, layer, site):
+    """float32 [batch, seq, width] at the site, the whole model run with a plain hook."""
+    mod, where = module_at(eng, layer, site)
+    got = {}
+    if where == "pre":
+        h = mod.register_forward_pre_hook(lambda _m, a, k: got.__setitem__("x", a[0] if a else k["hidden_states"]),
+                                          with_kwargs=True)
+    else:
+        h = mod.register_forward_hook(lambda _m, _a, o: got.__setitem__("x", o[0] if isinstance(o, tuple) else o))
+    try:
+        with torch.no_grad():
+            eng.lm.model(input_ids=torch.as_tensor(ids), use_cache=False)
+    finally:
+        h.remove()
+    return got["x"].float()
+
+
+# -- the formats, written here ----------------------------------------------------------------------
+def draw(d_in, d_out=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    d_out = d_out or d_in
+    return {"W_enc": torch.randn(d_in, D_SAE, generator=g) / d_in ** 0.5,
+            "b_enc": torch.randn(D_SAE, generator=g) * 0.2 + 0.1,
+            "W_dec": torch.randn(D_SAE, d_out, generator=g) / D_SAE ** 0.5,
+            "b_dec": torch.randn(d_out, generator=g) * 0.1,
+            "threshold": torch.rand(D_SAE, generator=g) * 0.3 + 0.05,
+            "b_gate": torch.randn(D_SAE, generator=g) * 0.2,
+            "r_mag": torch.randn(D_SAE, generator=g) * 0.1,
+            "b_mag": torch.randn(D_SAE, generator=g) * 0.2}
+
+
+def write_saelens(folder, w, arch, layer, hook, k=None, transcoder=False, drop=()):
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    keys = {"standard": ["W_enc", "b_enc", "W_dec", "b_dec"], "topk": ["W_enc", "b_enc", "W_dec", "b_dec"],
+            "jumprelu": ["W_enc", "b_enc", "W_dec", "b_dec", "threshold"],
+            "gated": ["W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag"]}[arch]
+    save_file({k_: w[k_].contiguous() for k_ in keys if k_ not in drop}, str(folder / "sae_weights.safetensors"))
+    cfg = {"architecture": ("transcoder" if arch == "standard" else f"{arch}_transcoder") if transcoder else arch,
+           "d_in": int(w["W_enc"].shape[0]), "d_sae": D_SAE, "hook_name": f"blocks.{layer}.{hook}",
+           "apply_b_dec_to_input": not transcoder, "normalize_activations": "none"}
+    if k:
+        cfg["k"] = k
+    if transcoder:
+        cfg["d_out"] = int(w["W_dec"].shape[1])
+        cfg["hook_name_out"] = f"blocks.{layer}.hook_mlp_out"
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def write_openai(path, w, k):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"encoder.weight": w["W_enc"].T.contiguous(), "decoder.weight": w["W_dec"].T.contiguous(),
+                "pre_bias": w["b_dec"], "latent_bias": w["b_enc"], "stats_last_nonzero": torch.zeros(D_SAE, dtype=torch.long),
+                "activation": "TopK", "activation_state_dict": {"k": k, "postact_fn": "ReLU"}}, str(path))
+    return path
+
+
+def write_scope(path, w):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(str(path), **{k: w[k].numpy() for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")})
+    return path
+
+
+def reference_encode(kind, w, x, k=None):
+    """The formats' definitions, written out."""
+    if kind == "relu":  # SAELens standard, apply_b_dec_to_input
+        return torch.relu((x - w["b_dec"]) @ w["W_enc"] + w["b_enc"])
+    if kind == "topk":  # SAELens TopK
+        pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+        v, i = pre.topk(k, -1)
+        return torch.zeros_like(pre).scatter(-1, i, torch.relu(v))
+    if kind == "jumprelu":  # SAELens JumpReLU
+        pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+        return torch.where(pre > w["threshold"], pre, torch.zeros_like(pre))
+    if kind == "gated":
+        pre = (x - w["b_dec"]) @ w["W_enc"]
+        return ((pre + w["b_gate"]) > 0).float() * torch.relu(pre * torch.exp(w["r_mag"]) + w["b_mag"])
+    if kind == "openai":  # layer norm without affine, then pre_bias, encoder, latent_bias, TopK + ReLU
+        mu = x.mean(-1, keepdim=True)
+        xc = x - mu
+        xn = xc / (xc.std(-1, keepdim=True) + 1e-5)
+        pre = (xn - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+        v, i = pre.topk(k, -1)
+        return torch.zeros_like(pre).scatter(-1, i, torch.relu(v))
+    if kind in ("scope", "transcoder-jumprelu"):  # Gemma Scope: no b_dec on the input
+        pre = x @ w["W_enc"] + w["b_enc"]
+        return pre * (pre > w["threshold"])
+    if kind == "transcoder":  # SAELens transcoder: reads the MLP input, no b_dec subtracted
+        return torch.relu(x @ w["W_enc"] + w["b_enc"])
+    raise AssertionError(kind)
+
+
+CASES = [  # (id, family, site, kind)
+    ("saelens-relu-resid_pre", "gpt2", "resid_pre", "relu"),
+    ("saelens-topk-resid_post", "gpt2", "resid_post", "topk"),
+    ("saelens-jumprelu-attn_out", "gpt2", "attn_out", "jumprelu"),
+    ("saelens-gated-mlp_out", "gpt2", "mlp_out", "gated"),
+    ("saelens-transcoder", "gpt2", "mlp_in", "transcoder"),
+    ("openai-topk-resid_post", "gpt2", "resid_post", "openai"),
+    ("gemma-scope-jumprelu", "gpt2", "resid_post", "scope"),
+    ("saelens-topk-llama-resid_mid", "llama", "resid_mid", "topk"),
+    ("saelens-relu-llama-mlp_out", "llama", "mlp_out", "relu"),
+    ("gemma-scope-llama-transcoder", "llama", "mlp_in", "transcoder-jumprelu"),
+]
+HOOKS = {"resid_pre": "hook_resid_pre", "resid_post": "hook_resid_post", "resid_mid": "hook_resid_mid",
+         "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out", "mlp_in": "ln2.hook_normalized"}
+K = 6
+
+
+def make_sae_file(tmp, eng, case, layer):
+    name, _, site, kind = case
+    d = width(eng)
+    w = draw(d, seed=hash(name) % 1000)
+    if kind == "openai":
+        path = write_openai(tmp / "gpt2-small" / "resid_post_mlp_v5_32k" / "autoencoders" / f"{layer}.pt", w, K)
+    elif kind == "scope":
+        path = write_scope(tmp / "gemma-scope-2b-pt-res" / f"layer_{layer}" / "width_16k" / "average_l0_9" / "params.npz", w)
+    elif kind == "transcoder-jumprelu":
+        path = write_scope(tmp / "gemma-scope-2b-pt-transcoders" / f"layer_{layer}" / "width_16k" / "l0_9" / "params.npz", w)
+    else:
+        arch = {"relu": "standard", "transcoder": "standard"}.get(kind, kind)
+        path = write_saelens(tmp / name, w, arch, layer, HOOKS[site], k=K if kind == "topk" else None,
+                             transcoder=kind == "transcoder")
+    return path, w
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_index_latents_equal_a_direct_encode_of_the_hooked_activations(case, request, tmp_path):
+    eng = request.getfixturevalue(case[1])
+    layer = 1
+    path, w = make_sae_file(tmp_path, eng, case, layer)
+    sae = eng.add_sae(path, name=case[0])
+    assert (sae.layer, sae.site) == (layer, case[2])
+    assert sae.transcoder == (case[3].startswith("transcoder"))
+    idx = eng.index(CORPUS, units=f"sae:{case[0]}", progress=False)
+    assert idx.unit_layers == [layer] and idx.n_neurons == D_SAE
+    windows = np.asarray(idx._common["windows"], dtype=np.int64)
+    ref = reference_encode(case[3], w, hooked(eng, windows, layer, case[2]), K)  # [n_windows, 64, D_SAE]
+    # every latent's exact maximum, and its records' values, equal the direct encode
+    np.testing.assert_allclose(idx.extremes()[1][0], ref.amax((0, 1)).numpy(), rtol=1e-4, atol=1e-4)
+    active = [i for i in range(D_SAE) if ref[..., i].amax() > 0]
+    assert len(active) >= 3
+    for latent in active[:4]:
+        rec = idx.record(layer, latent)
+        top_ids = np.asarray(idx.layer_arrays(layer)["top_ids"][latent])
+        top_ids = top_ids[top_ids >= 0]
+        assert not rec.most_negative_activation_records  # latents are never negative: no bottom tail
+        for r, wid in zip(rec.most_positive_activation_records[:10], top_ids[:10]):  # the exact ones
+            np.testing.assert_allclose(r.activations, ref[wid, :, latent].numpy(), rtol=1e-4, atol=1e-4)
+        # density: the fraction of all tokens where it is active; the histogram holds the non-zero values
+        dens = float((ref[..., latent] != 0).float().mean())
+        assert idx.density(layer, latent) == pytest.approx(dens)
+        assert idx.histogram(layer, latent)[1].sum() == int((ref[..., latent] != 0).sum())
+    # Engine.activations on a text == the direct encode of that text
+    text = "The Eiffel Tower is tall."
+    ids = eng.lm.encode(text)
+    direct = reference_encode(case[3], w, hooked(eng, [ids], layer, case[2]), K)[0]
+    got = eng.layer_activations(text, layer, units=f"sae:{case[0]}")[1]
+    np.testing.assert_allclose(got, direct.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_topk_keeps_exactly_k_latents_per_token(gpt2, tmp_path):
+    w = draw(width(gpt2), seed=3)
+    w["b_enc"] = w["b_enc"].abs() + 5.0  # every pre-activation positive: exactly k survive the ReLU
+    gpt2.add_sae(write_saelens(tmp_path / "k", w, "topk", 2, "hook_resid_post", k=5), name="topk5")
+    _, acts = gpt2.layer_activations(" ".join(CORPUS[:4]), 2, units="sae:topk5")
+    assert ((acts != 0).sum(1) == 5).all()
+    idx = gpt2.index(CORPUS, units="sae:topk5", progress=False)
+    assert idx.densities(2).sum() == pytest.approx(5.0)  # k active per token on average over the whole corpus
+
+
+def test_jumprelu_threshold_is_respected(gpt2, tmp_path):
+    w = draw(width(gpt2), seed=4)
+    w["threshold"] = torch.full((D_SAE,), 0.4)
+    gpt2.add_sae(write_saelens(tmp_path / "j", w, "jumprelu", 0, "hook_resid_post"), name="jump")
+    _, acts = gpt2.layer_activations(" ".join(CORPUS[:6]), 0, units="sae:jump")
+    nz = acts[acts != 0]
+    assert nz.size > 50 and nz.min() > 0.4
+    ids = gpt2.lm.encode(" ".join(CORPUS[:6]))
+    pre = (hooked(gpt2, [ids], 0, "resid_post")[0] - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+    assert int(((pre > 0) & (pre <= 0.4)).sum()) > 0  # some positive pre-activations were cut by the threshold
+    assert int((acts != 0).sum()) == int((pre > 0.4).sum())
+
+
+# -- interventions -------------------------------------------------------------------------------
+def manual_greedy(eng, ids, mod_fn, n):
+    """Greedy decoding of the whole model (no cache), one hook on the MLP / block written here."""
+    ids = list(ids)
+    out = []
+    for _ in range(n):
+        with torch.no_grad():
+            logits = eng.lm.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]
+        nxt = int(logits.argmax())
+        out.append(nxt)
+        if nxt == eng.lm.eos_token_id:
+            break
+        ids.append(nxt)
+    return out
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_steering_a_latent_equals_adding_its_decoder_direction_by_a_manual_hook(which, request, tmp_path):
+    from neuronwidget.subject.units import latent_greedy, latent_logits
+
+    eng = request.getfixturevalue(which)
+    w = draw(width(eng), seed=7)
+    sae = eng.add_sae(write_saelens(tmp_path / "s", w, "standard", 1, "hook_resid_post"), name="steer")
+    prompt = eng.lm.encode("The Eiffel Tower is")
+    strength, latent = 8.0, 3
+    mod, _ = module_at(eng, 1, "resid_post")
+    h = mod.register_forward_hook(lambda _m, _a, o: (o[0] + strength * w["W_dec"][latent], *o[1:])
+                                  if isinstance(o, tuple) else o + strength * w["W_dec"][latent])
+    try:
+        manual = manual_greedy(eng, prompt, None, 12)
+        with torch.no_grad():
+            manual_logits = eng.lm.model(input_ids=torch.tensor([prompt]), use_cache=False).logits[0].float()
+    finally:
+        h.remove()
+    plain = manual_greedy(eng, prompt, None, 12)
+    got = latent_greedy(eng.lm, sae, prompt, 12, steer={latent: strength})
+    assert got == manual and got != plain
+    clean, edited = latent_logits(eng.lm, sae, prompt, steer={latent: strength})
+    torch.testing.assert_close(edited, manual_logits, rtol=1e-4, atol=1e-4)
+    # ablation: the latent's own contribution f_i(x) W_dec[i] is taken out where the SAE writes
+    f = reference_encode("relu", w, hooked(eng, [prompt], 1, "resid_post"), None)[0]
+    lat = int(f.sum(0).argmax())
+    h = mod.register_forward_hook(
+        lambda _m, _a, o: (o[0] - reference_encode("relu", w, o[0].float(), None)[..., lat:lat + 1] * w["W_dec"][lat], *o[1:])
+        if isinstance(o, tuple) else o - reference_encode("relu", w, o.float(), None)[..., lat:lat + 1] * w["W_dec"][lat])
+    try:
+        with torch.no_grad():
+            manual_abl = eng.lm.model(input_ids=torch.tensor([prompt]), use_cache=False).logits[0].float()
+    finally:
+        h.remove()
+    clean2, ablated = latent_logits(eng.lm, sae, prompt, ablate=[lat])
+    torch.testing.assert_close(ablated, manual_abl, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(clean2, clean)
+    assert (ablated - clean).abs().max() > 1e-4
+    # the model is itself again afterwards
+    with torch.no_grad():
+        after = eng.lm.model(input_ids=torch.tensor([prompt]), use_cache=False).logits[0].float()
+    torch.testing.assert_close(after, clean)
+
+
+# -- bad files ------------------------------------------------------------------------------------
+def test_bad_files_get_clear_errors(gpt2, tmp_path, monkeypatch):
+    d = width(gpt2)
+    w = draw(d)
+    with pytest.raises(SAEFormatError, match="no 'b_dec'"):
+        load_sae(write_saelens(tmp_path / "missing", w, "standard", 0, "hook_resid_pre", drop=("b_dec",)))
+    bad = dict(w, b_enc=torch.zeros(D_SAE + 1))
+    with pytest.raises(SAEFormatError, match=r"b_enc has shape \(65,\), expected \(64,\)"):
+        load_sae(write_saelens(tmp_path / "shape", bad, "standard", 0, "hook_resid_pre"))
+    nan = dict(w, W_dec=w["W_dec"].clone())
+    nan["W_dec"][3, 4] = float("nan")
+    with pytest.raises(SAEFormatError, match="W_dec holds 1 non-finite"):
+        load_sae(write_saelens(tmp_path / "nan", nan, "standard", 0, "hook_resid_pre"))
+    scope = dict(w)
+    scope["threshold"] = scope["threshold"].clone()
+    scope["threshold"][0] = float("inf")
+    with pytest.raises(SAEFormatError, match="threshold holds 1 non-finite"):
+        load_sae(write_scope(tmp_path / "gemma-scope-2b-pt-res" / "layer_0" / "w" / "params.npz", scope))
+    with pytest.raises(SAEFormatError, match="no 'threshold'"):
+        np.savez(str(tmp_path / "nothr.npz"), **{k: w[k].numpy() for k in ("W_enc", "W_dec", "b_enc", "b_dec")})
+        load_sae(tmp_path / "nothr.npz", layer=0, site="resid_post")
+    # d_in / hook site that do not fit the model: a ValueError naming both
+    wide = draw(d + 8)
+    with pytest.raises(ValueError, match=rf"d_in={d + 8} at resid_pre of block 0, but tiny has {d} numbers"):
+        gpt2.add_sae(write_saelens(tmp_path / "wide", wide, "standard", 0, "hook_resid_pre"))
+    with pytest.raises(ValueError, match=r"reads block 9 \(resid_pre\), but tiny has blocks 0..3"):
+        gpt2.add_sae(write_saelens(tmp_path / "deep", w, "standard", 9, "hook_resid_pre"))
+    with pytest.raises(ValueError, match="hook site 'blocks.0.attn.hook_z' is not one neuronwidget can hook"):
+        load_sae(write_saelens(tmp_path / "z", w, "standard", 0, "attn.hook_z"))
+    with pytest.raises(ValueError, match="site must be one of resid_pre"):
+        load_sae(tmp_path / "missing", site="resid")
+    with pytest.raises(ValueError, match="no SAE at"):
+        load_sae(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="units must be 'neurons' or 'sae:NAME'"):
+        gpt2.index(CORPUS, units="latents", progress=False)
+    with pytest.raises(ValueError, match="no SAE named 'nope' is attached"):
+        gpt2.activations("x", 0, 0, units="sae:nope")
+    # a hub id offline with an empty cache: a clear error, not a hang
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(SAEUnavailableError, match="cannot fetch 'hf:someone/no-such-sae/layer_3'"):
+        load_sae("hf:someone/no-such-sae/layer_3")
+
+
+# -- explain / score / connections on latents ------------------------------------------------------
+def test_explain_and_score_a_latent_with_the_rules_explainer(gpt2, tmp_path):
+    w = draw(width(gpt2), seed=11)
+    gpt2.add_sae(write_saelens(tmp_path / "e", w, "topk", 2, "hook_resid_post", k=K), name="expl")
+    idx = gpt2.index(CORPUS, units="sae:expl", progress=False)
+    latent = int(np.argmax(idx.densities(2) * (idx.extremes()[1][0] > 0)))
+    rec = idx.record(2, latent)
+    expl = nw.explain(rec, "rules")
+    assert expl and isinstance(expl[0], str)
+    scored = nw.score(rec, expl[0], "rules", store=False)
+    assert scored.explanation == expl[0]
+
+
+def test_trained_topk_sae_on_a_tiny_slice_is_cached_and_loads_as_saelens(gpt2, tmp_path):
+    from neuronwidget.activations.sae_train import train_sae
+
+    kw = dict(layer=1, site="resid_post", d_sae=48, k=4, steps=60, batch_tokens=256, max_tokens=2048,
+              cache_dir=tmp_path, progress=False)
+    sae, report = train_sae(gpt2.lm, CORPUS, **kw)
+    assert (sae.activation, sae.k, sae.d_sae, sae.format) == ("topk", 4, 48, "saelens")
+    assert 0.2 < report["fraction_variance_explained"] <= 1
+    assert report["l0"] <= 4
+    again, report2 = train_sae(gpt2.lm, CORPUS, **kw)  # from the cache: no second training
+    assert report2 == report and torch.equal(again.W_enc, sae.W_enc)
+    assert (sae.W_dec.norm(dim=1) - 1).abs().max() < 1e-4
+
+
+def test_nw_api_connections_top_latents_and_effect(tmp_path):
+    from neuronwidget.api import get_engine
+
+    eng = get_engine("tiny")
+    w = draw(width(eng), seed=13)
+    sae = nw.load_sae(write_saelens(tmp_path / "api", w, "topk", 2, "hook_resid_post", k=K), model="tiny", name="api")
+    assert sae.units == "sae:api" and eng.saes["api"] is sae
+    con = nw.latent_connections(2, 7, units="sae:api", model="tiny", k=5)
+    m = eng.lm.model
+    logits = m.lm_head.weight.detach() @ (m.transformer.ln_f.weight.detach() * w["W_dec"][7])
+    strings = eng.lm.token_strings()
+    assert [t for t, _ in con.output_tokens] == [strings[int(i)] for i in logits.topk(5).indices]
+    assert [t for t, _ in con.suppressed_tokens] == [strings[int(i)] for i in (-logits).topk(5).indices]
+    reads = m.transformer.wte.weight.detach() @ w["W_enc"][:, 7]
+    assert [t for t, _ in con.input_tokens] == [strings[int(i)] for i in reads.topk(5).indices]
+    dec = w["W_dec"] / w["W_dec"].norm(dim=1, keepdim=True)
+    cos = dec @ dec[7]
+    cos[7] = -2
+    assert [i for i, _ in con.nearest] == cos.topk(5).indices.tolist()
+    assert "<code>" in con._repr_html_()
+    text = "The Eiffel Tower is in Paris."
+    top = nw.top_latents(text, -1, units="sae:api", model="tiny")
+    ids = eng.lm.encode(text)
+    f = reference_encode("topk", w, hooked(eng, [ids], 2, "resid_post"), K)[0, -1]
+    assert [i for i, _ in top] == [int(i) for i in f.topk(len(top)).indices] and len(top) == K
+    eff = nw.latent_effect(text, top[0][0], units="sae:api", model="tiny")
+    assert len(eff.tokens) == len(eff.kl) == len(eff.values) == len(ids) and eff.delta_logp[-1] is None
+    assert max(eff.kl) > 0 and eff.values[-1] == pytest.approx(top[0][1], rel=1e-4)
+    steered = nw.steer_latent("The Eiffel Tower is", {7: 50.0}, units="sae:api", model="tiny", max_new_tokens=6)
+    assert steered.plain != steered.steered
+    with pytest.raises(ValueError, match="reads layer 2, not 1"):
+        nw.latent_connections(1, 7, units="sae:api", model="tiny")
