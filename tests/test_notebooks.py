@@ -75,7 +75,7 @@ def test_quickstart(tmp_path_factory, monkeypatch):
     if "smollm2-135m" in text_of(code[0]):
         assert "real weights, not GPT-2" in fallback  # ... or that it is a real model, not GPT-2
     tokens = html_outputs(code[2])[0]["text/html"]
-    assert "inheritance" in tokens and '<span style="background:' in tokens
+    assert "radio" in tokens and '<span style="background:' in tokens
 
 
 def test_teaching_demo(tmp_path_factory, monkeypatch):
@@ -89,7 +89,10 @@ def test_teaching_demo(tmp_path_factory, monkeypatch):
     assert "rows in pairs: real (0-10), then simulated (0-10)" in everything
     card = html_outputs(code[-1])[0]["text/html"]
     assert "nw-card" in card and "explainer: rules" in card
-    assert "score:" in text_of(code[-1])
+    assert "Token lookup: " in everything  # the paper's baseline beside it, as the control
+    scores = text_of(code[-1])
+    assert re.search(r"score: (-?[01]\.\d\d \(-?[01]\.\d\d\u2013-?[01]\.\d\d\)|undefined)", scores), scores
+    assert "token lookup, scored by its own simulator: " in scores
 
 
 def test_hypothesis_check_degrades_offline(tmp_path_factory, monkeypatch):
@@ -99,7 +102,7 @@ def test_hypothesis_check_degrades_offline(tmp_path_factory, monkeypatch):
     assert "Hypothesis: the tokens" in text_of(code[2])
     tried = text_of(code[3])
     assert tried.count("should fire") == 2 and tried.count("should not") == 2
-    assert "your hypothesis" in text_of(code[4])
+    assert re.search(r"your hypothesis +(-?[01]\.\d\d \(|undefined)", text_of(code[4]))
     last = text_of(code[-1])
     # offline here: a plain message, not a traceback
     assert "not available here" in last and "could not reach" in last and "Traceback" not in last
