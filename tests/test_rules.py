@@ -12,7 +12,8 @@ from neuronwidget.explanations import BaselineBackend, RulesBackend, score
 from neuronwidget.explanations.backends import resolve_explainer, resolve_simulator
 from neuronwidget.explanations.backends.baseline import baseline_simulate, lookup_table
 from neuronwidget.explanations.backends.rules import (
-    ALTERNATIVES, NO_RULE, Rule, Settings, _Candidates, _data, _Doc, _rule_mask, fit_records, fit_rules, format_rules, parse_rules,
+    ALTERNATIVES, NO_RULE, Rule, Settings, _Candidates, _data, _Doc, _rule_mask, extra_records, fit_records, fit_rules,
+    format_rules, parse_rules,
     predict, select_rules,
 )
 from neuronwidget.records import ActivationRecord, NeuronId, NeuronRecord, SequenceSimulation
@@ -173,7 +174,8 @@ def test_one_explanation_chosen_on_held_in_records_it_was_not_fitted_on(signed):
     assert chosen == ALTERNATIVES[best]
     assert backend.explain(signed)[0] == format_rules(rules)
     top, rand = fit_records(signed)
-    assert rules == fit_rules(top, rand, chosen, max_activation=max(r.max_activation for r in top))
+    assert rules == fit_rules(top, rand, chosen, max_activation=max(r.max_activation for r in top),
+                              extra=extra_records(signed))
     # every alternative reads back and explains the planted pattern
     for st in ALTERNATIVES:
         text = format_rules(fit_rules(top, rand, st))
@@ -188,18 +190,22 @@ def test_default_settings_need_two_matching_tokens():
     assert Settings().min_support >= 2 and ALTERNATIVES[0] == Settings()
 
 
-def _with_new_scoring_records(record: NeuronRecord, seed: int, amp: float = 3.0) -> NeuronRecord:
+def _with_new_scoring_records(record: NeuronRecord, seed: int, amp: float = 3.0, keep_tokens: bool = False) -> NeuronRecord:
+    """``record`` with other valid/test records (top and random); ``keep_tokens``: the same
+    texts with other activations (for records whose quantile samples or other side may hold a
+    window identical to a scoring record: such windows are left out of the fit because they
+    are scoring records, so new texts there would let them in)."""
+    import dataclasses
+
     rng = random.Random(seed)
-    top = list(record.most_positive_activation_records)
-    rand = list(record.random_sample)
-    for i in range(len(top)):
-        if i % 4 in (2, 3):  # valid, test
-            top[i] = ActivationRecord(_text(rng), [rng.uniform(-amp, amp) for _ in range(32)])
-    for i in range(len(rand)):
-        if i % 3 in (1, 2):
-            rand[i] = ActivationRecord(_text(rng), [rng.uniform(-amp, amp) for _ in range(32)])
-    return NeuronRecord(record.neuron_id, random_sample=rand, most_positive_activation_records=top,
-                        most_negative_activation_records=record.most_negative_activation_records)
+
+    def new(r: ActivationRecord) -> ActivationRecord:
+        toks = list(r.tokens) if keep_tokens else _text(rng)
+        return ActivationRecord(toks, [rng.uniform(-amp, amp) for _ in toks])
+
+    top = [new(r) if i % 4 in (2, 3) else r for i, r in enumerate(record.most_positive_activation_records)]
+    rand = [new(r) if i % 3 in (1, 2) else r for i, r in enumerate(record.random_sample)]
+    return dataclasses.replace(record, random_sample=rand, most_positive_activation_records=top)
 
 
 def _evidence(record: NeuronRecord, text: str) -> list[tuple[ActivationRecord, SequenceSimulation]]:
@@ -210,8 +216,8 @@ def _evidence(record: NeuronRecord, text: str) -> list[tuple[ActivationRecord, S
 
 def test_never_reads_the_scoring_records(signed, tiny_index):
     backend = RulesBackend()
-    for record in (signed, tiny_index[2].record(1, 3)):
-        other = _with_new_scoring_records(record, 5)
+    for record, keep in ((signed, False), (tiny_index[2].record(1, 3), True)):
+        other = _with_new_scoring_records(record, 5, keep_tokens=keep)
         assert other.top_split("valid") != record.top_split("valid")
         assert backend.explain(other, n=5) == backend.explain(record, n=5)
         weak = '"the" (3)'
@@ -225,10 +231,10 @@ def test_best_of_n_with_rules_never_reads_the_scoring_records(signed, tiny_index
     from neuronwidget.explanations.improve import improve_explanation
 
     backend = RulesBackend()
-    for record in (signed, signed.for_side("negative"), tiny_index[2].record(1, 3)):
+    for record, keep in ((signed, False), (signed.for_side("negative"), False), (tiny_index[2].record(1, 3), True)):
         # below the record's maximum (improve.py reads record.max_activation, the first train
         # top record's maximum as long as the top records stay ranked)
-        other = _with_new_scoring_records(record, 7, amp=0.9 * record.max_activation)
+        other = _with_new_scoring_records(record, 7, amp=0.9 * record.max_activation, keep_tokens=keep)
         assert other.max_activation == record.max_activation
         a = improve_explanation(record, backend, backend, best_of=5, revise=True)
         b = improve_explanation(other, backend, backend, best_of=5, revise=True)
@@ -346,3 +352,32 @@ def test_smollm2_user_defined_neuron():
     new = eng.activations("Any user-defined method works; she defined it herself.", layer=8, neuron=55)
     pred = predict(rules, new.tokens)
     assert new.tokens[int(np.argmax(pred))].strip() == "defined" and max(pred) > 0, (text, new.tokens, pred)
+
+
+def test_extra_records_are_non_scoring_and_leave_out_scoring_windows(signed, tiny_index):
+    """Quantile samples and the other side's train + calibration top records feed the fit;
+    a window identical to a valid/test record (top or random) never does."""
+    import dataclasses
+
+    from neuronwidget.explanations.backends.rules import OTHER_SIDE_WEIGHT, QUANTILE_WEIGHT
+
+    groups = dict((w, recs) for recs, w in extra_records(signed))
+    bottom = signed.most_negative_activation_records
+    assert groups[OTHER_SIDE_WEIGHT] == bottom[0::4] + bottom[1::4] and QUANTILE_WEIGHT not in groups
+    flipped = signed.for_side("negative")
+    other = dict((w, recs) for recs, w in extra_records(flipped))[OTHER_SIDE_WEIGHT]
+    assert [r.tokens for r in other] == [r.tokens for r in signed.top_split("train") + signed.top_split("calibration")]
+    # a window that is also a scoring record is left out, wherever it shows up
+    valid = signed.top_split("valid")[0]
+    quantiles = [[valid, signed.top_split("train")[0]], [signed.random_split("test")[0]]]
+    shared = dataclasses.replace(signed, random_sample_by_quantile=quantiles,
+                                 most_negative_activation_records=[valid] + list(bottom[1:]))
+    groups = dict((w, recs) for recs, w in extra_records(shared))
+    assert groups[QUANTILE_WEIGHT] == [signed.top_split("train")[0]]
+    assert valid not in groups[OTHER_SIDE_WEIGHT] and len(groups[OTHER_SIDE_WEIGHT]) == len(bottom[0::4] + bottom[1::4]) - 1
+    # a real index's record: quantile samples are used, none is a scoring window
+    record = tiny_index[2].record(1, 3)
+    held = {tuple(r.tokens) for r in record.top_split("valid") + record.top_split("test")
+            + record.random_split("valid") + record.random_split("test")}
+    got = [r for recs, _ in extra_records(record) for r in recs]
+    assert got and not any(tuple(r.tokens) in held for r in got)
