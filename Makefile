@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARTIFACTS ?= .ci/artifacts
 
-.PHONY: demo test setup models js js-test py-test browser-deps lab clean
+.PHONY: demo test setup models sae js js-test py-test browser-deps lab clean
 
 demo: $(STAMP) models  # no browser needed: the pages are static HTML
 	$(PY) -m neuronwidget.cli demo --out demo-output
@@ -18,6 +18,11 @@ setup: $(STAMP) models browser-deps
 # into the cache (~1 min the first time, nothing after), so demos and tests only load it.
 models: $(STAMP)
 	$(PY) -c "from neuronwidget.subject.smollm2 import smollm2_folder; print('SmolLM2 ready:', smollm2_folder())"
+
+# The small TopK SAE on SmolLM2-135M layer 8 MLP output over the bundled corpus (issue 19): trained
+# once into <cache>/sae/ (minutes on a CPU), then loaded. `make test` does not need it.
+sae: models
+	$(PY) -m neuronwidget.cli sae-train
 
 # torch first, pinned, so nothing later pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml package.json package-lock.json

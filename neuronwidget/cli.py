@@ -262,6 +262,24 @@ def cmd_published(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sae_train(args: argparse.Namespace) -> int:
+    """Train (or load from the cache) the small TopK SAE on the model's activations over the
+    bundled corpus, and print where it lives and how well it reconstructs."""
+    from .subject import load_model
+    from .activations.sae_train import sae_folder, train_sae
+
+    lm = load_model(args.model)
+    settings = {k: getattr(args, k) for k in ("layer", "site", "d_sae", "k", "steps", "max_tokens")}
+    sae, report = train_sae(lm, progress=not args.quiet, retrain=args.retrain, **settings)
+    print(f"{sae.describe()}\n  folder: {sae_folder(lm, None, None, **settings)[0]}")
+    print(f"  trained on {report['train_tokens']:,} tokens in {report['train_s']:.0f} s "
+          f"(+{report['collect_s']:.0f} s reading activations); held out {report['heldout_tokens']:,} tokens:")
+    print(f"  fraction of variance explained {report['fraction_variance_explained']:.3f}; next-token loss "
+          f"{report['loss_clean']:.3f} clean, {report['loss_spliced']:.3f} spliced in (+{report['loss_increase']:.3f}), "
+          f"{report['loss_zero_ablated']:.3f} with the site zeroed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuronwidget", description="Explain GPT-2 MLP neurons.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -293,6 +311,18 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--model", help="subject model (default: gpt2 when available, else tiny)")
     ix.add_argument("--rebuild", action="store_true", help="ignore the cached index")
     ix.set_defaults(func=cmd_index)
+    st = sub.add_parser("sae-train", help="train (or load) a small TopK SAE on a model's activations, offline")
+    st.add_argument("--model", default="smollm2-135m", help="subject model (default: smollm2-135m, real weights, offline)")
+    st.add_argument("--layer", type=int, default=None, help="block to read (default 8)")
+    st.add_argument("--site", default=None, help="resid_pre, resid_mid, resid_post, attn_out, mlp_out (default mlp_out)")
+    st.add_argument("--d-sae", dest="d_sae", type=int, default=None, help="latents (default 1536)")
+    st.add_argument("--k", type=int, default=None, help="active latents per token (default 32)")
+    st.add_argument("--steps", type=int, default=None, help="Adam steps (default 600)")
+    st.add_argument("--max-tokens", dest="max_tokens", type=int, default=None,
+                    help="corpus tokens read (default 65536; a tenth held out)")
+    st.add_argument("--retrain", action="store_true", help="train again even when cached")
+    st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.set_defaults(func=cmd_sae_train)
     pub = sub.add_parser("published", help="print (and cache) OpenAI's published GPT-2 explanations")
     pub.add_argument("--model", default="gpt2", help="gpt2 (= gpt2-small) or gpt2-xl")
     pub.add_argument("--layer", type=int)

@@ -415,3 +415,25 @@ def test_nw_api_connections_top_latents_and_effect(tmp_path):
     assert steered.plain != steered.steered
     with pytest.raises(ValueError, match="reads layer 2, not 1"):
         nw.latent_connections(1, 7, units="sae:api", model="tiny")
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_one_pass_builds_neurons_and_saes_equal_to_separate_builds(which, request, tmp_path):
+    eng = request.getfixturevalue(which)
+    d = width(eng)
+    a = eng.add_sae(write_saelens(tmp_path / "a", draw(d, seed=21), "topk", 1, "hook_resid_post", k=K), name=f"{which}-a")
+    b = eng.add_sae(write_saelens(tmp_path / "b", draw(d, seed=22), "jumprelu", 2, "hook_mlp_out"), name=f"{which}-b")
+    corpus = CORPUS[:20]
+    together = tmp_path / "together"
+    idx = eng.index(corpus, with_units=[a.units, b.units], progress=False, cache_dir=together)
+    assert idx.ready_layers() == list(range(eng.n_layers))
+    # the same indexes, bit for bit, as separate builds in another cache folder
+    from neuronwidget.activations.build import IndexBuilder
+
+    for units in (None, a.units, b.units):
+        both = IndexBuilder(eng.unit_model(units), corpus, cache_dir=together)
+        got = both.run(progress=False)
+        assert not both.built  # found on disk, written by the one pass
+        one = IndexBuilder(eng.unit_model(units), corpus, cache_dir=tmp_path / "apart")
+        assert one.run(progress=False).checksums() == got.checksums() and one.built
+    assert eng.index(corpus, units=b.units, progress=False, cache_dir=together).density(2, 0) >= 0

@@ -192,7 +192,7 @@ class Engine:
     def index(self, corpus: Any = None, *, top_k: int = 40, n_random: int = 30, seed: int = 0,
               rebuild: bool = False, progress: Any = True, distributed: str | None = None,
               workers: int | None = None, max_worker_deaths: int | None = None, lazy: bool = False, units: Any = None,
-              **settings: Any):
+              with_units: Any = (), **settings: Any):
         """The corpus index for every neuron (cached on disk; built with a progress bar if new).
 
         ``lazy=True``: returned at once; each layer is built when first read, the forward pass
@@ -213,11 +213,29 @@ class Engine:
         a :class:`~neuronwidget.activations.units.UnitIndex` (same records, plus density and the
         histogram of non-zero values; no bottom tail), cached under a key that includes the SAE's
         weights.
+
+        ``with_units=["sae:NAME", ...]``: build those unit spaces' indexes in the SAME forward
+        pass as the neurons' (each batch's latents are folded while it runs); returns the neuron
+        index, and ``index(units="sae:NAME")`` then finds its index on disk.
         """
         from .build import IndexBuilder
 
         if corpus is None:
             corpus = self.corpus() if callable(self.corpus) else self.corpus
+        if with_units:
+            if units not in (None, "neurons") or lazy or distributed is not None or rebuild:
+                raise ValueError("with_units builds neurons and SAE latents in one pass in this process; it does not go "
+                                 "with units=, lazy=True, rebuild=True or distributed=")
+            from .units import build_together
+
+            names = [with_units] if isinstance(with_units, str) else list(with_units)
+            ums = [self.unit_model(u) for u in names]
+            idx, uidx = build_together(self.lm, ums, corpus, progress=progress, top_k=top_k, n_random=n_random,
+                                       seed=seed, **settings)
+            for ui in uidx:
+                self._indexes[ui._builder.key] = ui
+            self._indexes[idx._builder.key] = idx
+            return idx
         lm = self.unit_model(units)
         if lm is not self.lm and distributed is not None:
             raise ValueError("an index of SAE latents is built in this process; distributed='ray' is for neuron indexes")

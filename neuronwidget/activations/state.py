@@ -234,6 +234,14 @@ class IndexState:
 
     # -- folding ---------------------------------------------------------------------------
     def fold_batch(self, lm: Any, batch: int) -> None:
+        chunk, fold, done = self.batch_folder(batch)
+        forward(lm, chunk, fold, self.layer_ids)
+        done()
+
+    def batch_folder(self, batch: int) -> tuple[np.ndarray, Callable[[int, torch.Tensor], None], Callable[[], None]]:
+        """(the batch's windows, ``fold(layer, acts)`` for each of ``layer_ids`` while the forward
+        runs, ``done()`` after it): one batch folded by a forward pass someone else runs (a
+        build of neurons and SAE latents in one pass, :mod:`.units`)."""
         plan = self.plan
         w0 = batch * plan.batch_size
         chunk = plan.windows[w0:w0 + plan.batch_size]
@@ -243,11 +251,16 @@ class IndexState:
                                                     device=self.dev)
         rand_slots = [(j, self._slot_of[w0 + j]) for j in range(len(chunk)) if (w0 + j) in self._slot_of]
         moments = self.shard_moments[shard]
-        forward(lm, chunk, lambda layer, acts: self._fold(layer, self._pos[layer], acts, w0, rand_slots, moments[self._pos[layer]]),
-                self.layer_ids)
-        for _, slot in rand_slots:
-            self.rand_filled[slot] = True
-        self.batches_done.add(batch)
+
+        def fold(layer: int, acts: torch.Tensor) -> None:
+            self._fold(layer, self._pos[layer], acts, w0, rand_slots, moments[self._pos[layer]])
+
+        def done() -> None:
+            for _, slot in rand_slots:
+                self.rand_filled[slot] = True
+            self.batches_done.add(batch)
+
+        return chunk, fold, done
 
     def _fold(self, layer: int, pos: int, acts: torch.Tensor, w0: int, rand_slots: list[tuple[int, int]],
               moments: torch.Tensor) -> None:

@@ -14,9 +14,11 @@ Latents are never negative: no bottom tail is kept. What a unit space adds:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..records import check_layer_neuron
 from .store import NeuronIndex
@@ -91,4 +93,64 @@ class UnitIndex(NeuronIndex):
         return edges, counts
 
 
-__all__ = ["UnitIndex"]
+def build_together(lm: Any, unit_models: list[Any], corpus: Any = None, *, progress: Any = True,
+                   **settings: Any) -> tuple[Any, list[UnitIndex]]:
+    """The neuron index of ``lm`` and the indexes of ``unit_models`` (each a
+    :class:`~neuronwidget.subject.units.UnitModel` over ``lm``), built by ONE forward pass per
+    batch: each batch's neurons and latents are folded while it runs. Each index is the one
+    its own build gives (same windows, calibration and selections), written to its own cache
+    folder; what is already on disk is loaded, not rebuilt. (No checkpoints within this pass:
+    an interrupted build starts again.) Returns (neuron index, [unit indexes])."""
+    import time
+
+    from ..subject.units import run_unit_hooks
+    from .build import IndexBuilder
+    from .state import make_progress
+
+    nb = IndexBuilder(lm, corpus, **settings)
+    ubs = [IndexBuilder(um, corpus, **settings) for um in unit_models]
+    with contextlib.ExitStack() as stack:
+        for b in [nb, *ubs]:
+            stack.enter_context(b.locked())
+        todo = [(b, [layer for layer in b.layers if b._layer_ok(layer) is None]) for b in [nb, *ubs]]
+        todo = [(b, missing) for b, missing in todo if missing]
+        if todo:
+            plans = {}
+            states = []
+            for b, missing in todo:
+                b._ensure_common()
+                plan = b.plan()
+                plans[id(b)] = plan
+                states.append(b.new_state(plan, b.calibrate(plan, missing), missing))
+            n_batches = plans[id(todo[0][0])].n_batches
+            assert all(p.n_batches == n_batches for p in plans.values())
+            neuron_state = states[0] if todo[0][0] is nb else None
+            unit_states = states[1:] if neuron_state is not None else states
+            saes = [next(iter(b.lm.saes.values())) for b, _ in todo if b is not nb]
+            report = make_progress(progress, n_batches, f"indexing {lm.short_name} neurons + "
+                                   f"{', '.join(s.units for s in saes)} in one pass")
+            t0 = time.perf_counter()
+            try:
+                for bi in range(n_batches):
+                    folds = [st.batch_folder(bi) for st in states]
+                    chunk = folds[0][0]
+                    nfold = folds[0][1] if neuron_state is not None else None
+                    ufolds = [f[1] for f in folds[1:]] if neuron_state is not None else [f[1] for f in folds]
+                    run_unit_hooks(lm, torch.from_numpy(chunk.astype(np.int64)),
+                                   neuron_state.layer_ids if neuron_state is not None else [], nfold,
+                                   saes, lambda i, latents: ufolds[i](saes[i].layer, latents))
+                    for f in folds:
+                        f[2]()
+                    report(bi + 1, n_batches, "")
+            finally:
+                report(-1, n_batches, "close")
+            for (b, _), st in zip(todo, states):
+                b.write(plans[id(b)], st)
+                b.built = True
+                b.timings = {"pass_s": time.perf_counter() - t0, "together": True}
+    nidx = nb.run(progress=False)
+    nidx.attach(lm)
+    return nidx, [b.run(progress=False).attach(um) for b, um in zip(ubs, unit_models)]
+
+
+__all__ = ["UnitIndex", "build_together"]

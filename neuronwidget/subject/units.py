@@ -277,6 +277,47 @@ class _Stop(Exception):
 
 
 @exclusive
+def run_unit_hooks(lm: Any, input_ids: torch.Tensor, neuron_layers: Iterable[int], neuron_fn: Any,
+                   saes: Sequence[SAE], sae_fn: Any) -> None:
+    """ONE forward pass over ``input_ids`` (text tokens) that hands ``neuron_fn(layer, acts)`` the
+    neurons of ``neuron_layers`` and ``sae_fn(i, latents)`` the latents of ``saes[i]`` (BOS
+    excluded, float32 latents), stopping after the last block any of them needs. The neurons
+    see the same values as :func:`~.capture.run_mlp_hooks` (the family's fast modules in every
+    block that runs); so do the latents (:class:`UnitModel`)."""
+    wanted = sorted(set(int(x) for x in neuron_layers))
+    for sae in saes:
+        sae.check_model(lm)
+    last = max(wanted + [s.layer for s in saes])
+    blocks = lm.blocks
+    ids = _with_prefix(lm, input_ids)
+    skip = len(lm.prefix_ids)
+
+    def neuron_hook(layer: int) -> Any:
+        return lambda acts: neuron_fn(layer, acts[:, skip:] if skip else acts)
+
+    def sae_hook(i: int) -> Any:
+        sae = saes[i]
+        return lambda x: sae_fn(i, sae.encode(x[:, skip:] if skip else x))
+
+    def stop(_m: Any, _a: Any, _o: Any) -> None:
+        raise _Stop
+
+    handles: list[Any] = []
+    try:
+        for layer in range(last + 1):
+            handles.append(lm.family.hook(blocks[layer], neuron_hook(layer) if layer in wanted else _ignore))
+        for i, sae in enumerate(saes):
+            handles.append(hook_site(lm, sae.layer, sae.site, sae_hook(i)))
+        handles.append(blocks[last].register_forward_hook(stop))
+        with torch.inference_mode():
+            lm.base(input_ids=ids, use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        _Handles(handles).remove()
+
+
+@exclusive
 def site_values(lm: Any, input_ids: torch.Tensor, layer: int, site: str) -> torch.Tensor:
     """float32 [batch, text length, width]: the values at ``site`` of block ``layer`` for
     ``input_ids`` (text tokens; BOS excluded), the forward stopped there. Blocks below run with
@@ -375,4 +416,4 @@ def describe_site(sae: SAE) -> str:
     return SITE_WORDS[sae.site].format(L=sae.layer)
 
 
-__all__ = ["UnitModel", "embed_scores", "latent_greedy", "latent_logits", "site_values", "spliced_loss", "unembed_scores"]
+__all__ = ["UnitModel", "run_unit_hooks", "embed_scores", "latent_greedy", "latent_logits", "site_values", "spliced_loss", "unembed_scores"]
