@@ -58,6 +58,13 @@ _PUBLIC = {
     "search": "neuronwidget.explore.api",
     "record_explanation": "neuronwidget.explore.api",
     "import_explanations": "neuronwidget.explore.api",
+    # SAE latents and transcoder features as units (units="sae:NAME")
+    "load_sae": "neuronwidget.explore.latents",
+    "train_sae": "neuronwidget.explore.latents",
+    "latent_connections": "neuronwidget.explore.latents",
+    "latent_effect": "neuronwidget.explore.latents",
+    "steer_latent": "neuronwidget.explore.latents",
+    "top_latents": "neuronwidget.explore.latents",
     "Explorer": "neuronwidget.widgets.explorer",
     "SearchBox": "neuronwidget.widgets.explorer",
     # widgets
@@ -69,7 +76,16 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC) + ["__version__"]
 
 
+# subpackages reachable as attributes of a fresh ``import neuronwidget as nw`` (``nw.widgets.export_html``),
+# imported on first use like the names above
+_SUBPACKAGES = ("widgets", "explore", "explanations", "activations", "subject", "records", "api", "cli")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        value = importlib.import_module(f"neuronwidget.{name}")
+        globals()[name] = value
+        return value
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'neuronwidget' has no attribute {name!r}")
@@ -79,5 +95,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return __all__ + list(_SUBPACKAGES)
 

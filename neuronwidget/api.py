@@ -9,6 +9,7 @@ explicit argument > ``configure(...)`` > environment variable > built-in default
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sqlite3
 import threading
@@ -193,6 +194,22 @@ def score(record, explanation, simulator=None, *, store=True, **kwargs):
     return scored
 
 
+def _signature(fn, wrapped, optional: tuple[str, ...], store: bool = False) -> None:
+    """``fn``'s signature: ``wrapped``'s with the backends it resolves optional (default None) and,
+    with ``store``, the keyword ``store=True`` (what help(), inspect and README's test read)."""
+    sig = inspect.signature(wrapped)
+    params = [p.replace(default=None) if p.name in optional and p.default is p.empty else p
+              for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    if store:
+        params.append(inspect.Parameter("store", inspect.Parameter.KEYWORD_ONLY, default=True))
+    params += [p for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD]
+    fn.__signature__ = sig.replace(parameters=params)
+
+
+_signature(explain, _explainer.explain, ("backend", "simulator"))
+_signature(improve_explanation, _improve.improve_explanation, ("explainer", "simulator"))
+_signature(simulate, _simulator.simulate, ("simulator",))
+_signature(score, _scoring.score, ("simulator",), store=True)
 score.__doc__ = (score.__doc__ or "") + """
     ``store``: the result is recorded in the explanation store (``nw.search``, and every later
     NeuronView of this neuron shows it) when the record knows its model (records from an index
@@ -204,6 +221,9 @@ score.__doc__ = (score.__doc__ or "") + """
 def explain_neurons(index, layers, neurons, *, explainer=None, simulator=None, store=True, **kwargs):
     return _batch.explain_neurons(index, layers, neurons, explainer=resolve_explainer(explainer),
                                   simulator=resolve_simulator(simulator), store=resolve_store(store), **kwargs)
+
+
+explain_neurons.__signature__ = inspect.signature(_batch.explain_neurons)  # it has store= (an ExplanationStore here)
 
 
 __all__ = ["Settings", "configure", "settings", "cache_dir", "get_engine", "use_demo_model", "resolve_explainer", "resolve_simulator",
