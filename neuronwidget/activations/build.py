@@ -310,6 +310,14 @@ class IndexBuilder:
                           self.layers if layers is None else layers, nonzero=self.units is not None)
 
     def calibrate(self, plan: Plan, layers: Any = None) -> Calibration:
+        layers, pick, fn, finish = self.calibrator(plan, layers)
+        for s in range(0, len(pick), self.batch_size):
+            forward(self.lm, plan.windows[pick[s:s + self.batch_size]], fn, layers)
+        return finish()
+
+    def calibrator(self, plan: Plan, layers: Any = None) -> tuple[list[int], np.ndarray, Any, Any]:
+        """(layers, the calibration windows, ``fn(layer, acts)`` to call on their activations in
+        batches of ``batch_size``, ``finish()`` -> Calibration): a pass someone else may run."""
         layers = list(self.layers) if layers is None else sorted(layers)
         pos = {layer: i for i, layer in enumerate(layers)}
         rng = np.random.default_rng([self.seed, 1])
@@ -320,9 +328,7 @@ class IndexBuilder:
             a = acts.float()
             parts[pos[layer]].append((a.amax(1), a.amin((0, 1)), a.amax((0, 1))))
 
-        for s in range(0, len(pick), self.batch_size):
-            forward(self.lm, plan.windows[pick[s:s + self.batch_size]], fn, layers)
-        return Calibration.from_samples(parts, self.lm.device)
+        return layers, pick, fn, lambda: Calibration.from_samples(parts, self.lm.device)
 
     def build_layers(self, layers: Any, *, progress: bool | Progress | None = None, distributed: str | None = None,
                      workers: int | None = None, max_worker_deaths: int | None = None) -> list[int]:

@@ -94,13 +94,14 @@ class UnitIndex(NeuronIndex):
 
 
 def build_together(lm: Any, unit_models: list[Any], corpus: Any = None, *, progress: Any = True,
-                   **settings: Any) -> tuple[Any, list[UnitIndex]]:
+                   layers: Any = None, **settings: Any) -> tuple[Any, list[UnitIndex]]:
     """The neuron index of ``lm`` and the indexes of ``unit_models`` (each a
     :class:`~neuronwidget.subject.units.UnitModel` over ``lm``), built by ONE forward pass per
     batch: each batch's neurons and latents are folded while it runs. Each index is the one
     its own build gives (same windows, calibration and selections), written to its own cache
     folder; what is already on disk is loaded, not rebuilt. (No checkpoints within this pass:
-    an interrupted build starts again.) Returns (neuron index, [unit indexes])."""
+    an interrupted build starts again.) ``layers``: the neuron layers to build (default all).
+    Returns (neuron index, [unit indexes])."""
     import time
 
     from ..subject.units import run_unit_hooks
@@ -112,21 +113,31 @@ def build_together(lm: Any, unit_models: list[Any], corpus: Any = None, *, progr
     with contextlib.ExitStack() as stack:
         for b in [nb, *ubs]:
             stack.enter_context(b.locked())
-        todo = [(b, [layer for layer in b.layers if b._layer_ok(layer) is None]) for b in [nb, *ubs]]
+        wanted = {id(nb): nb.layers if layers is None else sorted(set(int(x) for x in layers))}
+        todo = [(b, [layer for layer in wanted.get(id(b), b.layers) if b._layer_ok(layer) is None]) for b in [nb, *ubs]]
         todo = [(b, missing) for b, missing in todo if missing]
         if todo:
             plans = {}
-            states = []
-            for b, missing in todo:
+            for b, _ in todo:
                 b._ensure_common()
-                plan = b.plan()
-                plans[id(b)] = plan
-                states.append(b.new_state(plan, b.calibrate(plan, missing), missing))
+                plans[id(b)] = b.plan()
             n_batches = plans[id(todo[0][0])].n_batches
             assert all(p.n_batches == n_batches for p in plans.values())
-            neuron_state = states[0] if todo[0][0] is nb else None
-            unit_states = states[1:] if neuron_state is not None else states
+            has_neurons = todo[0][0] is nb
             saes = [next(iter(b.lm.saes.values())) for b, _ in todo if b is not nb]
+            # calibration: one pass over the calibration windows for all of them (the same windows)
+            cals = [b.calibrator(plans[id(b)], missing) for b, missing in todo]
+            pick, first = cals[0][1], todo[0][0]
+            assert all(np.array_equal(c[1], pick) for c in cals)
+            ncal = cals[0][2] if has_neurons else None
+            ucals = [c[2] for c in cals[1:]] if has_neurons else [c[2] for c in cals]
+            windows = plans[id(first)].windows
+            for s0 in range(0, len(pick), first.batch_size):
+                run_unit_hooks(lm, torch.from_numpy(windows[pick[s0:s0 + first.batch_size]].astype(np.int64)),
+                               cals[0][0] if has_neurons else [], ncal, saes,
+                               lambda i, latents: ucals[i](saes[i].layer, latents))
+            states = [b.new_state(plans[id(b)], c[3](), missing) for (b, missing), c in zip(todo, cals)]
+            neuron_state = states[0] if has_neurons else None
             report = make_progress(progress, n_batches, f"indexing {lm.short_name} neurons + "
                                    f"{', '.join(s.units for s in saes)} in one pass")
             t0 = time.perf_counter()
@@ -148,7 +159,7 @@ def build_together(lm: Any, unit_models: list[Any], corpus: Any = None, *, progr
                 b.write(plans[id(b)], st)
                 b.built = True
                 b.timings = {"pass_s": time.perf_counter() - t0, "together": True}
-    nidx = nb.run(progress=False)
+    nidx = nb.run(progress=False, lazy=layers is not None)
     nidx.attach(lm)
     return nidx, [b.run(progress=False).attach(um) for b, um in zip(ubs, unit_models)]
 
