@@ -148,3 +148,45 @@ def test_neuron_connections_of_a_gated_model_with_its_token_strings():
     direct = connections(model, 1, 5, token_strings=table, k=5)
     assert c.input_tokens == direct.input_tokens and c.output_suppressed == direct.output_suppressed
     assert all(t in table for t, _ in c.input_tokens + c.input_tokens_negative + c.output_promoted)
+
+
+def test_connections_go_through_the_family_a_new_family_is_one_class(gated):
+    """A family of one class (its own model_type and norm convention) gets connections with no
+    change to explore/: they read the weights where the family says (Family.mlp_weights)."""
+    from neuronwidget.subject import FAMILIES
+    from neuronwidget.subject.base import GatedMLP
+
+    kind, model = gated
+    if kind != "llama":
+        pytest.skip("one model is enough")
+    plain = connections(model, 1, 5, k=5)
+
+    class OffsetLlama(GatedMLP):  # a Llama variant whose norms scale by 1 + w, as Gemma's do
+        name = "offset-llama"
+        title = "Offset Llama"
+        model_types = ("offset_llama",)
+        norm_offset = 1.0
+
+    before = model.config.model_type
+    try:
+        model.config.model_type = "offset_llama"
+        shifted = connections(_copy(model), 1, 5, k=5)
+    finally:
+        model.config.model_type = before
+        FAMILIES.remove(OffsetLlama)
+    with torch.no_grad():  # the same model with 1 added to every norm weight, read as a plain Llama
+        norms = [b.post_attention_layernorm for b in model.model.layers] + [model.model.norm]
+        for n in norms:
+            n.weight += 1.0
+        try:
+            want = connections(_copy(model), 1, 5, k=5)
+        finally:
+            for n in norms:
+                n.weight -= 1.0
+    assert shifted.to_dict() == want.to_dict() and shifted.to_dict() != plain.to_dict()
+
+
+def _copy(model):  # a new object, so the weight view cached for ``model`` is not reused
+    import copy
+
+    return copy.deepcopy(model)

@@ -82,54 +82,22 @@ GATED_DEFINITION = ("weights only: a(v) = act(gate·x)·(up·x), x = norm weight
 
 
 class _Weights:
-    """The matrices of one model, in one orientation: in_[l] [m, d] (rows = neurons), out[l] [m, d]."""
+    """One model's connection arithmetic over the weights its subject family points at
+    (``Family.mlp_weights``): in_[l] [m, d] (rows = neurons), out[l] [m, d]. Only the kind of MLP
+    ("linear" as GPT-2, or "gated") changes the arithmetic; where the weights are, and a family's
+    own norm convention (Gemma's ``1 + w``), is the family's to say, so a new family is one class."""
 
     def __init__(self, model: Any):
-        inner = getattr(model, "transformer", None)
-        if inner is None and hasattr(model, "h") and hasattr(model, "wte"):
-            inner = model
-        if inner is not None and hasattr(inner, "h"):
-            self.family = "gpt2"
-            blocks = inner.h
-            self.gain = [b.ln_2.weight for b in blocks]
-            self.w_in = [b.mlp.c_fc.weight.T for b in blocks]  # [m, d] views
-            self.gate = self.up = None
-            self.w_out = [b.mlp.c_proj.weight for b in blocks]  # [m, d]
-            self.embed = inner.wte.weight
-            self.final_gain = inner.ln_f.weight
-            head = getattr(model, "lm_head", None)
-            self.unembed = head.weight if head is not None else inner.wte.weight
-            self.act = None
-            return
-        base = getattr(model, "model", model)
-        layers = getattr(base, "layers", None)
-        if layers is None or not hasattr(layers[0].mlp, "gate_proj"):
-            raise ValueError(
-                f"weight connections need a GPT-2 model (transformer.h[i].mlp.c_fc/c_proj) or a gated-MLP model "
-                f"(model.layers[i].mlp.gate_proj/up_proj/down_proj); got {type(model).__name__}"
-            )
-        self.family = "gated"
-        model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
-        plus_one = model_type.startswith("gemma")
+        from ..subject import family_for, supported
 
-        def norm_weight(norm: Any) -> torch.Tensor:
-            w = norm.weight
-            return (1.0 + w) if plus_one else w
-
-        def mlp_norm(block: Any) -> Any:
-            pre = getattr(block, "pre_feedforward_layernorm", None)
-            return pre if pre is not None else block.post_attention_layernorm
-
-        self.gain = [norm_weight(mlp_norm(b)) for b in layers]
-        self.gate = [b.mlp.gate_proj.weight for b in layers]  # [m, d]
-        self.up = [b.mlp.up_proj.weight for b in layers]  # [m, d]
-        self.w_in = None
-        self.w_out = [b.mlp.down_proj.weight.T for b in layers]  # [m, d] view of [d, m]
-        self.act = layers[0].mlp.act_fn
-        self.embed = base.embed_tokens.weight
-        self.final_gain = norm_weight(base.norm)
-        head = getattr(model, "lm_head", None)
-        self.unembed = head.weight if head is not None else self.embed
+        config = getattr(model, "config", None)
+        if config is None:
+            raise ValueError(f"weight connections need a transformers model with a .config (a GPT-2 model (any size) or a gated-MLP "
+                             f"decoder; supported: {supported()}); got {type(model).__name__}")
+        mw = family_for(config).mlp_weights(model)
+        self.family = "gpt2" if mw.kind == "linear" else "gated"  # the payload's names for the two definitions
+        self.gain, self.w_in, self.gate, self.up, self.w_out = mw.gain, mw.w_in, mw.gate, mw.up, mw.w_out
+        self.act, self.embed, self.final_gain, self.unembed = mw.act, mw.embed, mw.final_gain, mw.unembed
         self._embed_rms: torch.Tensor | None = None
         self._out_rms: dict[int, torch.Tensor] = {}
 

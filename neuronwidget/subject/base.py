@@ -14,6 +14,7 @@ registers it in :data:`FAMILIES`; nothing else changes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -62,6 +63,30 @@ class SubjectModel(Protocol):
 FAMILIES: list[type[Family]] = []  # every defined family, in definition order (filled by Family subclasses)
 
 
+@dataclass
+class MlpWeights:
+    """A model's MLP weights as the weight-based connections read them (every per-neuron matrix
+    with one row per neuron, ``[n_neurons, d_model]``; lists are per layer).
+
+    ``kind`` says how a neuron's activation depends on the normed residual ``x``:
+    "linear" — ``act(w_in[n] · x)`` (GPT-2: OpenAI's published connection definitions apply);
+    "gated" — ``act(gate[n] · x) * (up[n] · x)`` (the direct-path activation is used).
+    ``gain`` is the effective weight of the norm in front of each MLP (Gemma's ``1 + w``
+    already applied), ``final_gain`` that of the final norm; ``act`` the activation function.
+    """
+
+    kind: str
+    gain: list[Any]
+    w_out: list[Any]
+    embed: Any
+    final_gain: Any
+    unembed: Any
+    w_in: list[Any] | None = None
+    gate: list[Any] | None = None
+    up: list[Any] | None = None
+    act: Any = None
+
+
 class Family:
     """One architecture: where its blocks and neurons are. Subclasses fill the class variables
     and the few methods below; :func:`family_for` picks one from ``config.model_type``."""
@@ -108,6 +133,11 @@ class Family:
         compare against one)."""
         raise NotImplementedError
 
+    def mlp_weights(self, model: Any) -> MlpWeights:
+        """The MLP weights the weight-based connections read (``explore.connections``)."""
+        raise NotImplementedError(f"the {self.title} family does not say where its MLP weights are "
+                                  f"(Family.mlp_weights), so weight-based connections are not available")
+
     def __repr__(self) -> str:
         return f"<family {self.name}>"
 
@@ -147,6 +177,15 @@ class GPT2(Family):
         return _Restore(handle, mlp, act)
 
 
+    def mlp_weights(self, model: Any) -> MlpWeights:
+        # HF Conv1D weights are [in, out]: c_fc [d, m] (rows per neuron: its transpose), c_proj [m, d]
+        base = self.base(model)
+        head = getattr(model, "lm_head", None)
+        return MlpWeights(kind="linear", gain=[b.ln_2.weight for b in base.h], w_in=[b.mlp.c_fc.weight.T for b in base.h],
+                          w_out=[b.mlp.c_proj.weight for b in base.h], embed=base.wte.weight,
+                          final_gain=base.ln_f.weight, unembed=head.weight if head is not None else base.wte.weight)
+
+
 class _Restore:
     """A hook handle whose remove() also puts the original activation module back."""
 
@@ -160,8 +199,8 @@ class _Restore:
 
 class GatedMLP(Family):
     name = "gated-mlp"
-    title = "gated-MLP decoders (Llama, SmolLM, Qwen2, Qwen3, Mistral, Gemma 1-3)"
-    model_types = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gemma3")
+    title = "gated-MLP decoders (Llama, SmolLM, Qwen2, Qwen3, Mistral)"
+    model_types = ("llama", "mistral", "qwen2", "qwen3")
     neuron_site = "input of model.layers[L].mlp.down_proj = act(gate_proj x) * up_proj x"
     signed = True
 
@@ -190,6 +229,37 @@ class GatedMLP(Family):
         # a tensor returned by a forward pre-hook becomes down_proj's input (PyTorch wraps it in a tuple)
         return block.mlp.down_proj.register_forward_pre_hook(lambda _m, args: fn(args[0]))
 
+    norm_offset: ClassVar[float] = 0.0  # RMSNorm scales by (norm_offset + w): Gemma's norms use 1 + w
+
+    def mlp_norm(self, block: Any) -> Any:
+        """The norm in front of a block's MLP (``pre_feedforward_layernorm`` where the model has
+        one, e.g. Gemma 2/3; else ``post_attention_layernorm``)."""
+        pre = getattr(block, "pre_feedforward_layernorm", None)
+        return pre if pre is not None else block.post_attention_layernorm
+
+    def mlp_weights(self, model: Any) -> MlpWeights:
+        base = self.base(model)
+        layers = base.layers
+
+        def gain(norm: Any) -> torch.Tensor:
+            return norm.weight + self.norm_offset if self.norm_offset else norm.weight
+
+        head = getattr(model, "lm_head", None)
+        return MlpWeights(kind="gated", gain=[gain(self.mlp_norm(b)) for b in layers],
+                          gate=[b.mlp.gate_proj.weight for b in layers], up=[b.mlp.up_proj.weight for b in layers],
+                          w_out=[b.mlp.down_proj.weight.T for b in layers], act=layers[0].mlp.act_fn,
+                          embed=base.embed_tokens.weight, final_gain=gain(base.norm),
+                          unembed=head.weight if head is not None else base.embed_tokens.weight)
+
+
+class Gemma(GatedMLP):
+    """Gemma 1-3: gated MLPs whose RMSNorms scale by ``1 + w``. The same family name as the other
+    gated decoders (a model's identity, and so its index, does not change)."""
+
+    title = "Gemma 1-3 (gated MLP; norms scale by 1 + w)"
+    model_types = ("gemma", "gemma2", "gemma3_text", "gemma3")
+    norm_offset = 1.0
+
 
 def _text_config(config: Any) -> Any:
     get = getattr(config, "get_text_config", None)
@@ -211,4 +281,4 @@ def family_for(config: Any) -> Family:
     raise ValueError(f"model architecture {kind!r} is not supported; supported: {supported()}")
 
 
-__all__ = ["SubjectModel", "Family", "GPT2", "GatedMLP", "FAMILIES", "family_for", "supported"]
+__all__ = ["SubjectModel", "Family", "GPT2", "GatedMLP", "Gemma", "MlpWeights", "FAMILIES", "family_for", "supported"]
