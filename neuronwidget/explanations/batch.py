@@ -222,6 +222,34 @@ def explain_neurons(
     """
     from tqdm.auto import tqdm
 
+    keys = _keys(layers, neurons, sides, concurrency=concurrency, best_of=best_of, distributed=distributed)
+    explainer = resolve_explainer(explainer)
+    simulator = resolve_simulator(simulator)
+    if distributed == "ray":
+        from ..activations.distributed import ray_module
+
+        ray_module()  # a clear message when Ray is missing, before anything starts
+    bar = tqdm(total=len(keys), desc="explaining neurons", disable=not progress)
+    recorder = Recorder(Path(out) if out is not None else None, keys, bar, store, getattr(index, "model", None))
+    bar.update(len(keys) - len(recorder.todo))
+    one = functools.partial(explain_one, best_of=best_of, revise=revise) if best_of > 1 or revise else explain_one
+    try:
+        if distributed == "ray":
+            from .distributed import run_on_ray
+
+            run_on_ray(index, recorder, one, explainer, simulator, n=n, workers=workers, cancel=cancel)
+        else:
+            _run_threads(index, recorder, functools.partial(one, explainer=explainer, simulator=simulator, n=n,
+                                                            cancel=cancel), concurrency, cancel)
+    finally:
+        recorder.close()
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"cancelled after {len(recorder.rows)} of {len(keys)} entries")
+    return recorder.table()
+
+
+def _keys(layers: Any, neurons: Any, sides: Any, *, concurrency: int, best_of: Any, distributed: Any) -> list[Key]:
+    """Every (layer, neuron, side) asked for, after checking explain_neurons' arguments."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     if isinstance(best_of, bool) or not isinstance(best_of, int) or best_of < 1:
@@ -233,26 +261,18 @@ def explain_neurons(
         raise ValueError(f"sides must be distinct values from {SIDES}, got {sides!r}")
     layers = [layers] if isinstance(layers, int) else list(layers)
     neurons = [neurons] if isinstance(neurons, int) else list(neurons)
-    keys: list[Key] = [(int(layer), int(neuron), side) for layer in layers for neuron in neurons for side in sides]
-    explainer = resolve_explainer(explainer)
-    simulator = resolve_simulator(simulator)
-    if distributed == "ray":
-        from ..activations.distributed import ray_module
+    return [(int(layer), int(neuron), side) for layer in layers for neuron in neurons for side in sides]
 
-        ray_module()  # a clear message when Ray is missing, before anything starts
-    path = Path(out) if out is not None else None
-    bar = tqdm(total=len(keys), desc="explaining neurons", disable=not progress)
-    recorder = Recorder(path, keys, bar, store, getattr(index, "model", None))
-    bar.update(len(keys) - len(recorder.todo))
 
-    one = functools.partial(explain_one, best_of=best_of, revise=revise) if best_of > 1 or revise else explain_one
+def _run_threads(index, recorder: Recorder, one, concurrency: int, cancel: threading.Event | None) -> None:
+    """Every entry still to do, on ``concurrency`` threads of this process sharing the backends."""
 
     def work(key: Key) -> None:
         if cancel is not None and cancel.is_set():
             return
         try:
             record = index.record(key[0], key[1]).for_side(key[2])
-            result = one(record, key, explainer, simulator, n, cancel)
+            result = one(record, key)
         except Cancelled:
             return
         except Exception as e:  # noqa: BLE001 - one neuron's failure must not stop the batch
@@ -260,17 +280,6 @@ def explain_neurons(
         else:
             recorder.add(key, result)
 
-    try:
-        if distributed == "ray":
-            from .distributed import run_on_ray
-
-            run_on_ray(index, recorder, one, explainer, simulator, n=n, workers=workers, cancel=cancel)
-        else:
-            with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                for fut in as_completed([pool.submit(work, k) for k in recorder.todo]):
-                    fut.result()
-    finally:
-        recorder.close()
-    if cancel is not None and cancel.is_set():
-        raise Cancelled(f"cancelled after {len(recorder.rows)} of {len(keys)} entries")
-    return recorder.table()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for fut in as_completed([pool.submit(work, k) for k in recorder.todo]):
+            fut.result()

@@ -10,8 +10,9 @@ that cannot be fetched or read is counted as failed and retried by the next run.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,59 +89,83 @@ def import_published(model: str = "gpt2", *, layers: Iterable[int] | None = None
     def fetch(ln: tuple[int, int]):
         return _pub.published_explanations(ln[0], ln[1], name, base_url=base_url, timeout=timeout)
 
-    results, missing = [], []
-    n_done = 0
-
-    def flush() -> None:
-        report.explanations += store.add_results(results, name, source="openai-published", mark_imported=True)
-        report.imported += len(results)
-        store.mark_missing(name, missing)
-        report.missing.extend(missing)
-        results.clear()
-        missing.clear()
-
+    batch = _Batch(store, name, report)
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="nw-import") as pool:
-            pending: dict[Any, tuple[int, int]] = {}
-            queue = iter(todo)
             try:
-                for ln in queue:
-                    pending[pool.submit(fetch, ln)] = ln
-                    if len(pending) >= workers * 4:
-                        break
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        ln = pending.pop(fut)
-                        try:
-                            res = fut.result()
-                        except Exception as e:  # unreachable server, broken file: counted, retried next run
-                            report.failed[ln] = f"{type(e).__name__}: {e}"
-                        else:
-                            if res is None:
-                                missing.append(ln)
-                            else:
-                                results.append(res)
-                        n_done += 1
-                        nxt = next(queue, None)
-                        if nxt is not None:
-                            pending[pool.submit(fetch, nxt)] = nxt
-                    if len(report.failed) >= GIVE_UP and not (report.imported or results or missing or report.missing):
-                        why = next(iter(report.failed.values()))
-                        raise _pub.PublishedDataUnavailable(
-                            f"the first {len(report.failed)} files of {name} all failed, e.g. {why}; nothing was "
-                            f"imported. Check the network or --base-url / ${_pub.ENV_BASE_URL}, then run again.")
-                    if len(results) + len(missing) >= BATCH:
-                        flush()
+                for n_done, (ln, result, error) in enumerate(_bounded_map(pool, fetch, todo, workers * 4), 1):
+                    batch.add(ln, result, error)
                     report_fn(n_done, len(todo), f"layer {ln[0]}")
             finally:
-                for fut in pending:
-                    fut.cancel()
-                flush()  # what finished is kept, even when interrupted
+                batch.flush()  # what finished is kept, even when interrupted
     finally:
         report.seconds = time.perf_counter() - start
         close()
     return report
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int) -> Iterator[tuple[Any, Any, Exception | None]]:
+    """``(item, fn(item), None)`` or ``(item, None, error)`` for every item, as they finish, with at
+    most ``window`` in flight (millions of neurons are never all queued); when the consumer stops,
+    what has not started is cancelled."""
+    pending: dict[Any, Any] = {}
+    queue = iter(items)
+    try:
+        for item in itertools.islice(queue, window):
+            pending[pool.submit(fn, item)] = item
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                item = pending.pop(fut)
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending[pool.submit(fn, nxt)] = nxt
+                try:
+                    result, error = fut.result(), None
+                except Exception as e:  # noqa: BLE001 - the caller decides what a failure means
+                    result, error = None, e
+                yield item, result, error
+    finally:
+        for fut in pending:
+            fut.cancel()
+
+
+class _Batch:
+    """Finished neurons on their way into the store: written BATCH at a time, each neuron with its
+    explanations in one transaction; holes recorded as missing; failures counted (retried next run)."""
+
+    def __init__(self, store: ExplanationStore, name: str, report: ImportReport):
+        self.store, self.name, self.report = store, name, report
+        self.results: list[Any] = []
+        self.missing: list[tuple[int, int]] = []
+
+    def add(self, ln: tuple[int, int], result: Any, error: Exception | None) -> None:
+        if error is not None:  # unreachable server, broken file
+            self.report.failed[ln] = f"{type(error).__name__}: {error}"
+        elif result is None:
+            self.missing.append(ln)
+        else:
+            self.results.append(result)
+        self._give_up_if_nothing_works()
+        if len(self.results) + len(self.missing) >= BATCH:
+            self.flush()
+
+    def _give_up_if_nothing_works(self) -> None:
+        r = self.report
+        if len(r.failed) >= GIVE_UP and not (r.imported or self.results or self.missing or r.missing):
+            why = next(iter(r.failed.values()))
+            raise _pub.PublishedDataUnavailable(
+                f"the first {len(r.failed)} files of {self.name} all failed, e.g. {why}; nothing was "
+                f"imported. Check the network or --base-url / ${_pub.ENV_BASE_URL}, then run again.")
+
+    def flush(self) -> None:
+        r = self.report
+        r.explanations += self.store.add_results(self.results, self.name, source="openai-published", mark_imported=True)
+        r.imported += len(self.results)
+        self.store.mark_missing(self.name, self.missing)
+        r.missing.extend(self.missing)
+        self.results.clear()
+        self.missing.clear()
 
 
 def _progress(progress: Any, total: int, name: str) -> tuple[Callable[[int, int, str], Any], Callable[[], None]]:
