@@ -209,7 +209,7 @@ def explain_neurons(
     ``distributed="ray"`` spreads the work over Ray actors (``workers`` of them; default one
     per CPU of the cluster, or per GPU for a LocalBackend on a cluster with GPUs), each with
     its own copy of the backends; results stream into the same output as they finish, and
-    the neurons of a worker that dies are redone by another (see ``explanations.distributed``).
+    a worker that dies is restarted by Ray and its neuron retried (see ``explanations.distributed``).
     Otherwise ``concurrency`` threads of this process share the backends.
 
     ``best_of=k`` / ``revise=True``: each explanation is the best of k candidates on the
