@@ -1,17 +1,19 @@
 // NeuronView's "Connections (from the weights)" section: input tokens, output tokens, and the
 // strongest upstream / downstream neurons (click one to go there). Text only, never HTML.
 import { button, h } from "./dom";
-import { displayToken, formatActivation } from "./format";
 
 export interface TokenWeight {
   token: string;
   value: number;
+  text?: string; // as shown (neuronwidget/widgets/connections.py adds them)
+  tip?: string;
 }
 
 export interface NeuronWeight {
   layer: number;
   neuron: number;
   value: number;
+  label?: string; // as shown
 }
 
 export interface ConnectionsData {
@@ -32,8 +34,8 @@ function tokenList(title: string, items: TokenWeight[] | undefined): HTMLElement
   box.appendChild(h("div", "nw-conn-title", title));
   const list = h("div", "nw-conn-tokens");
   for (const t of items) {
-    const chip = h("span", "nw-conn-token", displayToken(t.token));
-    chip.title = `${JSON.stringify(t.token)}: ${formatActivation(t.value)}`;
+    const chip = h("span", "nw-conn-token", t.text ?? t.token);
+    if (t.tip) chip.title = t.tip;
     list.appendChild(chip);
   }
   box.appendChild(list);
@@ -46,7 +48,7 @@ function neuronList(title: string, items: NeuronWeight[] | undefined, goto: (lay
   box.appendChild(h("div", "nw-conn-title", title));
   const list = h("div", "nw-conn-neurons");
   for (const n of items) {
-    const b = button(`L${n.layer}/N${n.neuron} (${formatActivation(n.value)})`, () => goto(n.layer, n.neuron),
+    const b = button(n.label ?? `L${n.layer}/N${n.neuron}`, () => goto(n.layer, n.neuron),
       `go to layer ${n.layer}, neuron ${n.neuron}`);
     b.classList.add("nw-conn-neuron");
     list.appendChild(b);

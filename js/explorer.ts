@@ -3,7 +3,6 @@
 // file renders that widget's own model with renderNeuronView, with a button back.
 import "./explorer.css";
 import { button, h } from "./dom";
-import { displayToken, formatActivation, formatScore } from "./format";
 import type { ExplorerData, OpenReply, OpenRequest, SearchData, SearchRequest } from "./messages";
 import { renderNeuronView } from "./neuronview";
 
@@ -119,13 +118,13 @@ function statusLine(root: HTMLElement) {
 
 type StatusLine = ReturnType<typeof statusLine>;
 
-function neuronButton(label: string, detail: string, explanation: string | null, score: number | null, onOpen: () => void): HTMLElement {
+function neuronButton(label: string, detail: string, explanation: string | null, score: string | null, onOpen: () => void): HTMLElement {
   const row = button("", onOpen, "open this neuron's view");
   row.classList.add("nw-xrow");
   row.append(h("span", "nw-xid", label), h("span", "nw-xval", detail));
   const expl = h("span", explanation ? "nw-xexpl" : "nw-xexpl nw-note", explanation ?? "no explanation yet");
   row.append(expl);
-  if (score !== null && score !== undefined) row.append(h("span", "nw-xscore", `score ${formatScore(score)}`));
+  if (score) row.append(h("span", "nw-xscore", score));
   return row;
 }
 
@@ -150,7 +149,7 @@ export function renderExplorer(model: AnyModel, root: HTMLElement, invoke?: Invo
     root.classList.toggle("nw-tiny", !!d.is_tiny);
     const peak = Math.max(1e-9, ...d.peak);
     spans = d.tokens.map((tok, i) => {
-      const span = h("span", "nw-tok nw-xtok", displayToken(tok));
+      const span = h("span", "nw-tok nw-xtok", d.text[i]);
       span.tabIndex = 0;
       span.setAttribute("role", "button");
       span.setAttribute("aria-label", `token ${i}: ${tok}`);
@@ -188,11 +187,10 @@ export function renderExplorer(model: AnyModel, root: HTMLElement, invoke?: Invo
     selected = i;
     spans[i].classList.add("nw-xsel");
     const rows = d.tops[i] ?? [];
-    table.replaceChildren(h("div", "nw-section", `Top ${rows.length} neurons at ${JSON.stringify(d.tokens[i])} (token ${i})`));
+    table.replaceChildren(h("div", "nw-section", d.heads[i]));
     if (!rows.length) table.appendChild(h("div", "nw-note", "No neuron fires above zero here."));
     for (const r of rows) {
-      const detail = `${formatActivation(r.normalized)}× max · ${formatActivation(r.activation)}${r.side === "negative" ? " (negative side)" : ""}`;
-      table.appendChild(neuronButton(`L${r.layer}/N${r.neuron}`, detail, r.explanation, r.score, () =>
+      table.appendChild(neuronButton(`L${r.layer}/N${r.neuron}`, r.detail, r.explanation, r.score_text, () =>
         void place.open({ type: "open", layer: r.layer, neuron: r.neuron, side: r.side },
           `opening layer ${r.layer}, neuron ${r.neuron}…`)));
     }
@@ -238,7 +236,7 @@ export function renderSearchBox(model: AnyModel, root: HTMLElement, invoke?: Inv
     if (d.query && !d.results.length) results.appendChild(h("div", "nw-note", "No explanation matches these words."));
     for (const r of d.results) {
       const label = `${r.model} L${r.layer}/N${r.neuron}${r.side === "negative" ? " (−)" : ""}`;
-      results.appendChild(neuronButton(label, r.explainer ?? "", r.explanation, r.score, () =>
+      results.appendChild(neuronButton(label, r.explainer ?? "", r.explanation, r.score_text, () =>
         void place.open({ type: "open", layer: r.layer, neuron: r.neuron, model: r.model, side: r.side },
           `opening ${label}…`)));
     }

@@ -1,10 +1,13 @@
 // Activation histogram (over all corpus tokens unless a caption says otherwise): plain SVG, log-scaled counts.
 import { h, svg } from "./dom";
-import { formatActivation } from "./format";
+import type { Histogram } from "./messages";
 
 const ALL_TOKENS = "activation over all corpus tokens (count, log scale)";
 
-export function histogram(edges: number[], counts: number[], maxActivation: number, caption = ALL_TOKENS): HTMLElement {
+/** Bars laid out from the edges and counts; every string (bar titles, ends) from the payload. */
+export function histogram(hist: Histogram, maxActivation: number): HTMLElement {
+  const { edges, counts } = hist;
+  const caption = hist.caption || ALL_TOKENS;
   const box = h("div", "nw-hist");
   if (!counts.length || edges.length !== counts.length + 1) {
     box.appendChild(h("div", "nw-note", "no histogram for this neuron"));
@@ -23,7 +26,7 @@ export function histogram(edges: number[], counts: number[], maxActivation: numb
     const hh = (Math.log10(1 + c) / top) * H;
     const bar = svg("rect", { x: x0, y: H - hh, width: Math.max(0.5, x1 - x0 - 0.3), height: hh, class: "nw-hist-bar" });
     const t = svg("title", {});
-    t.textContent = `${formatActivation(edges[i])} to ${formatActivation(edges[i + 1])}: ${c} tokens`;
+    t.textContent = hist.titles[i] ?? "";
     bar.appendChild(t);
     root.appendChild(bar);
   });
@@ -32,9 +35,9 @@ export function histogram(edges: number[], counts: number[], maxActivation: numb
     root.appendChild(svg("line", { x1: x, x2: x, y1: 0, y2: H, class: "nw-hist-max" }));
   }
   const l = svg("text", { x: 0, y: H + 12, class: "nw-hist-text" });
-  l.textContent = formatActivation(lo);
+  l.textContent = hist.lo;
   const r = svg("text", { x: W, y: H + 12, "text-anchor": "end", class: "nw-hist-text" });
-  r.textContent = formatActivation(edges[edges.length - 1]);
+  r.textContent = hist.hi;
   root.appendChild(l);
   root.appendChild(r);
   box.appendChild(root);

@@ -2,7 +2,6 @@
 // do not edit: change the Python types and generate again (tests/test_widgets.py checks it is up to date).
 // THE protocol between the kernel and these views: the widget state payloads and every custom
 // message and command, one interface per TypedDict, one union per direction.
-import type { Span } from "./buffers";
 import type { ConnectionsData } from "./connections";
 
 export type Side = "positive" | "negative";
@@ -15,82 +14,110 @@ export interface Group {
   bytes: string[];
 }
 
-export interface Rec {
-  tokens: string[];
-  a: Span;
-  g?: Group[];
+/** A row of coloured tokens as shown (widgets/present.py decides it): per span (a token, or the character a run of byte tokens spells) its text, its value as printed, its 0-10 value and its colour level (-20..20, 0: none): the values as one space-separated string, the 0-10 values and levels as one character each, chr(display.json's code_zero + x) (a saved notebook writes one line per list item; these stay one line). Its tooltip is display.json's ``tooltip`` filled with them (``pos``: the span's token index, ``pos[i]`` when given, else ``i``), after ``label`` as display.json's ``labelled`` says, unless ``tips`` gives the whole tooltip (a split character, an effect). A centred row shows spans [lo, hi), around its peak, first. */
+export interface Row {
+  text: string[];
+  value: string;
+  tenth: string;
+  level: string;
+  pos?: number[];
+  tips?: Record<string, string>;
+  label?: string;
+  lo?: number;
+  hi?: number;
 }
 
+/** The colour scale: its two ends as printed, the levels of its cells, what the colours mean. */
+export interface Legend {
+  lo: string;
+  hi: string;
+  levels: number[];
+  note: string;
+}
+
+/** One held-out record a card was scored on: real vs simulated. */
 export interface CardSeq {
   kind: string | null;
-  tokens: string[];
-  real: Span;
-  sim: Span | null;
-  sim_max: number;
+  label: string;
+  real: Row;
+  sim: Row | null;
   error: string | null;
-  score: number | null;
-  g?: Group[];
 }
 
+/** A scored explanation as shown: every string decided in Python. */
 export interface CardData {
   explanation: string;
   score: number | null;
   score_text: string;
-  top_score: number | null;
-  random_score: number | null;
-  rsquared: number | null;
+  side: Side;
+  side_label: string;
+  sub: string;
+  legend: string;
+  who: string;
+  note: string | null;
+  summary: string;
+  neuron: string | null;
   explainer: string | null;
   simulator: string | null;
-  note: string | null;
-  neuron: string | null;
-  side: Side;
-  max: number;
   fresh: boolean;
+  scale: Legend;
   seqs: CardSeq[];
 }
 
-/** What is shown about the neuron; which neuron and side are the view's traits (model, layer, neuron, side), not payload. */
+/** What is shown about the neuron; which neuron and side are the view's traits (model, layer, neuron, side), and the strings here follow them. */
 export interface Header {
   model: string;
+  title: string;
+  meta: string;
   is_tiny: boolean;
   n_layers: number;
   n_neurons: number;
   max: number;
-  min: number;
-  corpus: string;
   signed: boolean;
+  side_note: string;
 }
 
 export interface Quantile {
   label: string;
-  records: Rec[];
+  records: Row[];
 }
 
 export interface Histogram {
   edges: number[];
   counts: number[];
+  titles: string[];
+  lo: string;
+  hi: string;
   caption: string;
+}
+
+/** The steering slider: its values and what each means for this neuron. */
+export interface Strengths {
+  values: number[];
+  labels: string[];
 }
 
 export interface NeuronData {
   header: Header;
-  top: Rec[];
+  top_title: string;
+  test_title: string;
+  empty: string;
+  top: Row[];
   top_total: number;
-  random: Rec[];
+  random: Row[];
   quantiles: Quantile[];
   hist: Histogram;
   cards: CardData[];
   explainer: string;
   simulator: string;
-  diverging: boolean;
+  legend: Legend;
+  strengths: Strengths;
   connections?: ConnectionsData | null;
 }
 
 export interface TokensData {
-  seqs: Rec[];
-  max: number;
-  min: number;
-  diverging: boolean;
+  seqs: Row[];
+  legend: Legend;
   title?: string;
 }
 
@@ -103,6 +130,8 @@ export interface TopRow {
   normalized: number;
   explanation: string | null;
   score: number | null;
+  detail: string;
+  score_text: string | null;
 }
 
 /** The Explorer's text as tokens, per token its top neurons and their largest normalised value (which token is selected is the ``position`` trait). */
@@ -110,6 +139,8 @@ export interface ExplorerData {
   model: string;
   is_tiny: boolean;
   tokens: string[];
+  text: string[];
+  heads: string[];
   k: number;
   tops: TopRow[][];
   peak: number[];
@@ -124,6 +155,7 @@ export interface SearchRow {
   score: number | null;
   explainer: string | null;
   source: string | null;
+  score_text: string | null;
 }
 
 export interface SearchData {
@@ -210,15 +242,13 @@ export type OpenerRequest = OpenRequest | SearchRequest;
 export interface MoreReply {
   type: "more";
   start: number;
-  records: Rec[];
+  records: Row[];
 }
 
 export interface TryReply {
   type: "try";
   id: number;
-  tokens: string[];
-  a: Span;
-  g?: Group[];
+  row: Row;
 }
 
 export interface TokenValue {
@@ -236,6 +266,9 @@ export interface EffectReply {
   dlogp: number[];
   promoted: TokenValue[][];
   suppressed: TokenValue[][];
+  row: Row;
+  title: string;
+  note: string;
 }
 
 export interface SteerReply {
@@ -246,6 +279,8 @@ export interface SteerReply {
   value: number;
   plain: string;
   steered: string;
+  title: string;
+  note: string;
 }
 
 export interface ErrorReply {

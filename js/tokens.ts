@@ -1,32 +1,31 @@
-// Coloured token rows, their shared tooltip and the colour legend.
-import { discretize, installThemeCss, level, levelClass } from "./color";
-import { h } from "./dom";
-import { displayToken, formatActivation, tooltipText } from "./format";
-import type { Group } from "./messages";
+// Coloured token rows, their shared tooltip and the colour legend: thin templates over the
+// presentation model (neuronwidget/widgets/present.py decides every string and colour level;
+// the colours of the levels are js/levels.css, generated from the same rules).
+import display from "../neuronwidget/widgets/display.json";
+import { button, h } from "./dom";
+import type { Legend, Row } from "./messages";
 
-export interface Scale {
-  max: number; // the view's largest activation: the positive side's 10/10
-  min?: number; // the view's lowest activation (<= 0): the negative side's extreme, when diverging
-  diverging: boolean;
+/** display.json's template with {name} filled from `fields` (the template is data, the same in Python). */
+function fill(template: string, fields: Record<string, string | number>): string {
+  return template.replace(/\{(\w+)\}/g, (_, k: string) => String(fields[k]));
 }
 
-/** A value on the view's colour scale: [0, 1], or [-1, 1] when diverging (each side to its extreme). */
-export function colourT(v: number, scale: Scale): number {
-  if (!Number.isFinite(v)) return 0;
-  if (v >= 0) return scale.max > 0 ? Math.min(1, v / scale.max) : 0;
-  if (!scale.diverging) return 0;
-  const lo = scale.min !== undefined && scale.min < 0 ? -scale.min : scale.max;
-  return lo > 0 ? -Math.min(1, -v / lo) : 0;
+/** A row's values as printed, 0-10 values and levels, one per span (values space-separated,
+ *  the small integers one character each: chr(display.code_zero + x)). */
+export function columns(row: Row): { values: string[]; tenths: number[]; levels: number[] } {
+  const codes = (s: string) => Array.from(s, (c) => c.charCodeAt(0) - display.code_zero);
+  return { values: row.text.length ? row.value.split(" ") : [], tenths: codes(row.tenth), levels: codes(row.level) };
 }
 
-/** 0-10 on the side the value is on (negative values: of the lowest activation, shown as -k). */
-export function tenthOf(v: number, scale: Scale): number {
-  if (v < 0 && scale.diverging) {
-    const lo = scale.min !== undefined && scale.min < 0 ? -scale.min : scale.max;
-    const k = discretize(-v, lo);
-    return k === 0 ? 0 : -k;
-  }
-  return discretize(v, scale.max);
+/** Span i's tooltip: the row's own (a split character, an effect), else display.json's template. */
+export function tipOf(row: Row, i: number, cols = columns(row)): string {
+  const tip = row.tips?.[String(i)] ?? fill(display.tooltip, { token: row.text[i], pos: row.pos?.[i] ?? i, value: cols.values[i], tenth: cols.tenths[i] });
+  return row.label ? fill(display.labelled, { label: row.label, tip }) : tip;
+}
+
+/** CSS class of a signed level, as js/levels.css names it: nw-p7 / nw-n7; "" for none. */
+export function levelClass(l: number): string {
+  return l === 0 ? "" : `${l > 0 ? "nw-p" : "nw-n"}${Math.abs(l)}`;
 }
 
 /** One tooltip element per view, shown on hover and on keyboard focus. */
@@ -59,76 +58,50 @@ export class Tooltip {
   }
 }
 
-export interface TokenRowOptions {
-  offset?: number; // position of tokens[0] within its record
-  label?: string; // shown in the tooltip's first line, e.g. "real" or "simulated"
-  tenthsScale?: number; // values already on a 0..tenthsScale scale (simulations)
-  groups?: Group[]; // characters split over several byte tokens, shown as one (indices into tokens)
-}
-
-function strongest(values: ArrayLike<number>, i: number, n: number): number {
-  let best = values[i] ?? 0;
-  for (let k = i + 1; k < i + n; k++) if (Math.abs(values[k] ?? 0) > Math.abs(best)) best = values[k] ?? 0;
-  return best;
-}
-
-/** A row of coloured tokens. Values are real activations unless tenthsScale is given.
- *  Tokens that together spell one character are one span (the character); its tooltip
- *  lists each piece with its bytes and value. Data stays one value per token. */
-export function tokenRow(tokens: string[], values: ArrayLike<number>, scale: Scale, opts: TokenRowOptions = {}): HTMLElement {
-  installThemeCss();
-  const row = h("div", "nw-seq");
-  const offset = opts.offset ?? 0;
-  const sim = opts.tenthsScale;
-  const tenth = (v: number) => (sim ? Math.min(10, Math.round((10 * v) / sim)) : tenthOf(v, scale));
-  const tOf = (v: number) => (sim ? Math.min(1, Math.max(0, v / sim)) : colourT(v, scale));
-  const starts = new Map<number, Group>();
-  for (const g of opts.groups ?? []) if (g.n > 1 && g.i >= 0 && g.i + g.n <= tokens.length) starts.set(g.i, g);
-  for (let i = 0; i < tokens.length; ) {
-    const g = starts.get(i);
-    const n = g ? g.n : 1;
-    const v = g ? strongest(values, i, n) : values[i] ?? 0;
-    const span = h("span", "nw-tok", displayToken(g ? g.text : tokens[i]));
+/** A row of coloured tokens, spans [from, to) of it (all by default): text, level, tooltip. */
+export function tokenRow(row: Row, from = 0, to = row.text.length): HTMLElement {
+  const el = h("div", "nw-seq");
+  const cols = columns(row);
+  for (let i = from; i < to; i++) {
+    const span = h("span", "nw-tok", row.text[i]);
     span.tabIndex = 0;
-    const l = level(tOf(v));
-    if (l !== 0) span.classList.add(levelClass(l));
-    let tip: string;
-    if (g) {
-      const lines = [`"${displayToken(g.text)}" = ${n} tokens (one character split into bytes):`];
-      for (let k = 0; k < n; k++) {
-        const vk = values[i + k] ?? 0;
-        lines.push(`  bytes ${g.bytes[k] ?? "?"} at ${offset + i + k}: ${formatActivation(vk)} (${tenth(vk)}/10)`);
-      }
-      tip = lines.join("\n");
-      span.dataset.values = Array.from({ length: n }, (_, k) => formatActivation(values[i + k] ?? 0)).join(" ");
-    } else {
-      tip = tooltipText(tokens[i], offset + i, v, tenth(v));
-    }
-    if (opts.label) tip = `${opts.label}: ${tip}`;
+    const cls = levelClass(cols.levels[i] ?? 0);
+    if (cls) span.classList.add(cls);
+    const tip = tipOf(row, i, cols);
     span.dataset.tip = tip;
     span.setAttribute("aria-label", tip);
-    span.dataset.value = formatActivation(v);
-    row.appendChild(span);
-    i += n;
+    el.appendChild(span);
   }
-  return row;
+  return el;
 }
 
-/** The colour legend of the shared scale (cells use the token classes: right in every theme). */
-export function legend(scale: Scale): HTMLElement {
-  installThemeCss();
+/** A record centred on its peak (the row's window), with a toggle to the full context. */
+export function centredRow(row: Row): HTMLElement {
+  const n = row.text.length;
+  const lo = row.lo ?? 0;
+  const hi = row.hi ?? n;
+  const box = h("div", "nw-rec");
+  const short = tokenRow(row, lo, hi);
+  if (lo > 0) short.prepend(h("span", "nw-ellipsis", "…"));
+  if (hi < n) short.append(h("span", "nw-ellipsis", "…"));
+  const full = tokenRow(row);
+  full.hidden = true;
+  const toggle = button("⤢", () => {
+    full.hidden = !full.hidden;
+    short.hidden = !full.hidden;
+    toggle.textContent = full.hidden ? "⤢" : "⤡";
+  }, `show all ${n} tokens`);
+  toggle.classList.add("nw-expand");
+  box.append(toggle, short, full);
+  return box;
+}
+
+/** The colour legend of the shared scale (cells use the level classes: right in every theme). */
+export function legend(lg: Legend): HTMLElement {
   const box = h("div", "nw-legend");
-  const lo = scale.diverging ? (scale.min !== undefined && scale.min < 0 ? scale.min : -scale.max) : 0;
-  box.appendChild(h("span", "nw-legend-label", formatActivation(lo)));
+  box.appendChild(h("span", "nw-legend-label", lg.lo));
   const bar = h("span", "nw-legend-bar");
-  const steps = scale.diverging ? [-1, -0.75, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1] : [0, 0.25, 0.5, 0.75, 1];
-  for (const t of steps) {
-    bar.appendChild(h("span", `nw-legend-cell ${levelClass(level(t))}`));
-  }
-  box.appendChild(bar);
-  box.appendChild(h("span", "nw-legend-label", formatActivation(scale.max)));
-  box.appendChild(
-    h("span", "nw-legend-note", scale.diverging ? "blue = negative, orange = positive activation" : "colour = activation (one scale for the whole view)"),
-  );
+  for (const l of lg.levels) bar.appendChild(h("span", `nw-legend-cell ${levelClass(l)}`.trim()));
+  box.append(bar, h("span", "nw-legend-label", lg.hi), h("span", "nw-legend-note", lg.note));
   return box;
 }

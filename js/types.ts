@@ -3,10 +3,7 @@
 import type { AnyModel } from "@anywidget/types";
 import type { CardData, NeuronData, Side, Status, TokensData } from "./messages";
 
-export type { CardData, CardSeq, Group, Header, NeuronData, Rec, Status, TokensData } from "./messages";
-
-/** Binary state comes as a DataView (anywidget), ArrayBuffer or typed array. */
-export type Bytes = DataView | ArrayBuffer | ArrayBufferView | null;
+export type { CardData, CardSeq, Group, Header, NeuronData, Row, Status, TokensData } from "./messages";
 
 // type aliases, not interfaces: AnyModel<T> needs T to be a plain object type
 // model, layer, neuron and side are the view's public traits: set them to navigate (the kernel
@@ -18,12 +15,11 @@ export type NeuronState = {
   neuron: number;
   side: Side;
   _data: NeuronData;
-  _buf: Bytes;
   _status: Status;
   _uid: string;
 };
-export type TokensState = { _view_kind: "tokens"; _data: TokensData; _buf: Bytes };
-export type CardState = { _view_kind: "card"; _data: CardData; _buf: Bytes };
+export type TokensState = { _view_kind: "tokens"; _data: TokensData };
+export type CardState = { _view_kind: "card"; _data: CardData };
 export type AnyState = { _view_kind: string };
 
 export type Model<T extends AnyState = AnyState> = AnyModel<T>;

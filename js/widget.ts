@@ -2,7 +2,7 @@
 // VIEWS, keyed by the Python class's _view_kind.
 import type { Render } from "@anywidget/types";
 import "./widget.css";
-import { installThemeCss } from "./color";
+import "./levels.css";
 import { h } from "./dom";
 import { type Invoke, renderExplorer, renderSearchBox } from "./explorer";
 import { renderNeuronView } from "./neuronview";
@@ -20,7 +20,6 @@ export const VIEWS: Record<string, ViewRenderer> = {
 };
 
 const render: Render<AnyState> = ({ model, el, experimental }) => {
-  installThemeCss();
   const root = h("div", "nw-root");
   el.appendChild(root);
   const kind = model.get("_view_kind");

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from neuronwidget.widgets import static_html as sh
+from neuronwidget.widgets import present as pr
 from tests.browser.lab import running_lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -93,7 +94,7 @@ def test_widgets_in_real_jupyterlab(lab, cache):
     name = write_notebook(lab.root, cache_dir)
     record = index.record(1, 3)
     top0 = record.most_positive_activation_records[0]
-    peak_value = sh.format_activation(max(top0.activations))
+    peak_value = pr.format_activation(max(top0.activations))
     dialogs: list[str] = []
     errors: list[str] = []
 
@@ -147,8 +148,8 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         want = engine.activations(typed, 1, 3)
         page.wait_for_function(
             f"() => document.querySelectorAll('.nw-try-out .nw-tok').length === {len(want.tokens)}", timeout=60_000)
-        got = nv.locator(".nw-try-out .nw-tok").evaluate_all("(els) => els.map((e) => e.dataset.value)")
-        assert got == [sh.format_activation(v) for v in want.activations]
+        got = nv.locator(".nw-try-out .nw-tok").evaluate_all("(els) => els.map((e) => e.dataset.tip)")
+        assert [tip.split(": ")[-1].split(" (")[0] for tip in got] == [pr.format_activation(v) for v in want.activations]
         assert notebook_cells(page) == cells_before  # no cell ran, none was selected
         assert page.locator(".nw-root .nw-top").count() == 1
 
@@ -189,7 +190,7 @@ def test_widgets_in_real_jupyterlab(lab, cache):
             ".includes('the word')", timeout=30_000)
         # the fallback refresh re-rendered the output: what was typed is still there
         assert nv.locator(".nw-try-input").input_value() == UNICODE_TEXT
-        peak = nv.locator(".nw-top .nw-rec").first.locator(f'.nw-seq:not([hidden]) .nw-tok[data-value="{peak_value}"]')
+        peak = nv.locator(".nw-top .nw-rec").first.locator(f'.nw-seq:not([hidden]) .nw-tok[data-tip*=": {peak_value} ("]')
         peak.first.hover()
         nv.screenshot(path=str(ARTIFACTS / "neuronview.png"))
 
@@ -209,8 +210,8 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         page.wait_for_function("() => document.querySelector('.nw-root .nw-side-negative')"
                                ".getAttribute('aria-checked') === 'true'", timeout=60_000)
         assert "Most negative examples" in nv.inner_text()
-        low = sh.format_activation(record.most_negative_activation_records[0].min_activation)
-        assert nv.locator(f'.nw-top .nw-tok[data-value="{low}"]').count() >= 1
+        low = pr.format_activation(record.most_negative_activation_records[0].min_activation)
+        assert nv.locator(f'.nw-top .nw-tok[data-tip*=": {low} ("]').count() >= 1
         nv.locator(".nw-test-input").click()
         page.keyboard.press("Control+A")
         page.keyboard.type("closing brackets")
@@ -232,7 +233,7 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         nv.get_by_role("button", name="next ▶").click()
         page.wait_for_function("() => document.querySelector('.nw-root .nw-id').textContent.includes('neuron 4')",
                                timeout=30_000)
-        assert sh.format_activation(index.record(1, 4).max_activation) in nv.locator(".nw-meta").inner_text()
+        assert pr.format_activation(index.record(1, 4).max_activation) in nv.locator(".nw-meta").inner_text()
         assert nv.locator(".nw-top .nw-rec").count() == 10
         # no explanation yet: explained on demand with the configured explainer
         nv.get_by_role("button", name="Explain with rules (fitted context rules, no LLM)").click()
@@ -322,9 +323,10 @@ def test_effect_section_steering_by_keyboard_and_mouse(lab, cache):
         fallback_has("Effect of zeroing L1/N3")  # the fallback follows, and the view drawn again asks again
         page.wait_for_function(f"() => document.querySelectorAll('.nw-effect-out .nw-tok').length === {len(eff)}",
                                timeout=60_000)
-        kl = nv.locator(".nw-effect-out .nw-tok").evaluate_all("(els) => els.map((e) => Number(e.dataset.kl))")
-        assert kl == pytest.approx(eff.kl.tolist(), rel=1e-4, abs=1e-12)
+        tips = nv.locator(".nw-effect-out .nw-tok").evaluate_all("(els) => els.map((e) => e.dataset.tip)")
+        assert [re.search(r"KL\(clean ‖ zeroed\) (\S+)", t)[1] for t in tips] == [f"{x:.3g}" for x in eff.kl.tolist()]
         strongest = int(eff.kl.to_numpy().argmax())
+        assert "nw-p20" in nv.locator(".nw-effect-out .nw-tok").nth(strongest).get_attribute("class")
         nv.locator(".nw-effect-out .nw-tok").nth(strongest).click()
         tip = nv.locator(".nw-tip").inner_text()
         assert "KL(clean ‖ zeroed)" in tip and "promoted:" in tip and "suppressed:" in tip, tip

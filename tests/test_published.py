@@ -195,20 +195,19 @@ def test_cli_prints_and_caches_published_data(bucket, tmp_path, monkeypatch, cap
 
 def test_neuronview_from_published_records_alone(bucket, monkeypatch):
     from neuronwidget.widgets import NeuronView
-    from neuronwidget.widgets._base import unpack
+    from neuronwidget.widgets import present as pr
 
     monkeypatch.setenv(P.ENV_BASE_URL, bucket.url)
     view = NeuronView.published(5, 131, model="gpt2")
     assert view._engine is None  # nothing ran a model
     data = view._data
-    assert data["header"]["model"] == "gpt2" and "published" in data["header"]["corpus"]
-    assert data["top"][0]["tokens"] == _TOKENS
+    assert data["header"]["model"] == "gpt2" and "published" in data["header"]["meta"]
+    assert data["top"][0]["text"] == [pr.display_token(t) for t in _TOKENS]
     # the published explanation is shown as a card with its published score
     assert data["cards"][0]["explanation"] == " the city Paris"
     assert data["cards"][0]["score"] == pytest.approx(0.81)
-    # activations travel as float32 in the binary buffer, equal to the published values
-    first = unpack(view._buf, data["top"][0]["a"])
-    assert first.tolist() == pytest.approx([0.0, 0.1, 0.2, 0.0, 0.3, 3.5, 0.0], abs=1e-6)
+    # the published values, as the view prints them
+    assert pr.columns(data["top"][0])[0] == [pr.format_activation(v) for v in [0.0, 0.1, 0.2, 0.0, 0.3, 3.5, 0.0]]
     assert sum(data["hist"]["counts"]) == 6 * len(_TOKENS)  # the random sample's tokens
     assert "random sample" in data["hist"]["caption"]
     html = view._repr_html_()

@@ -15,11 +15,29 @@ import pytest
 from neuronwidget.records import (NeuronId, ScoredExplanation, ScoredSequenceSimulation, ScoredSimulation,
                                   SequenceSimulation)
 from neuronwidget.widgets import ExplanationCard, TokenView
-from neuronwidget.widgets._base import unpack
+from neuronwidget.widgets import present as pr
 from neuronwidget.widgets import static_html as sh
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = ["<script>alert(1)</script>", '" onmouseover="alert(1)', "&lt;", "javascript:alert(1)"]
+
+
+def shows(row, tokens, values):
+    """A row shows these tokens and, in its tooltips, every token's position and value as printed
+    (a character split over byte tokens is one span listing each piece)."""
+    if not any("\ufffd" in t for t in tokens):
+        assert row["text"] == [pr.display_token(t) for t in tokens]
+    tips = "\n".join(tips_of(row))
+    for i, v in enumerate(values):
+        assert f" at {i}: {pr.format_activation(v)} (" in tips, (i, v)
+
+
+def tips_of(row) -> list[str]:
+    return [pr.tip(row, i) for i in range(len(row["text"]))]
+
+
+def _tv(rec):
+    return rec.tokens, rec.activations
 
 
 def state_buffers(widget):
@@ -59,17 +77,21 @@ def scored_example(explanation: str = "mentions of cats") -> ScoredExplanation:
                              explainer="baseline: token lookup (no LLM)", simulator="baseline")
 
 
-def test_tokenview_sends_values_as_float32_buffers():
+def test_tokenview_state_is_its_presentation():
+    """What the view shows, decided in Python: per span its text, tooltip and colour level."""
     values = [[0.5, -1.25, 3.0], [2.0]]
     view = TokenView([[" a", "\n", "b"], ["c"]], values)
     state, paths, buffers = state_buffers(view)
-    assert paths == [["_buf"]]
-    assert "_buf" not in state and all(isinstance(b, (bytes, memoryview)) for b in buffers)
+    assert paths == [] and buffers == []  # no binary: the state is what is shown
     data = state["_data"]
-    assert data["max"] == 3.0 and data["diverging"] is False
-    for seq, expected in zip(data["seqs"], values):
-        np.testing.assert_array_equal(unpack(buffers[0], seq["a"]), np.asarray(expected, np.float32))
-    assert "1.25" not in json.dumps(state)  # values are not duplicated as JSON
+    first, second = data["seqs"]
+    assert first["text"] == [" a", "↵", "b"] and first["value"] == "0.500 -1.25 3.00"
+    assert pr.columns(first) == (["0.500", "-1.25", "3.00"], [1, 0, 10], [pr.level(0.5 / 3), 0, 20])
+    assert first["level"][1:] == "DX"  # small integers travel as one character: chr(68 + x)
+    assert tips_of(first) == ['" a" at 0: 0.500 (1/10)', '"↵" at 1: -1.25 (0/10)', '"b" at 2: 3.00 (10/10)']
+    assert pr.columns(second) == (["2.00"], [6], [pr.level(2 / 3)])
+    assert data["legend"] == {"lo": "0.000", "hi": "3.00", "levels": [0, 5, 10, 15, 20],
+                              "note": "colour = activation (one scale for the whole view)"}
 
 
 @pytest.mark.parametrize("tokens,values,match", [
@@ -87,16 +109,17 @@ def test_fallback_html_escapes_hostile_strings():
     view = TokenView(HOSTILE + ["\ufffd"], [1.0, 0.5, 0.0, 2.0, 0.1])
     html = view._repr_mimebundle_()[0]["text/html"]
     assert html == view._repr_html_()
-    assert "<script" not in html and 'onmouseover="' not in html
+    assert "<script" not in html and "onmouseover='" not in html  # titles are single-quoted: their " is text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&quot; onmouseover=&quot;alert(1)" in html
     assert "&amp;lt;" in html  # the literal text "&lt;" stays literal text
     tags, attrs = parse_tags(html)
     assert tags <= {"div", "span", "b", "details", "summary"}
     assert attrs <= {"class", "style", "title"}  # no href/src/on*: a javascript: string stays inert text
-    # every token carries a tooltip with its value (as stored) and the 0-10 value
-    assert '<span style="background:#f78c3f;color:#000" title="1.00 (5/10)">&lt;script&gt;alert(1)&lt;/script&gt;</span>' in html
-    assert "(10/10)" in html and sh.SPLIT_NOTE in html
+    # every token carries its tooltip (as the live view shows it) and its colour level's style
+    assert ('<span style="background:#f78c3f;color:#000" title=\'"&lt;script&gt;alert(1)&lt;/script&gt;" at 0: '
+            '1.00 (5/10)\'>&lt;script&gt;alert(1)&lt;/script&gt;</span>') in html
+    assert "(10/10)" in html and pr.SPLIT_NOTE in html
 
 
 def test_fallback_colours_match_contrast_rules():
@@ -107,22 +130,24 @@ def test_fallback_colours_match_contrast_rules():
     for style in spans[:3]:
         bg, fg = (rgb(x if len(x) == 6 else "".join(c + c for c in x))
                   for x in re.fullmatch(r' style="background:#(\w+);color:#(\w+)"', style).groups())
-        assert sh.contrast_ratio(bg, fg) >= 4.5
+        assert pr.contrast_ratio(bg, fg) >= 4.5
 
 
 def test_explanation_card_state_and_fallback(tmp_path):
     scored = scored_example(HOSTILE[1])
     card = ExplanationCard(scored)
-    state, _, buffers = state_buffers(card)
-    data = state["_data"]
-    assert data["explanation"] == HOSTILE[1] and data["score"] == pytest.approx(0.87)
-    assert data["explainer"].startswith("baseline") and data["simulator"] == "baseline"
+    data = card.get_state()["_data"]
+    assert data["explanation"] == HOSTILE[1] and data["score"] == pytest.approx(0.87) and data["score_text"] == "0.87"
+    assert data["who"] == "explainer: baseline: token lookup (no LLM) · simulator: baseline"
+    assert data["sub"] == "top-only 0.99 · random-only undefined · on 1 top + 1 random held-out texts"
     top, failed = data["seqs"]
-    np.testing.assert_array_equal(unpack(buffers[0], top["real"]), np.float32([0.0, 2.5, 0.25]))
-    np.testing.assert_array_equal(unpack(buffers[0], top["sim"]), np.float32([0.0, 10.0, 1.0]))
-    assert top["sim_max"] == 10.0 and failed["sim"] is None and failed["error"] == "no parseable numbers"
+    assert top["label"] == "top · r = 0.99" and tips_of(top["real"])[1] == 'real: " cat" at 1: 2.50 (10/10)'
+    # a simulation on the 0-10 scale: its 0-10 value is the method's (floored), the same live and saved
+    assert tips_of(top["sim"]) == ['simulated: " the" at 0: 0.000 (0/10)', 'simulated: " cat" at 1: 10.0 (10/10)',
+                                 'simulated: "<script>alert(1)</script>" at 2: 1.00 (1/10)']
+    assert failed["sim"] is None and failed["error"] == "simulation failed: no parseable numbers"
     assert data["side"] == "positive" and ExplanationCard(scored, side="negative")._data["side"] == "negative"
-    assert sh.SIDES["negative"] in ExplanationCard(scored, side="negative")._repr_html_()
+    assert pr.SIDES["negative"] in ExplanationCard(scored, side="negative")._repr_html_()
     html = card._repr_html_()
     assert "&quot; onmouseover=&quot;alert(1)" in html and "simulation failed: no parseable numbers" in html
     assert "1 = perfect" in html
@@ -208,26 +233,26 @@ def test_neuronview_state_carries_engine_values_as_binary(tiny):
     engine, index = tiny
     view = NeuronView(1, 3, model="tiny", index=index)
     state, paths, buffers = state_buffers(view)
-    assert paths == [["_buf"]]
+    assert paths == [] and buffers == []
     data = state["_data"]
     record = index.record(1, 3)
     hd = data["header"]
     assert hd["model"] == engine.model_name and "random weights" in hd["model"] and hd["is_tiny"]
     assert (state["model"], state["layer"], state["neuron"], state["side"]) == ("tiny", 1, 3, "positive")
-    assert hd["max"] == pytest.approx(record.max_activation)
-    assert hd["corpus"] == index.corpus_name
+    assert hd["max"] == pytest.approx(record.max_activation) and hd["title"] == " · layer 1 · neuron 3"
+    assert hd["meta"] == f"max activation {pr.format_activation(record.max_activation)} · corpus: {index.corpus_name}"
     assert data["top_total"] == len(record.most_positive_activation_records) > len(data["top"]) == 10
     for got, want in zip(data["top"], record.most_positive_activation_records):
-        assert got["tokens"] == want.tokens
-        np.testing.assert_array_equal(unpack(buffers[0], got["a"]), np.float32(want.activations))
+        shows(got, want.tokens, want.activations)
+        assert (got["lo"], got["hi"]) == pr.centred(want.activations)  # no character groups in the tiny corpus
     for got, want in zip(data["random"], record.random_sample):
-        np.testing.assert_array_equal(unpack(buffers[0], got["a"]), np.float32(want.activations))
+        shows(got, want.tokens, want.activations)
     edges, counts = index.histogram(1, 3)
     assert data["hist"]["counts"] == [int(c) for c in counts]
     assert data["cards"] == [] and data["explainer"].startswith("rules")
-    payload = len(json.dumps({k: v for k, v in state.items() if k not in ("_esm", "_css")})) + sum(map(len, buffers))
-    print(f"\ninitial NeuronView payload: {payload} bytes (JSON + float32 buffer, without the bundle)")
-    assert payload < 100_000
+    payload = len(json.dumps({k: v for k, v in state.items() if k not in ("_esm", "_css")}))
+    print(f"\ninitial NeuronView payload: {payload} bytes (JSON, without the bundle)")
+    assert payload < 60_000
 
 
 def test_neuronview_messages_try_more_goto(tiny):
@@ -241,19 +266,19 @@ def test_neuronview_messages_try_more_goto(tiny):
     view.wait(60)
     (reply, bufs), = sent
     want = engine.activations(text, 1, 3)
-    assert reply["type"] == "try" and reply["id"] == 7 and reply["tokens"] == want.tokens
-    np.testing.assert_array_equal(unpack(bufs[0], reply["a"]), np.float32(want.activations))
+    assert reply["type"] == "try" and reply["id"] == 7 and bufs == []
+    shows(reply["row"], want.tokens, want.activations)
 
     view._on_custom_msg(view, {"type": "more", "start": 10, "stop": 15}, [])
     reply, bufs = sent[-1]
     want = index.top_records(1, 3, 10, 15)
-    assert [r["tokens"] for r in reply["records"]] == [r.tokens for r in want]
-    np.testing.assert_array_equal(unpack(bufs[0], reply["records"][4]["a"]), np.float32(want[4].activations))
+    for got, rec in zip(reply["records"], want):
+        shows(got, rec.tokens, rec.activations)
 
     # the front end navigates by setting the traits (one update, both at once)
     view.set_state({"layer": 2, "neuron": 5})
     assert (view.layer, view.neuron) == (2, 5)
-    assert view._data["top"][0]["tokens"] == index.record(2, 5).most_positive_activation_records[0].tokens
+    shows(view._data["top"][0], *_tv(index.record(2, 5).most_positive_activation_records[0]))
     view.set_state({"layer": 99, "neuron": 5})
     assert sent[-1][0] == {"type": "error", "message": "that neuron could not be opened: layer must be in 0..3 for "
                            f"{engine.model_name}, got 99"}
@@ -285,7 +310,7 @@ def test_neuronview_state_is_public_traits(tiny):
     view.observe(lambda change: seen.append((change["name"], change["new"])), names=["layer", "neuron"])
     view.layer = 2
     assert seen == [("layer", 2)] and view.record.neuron_id.layer_index == 2
-    assert view._data["top"][0]["tokens"] == index.record(2, 3).most_positive_activation_records[0].tokens
+    shows(view._data["top"][0], *_tv(index.record(2, 3).most_positive_activation_records[0]))
     view.goto(0, 9)
     assert (view.layer, view.neuron) == (0, 9) and seen[-2:] == [("layer", 0), ("neuron", 9)]
     with pytest.raises(ValueError, match="neuron must be in 0..383"):
@@ -351,9 +376,9 @@ def test_two_views_try_at_once_on_one_engine(tiny):
         assert not [c for c, _ in sent if c["type"] == "error"], [c for c, _ in sent if c["type"] == "error"][:1]
         tries = [(c, b) for c, b in sent if c["type"] == "try"]
         assert [c["id"] for c, _ in tries] == list(range(len(texts)))
-        for (reply, bufs), text in zip(tries, texts):
+        for (reply, _), text in zip(tries, texts):
             want = engine.activations(text, view.layer, view.neuron)
-            np.testing.assert_array_equal(unpack(bufs[0], reply["a"]), np.float32(want.activations))
+            shows(reply["row"], want.tokens, want.activations)
         assert len([c for c, _ in sent if c["type"] == "effect"]) == len(texts)
     # the engine itself, four threads at once: each capture sees its own forward pass only
     errors, results = [], {}
@@ -385,15 +410,15 @@ def test_neuronview_test_and_explain_return_scored_cards(tiny):
     view._on_custom_msg(view, {"type": "test", "explanation": HOSTILE[0]}, [])
     view.wait(120)
     assert not [s for s in sent if s[0]["type"] == "error"]
-    state, _, bufs = state_buffers(view)
-    (card,) = state["_data"]["cards"]
+    (card,) = view.get_state()["_data"]["cards"]
     assert card["fresh"] and card["side"] == "positive"
     want = score(index.record(0, 7), HOSTILE[0], "rules")
     assert card["explanation"] == HOSTILE[0] and card["score"] == want.score and card["score_text"] == want.formatted()
     assert card["explainer"] == "you (typed in this view)" and card["simulator"].startswith("rules")
     assert [s["kind"] for s in card["seqs"]] == [s.kind for s in want.scored_simulation.scored_sequence_simulations]
     first = want.scored_simulation.scored_sequence_simulations[0]
-    np.testing.assert_array_equal(unpack(bufs[0], card["seqs"][0]["real"]), np.float32(first.true_activations))
+    assert card["seqs"][0]["real"] == pr.row(first.simulation.tokens, first.true_activations,
+                                             pr.Scale(index.record(0, 7).max_activation), label="real", centre=True)
     assert view._status == {}
 
     view._on_custom_msg(view, {"type": "explain", "best_of": 1}, [])
@@ -454,7 +479,7 @@ def test_slow_work_reports_progress_and_can_be_cancelled(tiny):
 
     _, index = tiny
     view = NeuronView(1, 3, model="tiny", index=index, simulator="baseline", diverging=True)
-    assert view._data["diverging"] is True
+    assert view._data["legend"]["levels"][0] == -20  # diverging: the legend runs from the deepest blue
     sent = capture(view)
     statuses: list[dict] = []
     view.observe(lambda change: statuses.append(change["new"]), names="_status")
@@ -490,21 +515,17 @@ def test_split_characters_read_back_as_the_text(tiny):
     for i, text in enumerate([JAPANESE, EMOJI], 1):
         view._on_custom_msg(view, {"type": "try", "text": text, "id": i}, [])
         view.wait(60)
-        reply, bufs = sent[-1]
+        reply, _ = sent[-1]
         want = engine.activations(text, 1, 3)
-        assert reply["tokens"] == want.tokens and reply["a"][1] == len(want.tokens)  # one value per token
-        shown, k = [], 0
-        starts = {g["i"]: g for g in reply["g"]}
-        while k < len(reply["tokens"]):
-            g = starts.get(k)
-            shown.append(g["text"] if g else reply["tokens"][k])
-            if g:
-                assert bytes.fromhex(" ".join(g["bytes"])).decode("utf-8") == g["text"]
-                assert len(g["bytes"]) == g["n"]
-            k += g["n"] if g else 1
-        assert "".join(shown) == text
-        assert "\ufffd" not in "".join(shown)
-        assert set(JAPANESE if i == 1 else "🙂👍") <= set("".join(g["text"] for g in reply["g"]))
+        shown = reply["row"]["text"]
+        assert "".join(shown) == text and "\ufffd" not in "".join(shown)
+        assert len(shown) < len(want.tokens)  # a character split over byte tokens is one span
+        joined = [(t, tip) for t, tip in zip(shown, tips_of(reply["row"])) if "one character split into bytes" in tip]
+        assert set(JAPANESE if i == 1 else "🙂👍") <= set("".join(t for t, _ in joined))
+        for t, tip in joined:  # the tooltip lists every byte piece, in order, with its value
+            pieces = re.findall(r"bytes ([0-9a-f]{2}) at (\d+): ", tip)
+            assert bytes.fromhex("".join(b for b, _ in pieces)).decode("utf-8") == t.strip()
+            assert [int(k) for _, k in pieces] == list(range(int(pieces[0][1]), int(pieces[0][1]) + len(pieces)))
 
 
 def test_static_fallback_shows_characters_not_replacement_marks(tiny):
@@ -515,7 +536,7 @@ def test_static_fallback_shows_characters_not_replacement_marks(tiny):
     assert rec.token_bytes is not None
     from neuronwidget.widgets.tokens import char_groups
 
-    html = sh.token_row(rec.tokens, rec.activations, 1.0, groups=char_groups(rec.token_bytes))
+    html = sh.row_html(pr.row(rec.tokens, rec.activations, pr.Scale(1.0), groups=char_groups(rec.token_bytes)))
     text = re.sub(r"<[^>]+>", "", html)
     assert __import__("html").unescape(text) == JAPANESE + " " + EMOJI
     assert "\ufffd" not in html and "one character split into bytes" in html
@@ -535,15 +556,17 @@ def test_signed_neuron_sides_payload_and_scoring(tiny):
     view = NeuronView(2, 11, model="tiny", index=index, simulator="baseline")
     sent = capture(view)
     hd = view._data["header"]
-    assert hd["signed"] and view.side == "positive" and view._data["diverging"] is True
-    assert hd["min"] == pytest.approx(record.most_negative_activation_records[0].min_activation)
+    low = record.most_negative_activation_records[0].min_activation
+    assert hd["signed"] and view.side == "positive" and view._data["legend"]["lo"] == pr.format_activation(low)
+    assert hd["meta"].startswith(f"activations {pr.format_activation(low)} to ")
     view.set_state({"side": "negative"})  # the side switch
-    state, _, bufs = state_buffers(view)
+    state = view.get_state()
     data = state["_data"]
     assert state["side"] == "negative" and view.side == "negative"
     first = record.most_negative_activation_records[0]
-    assert data["top"][0]["tokens"] == first.tokens
-    np.testing.assert_array_equal(unpack(bufs[0], data["top"][0]["a"]), np.float32(first.activations))  # as they are
+    shows(data["top"][0], first.tokens, first.activations)  # as they are
+    assert (data["top"][0]["lo"], data["top"][0]["hi"]) == pr.centred(first.activations, negative=True)
+    assert -20 in pr.columns(data["top"][0])[2]  # the lowest value: the deepest blue
     view._on_custom_msg(view, {"type": "test", "explanation": "closing brackets"}, [])
     view.wait(120)
     assert not [c for c, _ in sent if c["type"] == "error"]
@@ -551,7 +574,7 @@ def test_signed_neuron_sides_payload_and_scoring(tiny):
     assert card["side"] == "negative"
     want = score(record.for_side("negative"), "closing brackets", "baseline")
     assert card["score"] == want.score
-    assert sh.SIDES["negative"] in view._repr_html_() and "Most negative examples" in view._repr_html_()
+    assert pr.SIDES["negative"] in view._repr_html_() and "Most negative examples" in view._repr_html_()
     # the positive side keeps its own explanations
     view.side = "positive"
     assert view._data["cards"] == [] or all(c["side"] == "positive" for c in view._data["cards"])
@@ -573,7 +596,7 @@ def test_message_protocol_is_generated_from_python():
     # what the generator writes, checked on a few shapes that matter
     assert "export interface OpenRequest {\n  type: \"open\";\n  layer: number;\n  neuron: number;\n  model?: string;\n" \
            "  side?: Side;\n}" in source
-    assert "  sim: Span | null;\n" in source and "  tops: TopRow[][];\n" in source
+    assert "  sim: Row | null;\n" in source and "  tops: TopRow[][];\n" in source
     for union in ("Request", "Reply", "OpenerRequest", "OpenReply"):
         members = " | ".join(t.__name__ for t in typing.get_args(getattr(m, union)))
         assert f"export type {union} = {members};" in source
@@ -596,7 +619,7 @@ def _run_js(tmp_path, code: str, payload) -> object:
     if not node or not esbuild.exists():
         pytest.skip("node and npm dependencies are needed (npm ci)")
     entry = tmp_path / "entry.ts"
-    entry.write_text(code.replace("@js/", str(ROOT / "js") + "/"))
+    entry.write_text(code.replace("@js/", str(ROOT / "js") + "/").replace("@nm/", str(ROOT / "node_modules") + "/"))
     out = tmp_path / "entry.mjs"
     subprocess.run([str(esbuild), str(entry), "--bundle", "--platform=node", "--format=esm", f"--outfile={out}",
                     "--log-level=error"], check=True, cwd=ROOT)
@@ -604,52 +627,169 @@ def _run_js(tmp_path, code: str, payload) -> object:
     return json.loads(res.stdout)
 
 
-def test_numbers_colours_and_tooltips_agree_between_python_and_typescript(tmp_path):
-    rng = np.random.default_rng(0)
-    f16 = rng.normal(0, 3, 400).astype(np.float16).astype(float).tolist()  # values as the index stores them
-    ties = [1.125, -1.125, 0.125, 0.0625, 2.5, 10.25, 100.5, 0.0005, -0.0005, 99.96, 9.995, 0.99951171875]
-    values = [float(v) for v in f16 + ties + [0.0, 1e-9, -1e-9, 1234.5]]
-    scores = [-0.001, -0.005, 0.005, 0.125, -0.125, 0.995, -1.0, 1.0, 0.3349] + rng.uniform(-1, 1, 50).tolist()
-    ts = [i / 400 for i in range(-400, 401)]
-    js = _run_js(tmp_path, """
-import { formatActivation, formatScore, tooltipText } from "@js/format";
-import { background, discretize, level, textColor } from "@js/color";
-import { colourT, tenthOf } from "@js/tokens";
+def _render_live(tmp_path, views: dict[str, dict]) -> dict:
+    """Render each view's state with the real TypeScript views (bundled by esbuild, run in node on
+    jsdom): per view, every token span shown (text, tooltip, level class, whether hidden) and the
+    text of every element."""
+    return _run_js(tmp_path, """
 import { readFileSync } from "node:fs";
-const p = JSON.parse(readFileSync(0, "utf8"));
-const scale = { max: 4.5, min: -6, diverging: true };
-console.log(JSON.stringify({
-  act: p.values.map(formatActivation),
-  score: p.scores.map(formatScore),
-  tenth: p.values.map((v) => discretize(v, 4.5)),
-  signed: p.values.map((v) => [colourT(v, scale), tenthOf(v, scale), colourT(v, { max: 4.5, diverging: false })]),
-  level: p.ts.map(level),
-  light: p.ts.map((t) => background(t, "light")),
-  dark: p.ts.map((t) => background(t, "dark")),
-  text: p.ts.map((t) => { const b = background(t, "dark"); return b && textColor(b); }),
-  tip: p.values.slice(0, 20).map((v, i) => tooltipText(i % 2 ? " tok\\n" : "\\ufffd", i, v, discretize(v, 4.5))),
-}));
-""", {"values": values, "scores": scores, "ts": ts})
-    py = {
-        "act": [sh.format_activation(v) for v in values],
-        "score": [sh.format_score(s) for s in scores],
-        "tenth": [sh.discretize(v, 4.5) for v in values],
-        "signed": [[sh.colour_t(v, 4.5, -6, True), sh.tenth_of(v, 4.5, -6, True), sh.colour_t(v, 4.5, None, False)]
-                   for v in values],
-        "level": [sh.level(t) for t in ts],
-        "light": [list(b) if (b := sh.background(t, "light")) else None for t in ts],
-        "dark": [list(b) if (b := sh.background(t, "dark")) else None for t in ts],
-        "text": [list(sh.text_color(b)) if (b := sh.background(t, "dark")) else None for t in ts],
-        "tip": [sh.tooltip(" tok\n" if i % 2 else "\ufffd", i, v, sh.discretize(v, 4.5)) for i, v in enumerate(values[:20])],
+const jsdom = "@nm/jsdom/lib/api.js";
+const { JSDOM } = await import(jsdom);
+const dom = new JSDOM("<!DOCTYPE html><body></body>");
+Object.assign(globalThis, { window: dom.window, document: dom.window.document, HTMLElement: dom.window.HTMLElement,
+  Node: dom.window.Node, KeyboardEvent: dom.window.KeyboardEvent, MouseEvent: dom.window.MouseEvent, Event: dom.window.Event });
+const { default: widget } = await import("@js/widget");
+const views = JSON.parse(readFileSync(0, "utf8"));
+const out = {};
+for (const [name, state] of Object.entries(views)) {
+  const model = { get: (k) => state[k], set: (k, v) => { state[k] = v; }, on() {}, off() {}, send() {}, save_changes() {} };
+  const el = document.createElement("div");
+  document.body.appendChild(el);
+  widget.render({ model, el, experimental: {} });
+  const hidden = (e) => !!e.closest("[hidden]");
+  const spans = (sel) => Array.from(el.querySelectorAll(sel)).map((r) =>
+    Array.from(r.querySelectorAll(".nw-tok")).map((s) => [s.textContent, s.dataset.tip, s.className]));
+  out[name] = {
+    top: spans(".nw-top .nw-seq:not([hidden])"),
+    random: spans(".nw-samples .nw-seq"),
+    spans: Array.from(el.querySelectorAll(".nw-tok")).map((s) => [s.textContent, s.dataset.tip, s.className, hidden(s)]),
+    rows: Array.from(el.querySelectorAll(".nw-seq")).map((r) => [hidden(r),
+      Array.from(r.querySelectorAll(".nw-tok")).map((s) => [s.textContent, s.dataset.tip, s.className])]),
+    texts: Array.from(el.querySelectorAll("*")).filter((e) => !e.children.length).map((e) => e.textContent),
+  };
+}
+console.log(JSON.stringify(out));
+""", views)
+
+
+def _static_rows(html_text: str) -> list[list[tuple[str, str, str]]]:
+    """The static HTML's token rows: per span its text, title and level class (from its colour)."""
+    from html.parser import HTMLParser
+
+    colours = {pr.hex_color(pr.level_color(lv)): pr.level_class(lv) for lv in range(-pr.LEVELS, pr.LEVELS + 1) if lv}
+    rows: list[list[tuple[str, str, str]]] = []
+
+    class P(HTMLParser):
+        span = None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "div" and a.get("class") == "nw-seq":
+                rows.append([])
+            elif tag == "span" and "title" in a and rows:
+                bg = re.search(r"background:(#\w+)", a.get("style") or "")
+                self.span = [a["title"], colours[bg[1]] if bg else "", ""]
+
+        def handle_data(self, data):
+            if self.span is not None:
+                self.span[2] += data
+
+        def handle_endtag(self, tag):
+            if tag == "span" and self.span is not None:
+                title, cls, text = self.span
+                rows[-1].append((text, title, cls))
+                self.span = None
+
+    P().feed(html_text)
+    return rows
+
+
+def _live(spans) -> list[tuple[str, str, str]]:
+    return [(text, tip, " ".join(c for c in cls.split() if c != "nw-tok")) for text, tip, cls in spans]
+
+
+def _text_of(html_text: str) -> str:
+    return __import__("html").unescape(re.sub(r"<[^>]+>", "\n", html_text))
+
+
+def test_live_view_and_saved_html_show_the_same(tmp_path, tiny):
+    """The live view (the real TS, in node) and the saved HTML of the same views: the same token
+    texts, tooltips and colour levels, and every string of the saved page is in the live view."""
+    from neuronwidget.widgets import NeuronView
+
+    engine, index = tiny
+    text = "東京 🙂"
+    raw = [bytes([b]) for b in text.encode("utf-8")]
+    tokens = [b.decode("utf-8", errors="replace") for b in raw]
+    views = {
+        "tokens": TokenView([HOSTILE + [" x\n", "\ufffd"], tokens], [[1.0, -0.5, 0.0, 2.0, 0.1, 0.3], [0.1 * i for i in range(len(raw))]],
+                            diverging=True, token_bytes=[[b"a"] * 6, raw]),
+        "card": ExplanationCard(scored_example(HOSTILE[1])),
+        "neuron": NeuronView(3, 21, model="tiny", index=index),  # a neuron no other test scores (the store remembers)
     }
-    for key in py:
-        assert js[key] == py[key], key
-    assert not [a for a in py["act"] + py["score"] if re.fullmatch(r"-0(\.0*)?", a)]  # no "-0.00"
-    # what float16 storage supports: the printed value of a stored number is that of the true number
-    true = rng.normal(0, 2, 2000)
-    stored = true.astype(np.float16).astype(float)
-    differ = sum(sh.format_activation(a) != sh.format_activation(b) for a, b in zip(true, stored))
-    assert differ / len(true) < 0.06, differ  # 4 decimals disagreed on ~16%
+    view = views["neuron"]
+    view._on_custom_msg(view, {"type": "test", "explanation": HOSTILE[0]}, [])
+    view.wait(120)
+    live = _render_live(tmp_path, {name: v.get_state() for name, v in views.items()})
+
+    # TokenView: every span, the same
+    static = _static_rows(views["tokens"]._repr_html_())
+    assert [s for r in static for s in r] == _live(x[:3] for x in live["tokens"]["spans"])
+    assert any("one character split into bytes" in tip for _, tip, _ in static[1])
+    # a card: the saved page shows each record's window around its peak, the live view the whole row
+    card_rows = [_live(r) for hidden, r in live["card"]["rows"]]
+    static = _static_rows(views["card"]._repr_html_())
+    assert len(static) == len(card_rows) and static
+    for got, full in zip(static, card_rows):
+        assert any(full[k:k + len(got)] == got for k in range(len(full) - len(got) + 1)), (got, full)
+    # NeuronView: the top records' windows as first shown, the first random sample, cards and header
+    static = _static_rows(view._repr_html_())
+    top = [_live(r) for r in live["neuron"]["top"]]
+    assert len(top) == len(view._data["top"]) == 10 and static[:len(top)] == top
+    assert static[len(top)] == _live(live["neuron"]["random"][0])  # the random sample
+    live_text = "\n".join(live["neuron"]["texts"] + live["card"]["texts"] + live["tokens"]["texts"])
+    for page in (view._repr_html_(), views["card"]._repr_html_(), views["tokens"]._repr_html_()):
+        for line in _text_of(page).split("\n"):
+            line = line.strip(" …—")
+            if line and line not in ("A random sample",):  # the saved page's own heading
+                assert line in live_text, line
+    assert f"{view._data['header']['model']}" in live_text and HOSTILE[0] in live_text
+
+
+def test_every_display_rule_exists_once():
+    """Number formats, colour levels, the 0-10 rule, tooltips, centring and card strings are
+    decided in widgets/present.py alone: the TypeScript formats and computes none of them, and
+    static_html.py is a template (it imports the rules, defines none)."""
+    ts = {p.name: p.read_text() for p in sorted((ROOT / "js").glob("*.ts"))}
+    rules = {
+        "a number format": r"toFixed|toPrecision|toLocaleString|Intl\.",
+        "rounding or flooring (levels, 0-10)": r"Math\.(round|floor|ceil)\((?!Math\.random)",
+        "a 0-10 scale": r"/\s*10\b|\b10\s*\*|TENTHS|discretize",
+        "a tooltip text": r"\bat \$\{|/10\)|tooltip(Text)?\(",
+        "centring around the peak": r"CONTEXT_(LEFT|RIGHT)|argmax",
+        "the colour ramp": r"palettes|levelColor|ramp\(|luminance",
+        "activation or score formatting": r"format(Activation|Score)|displayToken|visibleToken",
+    }
+    found = [f"{name}: {what}" for name, src in ts.items() for what, pattern in rules.items()
+             if re.search(pattern, re.sub(r"//.*|/\*.*?\*/", "", src, flags=re.S))]
+    assert found == []
+    static = (ROOT / "neuronwidget" / "widgets" / "static_html.py").read_text()
+    assert not re.search(r"\bdef (format_|level|colour_t|tenth|discretize|tooltip|centred|legend\b)|\bround\(|:\.\dg", static)
+    # the level colours the live view uses are generated from present.py's rules
+    assert (ROOT / "js" / "levels.css").read_text() == pr.theme_css(), \
+        "js/levels.css is out of date: python -m neuronwidget.widgets.present > js/levels.css"
+    assert "levels.css" in ts["widget.ts"]
+
+
+def test_present_rules():
+    """The rules themselves: numbers as people read them, never "-0.00", the method's 0-10 scale,
+    levels and contrast in both themes."""
+    assert [pr.format_activation(v) for v in (0.6894, 12.34, 123.4, -0.0004, 1.125, 99.96, 0.0)] == \
+        ["0.689", "12.3", "123", "0.000", "1.13", "100.0", "0.000"]
+    assert [pr.format_score(s) for s in (-0.001, 0.125, None, float("nan"))] == ["0.00", "0.13", "undefined", "undefined"]
+    scale = pr.Scale(4.5, -6.0, True)
+    assert [pr.tenth_of(v, scale) for v in (4.5, 4.49, -6.0, -0.5, 0.0)] == [10, 9, -10, 0, 0]
+    assert pr.tenth_of(6.7, pr.Scale(4.5, tenths=10.0)) == 6  # a simulation's 0-10 value: floored, as real ones
+    assert [pr.level(t) for t in (0.0, 0.01, 0.025, 1.0, -1.0, -0.5)] == [0, 0, 1, 20, -20, -10]
+    for theme in ("light", "dark"):
+        for lv in range(1, pr.LEVELS + 1):
+            for signed_lv in (lv, -lv):
+                bg = pr.level_color(signed_lv, theme)
+                assert pr.contrast_ratio(bg, pr.text_color(bg)) >= 4.5
+    assert pr.centred(list(range(40))) == (27, 40) and pr.centred([5.0] + [0.0] * 30) == (0, 7)
+    assert pr.centred([0.0] * 20, negative=True) == (0, 7)
+    g = [{"i": 5, "n": 3, "text": "東", "bytes": ["e6", "9d", "b1"]}]
+    assert pr.centred([0.0] * 6 + [9.0] + [0.0] * 30, groups=g) == (0, 13)
 
 
 def test_display_constants_exist_once():
@@ -661,7 +801,7 @@ def test_display_constants_exist_once():
         for theme in display["palettes"].values():
             for stops in theme.values():
                 assert str(stops[2])[1:-1] not in text and "%d, %d, %d" % tuple(stops[2]) not in text, p
-    assert sh.SCORE_LEGEND == display["score_legend"] and sh.PALETTES == display["palettes"]
+    assert pr.SCORE_LEGEND == display["score_legend"] and pr.PALETTES == display["palettes"]
     from neuronwidget.subject.tokens import bytes_to_unicode  # the one GPT-2 byte table
 
     assert bytes_to_unicode()[ord(" ")] == "Ġ"
@@ -698,7 +838,8 @@ def test_saved_notebook_carries_scored_cards_and_stays_small(tiny_index, tmp_pat
     path = tmp_path / "saved.ipynb"
     nbformat.write(nb, path)
 
-    explanations = eval(nb.cells[4].outputs[-1]["text"])
+    # newest first; the store may remember explanations of this neuron from earlier sessions (or tests)
+    explanations = eval(nb.cells[4].outputs[-1]["text"])[:2]
     assert len(explanations) == 2 and "the word object" in explanations
     html = [c.outputs[0]["data"]["text/html"] for c in nb.cells[1:4]]
     assert all(o["output_type"] == "display_data" and "application/vnd.jupyter.widget-view+json" in o["data"]
@@ -726,8 +867,8 @@ def test_tokenview_groups_characters_when_bytes_are_given():
     tokens = [b.decode("utf-8", errors="replace") for b in raw]
     view = TokenView(tokens, [0.1 * i for i in range(len(raw))], token_bytes=raw)
     (row,) = view._data["seqs"]
-    assert [g["text"] for g in row["g"]] == ["東", "京", " 🙂"] or [g["text"] for g in row["g"]] == ["東", "京", "🙂"]
-    assert row["a"][1] == len(raw)  # one value per token
+    assert row["text"] == ["東", "京", " ", "🙂"]
+    assert "bytes e6 at 0: 0.000 (0/10)" in tips_of(row)[0] and "bytes ba at 4" in tips_of(row)[1]
     html = view._repr_html_()
     assert __import__("html").unescape(re.sub(r"<[^>]+>", "", html)).startswith(text)
     with pytest.raises(ValueError, match="shaped like tokens"):

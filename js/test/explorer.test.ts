@@ -2,12 +2,13 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { renderExplorer, renderSearchBox, refId } from "../explorer";
 import { renderConnections } from "../connections";
-import { FakeModel, f32 } from "./fakemodel";
+import { FakeModel } from "./fakemodel";
 
 const HOSTILE = "<img src=x onerror=window.__pwned=1>";
 
 function row(layer: number, neuron: number, explanation: string | null) {
-  return { layer, neuron, side: "positive", activation: 1.5, normalized: 0.75, explanation, score: explanation ? 0.4 : null };
+  return { layer, neuron, side: "positive" as const, activation: 1.5, normalized: 0.75, explanation, score: explanation ? 0.4 : null,
+    detail: "0.750× max · 1.50", score_text: explanation ? "score 0.40" : null };
 }
 
 function neuronState() {
@@ -19,14 +20,16 @@ function neuronState() {
     neuron: 3,
     side: "positive",
     _data: {
-      header: { model: "tiny", is_tiny: true, n_layers: 2, n_neurons: 8, max: 4, min: 0, corpus: "c", signed: false },
-      top: [{ tokens, a: [0, 3] }], top_total: 1, random: [], quantiles: [],
-      hist: { edges: [0, 1, 2], counts: [3, 1], caption: "all tokens" }, cards: [],
-      explainer: "baseline", simulator: "baseline", diverging: false,
+      header: { model: "tiny", title: " · layer 1 · neuron 3", meta: "max activation 4.00 · corpus: c", is_tiny: true, n_layers: 2,
+        n_neurons: 8, max: 4, signed: false, side_note: "" },
+      top_title: "Top", test_title: "Test", empty: "none",
+      top: [{ text: tokens, value: "0 4.00 1.00", tenth: "DND", level: "DXI" }], top_total: 1, random: [], quantiles: [],
+      hist: { edges: [0, 1, 2], counts: [3, 1], titles: ["a", "b"], lo: "0", hi: "2.00", caption: "all tokens" }, cards: [],
+      explainer: "baseline", simulator: "baseline",
+      legend: { lo: "0", hi: "4.00", levels: [0, 20], note: "" }, strengths: { values: [0, 1], labels: ["0", "1"] },
       connections: { family: "gpt2", input_tokens: [{ token: HOSTILE, value: 1 }], output_promoted: [], output_suppressed: [],
         upstream: [{ layer: 0, neuron: 5, value: -0.5 }], downstream: [], definition: "weights" },
     },
-    _buf: f32([0, 4, 1]),
     _status: {},
   };
 }
@@ -34,7 +37,8 @@ function neuronState() {
 function mountExplorer() {
   const model = new FakeModel({
     _view_kind: "explorer",
-    _data: { model: "tiny", is_tiny: true, tokens: ["The", HOSTILE, " end"], k: 2,
+    _data: { model: "tiny", is_tiny: true, tokens: ["The", HOSTILE, " end"], text: ["The", HOSTILE, " end"],
+      heads: ["Top 1 neurons at \"The\" (token 0)", "Top 2", "Top 0"], k: 2,
       tops: [[row(0, 1, null)], [row(2, 7, HOSTILE), row(1, 4, "commas")], []], peak: [0.2, 0.9, 0] },
     _status: {},
     _child: null,
@@ -78,7 +82,7 @@ describe("Explorer", () => {
     expect(root.querySelector(".nw-error")!.textContent).toBe("no kernel in tests");
     // a new text from the kernel: new tokens, the position it chose
     model.state.position = 0;
-    model.set("_data", { model: "tiny", is_tiny: true, tokens: ["a", "b"], k: 2, tops: [[row(1, 1, null)], []], peak: [0.5, 0] });
+    model.set("_data", { model: "tiny", is_tiny: true, tokens: ["a", "b"], text: ["a", "b"], heads: ["A", "B"], k: 2, tops: [[row(1, 1, null)], []], peak: [0.5, 0] });
     expect(Array.from(root.querySelectorAll(".nw-xtok")).map((t) => t.textContent)).toEqual(["a", "b"]);
     expect(root.querySelector(".nw-xsel")!.textContent).toBe("a");
   });

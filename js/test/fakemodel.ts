@@ -44,8 +44,3 @@ export class FakeModel implements AnyModel<Record<string, any>> {
     for (const h of this.handlers.get(event) ?? []) h(...args);
   }
 }
-
-export function f32(values: number[]): DataView {
-  const a = new Float32Array(values);
-  return new DataView(a.buffer);
-}

@@ -1,8 +1,12 @@
 // @vitest-environment jsdom
+// The views as templates: what the kernel's presentation says (text, tooltip, level) is what
+// the DOM shows, as text; navigation sets traits; requests and replies follow the protocol.
+// The strings themselves are decided and tested in Python (present.py; tests/test_widgets.py
+// also renders these views in node on real payloads and compares them with the saved HTML).
 import { afterEach, describe, expect, it } from "vitest";
 import widget from "../widget";
-import { FakeModel, f32 } from "./fakemodel";
-import type { CardData, NeuronData } from "../types";
+import { FakeModel } from "./fakemodel";
+import type { CardData, NeuronData, Row } from "../types";
 
 const HOSTILE = ["<script>window.__pwned=1</script>", '" onmouseover="window.__pwned=1', "&lt;b&gt;", "javascript:window.__pwned=1", "<img src=x onerror=window.__pwned=1>"];
 
@@ -20,55 +24,80 @@ afterEach(() => {
   delete (window as any).__pwned;
 });
 
-function card(explanation: string, offset: number): CardData {
+/** A row as the kernel sends it: tooltips and levels given, nothing computed here. */
+/** Small integers as the row carries them: one character each. */
+const codes = (xs: number[]) => xs.map((x) => String.fromCharCode(68 + x)).join("");
+
+function row(text: string[], levels: number[] = text.map(() => 0), window?: [number, number]): Row {
+  const r: Row = { text, value: text.map(() => "1.00").join(" "), tenth: codes(text.map(() => 5)), level: codes(levels),
+    tips: Object.fromEntries(text.map((t, i) => [String(i), `tip ${i}: ${t}`])) };
+  if (window) [r.lo, r.hi] = window;
+  return r;
+}
+
+const LEGEND = { lo: "0", hi: "4.00", levels: [0, 5, 10, 15, 20], note: "colour = activation (one scale for the whole view)" };
+
+function card(explanation: string): CardData {
   return {
-    explanation, score: 0.42, score_text: "0.42 (0.31–0.58)", top_score: 0.5, random_score: 0.1, rsquared: 0.2,
-    explainer: "baseline", simulator: "baseline sim", note: null, neuron: "L1/N3", side: "positive", max: 4, fresh: true,
+    explanation, score: 0.42, score_text: "0.42 (0.31–0.58)", side: "positive", side_label: "positive side: what makes this neuron fire",
+    sub: "top-only 0.50 · random-only 0.10 · on 1 top + 1 random held-out texts", legend: "Score = … 1 = perfect",
+    who: "explainer: baseline · simulator: baseline sim", note: null, summary: "scoring details: real vs simulated activations",
+    neuron: "L1/N3", explainer: "baseline", simulator: "baseline sim", fresh: true, scale: LEGEND,
     seqs: [
-      { kind: "top", tokens: ["a", "b"], real: [offset, 2], sim: [offset + 2, 2], sim_max: 10, error: null, score: 0.9 },
-      { kind: "random", tokens: ["c", "d"], real: [offset, 2], sim: null, sim_max: 10, error: "unparseable output", score: null },
+      { kind: "top", label: "top · r = 0.90", real: row(["a", "b"], [20, 0]), sim: row(["a", "b"], [0, 20]), error: null },
+      { kind: "random", label: "random · r = undefined", real: row(["c", "d"]), sim: null, error: "simulation failed: unparseable output" },
     ],
   };
 }
 
 describe("TokenView", () => {
-  it("colours tokens on one scale and shows hostile strings as text", () => {
-    const { el } = mount({
-      _view_kind: "tokens",
-      _data: { seqs: [{ tokens: [...HOSTILE, " x\n"], a: [0, 6] }], max: 2, min: 0, diverging: false },
-      _buf: f32([2, 1, 0, 0.5, 1.5, 0]),
-    });
+  it("shows each span's text, level and tooltip as given, hostile strings as text", () => {
+    const { el } = mount({ _view_kind: "tokens", _data: { seqs: [row([...HOSTILE, " x↵"], [20, 10, 0, 3, 15, 0])], legend: LEGEND } });
     const toks = Array.from(el.querySelectorAll<HTMLElement>(".nw-tok"));
     expect(toks.map((t) => t.textContent)).toEqual([...HOSTILE, " x↵"]);
     expect(el.querySelector("script, img")).toBeNull();
-    expect(toks[0].className).toContain("nw-p20");
-    expect(toks[2].className).toBe("nw-tok"); // zero: no colour
+    expect(toks[0].className).toBe("nw-tok nw-p20");
+    expect(toks[2].className).toBe("nw-tok"); // level 0: no colour
     expect(toks[0].tabIndex).toBe(0);
-    expect(toks[1].dataset.tip).toContain('""·onmouseover="window.__pwned=1" at 1: 1.00');
+    expect(toks[1].dataset.tip).toBe(`tip 1: ${HOSTILE[1]}`);
+    expect(toks[1].getAttribute("aria-label")).toBe(`tip 1: ${HOSTILE[1]}`);
+    expect(Array.from(el.querySelectorAll(".nw-legend-cell")).map((c) => c.className)).toEqual(
+      ["nw-legend-cell", "nw-legend-cell nw-p5", "nw-legend-cell nw-p10", "nw-legend-cell nw-p15", "nw-legend-cell nw-p20"]);
+    expect(el.querySelector(".nw-legend")!.textContent).toBe("04.00colour = activation (one scale for the whole view)");
     expect((window as any).__pwned).toBeUndefined();
   });
+  it("fills each tooltip from the row's parts with display.json's template, after the row's label", () => {
+    const r: Row = { text: [" a", "東"], value: "0.250 1.00", tenth: codes([2, 10]), level: codes([5, 20]), pos: [0, 1], label: "real",
+      tips: { "1": "\"東\" = 3 tokens (one character split into bytes):\n  bytes e6 at 1: 1.00 (10/10)" } };
+    const { el } = mount({ _view_kind: "tokens", _data: { seqs: [r], legend: LEGEND } });
+    const tips = Array.from(el.querySelectorAll<HTMLElement>(".nw-tok")).map((t) => t.dataset.tip);
+    expect(tips).toEqual(['real: " a" at 0: 0.250 (2/10)', 'real: "東" = 3 tokens (one character split into bytes):\n  bytes e6 at 1: 1.00 (10/10)']);
+  });
   it("shows the tooltip on hover and on keyboard focus", () => {
-    const { el } = mount({ _view_kind: "tokens", _data: { seqs: [{ tokens: [" a", "b"], a: [0, 2] }], max: 1, min: 0, diverging: false }, _buf: f32([0.25, 1]) });
+    const { el } = mount({ _view_kind: "tokens", _data: { seqs: [row([" a", "b"], [-5, 20])], legend: LEGEND } });
     const [a, b] = Array.from(el.querySelectorAll<HTMLElement>(".nw-tok"));
+    expect(a.className).toBe("nw-tok nw-n5");
     const tip = el.querySelector<HTMLElement>(".nw-tip")!;
     a.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
     expect(tip.hidden).toBe(false);
-    expect(tip.textContent).toBe('"·a" at 0: 0.250 (2/10)');
+    expect(tip.textContent).toBe("tip 0:  a");
     b.focus();
-    expect(tip.textContent).toBe('"b" at 1: 1.00 (10/10)');
+    expect(tip.textContent).toBe("tip 1: b");
   });
 });
 
 describe("ExplanationCard", () => {
   it("shows score, legend, real vs simulated rows and failed records as failed", () => {
-    const { el } = mount({ _view_kind: "card", _data: card(HOSTILE[0], 0), _buf: f32([4, 0, 10, 0]) });
+    const { el } = mount({ _view_kind: "card", _data: card(HOSTILE[0]) });
     expect(el.querySelector(".nw-expl")!.textContent).toBe(HOSTILE[0]);
     expect(el.querySelector(".nw-score")!.textContent).toBe("0.42 (0.31–0.58)");
-    expect(el.textContent).toContain("1 = perfect");
-    expect(el.textContent).toContain("explainer: baseline");
+    expect(el.querySelector(".nw-card-legend")!.textContent).toContain("1 = perfect");
+    expect(el.querySelector(".nw-card-who")!.textContent).toBe("explainer: baseline · simulator: baseline sim");
     expect(el.querySelector(".nw-card-side")!.textContent).toContain("positive side");
+    expect(el.querySelector(".nw-card-sub")!.textContent).toContain("on 1 top + 1 random held-out texts");
     expect(el.querySelectorAll(".nw-simrec").length).toBe(2);
-    expect(el.querySelector(".nw-failed .nw-error")!.textContent).toContain("unparseable output");
+    expect(el.querySelector(".nw-simrec-label")!.textContent).toBe("top · r = 0.90");
+    expect(el.querySelector(".nw-failed .nw-error")!.textContent).toBe("simulation failed: unparseable output");
     expect(el.querySelector("script")).toBeNull();
   });
 });
@@ -79,37 +108,45 @@ const AT = { model: "tiny", layer: 1, neuron: 3, side: "positive" };
 function neuronData(): NeuronData {
   const tokens = Array.from({ length: 64 }, (_, i) => ` t${i}`);
   return {
-    header: { model: "tiny (random weights — not a real GPT-2)", is_tiny: true, n_layers: 2, n_neurons: 8, max: 4, min: 0, corpus: "test corpus", signed: false },
-    top: [{ tokens, a: [0, 64] }],
+    header: { model: "tiny (random weights — not a real GPT-2)", title: " · layer 1 · neuron 3", meta: "max activation 4.00 · corpus: test corpus",
+      is_tiny: true, n_layers: 2, n_neurons: 8, max: 4, signed: false, side_note: "positive side: what makes this neuron fire" },
+    top_title: "Top activating examples (centred on the max token)",
+    test_title: "Test your explanation",
+    empty: "No explanation for this neuron yet.",
+    top: [row(tokens, tokens.map((_, i) => (i === 40 ? 20 : 0)), [28, 47])],
     top_total: 3,
-    random: [{ tokens: HOSTILE, a: [64, 5] }],
+    random: [row(HOSTILE)],
     quantiles: [],
-    hist: { edges: [0, 1, 2, 3, 4], counts: [100, 10, 3, 1], caption: "all tokens" },
+    hist: { edges: [0, 1, 2, 3, 4], counts: [100, 10, 3, 1], titles: ["0 to 1.00: 100 tokens", "b", "c", "d"], lo: "0", hi: "4.00", caption: "all tokens" },
     cards: [],
     explainer: "baseline: token lookup (no LLM)",
     simulator: "baseline",
-    diverging: false,
+    legend: LEGEND,
+    strengths: { values: [-1, -0.5, 0, 0.5, 1], labels: ["strength -1 × max → -4.00", "strength -0.5 × max → -2.00", "strength 0 × max → 0", "strength +0.5 × max → 2.00", "strength +1 × max → 4.00"] },
   };
 }
 
 describe("NeuronView", () => {
-  const acts = Array.from({ length: 69 }, (_, i) => (i === 40 ? 4 : i % 3));
   it("renders header, centred records, histogram and asks the kernel for more", () => {
-    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _buf: f32(acts), _status: {} });
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _status: {} });
     expect(el.querySelector(".nw-model")!.textContent).toContain("tiny (random weights");
-    expect(el.textContent).toContain("layer 1 · neuron 3");
+    expect(el.querySelector(".nw-id")!.textContent).toBe(" · layer 1 · neuron 3");
+    expect(el.querySelector(".nw-meta")!.textContent).toBe("max activation 4.00 · corpus: test corpus");
     const short = el.querySelector(".nw-rec .nw-seq:not([hidden])")!;
-    expect(short.textContent).toContain(" t40");
-    expect(short.querySelectorAll(".nw-tok").length).toBeLessThan(64);
+    expect(short.textContent).toBe(`…${Array.from({ length: 19 }, (_, i) => ` t${28 + i}`).join("")}…`); // the row's window
+    expect(short.querySelector(".nw-p20")!.textContent).toBe(" t40");
+    expect(el.querySelector(".nw-rec .nw-seq[hidden]")!.querySelectorAll(".nw-tok").length).toBe(64);
     expect(el.querySelectorAll(".nw-hist rect").length).toBe(4);
+    expect(el.querySelector(".nw-hist title")!.textContent).toBe("0 to 1.00: 100 tokens");
     expect(el.textContent).toContain("Explain with baseline");
+    expect(el.textContent).toContain("No explanation for this neuron yet.");
     Array.from(el.querySelectorAll<HTMLButtonElement>("button")).find((b) => b.textContent === "more examples")!.click();
     expect(model.sent.at(-1)!.content).toEqual({ type: "more", start: 1, stop: 11 });
-    model.emit("msg:custom", { type: "more", records: [{ tokens: ["x", "y"], a: [0, 2] }] }, [f32([1, 4])]);
+    model.emit("msg:custom", { type: "more", start: 1, records: [row(["x", "y"], [5, 20], [0, 2])] });
     expect(el.querySelectorAll(".nw-top .nw-rec").length).toBe(2);
   });
   it("navigates, tries text and tests explanations through messages", async () => {
-    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _buf: f32(acts), _status: {} });
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _status: {} });
     const btn = (label: string) => Array.from(el.querySelectorAll<HTMLButtonElement>("button")).find((b) => b.textContent === label)!;
     btn("next ▶").click(); // navigation sets the traits; the kernel answers with the new _data
     expect(model.saved.at(-1)).toEqual({ layer: 1, neuron: 4 });
@@ -117,7 +154,11 @@ describe("NeuronView", () => {
     btn("◀ prev").click();
     expect(model.saved.at(-1)).toEqual({ layer: 1, neuron: 2 });
     model.state.neuron = 3; // the kernel puts it back (say, the neuron could not be opened)
-    expect(model.sent.filter((m) => m.content.type === "goto")).toEqual([]);
+    const layerBox = el.querySelector<HTMLInputElement>(".nw-num")!;
+    layerBox.value = "";
+    layerBox.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", ctrlKey: true }));
+    expect(model.saved.at(-1)).toEqual({ layer: 0, neuron: 3 });
+    model.state.layer = 1;
 
     const input = el.querySelector<HTMLTextAreaElement>(".nw-try-input")!;
     input.value = "hello <b>world</b>";
@@ -125,15 +166,11 @@ describe("NeuronView", () => {
     await new Promise((r) => setTimeout(r, 350));
     const req = model.sent.filter((m) => m.content.type === "try").at(-1)!.content;
     expect(model.sent.at(-1)!.content).toEqual({ type: "effect", text: "hello <b>world</b>", id: req.id }); // same text, same id
-    model.emit("msg:custom", { type: "try", id: req.id, tokens: ["hello", " <b>world</b>"], a: [0, 2] }, [f32([0, 2])]);
+    model.emit("msg:custom", { type: "try", id: req.id - 1, row: row(["stale"]) });
+    expect(el.querySelector(".nw-try-out")!.textContent).toBe(""); // an older answer is dropped
+    model.emit("msg:custom", { type: "try", id: req.id, row: row(["hello", " <b>world</b>"], [0, 20]) });
     expect(el.querySelector(".nw-try-out")!.textContent).toBe("hello <b>world</b>");
-    // a character split over byte tokens reads as the character; hover lists each piece
-    model.emit("msg:custom", { type: "try", id: req.id, tokens: ["caf", "\ufffd", "\ufffd"], a: [0, 3], g: [{ i: 1, n: 2, text: "é", bytes: ["c3", "a9"] }] }, [f32([0, 1, 2])]);
-    const pieces = Array.from(el.querySelectorAll<HTMLElement>(".nw-try-out .nw-tok"));
-    expect(pieces.map((p) => p.textContent)).toEqual(["caf", "é"]);
-    expect(pieces[1].dataset.tip).toContain("bytes c3 at 1: 1.00");
-    expect(pieces[1].dataset.tip).toContain("bytes a9 at 2: 2.00");
-    expect(pieces[1].dataset.value).toBe("2.00"); // coloured by its strongest piece
+    expect(el.querySelector(".nw-try-out .nw-p20")!.textContent).toBe(" <b>world</b>");
 
     el.querySelector<HTMLTextAreaElement>(".nw-test-input")!.value = HOSTILE[1];
     btn("Simulate & score").click();
@@ -143,8 +180,7 @@ describe("NeuronView", () => {
     btn("Cancel").click();
     expect(model.sent.at(-1)!.content).toEqual({ type: "cancel" });
     const sentBefore = model.sent.length;
-    model.state._buf = f32([...acts, 4, 0, 10, 0]);
-    model.set("_data", { ...neuronData(), cards: [card(HOSTILE[1], 69)] });
+    model.set("_data", { ...neuronData(), cards: [card(HOSTILE[1])] });
     expect(model.sent.length).toBe(sentBefore); // a new card does not run the user's text again
     expect(el.querySelector(".nw-try-out")!.textContent).not.toBe("");
     expect(el.querySelector(".nw-card.nw-new .nw-expl")!.textContent).toBe(HOSTILE[1]);
@@ -154,7 +190,7 @@ describe("NeuronView", () => {
     expect((window as any).__pwned).toBeUndefined();
   });
   it("keeps keys in the view: Enter is a new line, Ctrl/Cmd+Enter scores, nothing reaches the notebook", () => {
-    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _buf: f32(acts), _status: {} });
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _status: {} });
     const seen: string[] = [];
     document.body.addEventListener("keydown", (e) => seen.push(e.key));
     const test = el.querySelector<HTMLTextAreaElement>(".nw-test-input")!;
@@ -176,7 +212,7 @@ describe("NeuronView", () => {
     expect(seen).toEqual([]);
   });
   it("clears an error when the next result arrives", async () => {
-    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _buf: f32(acts), _status: {} });
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _status: {} });
     const input = el.querySelector<HTMLTextAreaElement>(".nw-try-input")!;
     input.value = "x".repeat(5000);
     input.dispatchEvent(new Event("input"));
@@ -187,28 +223,30 @@ describe("NeuronView", () => {
     input.dispatchEvent(new Event("input"));
     await new Promise((r) => setTimeout(r, 350));
     const req = model.sent.at(-1)!.content;
-    model.emit("msg:custom", { type: "try", id: req.id, tokens: ["short"], a: [0, 1] }, [f32([1])]);
+    model.emit("msg:custom", { type: "try", id: req.id, row: row(["short"]) });
     expect(el.querySelector(".nw-try-out")!.textContent).toBe("short");
     expect(el.querySelector(".nw-status .nw-error")).toBeNull();
   });
-  it("shows a side switch for signed neurons and asks the kernel for the other side", () => {
+  it("shows a side switch for signed neurons and sets the side trait", () => {
     const d = neuronData();
-    d.header = { ...d.header, signed: true, min: -6 };
-    d.diverging = true;
-    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: d, _buf: f32(acts.map((v, i) => (i === 10 ? -6 : v))), _status: {} });
+    d.header = { ...d.header, signed: true, side_note: "positive side: what makes this neuron fire" };
+    d.top = [row(["a", "b"], [-20, 3], [0, 2])];
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: d, _status: {} });
     const radios = Array.from(el.querySelectorAll<HTMLButtonElement>(".nw-side-btn"));
     expect(radios.map((r) => r.getAttribute("aria-checked"))).toEqual(["true", "false"]);
     radios[1].click();
     expect(model.saved.at(-1)).toEqual({ side: "negative" });
-    expect(el.querySelector(".nw-top .nw-n20")).not.toBeNull(); // the lowest value: full blue
+    expect(el.querySelector(".nw-top .nw-n20")).not.toBeNull();
     model.state.side = "negative"; // the kernel's answer: the trait and the new _data in one update
-    model.set("_data", { ...d, cards: [{ ...card("dogs", 0), side: "negative" }] });
+    model.set("_data", { ...d, top_title: "Most negative examples (centred on the lowest token)", test_title: "Test your explanation of the negative side",
+      cards: [{ ...card("dogs"), side: "negative", side_label: "negative side: what drives this neuron most negative" }] });
     expect(el.querySelector(".nw-card-side")!.textContent).toContain("negative side");
+    expect(el.querySelector(".nw-side-btn.nw-on")!.textContent).toBe("negative ▼");
     expect(el.textContent).toContain("Most negative examples");
     expect(el.textContent).toContain("Test your explanation of the negative side");
   });
   it("comes back as the user left it when the output is drawn again", () => {
-    const state = { _view_kind: "neuron", ...AT, _data: neuronData(), _buf: f32(acts), _status: {}, _uid: "abc123" };
+    const state = { _view_kind: "neuron", ...AT, _data: neuronData(), _status: {}, _uid: "abc123" };
     const first = mount(state);
     const input = first.el.querySelector<HTMLTextAreaElement>(".nw-test-input")!;
     input.value = "half-typed\nexplanation";
@@ -218,54 +256,52 @@ describe("NeuronView", () => {
     expect(again.el.querySelector<HTMLTextAreaElement>(".nw-test-input")!.value).toBe("half-typed\nexplanation");
     expect(mount({ ...state, _uid: "other" }).el.querySelector<HTMLTextAreaElement>(".nw-test-input")!.value).toBe("");
   });
-  it("Effect: the try text coloured by KL with changes in tooltips; steering by slider, both sides", async () => {
-    const signed = neuronData();
-    signed.header = { ...signed.header, signed: true, min: -2 };
-    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: signed, _buf: f32(acts), _status: {} });
+  it("Effect: the try text as the kernel coloured it; steering by slider with the kernel's labels", async () => {
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _status: {} });
     const input = el.querySelector<HTMLTextAreaElement>(".nw-try-input")!;
     input.value = "a b";
     input.dispatchEvent(new Event("input"));
     await new Promise((r) => setTimeout(r, 350));
     const id = model.sent.at(-1)!.content.id;
     model.emit("msg:custom", { type: "effect", id, tokens: [HOSTILE[4], " b"], kl: [0.5, 0.01], next: [" b"], dlogp: [-0.25],
-      promoted: [[{ token: HOSTILE[0], value: 0.02 }], []], suppressed: [[{ token: " b", value: -0.03 }], []] });
+      promoted: [[], []], suppressed: [[], []], row: row([HOSTILE[4], " b"], [20, 0]), title: "Effect of zeroing L1/N3 at every token",
+      note: "colour = KL(clean ‖ zeroed) of each next-token prediction (darkest 0.5)" });
     const toks = Array.from(el.querySelectorAll<HTMLElement>(".nw-effect-out .nw-tok"));
     expect(toks.map((t) => t.textContent)).toEqual([HOSTILE[4], " b"]);
-    expect(toks[0].dataset.tip).toContain("KL(clean ‖ zeroed) 0.500");
-    expect(toks[0].dataset.tip).toContain('next " b": Δ log p -0.250');
-    expect(toks[0].dataset.tip).toContain(`promoted: "${HOSTILE[0]}" +0.020`);
-    expect(toks[1].dataset.tip).toContain("promoted: none");
+    expect(toks[0].className).toBe("nw-tok nw-p20");
+    expect(toks[0].dataset.tip).toBe(`tip 0: ${HOSTILE[4]}`);
+    expect(el.querySelector(".nw-effect-out .nw-note")!.textContent).toContain("darkest 0.5");
     expect(el.querySelector(".nw-effect-out img, .nw-effect-out script")).toBeNull();
     // an effect error shows in the Effect section, as text, and leaves the status to the try box
     model.emit("msg:custom", { type: "error", message: `the effect could not be measured: ${HOSTILE[0]}`, action: "effect" });
     expect(el.querySelector(".nw-effect-out .nw-error")!.textContent).toContain(HOSTILE[0]);
     expect(el.querySelector(".nw-status .nw-error")).toBeNull();
-    expect(el.querySelector(".nw-effect-out img, .nw-effect-out script")).toBeNull();
 
     const slider = el.querySelector<HTMLInputElement>(".nw-steer-slider")!;
     const label = () => el.querySelector(".nw-steer-strength")!.textContent;
-    expect(label()).toBe("strength +4 × max → 16.0");
-    slider.value = "-3";
+    expect([slider.min, slider.max, slider.step]).toEqual(["-1", "1", "0.5"]);
+    slider.value = "-0.5";
     slider.dispatchEvent(new Event("input"));
-    expect(label()).toBe("strength -3 × |min| → -6.00"); // the negative side of a signed neuron
+    expect(label()).toBe("strength -0.5 × max → -2.00");
     slider.dispatchEvent(new Event("change"));
     expect(model.sent.at(-1)!.content.type).not.toBe("steer"); // no prompt yet: nothing sent
     const prompt = el.querySelector<HTMLTextAreaElement>(".nw-steer-input")!;
     prompt.value = "Once";
     prompt.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", ctrlKey: true, bubbles: true }));
     const req = model.sent.at(-1)!.content;
-    expect(req).toEqual({ type: "steer", prompt: "Once", strength: -3, id: req.id });
+    expect(req).toEqual({ type: "steer", prompt: "Once", strength: -0.5, id: req.id });
     model.emit("msg:custom", { type: "error", message: "the steered continuation could not be made: boom", action: "steer" });
     expect(el.querySelector(".nw-steer-error")!.textContent).toContain("boom");
-    model.emit("msg:custom", { type: "steer", id: req.id, prompt: "Once", strength: -3, value: -6, plain: HOSTILE[0], steered: " upon" });
+    model.emit("msg:custom", { type: "steer", id: req.id, prompt: "Once", strength: -0.5, value: -2, plain: HOSTILE[0], steered: " upon",
+      title: "Steering: strength -0.5", note: "clamped to -2.00 (strength -0.5) at every token of “Once” and its continuation" });
     expect(el.querySelector(".nw-steer-error")!.textContent).toBe("");
-    expect(el.querySelector(".nw-status .nw-error")).toBeNull();
+    expect(el.querySelector(".nw-steer-result .nw-note")!.textContent).toContain("clamped to -2.00");
     expect(el.querySelector(".nw-plain .nw-steer-text")!.textContent).toBe(HOSTILE[0]);
     expect(el.querySelector(".nw-steered .nw-steer-text")!.textContent).toBe(" upon");
     expect((window as any).__pwned).toBeUndefined();
   });
   it("never renders blank: a broken state shows a message", () => {
-    const { el } = mount({ _view_kind: "nope", _data: {}, _buf: f32([]) });
+    const { el } = mount({ _view_kind: "nope", _data: {} });
     expect(el.querySelector(".nw-error")!.textContent).toContain("could not draw");
   });
 });

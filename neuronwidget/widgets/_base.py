@@ -1,16 +1,15 @@
-"""What every neuronwidget view shares: the bundled JS/CSS, binary activations, the
-static HTML fallback and ``save_html``."""
+"""What every neuronwidget view shares: the bundled JS/CSS, the static HTML fallback and
+``save_html``."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import anywidget
 import ipywidgets
-import numpy as np
 import traitlets
 
 from neuronwidget._io import atomic_write_text, stable_hash
@@ -32,33 +31,6 @@ def _bundle(path: Path) -> str:
             "(or reinstall neuronwidget from a wheel, which ships it)"
         )
     return path.read_text(encoding="utf-8")
-
-
-class Packer:
-    """Collects float arrays into one float32 buffer; JSON refers to them as [offset, length]."""
-
-    def __init__(self) -> None:
-        self._parts: list[np.ndarray] = []
-        self._n = 0
-
-    def add(self, values: Sequence[float] | np.ndarray) -> list[int]:
-        arr = np.asarray(values, dtype=np.float32).ravel()
-        span = [self._n, int(arr.size)]
-        self._parts.append(arr)
-        self._n += int(arr.size)
-        return span
-
-    def tobytes(self) -> bytes:
-        if not self._parts:
-            return b""
-        return np.concatenate(self._parts).astype("<f4", copy=False).tobytes()
-
-
-def unpack(buf: bytes | memoryview, span: Sequence[int]) -> np.ndarray:
-    """The inverse of :meth:`Packer.add` (used by tests and by anyone reading widget state)."""
-    values = np.frombuffer(bytes(buf), dtype="<f4")
-    off, n = span
-    return values[off : off + n]
 
 
 class _Bundle(ipywidgets.Widget):
@@ -96,7 +68,6 @@ class BaseView(anywidget.AnyWidget):
     _bundle_digest = traitlets.Unicode("").tag(sync=True)
     _view_kind = traitlets.Unicode("").tag(sync=True)
     _data = traitlets.Dict().tag(sync=True)
-    _buf = traitlets.Bytes(b"").tag(sync=True)
     # stable id of this view's model: the front end keeps what the user typed under it, so an
     # output drawn again (display update) comes back as the user left it
     _uid = traitlets.Unicode("").tag(sync=True)

@@ -22,7 +22,25 @@ def connections_payload(engine: Any, layer: int, neuron: int, k: int = 8) -> dic
                         model_name=_store.model_key(lm.short_name))
     except Exception as e:  # a model family without these weights: say so, never break the view
         return {"error": f"connections unavailable: {type(e).__name__}: {e}"}
-    return c.to_dict()
+    return shown(c.to_dict())
+
+
+def shown(d: dict[str, Any]) -> dict[str, Any]:
+    """The connections payload with what is shown of each entry (present.py's number format)."""
+    import json
+
+    from neuronwidget.widgets.present import display_token, format_activation
+
+    for key, items in d.items():
+        if not isinstance(items, list):
+            continue
+        for x in items:
+            if isinstance(x, dict) and "token" in x:
+                x["text"] = display_token(x["token"])
+                x["tip"] = f"{json.dumps(x['token'], ensure_ascii=False)}: {format_activation(x['value'])}"
+            elif isinstance(x, dict) and "layer" in x:
+                x["label"] = f"L{x['layer']}/N{x['neuron']} ({format_activation(x['value'])})"
+    return d
 
 
 def record_card(model_name: str, layer: int, neuron: int, scored: Any, side: str = "positive") -> None:

@@ -19,6 +19,7 @@ import anywidget
 import traitlets
 from anywidget.experimental import command
 
+from neuronwidget.widgets import present as pr
 from neuronwidget.widgets._base import BaseView
 from neuronwidget.widgets.messages import OPENER_REQUESTS, ErrorReply, OpenedReply, OpenReply, parse_request
 
@@ -139,6 +140,8 @@ class Explorer(_OpensNeuronView):
             "model": self._engine.model_name,
             "is_tiny": bool(self._engine.is_tiny),
             "tokens": list(acts.tokens),
+            "text": [pr.display_token(t) for t in acts.tokens],
+            "heads": [pr.explorer_head(t, i, len(rows)) for i, (t, rows) in enumerate(zip(acts.tokens, tops))],
             "k": self._k,
             "tops": [[_row(r) for r in rows] for rows in tops],
             "peak": [max((r["normalized"] for r in rows), default=0.0) for rows in tops],
@@ -198,13 +201,13 @@ class Explorer(_OpensNeuronView):
             f'<span style="{"background:#ffd27a;" if i == peak else ""}white-space:pre">{html.escape(t)}</span>'
             for i, t in enumerate(d["tokens"]))
         rows = "".join(
-            f"<tr><td>{r['layer']}</td><td>{r['neuron']}</td><td>{r['normalized']:.2f}</td>"
+            f"<tr><td>{r['layer']}</td><td>{r['neuron']}</td><td>{html.escape(r['detail'])}</td>"
             f"<td>{html.escape(r['explanation'] or '')}</td></tr>" for r in d["tops"][peak][:10]) if d["tops"] else ""
         return (f'<div style="font-family:system-ui,sans-serif;font-size:13px">'
                 f'<div style="font-weight:600">Explorer · {html.escape(d["model"])}</div>'
                 f'<div style="margin:4px 0">{toks}</div>'
                 f'<div>Top neurons at the highlighted token (activation ÷ the neuron\'s max):</div>'
-                f'<table><tr><th>layer</th><th>neuron</th><th>÷ max</th><th>explanation</th></tr>{rows}</table>'
+                f'<table><tr><th>layer</th><th>neuron</th><th>activation</th><th>explanation</th></tr>{rows}</table>'
                 f'<div style="color:#5a5a5a">Run the notebook to click tokens and open neurons.</div></div>')
 
 
@@ -217,9 +220,10 @@ def _engine_spec(engine: Any) -> Any:
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
-    return {"layer": r["layer"], "neuron": r["neuron"], "side": r["side"],
-            "activation": round(float(r["activation"]), 5), "normalized": round(float(r["normalized"]), 5),
-            "explanation": r["explanation"], "score": r["score"]}
+    act, norm = round(float(r["activation"]), 5), round(float(r["normalized"]), 5)
+    return {"layer": r["layer"], "neuron": r["neuron"], "side": r["side"], "activation": act, "normalized": norm,
+            "explanation": r["explanation"], "score": r["score"], "detail": pr.top_row_detail(norm, act, r["side"]),
+            "score_text": pr.score_text(r["score"])}
 
 
 class SearchBox(_OpensNeuronView):
@@ -252,6 +256,7 @@ class SearchBox(_OpensNeuronView):
                 for r in df.to_dict(orient="records")]
         for r in rows:
             r["layer"], r["neuron"] = int(r["layer"]), int(r["neuron"])
+            r["score_text"] = pr.score_text(r["score"])
         self._data = {**self._data, "query": str(query), "results": rows, "error": None}
         return df
 
@@ -278,7 +283,7 @@ class SearchBox(_OpensNeuronView):
         d = self._data
         items = "".join(
             f"<li>{html.escape(str(r['model']))} L{r['layer']} N{r['neuron']}: {html.escape(str(r['explanation']))}"
-            f" ({'n/a' if r['score'] is None else format(r['score'], '.2f')})</li>" for r in d["results"])
+            f" ({html.escape(r['score_text'] or 'no score')})</li>" for r in d["results"])
         return (f'<div style="font-family:system-ui,sans-serif;font-size:13px"><div style="font-weight:600">'
                 f'Explanation search: {html.escape(d["query"])}</div><ul>{items}</ul></div>')
 

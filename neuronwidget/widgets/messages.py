@@ -13,7 +13,6 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type
 from typing_extensions import NotRequired, TypedDict
 
 Side = Literal["positive", "negative"]
-Span = tuple[int, int]  # [offset, length] into the float32 buffer (a JSON list)
 
 
 # ---- state payloads --------------------------------------------------------------------------
@@ -26,62 +25,95 @@ class Group(TypedDict):
     bytes: list[str]
 
 
-class Rec(TypedDict):
-    tokens: list[str]
-    a: Span
-    g: NotRequired[list[Group]]
+class Row(TypedDict):
+    """A row of coloured tokens as shown (widgets/present.py decides it): per span (a token, or
+    the character a run of byte tokens spells) its text, its value as printed, its 0-10 value
+    and its colour level (-20..20, 0: none): the values as one space-separated string, the 0-10
+    values and levels as one character each, chr(display.json's code_zero + x) (a saved notebook
+    writes one line per list item; these stay one line). Its tooltip is display.json's ``tooltip`` filled
+    with them (``pos``: the span's token index, ``pos[i]`` when given, else ``i``), after
+    ``label`` as display.json's ``labelled`` says, unless ``tips`` gives the whole tooltip (a
+    split character, an effect). A centred row shows spans [lo, hi), around its peak, first."""
+    text: list[str]
+    value: str
+    tenth: str
+    level: str
+    pos: NotRequired[list[int]]
+    tips: NotRequired[dict[str, str]]
+    label: NotRequired[str]
+    lo: NotRequired[int]
+    hi: NotRequired[int]
+
+
+class Legend(TypedDict):
+    """The colour scale: its two ends as printed, the levels of its cells, what the colours mean."""
+    lo: str
+    hi: str
+    levels: list[int]
+    note: str
 
 
 class CardSeq(TypedDict):
+    """One held-out record a card was scored on: real vs simulated."""
     kind: Optional[str]
-    tokens: list[str]
-    real: Span
-    sim: Optional[Span]
-    sim_max: float
+    label: str
+    real: Row
+    sim: Optional[Row]
     error: Optional[str]
-    score: Optional[float]
-    g: NotRequired[list[Group]]
 
 
 class CardData(TypedDict):
+    """A scored explanation as shown: every string decided in Python."""
     explanation: str
     score: Optional[float]
-    score_text: str  # the score with its 90% interval, "0.45 (0.31–0.58)" (records.format_score)
-    top_score: Optional[float]
-    random_score: Optional[float]
-    rsquared: Optional[float]
+    score_text: str
+    side: Side
+    side_label: str
+    sub: str
+    legend: str
+    who: str
+    note: Optional[str]
+    summary: str
+    neuron: Optional[str]
     explainer: Optional[str]
     simulator: Optional[str]
-    note: Optional[str]
-    neuron: Optional[str]
-    side: Side
-    max: float
     fresh: bool
+    scale: Legend
     seqs: list[CardSeq]
 
 
 class Header(TypedDict):
     """What is shown about the neuron; which neuron and side are the view's traits (model, layer,
-    neuron, side), not payload."""
-    model: str  # the model's name as people read it
+    neuron, side), and the strings here follow them."""
+    model: str
+    title: str
+    meta: str
     is_tiny: bool
     n_layers: int
     n_neurons: int
     max: float
-    min: float
-    corpus: str
     signed: bool
+    side_note: str
 
 
 class Quantile(TypedDict):
     label: str
-    records: list[Rec]
+    records: list[Row]
 
 
 class Histogram(TypedDict):
     edges: list[float]
     counts: list[int]
+    titles: list[str]
+    lo: str
+    hi: str
     caption: str
+
+
+class Strengths(TypedDict):
+    """The steering slider: its values and what each means for this neuron."""
+    values: list[float]
+    labels: list[str]
 
 
 # NeuronView's weight-based connections section: its shape is js/connections.ts's ConnectionsData
@@ -91,23 +123,25 @@ ConnectionsData = TypedDict("ConnectionsData", {}, total=False)
 
 class NeuronData(TypedDict):
     header: Header
-    top: list[Rec]
+    top_title: str
+    test_title: str
+    empty: str
+    top: list[Row]
     top_total: int
-    random: list[Rec]
+    random: list[Row]
     quantiles: list[Quantile]
     hist: Histogram
     cards: list[CardData]
     explainer: str
     simulator: str
-    diverging: bool
+    legend: Legend
+    strengths: Strengths
     connections: NotRequired[Optional[ConnectionsData]]
 
 
 class TokensData(TypedDict):
-    seqs: list[Rec]
-    max: float
-    min: float
-    diverging: bool
+    seqs: list[Row]
+    legend: Legend
     title: NotRequired[str]
 
 
@@ -120,6 +154,8 @@ class TopRow(TypedDict):
     normalized: float
     explanation: Optional[str]
     score: Optional[float]
+    detail: str
+    score_text: Optional[str]
 
 
 class ExplorerData(TypedDict):
@@ -128,6 +164,8 @@ class ExplorerData(TypedDict):
     model: str
     is_tiny: bool
     tokens: list[str]
+    text: list[str]  # each token as shown
+    heads: list[str]  # each token's table title
     k: int
     tops: list[list[TopRow]]
     peak: list[float]
@@ -142,6 +180,7 @@ class SearchRow(TypedDict):
     score: Optional[float]
     explainer: Optional[str]
     source: Optional[str]
+    score_text: Optional[str]
 
 
 class SearchData(TypedDict):
@@ -236,15 +275,13 @@ OpenerRequest = Union[OpenRequest, SearchRequest]
 class MoreReply(TypedDict):
     type: Literal["more"]
     start: int
-    records: list[Rec]
+    records: list[Row]
 
 
 class TryReply(TypedDict):
     type: Literal["try"]
     id: int
-    tokens: list[str]
-    a: Span
-    g: NotRequired[list[Group]]
+    row: Row
 
 
 class TokenValue(TypedDict):
@@ -263,6 +300,9 @@ class EffectReply(TypedDict):
     dlogp: list[float]
     promoted: list[list[TokenValue]]
     suppressed: list[list[TokenValue]]
+    row: Row  # as shown: coloured by KL, each tooltip what the token's prediction gained and lost
+    title: str
+    note: str
 
 
 class SteerReply(TypedDict):
@@ -273,6 +313,8 @@ class SteerReply(TypedDict):
     value: float  # the activation the neuron was clamped to
     plain: str
     steered: str
+    title: str
+    note: str
 
 
 class ErrorReply(TypedDict):
@@ -299,8 +341,8 @@ class OpenedReply(TypedDict):
 
 OpenReply = Union[OpenedReply, ErrorReply]
 
-PAYLOADS = (Group, Rec, CardSeq, CardData, Header, Quantile, Histogram, NeuronData, TokensData, Status, TokenValue,
-            TopRow, ExplorerData, SearchRow, SearchData)
+PAYLOADS = (Group, Row, Legend, CardSeq, CardData, Header, Quantile, Histogram, Strengths, NeuronData, TokensData,
+            Status, TokenValue, TopRow, ExplorerData, SearchRow, SearchData)
 
 
 def _by_type(union: Any) -> dict[str, type]:
@@ -363,10 +405,9 @@ _TS_HEAD = """\
 // do not edit: change the Python types and generate again (tests/test_widgets.py checks it is up to date).
 // THE protocol between the kernel and these views: the widget state payloads and every custom
 // message and command, one interface per TypedDict, one union per direction.
-import type { Span } from "./buffers";
 import type { ConnectionsData } from "./connections";
 """
-_TS_NAMED = {"Side": Side, "Span": Span}  # aliases written by name (Side is declared, Span imported)
+_TS_NAMED = {"Side": Side}  # aliases written by name
 
 
 def _ts(tp: Any) -> str:
@@ -382,6 +423,8 @@ def _ts(tp: Any) -> str:
     if origin is list:
         inner = _ts(args[0])
         return f"({inner})[]" if "|" in inner else f"{inner}[]"
+    if origin is dict:
+        return f"Record<{_ts(args[0])}, {_ts(args[1])}>"
     if origin is NotRequired:
         return _ts(args[0])
     basic = {int: "number", float: "number", str: "string", bool: "boolean"}

@@ -15,10 +15,11 @@ from typing import Any
 import traitlets
 
 from neuronwidget.records import SIDES, ActivationRecord, NeuronRecord, ScoredExplanation
+from neuronwidget.widgets import present as pr
 from neuronwidget.widgets import static_html as sh
-from neuronwidget.widgets._base import BaseView, Packer
+from neuronwidget.widgets._base import BaseView
 from neuronwidget.widgets.connections import connections_payload, record_card
-from neuronwidget.widgets.messages import (CardData, EffectReply, ErrorReply, MoreReply, NeuronData, Rec, SteerReply,
+from neuronwidget.widgets.messages import (CardData, EffectReply, ErrorReply, MoreReply, NeuronData, Row, SteerReply,
                                            TryReply, parse_request)
 from neuronwidget.widgets.tokens import char_groups
 from neuronwidget.widgets.views import card_data
@@ -44,21 +45,8 @@ _ACTIONS = {
 }
 
 
-def _rec(r: ActivationRecord, pk: Packer) -> Rec:
-    out: Rec = {"tokens": list(r.tokens), "a": pk.add(r.activations)}
-    groups = char_groups(getattr(r, "token_bytes", None))
-    if groups:
-        out["g"] = groups
-    return out
-
-
-def _quantile_label(i: int, bounds: list[float]) -> str:
-    f = sh.format_activation
-    if i == 0:
-        return f"below {f(bounds[0])}"
-    if i >= len(bounds):
-        return f"above {f(bounds[-1])}"
-    return f"{f(bounds[i - 1])} to {f(bounds[i])}"
+def _groups(r: ActivationRecord) -> list:
+    return char_groups(getattr(r, "token_bytes", None))
 
 
 class _Published:
@@ -257,7 +245,7 @@ class NeuronView(BaseView):
         self._shown_key = (model, layer, neuron, side)
         with self.hold_sync():
             self._set_traits(model, layer, neuron, side)
-            self._data, self._buf = self._payload()
+            self._data = self._payload()
             self._status = {}
         self._refresh_fallback()
 
@@ -301,36 +289,52 @@ class NeuronView(BaseView):
         mn = float(min(lows)) if lows else min(0.0, min((x.min_activation for x in r.random_sample), default=0.0))
         return mx, min(0.0, mn)
 
-    def _payload(self) -> tuple[NeuronData, bytes]:
+    def _scale(self) -> pr.Scale:
+        mx, mn = self._extremes()
+        return pr.Scale(mx, mn, self._diverging)
+
+    def _row(self, r: ActivationRecord, centre: bool = False) -> Row:
+        return pr.row(r.tokens, r.activations, self._scale(), groups=_groups(r),
+                      centre=("negative" if self.side == "negative" else True) if centre else False)
+
+    def _payload(self) -> NeuronData:
+        """What the view shows, every string and colour level decided (present.py); the saved
+        fallback is a template over the same payload."""
         ix, record = self._index, self._record
         mx, mn = self._extremes()
-        pk = Packer()
+        scale = self._scale()
         bounds = list(record.quantile_boundaries or [])
-        quantiles = [{"label": _quantile_label(i, bounds), "records": [_rec(r, pk) for r in group[:2]]}
+        quantiles = [{"label": pr.quantile_label(i, bounds), "records": [self._row(r) for r in group[:2]]}
                      for i, group in enumerate(record.random_sample_by_quantile or []) if group]
         edges, counts = ix.histogram(self.layer, self.neuron)
         shown = self._shown()
         method = self.record  # the side as the method sees it: cards' scale is its max
+        signed = self.signed
         data: NeuronData = {
-            "header": {"model": ix.model_name, "is_tiny": bool(self._engine and self._engine.is_tiny),
-                       "n_layers": ix.n_layers, "n_neurons": ix.n_neurons, "max": mx, "min": mn,
-                       "corpus": ix.corpus_name, "signed": self.signed},
-            "top": [_rec(r, pk) for r in shown[: self._n_top]],
+            "header": {"model": ix.model_name, "title": pr.neuron_title(self.layer, self.neuron),
+                       "meta": f"{pr.activation_range(mx, mn, signed)} · corpus: {ix.corpus_name}",
+                       "is_tiny": bool(self._engine and self._engine.is_tiny),
+                       "n_layers": ix.n_layers, "n_neurons": ix.n_neurons, "max": mx, "signed": signed,
+                       "side_note": pr.SIDES[self.side]},
+            "top_title": pr.top_title(self.side),
+            "test_title": pr.test_title(self.side, signed),
+            "empty": pr.no_explanation(self.side, signed),
+            "top": [self._row(r, centre=True) for r in shown[: self._n_top]],
             "top_total": len(shown),
-            "random": [_rec(r, pk) for r in record.random_sample[: self._n_random]],
+            "random": [self._row(r) for r in record.random_sample[: self._n_random]],
             "quantiles": quantiles,  # type: ignore[typeddict-item]
-            "hist": {"edges": [round(float(e), 5) for e in edges], "counts": [int(c) for c in counts],
-                     "caption": str(ix.histogram_caption)},
-            "cards": [self._card(s, pk, method.max_activation) for s in self._known()],
+            "hist": pr.histogram(edges, counts, ix.histogram_caption),
+            "cards": [self._card(s, method.max_activation) for s in self._known()],
             "explainer": self._explainer.name,
             "simulator": self._simulator.name,
-            "diverging": self._diverging,
+            "legend": pr.legend(scale),
+            "strengths": pr.strengths(mx, mn, signed),
             "connections": connections_payload(self._engine, self.layer, self.neuron),
         }
-        return data, pk.tobytes()
+        return data
 
-    def _card(self, scored: ScoredExplanation, pk: Packer, max_value: float) -> CardData:
-        return card_data(scored, pk, max_value, side=self.side, fresh=id(scored) in self._fresh)
+    def _card(self, scored: ScoredExplanation, max_value: float) -> CardData:
+        return card_data(scored, max_value, side=self.side, fresh=id(scored) in self._fresh)
 
     # ---- messages from the front end -----------------------------------------------------
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: Any = None) -> None:
@@ -346,10 +350,9 @@ class NeuronView(BaseView):
                                else self._record.most_negative_activation_records[start:stop])
                 else:
                     records = self._index.top_records(self.layer, self.neuron, start, stop)
-                pk = Packer()
-                reply: MoreReply = {"type": "more", "start": start, "records": [_rec(r, pk) for r in records]}
+                reply: MoreReply = {"type": "more", "start": start, "records": [self._row(r, centre=True) for r in records]}
                 self._clear_error()
-                self.send(reply, buffers=[pk.tobytes()])
+                self.send(reply)
             elif msg["type"] == "try":
                 self._submit(self._quick, "try", self._try, msg["text"], msg["id"], self.layer, self.neuron)
             elif msg["type"] == "test":
@@ -418,13 +421,10 @@ class NeuronView(BaseView):
         # no lock here: passes on one model take turns inside the capture (subject.capture.pass_lock)
         rec = self._model_engine().activations(text, layer, neuron)
         raw = getattr(rec, "token_bytes", None) or self._token_bytes(text, len(rec.tokens))
-        pk = Packer()
-        reply: TryReply = {"type": "try", "id": req_id, "tokens": list(rec.tokens), "a": pk.add(rec.activations)}
-        groups = char_groups(raw)
-        if groups:
-            reply["g"] = groups
+        reply: TryReply = {"type": "try", "id": req_id,
+                           "row": pr.row(rec.tokens, rec.activations, self._scale(), groups=char_groups(raw))}
         self._clear_error()
-        self.send(reply, buffers=[pk.tobytes()])
+        self.send(reply)
 
     # ---- what the neuron does: its effect on the user's text, steering ---------------------
     def _model_engine(self) -> Any:
@@ -455,6 +455,7 @@ class NeuronView(BaseView):
             "next": [str(x) for x in t.next_token[:-1]], "dlogp": [float(x) for x in t.delta_logprob[:-1]],
             "promoted": [toks(x) for x in t.promoted], "suppressed": [toks(x) for x in t.suppressed],
         }  # type: ignore[typeddict-item]
+        pr.effect(reply, layer, neuron)
         self._clear_error()
         self.send(reply)
         self._keep_for_fallback("_last_effect", reply)
@@ -462,7 +463,7 @@ class NeuronView(BaseView):
     def _steer_value(self, strength: float) -> float:
         """The activation a strength means in this view: × its max, or × |min| below 0 on a signed neuron."""
         mx, mn = self._extremes()
-        return abs(strength) * mn if (strength < 0 and self.signed and mn < 0) else strength * mx
+        return pr.steer_value(strength, mx, mn, self.signed)
 
     def _steer(self, prompt: str, strength: float, req_id: int, layer: int, neuron: int) -> None:
         from neuronwidget.explore.effects import steer
@@ -478,7 +479,8 @@ class NeuronView(BaseView):
         s = steer(prompt, {(layer, neuron): value}, max_new_tokens=STEER_TOKENS, model=engine.lm,
                   absolute=True)
         reply: SteerReply = {"type": "steer", "id": req_id, "prompt": prompt, "strength": float(strength),
-                             "value": float(value), "plain": s.plain, "steered": s.steered}
+                             "value": float(value), "plain": s.plain, "steered": s.steered}  # type: ignore[typeddict-item]
+        pr.steer(reply)
         self._clear_error()
         self.send(reply)
         self._keep_for_fallback("_last_steer", reply)
@@ -536,7 +538,7 @@ class NeuronView(BaseView):
         record_card(getattr(self._index, "model", self._index.model_name), self.layer, self.neuron, scored, self.side)  # the searchable store
         self._fresh.add(id(scored))
         with self.hold_sync():
-            self._data, self._buf = self._payload()
+            self._data = self._payload()
             self._status = {}
         self._refresh_fallback()
 
@@ -562,42 +564,8 @@ class NeuronView(BaseView):
 
     # ---- static fallback -----------------------------------------------------------------
     def _static_html(self) -> str:
-        """What the view shows now, small: header, cards, centred top examples, one random sample."""
-        d = self._data
-        hd = d["header"]
-        mx, mn, div = hd["max"], hd["min"], self._diverging
-        negative = self.side == "negative"
-        rng = (f"activations {sh.format_activation(mn)} to {sh.format_activation(mx)}" if hd["signed"]
-               else f"max activation {sh.format_activation(mx)}")
-        parts = [
-            f'<div style="font-size:15px;font-weight:600">{sh.esc(hd["model"])} · layer {self.layer} · neuron {self.neuron}</div>',
-            f'<div style="color:#5a5a5a;font-size:12px">{sh.esc(rng)} · corpus: {sh.esc(hd["corpus"])}</div>',
-        ]
-        if hd["signed"]:
-            parts.append(f'<div style="font-size:12px;font-weight:600">{sh.esc(sh.SIDES[self.side])}</div>')
-        known = self._known()
-        method_max = self.record.max_activation
-        parts.append('<div style="font-weight:600;margin-top:6px">Explanations</div>')
-        parts += ([sh.card_html(s, method_max, details=False, side=self.side) for s in known]
-                  or ['<div style="color:#5a5a5a">No explanation yet.</div>'])
-        title = "Most negative examples" if negative else "Top activating examples"
-        parts.append(f'<div style="font-weight:600;margin-top:6px">{title}</div>')
-        for r in self._shown()[: self._n_top]:
-            all_groups = char_groups(getattr(r, "token_bytes", None))
-            lo, hi = sh.centred(r.activations, negative, all_groups)  # centred as in the live view
-            groups = sh.window_groups(all_groups, lo, hi)
-            parts.append(sh.token_row(r.tokens[lo:hi], r.activations[lo:hi], mx, min_value=mn, diverging=div,
-                                      offset=lo, groups=groups))
-        samples = self._record.random_sample[:STATIC_RANDOM]
-        if samples:
-            parts.append('<div style="font-weight:600;margin-top:6px">A random sample</div>')
-        for r in samples:
-            parts.append(sh.token_row(r.tokens, r.activations, mx, min_value=mn, diverging=div,
-                                      groups=char_groups(getattr(r, "token_bytes", None))))
-        parts.append(sh.effect_html(self._last_effect, self.layer, self.neuron))
-        parts.append(sh.steer_html(self._last_steer))
-        parts.append(sh.legend(mx, div, mn))
-        return sh.box("".join(parts))
+        """What the view shows now, small: the same payload as the live view, through the static template."""
+        return sh.neuron_html(self._data, n_random=STATIC_RANDOM, effect=self._last_effect, steer=self._last_steer)
 
     def close(self) -> None:
         timer = getattr(self, "_fallback_timer", None)

@@ -7,9 +7,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from neuronwidget.records import SIDES, ScoredExplanation
+from neuronwidget.widgets import present as pr
 from neuronwidget.widgets import static_html as sh
-from neuronwidget.widgets._base import BaseView, Packer
-from neuronwidget.widgets.messages import CardData, CardSeq, Rec, TokensData
+from neuronwidget.widgets._base import BaseView
+from neuronwidget.widgets.messages import CardData, TokensData
 from neuronwidget.widgets.tokens import char_groups
 
 
@@ -65,28 +66,18 @@ class TokenView(BaseView):
             max_value = max(peaks, default=0.0)
         if not np.isfinite(max_value):
             raise ValueError(f"max_value must be a finite number, got {max_value}")
-        pk = Packer()
-        self._groups = [char_groups(b) for b in raw]
-        rows: list[Rec] = []
-        for t, v, g in zip(seqs, vals, self._groups):
-            rows.append({"tokens": t, "a": pk.add(v), **({"g": g} if g else {})})  # type: ignore[typeddict-item]
+        # one symmetric scale for every row
+        scale = pr.Scale(float(max_value), -float(max_value) if diverging else 0.0, bool(diverging))
         data: TokensData = {
-            "seqs": rows,
-            "max": float(max_value),
-            "min": -float(max_value) if diverging else 0.0,  # one symmetric scale
-            "diverging": bool(diverging),
+            "seqs": [pr.row(t, v, scale, groups=char_groups(b)) for t, v, b in zip(seqs, vals, raw)],
+            "legend": pr.legend(scale),
         }
         if title:
             data["title"] = str(title)
-        super().__init__(_view_kind="tokens", _data=data, _buf=pk.tobytes())
-        self._seqs, self._vals = seqs, vals
+        super().__init__(_view_kind="tokens", _data=data)
 
     def _static_html(self) -> str:
-        d = self._data
-        rows = "".join(sh.token_row(t, v.tolist(), d["max"], min_value=d["min"], diverging=d["diverging"], groups=g)
-                       for t, v, g in zip(self._seqs, self._vals, self._groups))
-        title = f'<div style="font-weight:600">{sh.esc(d["title"])}</div>' if d.get("title") else ""
-        return sh.box(title + rows + sh.legend(d["max"], d["diverging"], d["min"]))
+        return sh.tokens_html(self._data)
 
 
 def card_side(scored: ScoredExplanation, side: str | None = None) -> str:
@@ -97,39 +88,9 @@ def card_side(scored: ScoredExplanation, side: str | None = None) -> str:
     return side
 
 
-def card_data(scored: ScoredExplanation, pk: Packer, max_value: float, *, side: str | None = None,
-              fresh: bool = False) -> CardData:
-    """JSON for one explanation card; activations go into ``pk``'s buffer."""
-    sim = scored.scored_simulation
-    seqs: list[CardSeq] = []
-    for s in sim.scored_sequence_simulations:
-        simulation = s.simulation
-        normalized = simulation.activation_scale == "simulated_normalized_activations"
-        seqs.append({
-            "kind": s.kind,
-            "tokens": list(simulation.tokens),
-            "real": pk.add(s.true_activations),
-            "sim": None if simulation.failed else pk.add(simulation.expected_activations),
-            "sim_max": 10.0 if normalized else float(max_value),
-            "error": simulation.error,
-            "score": s.ev_correlation_score,
-        })
-    return {
-        "explanation": scored.explanation,
-        "score": scored.score,
-        "score_text": scored.formatted(),
-        "top_score": sim.top_only_score,
-        "random_score": sim.random_only_score,
-        "rsquared": sim.rsquared_score,
-        "explainer": scored.explainer,
-        "simulator": scored.simulator,
-        "note": sim.note,
-        "neuron": str(scored.neuron_id) if scored.neuron_id else None,
-        "side": card_side(scored, side),  # type: ignore[typeddict-item]
-        "max": float(max_value),
-        "fresh": bool(fresh),
-        "seqs": seqs,
-    }
+def card_data(scored: ScoredExplanation, max_value: float, *, side: str | None = None, fresh: bool = False) -> CardData:
+    """One explanation card as shown (present.card)."""
+    return pr.card(scored, max_value, side=card_side(scored, side), fresh=fresh)
 
 
 def _max_true(scored: ScoredExplanation) -> float:
@@ -144,11 +105,8 @@ class ExplanationCard(BaseView):
         if not isinstance(scored, ScoredExplanation):
             raise ValueError(f"ExplanationCard needs a ScoredExplanation (from nw.score), got {type(scored).__name__}")
         self._scored = scored
-        self._side = card_side(scored, side)
-        self._max = float(max_value) if max_value is not None else _max_true(scored)
-        pk = Packer()
-        data = card_data(scored, pk, self._max, side=self._side)
-        super().__init__(_view_kind="card", _data=data, _buf=pk.tobytes())
+        mx = float(max_value) if max_value is not None else _max_true(scored)
+        super().__init__(_view_kind="card", _data=card_data(scored, mx, side=side))
 
     def _static_html(self) -> str:
-        return sh.box(sh.card_html(self._scored, self._max, side=self._side) + sh.legend(self._max))
+        return sh.box(sh.card_html(self._data) + sh.legend_html(self._data["scale"]))
