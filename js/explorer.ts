@@ -5,6 +5,8 @@ import "./explorer.css";
 import { button, h } from "./dom";
 import type { ExplorerData, OpenReply, OpenRequest, SearchData, SearchRequest } from "./messages";
 import { renderNeuronView } from "./neuronview";
+import { levelClass } from "./tokens";
+import display from "../neuronwidget/widgets/display.json";
 
 export type { ExplorerData, SearchData, SearchRow, TopRow } from "./messages";
 
@@ -147,15 +149,14 @@ export function renderExplorer(model: AnyModel, root: HTMLElement, invoke?: Invo
     const d = model.get("_data") as ExplorerData;
     title.replaceChildren(h("span", "nw-model", d.model), h("span", "nw-id", " · explorer"));
     root.classList.toggle("nw-tiny", !!d.is_tiny);
-    const peak = Math.max(1e-9, ...d.peak);
+    const levels = Array.from(d.level, (c) => c.charCodeAt(0) - display.code_zero);
     spans = d.tokens.map((tok, i) => {
       const span = h("span", "nw-tok nw-xtok", d.text[i]);
       span.tabIndex = 0;
       span.setAttribute("role", "button");
       span.setAttribute("aria-label", `token ${i}: ${tok}`);
       span.dataset.position = String(i);
-      const alpha = Math.max(0, Math.min(1, d.peak[i] / peak));
-      span.style.backgroundColor = `rgba(255, 140, 0, ${(0.08 + 0.5 * alpha).toFixed(3)})`;
+      if (levels[i]) span.classList.add(levelClass(levels[i]));
       span.addEventListener("click", () => choose(i));
       span.addEventListener("focus", () => choose(i));
       span.addEventListener("keydown", (ev: KeyboardEvent) => {

@@ -140,6 +140,7 @@ export interface ExplorerData {
   is_tiny: boolean;
   tokens: string[];
   text: string[];
+  level: string;
   heads: string[];
   k: number;
   tops: TopRow[][];

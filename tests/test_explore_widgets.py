@@ -34,7 +34,10 @@ def test_explorer_shows_every_tokens_top_neurons_and_opens_one_in_place(tiny, tm
     # the token selected is the position trait (the strongest token at first); text is a trait too
     assert ex.position == max(range(len(d["peak"])), key=d["peak"].__getitem__)
     ex.position = 4
-    assert ex.top().equals(ex.top(4)) and "background:#ffd27a;white-space:pre\">" + html.escape(d["tokens"][4]) in ex._repr_html_()
+    assert ex.top().equals(ex.top(4)) and "outline:2px solid #333;white-space:pre\">" + html.escape(d["text"][4]) in ex._repr_html_()
+    # tokens coloured by their strongest neuron, as the live view colours them (the same levels)
+    levels = nw.widgets.present.columns({"text": d["text"], "value": "", "tenth": "", "level": d["level"]})[2]
+    assert levels[max(range(len(d["peak"])), key=d["peak"].__getitem__)] == 20 and len(levels) == len(d["text"])
     with pytest.raises(ValueError, match="out of range"):
         ex.position = len(d["tokens"])
     assert ex.position == 4

@@ -38,7 +38,7 @@ function mountExplorer() {
   const model = new FakeModel({
     _view_kind: "explorer",
     _data: { model: "tiny", is_tiny: true, tokens: ["The", HOSTILE, " end"], text: ["The", HOSTILE, " end"],
-      heads: ["Top 1 neurons at \"The\" (token 0)", "Top 2", "Top 0"], k: 2,
+      level: "HXD", heads: ["Top 1 neurons at \"The\" (token 0)", "Top 2", "Top 0"], k: 2,
       tops: [[row(0, 1, null)], [row(2, 7, HOSTILE), row(1, 4, "commas")], []], peak: [0.2, 0.9, 0] },
     _status: {},
     _child: null,
@@ -82,7 +82,7 @@ describe("Explorer", () => {
     expect(root.querySelector(".nw-error")!.textContent).toBe("no kernel in tests");
     // a new text from the kernel: new tokens, the position it chose
     model.state.position = 0;
-    model.set("_data", { model: "tiny", is_tiny: true, tokens: ["a", "b"], text: ["a", "b"], heads: ["A", "B"], k: 2, tops: [[row(1, 1, null)], []], peak: [0.5, 0] });
+    model.set("_data", { model: "tiny", is_tiny: true, tokens: ["a", "b"], text: ["a", "b"], level: "XD", heads: ["A", "B"], k: 2, tops: [[row(1, 1, null)], []], peak: [0.5, 0] });
     expect(Array.from(root.querySelectorAll(".nw-xtok")).map((t) => t.textContent)).toEqual(["a", "b"]);
     expect(root.querySelector(".nw-xsel")!.textContent).toBe("a");
   });

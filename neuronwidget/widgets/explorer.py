@@ -20,6 +20,7 @@ import traitlets
 from anywidget.experimental import command
 
 from neuronwidget.widgets import present as pr
+from neuronwidget.widgets import static_html as sh
 from neuronwidget.widgets._base import BaseView
 from neuronwidget.widgets.messages import OPENER_REQUESTS, ErrorReply, OpenedReply, OpenReply, parse_request
 
@@ -141,6 +142,7 @@ class Explorer(_OpensNeuronView):
             "is_tiny": bool(self._engine.is_tiny),
             "tokens": list(acts.tokens),
             "text": [pr.display_token(t) for t in acts.tokens],
+            "level": pr.explorer_levels([max((r["normalized"] for r in rows), default=0.0) for rows in tops]),
             "heads": [pr.explorer_head(t, i, len(rows)) for i, (t, rows) in enumerate(zip(acts.tokens, tops))],
             "k": self._k,
             "tops": [[_row(r) for r in rows] for rows in tops],
@@ -197,9 +199,11 @@ class Explorer(_OpensNeuronView):
     def _static_html(self) -> str:
         d = self._data
         peak = self.position  # the token selected: what the user last saw
+        row = {"text": d["text"], "value": "", "tenth": "", "level": d["level"]}
+        levels = pr.columns(row)[2]  # type: ignore[arg-type]
         toks = "".join(
-            f'<span style="{"background:#ffd27a;" if i == peak else ""}white-space:pre">{html.escape(t)}</span>'
-            for i, t in enumerate(d["tokens"]))
+            f'<span style="{sh.level_style(levels[i])}{"outline:2px solid #333;" if i == peak else ""}white-space:pre">'
+            f'{html.escape(t)}</span>' for i, t in enumerate(d["text"]))
         rows = "".join(
             f"<tr><td>{r['layer']}</td><td>{r['neuron']}</td><td>{html.escape(r['detail'])}</td>"
             f"<td>{html.escape(r['explanation'] or '')}</td></tr>" for r in d["tops"][peak][:10]) if d["tops"] else ""

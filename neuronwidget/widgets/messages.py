@@ -165,6 +165,7 @@ class ExplorerData(TypedDict):
     is_tiny: bool
     tokens: list[str]
     text: list[str]  # each token as shown
+    level: str  # each token's colour level (its strongest neuron's ÷ max, on the text's scale), as Row's
     heads: list[str]  # each token's table title
     k: int
     tops: list[list[TopRow]]

@@ -454,6 +454,13 @@ def top_row_detail(normalized: float, activation: float, side: str) -> str:
         (" (negative side)" if side == "negative" else "")
 
 
+def explorer_levels(peaks: Sequence[float]) -> str:
+    """The Explorer's tokens coloured by their strongest neuron (÷ its max), the text's strongest
+    token the deepest: levels as one character each (as a Row's)."""
+    top = max([p for p in peaks if math.isfinite(p)], default=0.0)
+    return "".join(chr(CODE_ZERO + level(min(1.0, p / top) if top > 0 else 0.0)) for p in peaks)
+
+
 def explorer_head(token: str, position: int, n: int) -> str:
     return f"Top {n} neurons at {json.dumps(token, ensure_ascii=False)} (token {position})"
 

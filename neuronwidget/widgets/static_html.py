@@ -32,9 +32,15 @@ def _title(text: str) -> str:
     return "title='" + html.escape(text, quote=False).replace("'", "&#x27;") + "'"
 
 
-def _style(lv: int) -> str:
+def level_style(lv: int) -> str:
+    """A colour level as inline CSS (the light theme's colours): "" for none."""
     bg = level_color(lv)
-    return f' style="background:{hex_color(bg)};color:{hex_color(text_color(bg))}"' if bg else ""
+    return f"background:{hex_color(bg)};color:{hex_color(text_color(bg))};" if bg else ""
+
+
+def _style(lv: int) -> str:
+    style = level_style(lv)
+    return f' style="{style[:-1]}"' if style else ""
 
 
 def row_html(r: Row, centred: bool = False) -> str:
