@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuronwidget.activations.build import IndexBuilder  # noqa: E402
 from neuronwidget.activations.corpus import bundled_corpus  # noqa: E402
 from neuronwidget.activations.sae_train import train_sae  # noqa: E402
-from neuronwidget.activations.units import build_together  # noqa: E402
+from neuronwidget.activations.together import build_together  # noqa: E402
 from neuronwidget.api import explain, score  # noqa: E402
 from neuronwidget.explanations import RulesBackend  # noqa: E402
 from neuronwidget.subject import SMOLLM2, load_model  # noqa: E402

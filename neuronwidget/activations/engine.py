@@ -226,7 +226,7 @@ class Engine:
             if units not in (None, "neurons") or lazy or distributed is not None or rebuild:
                 raise ValueError("with_units builds neurons and SAE latents in one pass in this process; it does not go "
                                  "with units=, lazy=True, rebuild=True or distributed=")
-            from .units import build_together
+            from .together import build_together
 
             names = [with_units] if isinstance(with_units, str) else list(with_units)
             ums = [self.unit_model(u) for u in names]
