@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import json
-import os
+import re
 
 import numpy as np
 import pytest
@@ -367,6 +367,16 @@ def test_explain_and_score_a_latent_with_the_rules_explainer(gpt2, tmp_path):
     assert expl and isinstance(expl[0], str)
     scored = nw.score(rec, expl[0], "rules", store=False)
     assert scored.explanation == expl[0]
+    # the search store keeps it under the unit space, apart from the model's neurons
+    from neuronwidget.explanations.store import ExplanationStore
+
+    store = ExplanationStore(tmp_path / "store.sqlite")
+    assert rec.model == "tiny sae:expl"
+    nw.score(rec, expl[0], "rules", store=store)
+    word = next(w for w in re.findall(r"[A-Za-z]{3,}", expl[0]))
+    found = nw.search(word, model="tiny sae:expl", store=store)
+    assert list(found[["layer", "neuron"]].itertuples(index=False, name=None)) == [(2, latent)]
+    assert nw.search(word, model="tiny", store=store).empty
 
 
 def test_trained_topk_sae_on_a_tiny_slice_is_cached_and_loads_as_saelens(gpt2, tmp_path):
