@@ -222,7 +222,7 @@ class NeuronRecord(_Serializable):
     # which side this record presents ("negative" = a record made by for_side("negative")).
     most_negative_activation_records: list[ActivationRecord] = field(default_factory=list)
     side: str = "positive"
-    # neuronwidget, in memory only: the name of the model it was recorded from (``lm.name``, what
+    # neuronwidget, in memory only: the name of the model it was recorded from (``lm.short_name``, what
     # ``get_engine`` loads; set by the index), so a score of it can be stored without asking
     model: str | None = field(default=None, compare=False, metadata={"serialize": False})
 

@@ -180,7 +180,7 @@ class NeuronIndex:
         self.precomputed = False
         self.histogram_caption = "activation over every corpus token (count, log scale)"
         self._short = meta.get("short_name", self.model_name)
-        self.model: str = self._short  # the model's name (lm.name: what get_engine loads, the store's key)
+        self.model: str = self._short  # the model's name (lm.short_name: what get_engine loads, the store's key)
         self._layers: dict[int, dict[str, np.ndarray]] = {}
         self._builder = builder
         self._verify = verify

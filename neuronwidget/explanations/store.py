@@ -100,7 +100,7 @@ _ALIASES = {"gpt2-small": "gpt2", "SmolLM2-135M-Instruct — real weights, not G
 
 
 def model_key(name: Any) -> str:
-    """A model's name as the store keys it: the subject model's ``name`` (``lm.name``: "gpt2",
+    """A model's name as the store keys it: the subject model's name (``lm.short_name``: "gpt2",
     "tiny", "smollm2-135m", a hub id or path); older labels and aliases map to it
     ("gpt2-small" -> "gpt2", "tiny (random weights ...)" -> "tiny")."""
     name = str(name)

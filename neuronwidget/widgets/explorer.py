@@ -216,11 +216,11 @@ class Explorer(_OpensNeuronView):
 
 
 def _engine_spec(engine: Any) -> Any:
-    """What NeuronView's ``model=`` takes to get this same engine back."""
+    """What NeuronView's ``model=`` takes to get this same engine back: the model's name where it
+    was loaded by one ("gpt2", "tiny", "smollm2-135m", a hub id or path: ``lm.source``, the same
+    string as ``lm.short_name``), else the model object itself."""
     lm = engine.lm
-    return "tiny" if lm.is_tiny else (lm.name if isinstance(lm.name, str) and lm.name in ("gpt2", "gpt2-medium",
-                                                                                        "gpt2-large", "gpt2-xl")
-                                      else lm.model)
+    return lm.source if lm.source is not None else lm.model
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
