@@ -387,68 +387,89 @@ def finalize_arrays(plan: Plan, state: IndexState) -> dict[int, dict[str, np.nda
     missing = plan.n_batches - len(state.batches_done)
     if missing:
         raise ValueError(f"index state is incomplete: {missing} of {plan.n_batches} batches not folded")
-    n, nb, q = state.n_neurons, _NB, plan.n_quantile
-    n_tokens = int(plan.windows.size)
+    n, n_tokens = state.n_neurons, int(plan.windows.size)
     ids_dtype = _ids_dtype(plan.n_windows)
-    out: dict[int, dict[str, np.ndarray]] = {}
     total = torch.zeros((len(state.layer_ids), n, 4), dtype=torch.float64, device=state.dev)
     for shard in sorted(state.shard_moments):  # shard order: the same sum however shards were spread
         total += state.shard_moments[shard]
+    out: dict[int, dict[str, np.ndarray]] = {}
     for pos, (layer, s) in enumerate(zip(state.layer_ids, state.layers)):
-        top_key, top_a = _sorted(s.top_key, s.top_a)
-        bot_key, bot_a = _sorted(s.bot_key, s.bot_a)
-        q_key, q_a = _sorted(s.q_key, s.q_a)
-        top_ok, bot_ok, q_ok = top_key != EMPTY, bot_key != EMPTY, q_key != EMPTY
-        top_ids = torch.where(top_ok, window_ids_of(top_key), -1)
-        bot_ids = torch.where(bot_ok, window_ids_of(bot_key), -1)
-        q_ids = torch.where(q_ok, window_ids_of(q_key), -1).view(n, nb, q)
-        top_max = torch.where(top_ok, unordered(-(top_key >> 32)), torch.nan)
-        bot_min = torch.where(bot_ok, unordered(bot_key >> 32), torch.nan)
-        # per neuron, every window any of its lists references, once (sorted by window id)
-        rand = torch.as_tensor(plan.rand_ids, device=top_ids.device).expand(n, -1)
-        ids = torch.cat([top_ids, bot_ids, rand, q_ids.view(n, -1)], 1)
-        acts = torch.cat([top_a, bot_a, s.rand_a, q_a.view(n, nb * q, -1)], 1)
-        ids_sorted, order = torch.sort(ids, dim=1, stable=True)
-        first = ids_sorted >= 0
-        first[:, 1:] &= ids_sorted[:, 1:] != ids_sorted[:, :-1]
-        rows, cols = first.nonzero(as_tuple=True)  # row-major: neuron by neuron, window ids ascending
-        ref_acts = acts[rows, order[rows, cols]].float().cpu().numpy()
-        row_neuron = rows.cpu().numpy()
-        highest, lowest = s.highest.cpu().numpy(), s.lowest.cpu().numpy()
-        ref_codes, ref_ranges = codes.encode(ref_acts, highest[row_neuron], lowest[row_neuron])
-        counts = first.sum(1).cpu().numpy()
-        e1, e2, e3, e4 = (total[pos] / n_tokens).unbind(1)
-        var = (e2 - e1 ** 2).clamp(min=0)
-        m3 = e3 - 3 * e1 * e2 + 2 * e1 ** 3
-        m4 = e4 - 4 * e1 * e3 + 6 * e1 ** 2 * e2 - 3 * e1 ** 4
-        safe = torch.where(var > 0, var, torch.ones_like(var))
-        skew = torch.where(var > 0, m3 / safe ** 1.5, torch.zeros_like(var))
-        kurt = torch.where(var > 0, m4 / safe ** 2 - 3, torch.zeros_like(var))
-        lo, hi = state.calib.lo[pos], state.calib.hi[pos]
-        width = (hi - lo) / N_BINS
-        first_edge = torch.minimum(s.lowest, lo - width)  # underflow bin, never empty-width
-        last_edge = torch.maximum(s.highest, hi + width)  # overflow bin
+        lists = _window_lists(s, n, plan.n_quantile)
         count_dtype = torch.int16 if n_tokens < (1 << 15) else torch.int32 if n_tokens < (1 << 31) else torch.int64
         layer_arrays = {
-            "top_ids": top_ids, "top_max": top_max, "bottom_ids": bot_ids, "bottom_min": bot_min,
-            "q_bounds": state.calib.q_bounds[pos], "q_ids": q_ids,
-            "moments": torch.stack([e1, var, skew, kurt], 1),
+            **{k: lists[k] for k in ("top_ids", "top_max", "bottom_ids", "bottom_min", "q_ids")},
+            "q_bounds": state.calib.q_bounds[pos],
+            "moments": _moments(total[pos] / n_tokens),
             "hist_counts": s.hist.to(count_dtype),  # a count never exceeds the tokens
             "extremes": torch.stack([s.lowest, s.highest], 1),
-            "hist_range": torch.stack([first_edge, lo, hi, last_edge], 1).float(),
+            "hist_range": _hist_range(s, state.calib.lo[pos], state.calib.hi[pos]),
         }
         if state.count_nonzero:
             layer_arrays["nonzero_counts"] = s.nonzero
         arrays = {k: v.cpu().numpy() for k, v in layer_arrays.items()}
         for k in ("top_ids", "bottom_ids", "q_ids"):
             arrays[k] = arrays[k].astype(ids_dtype)
-        arrays.update({
-            "ref_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-            "ref_windows": ids_sorted[rows, cols].cpu().numpy().astype(np.uint16 if plan.n_windows <= (1 << 16) else np.int32),
-            "ref_codes": ref_codes, "ref_ranges": ref_ranges,
-        })
+        arrays.update(_references(plan, s, lists, n))
         out[layer] = arrays
     return out
+
+
+def _window_lists(s: Any, n: int, q: int) -> dict[str, torch.Tensor]:
+    """A layer's top / bottom / quantile windows, best first (-1 where a list is short), with the
+    exact extreme of each top and bottom window, and the activations kept for each."""
+    top_key, top_a = _sorted(s.top_key, s.top_a)
+    bot_key, bot_a = _sorted(s.bot_key, s.bot_a)
+    q_key, q_a = _sorted(s.q_key, s.q_a)
+    top_ok, bot_ok, q_ok = top_key != EMPTY, bot_key != EMPTY, q_key != EMPTY
+    return {
+        "top_ids": torch.where(top_ok, window_ids_of(top_key), -1), "top_a": top_a,
+        "bottom_ids": torch.where(bot_ok, window_ids_of(bot_key), -1), "bottom_a": bot_a,
+        "q_ids": torch.where(q_ok, window_ids_of(q_key), -1).view(n, _NB, q), "q_a": q_a,
+        "top_max": torch.where(top_ok, unordered(-(top_key >> 32)), torch.nan),
+        "bottom_min": torch.where(bot_ok, unordered(bot_key >> 32), torch.nan),
+    }
+
+
+def _references(plan: Plan, s: Any, lists: dict[str, torch.Tensor], n: int) -> dict[str, np.ndarray]:
+    """Per neuron, every window any of its lists references, once (sorted by window id), with its
+    activations as 6-bit codes (``codes``): the records' storage."""
+    rand = torch.as_tensor(plan.rand_ids, device=lists["top_ids"].device).expand(n, -1)
+    ids = torch.cat([lists["top_ids"], lists["bottom_ids"], rand, lists["q_ids"].view(n, -1)], 1)
+    acts = torch.cat([lists["top_a"], lists["bottom_a"], s.rand_a, lists["q_a"].view(n, _NB * plan.n_quantile, -1)], 1)
+    ids_sorted, order = torch.sort(ids, dim=1, stable=True)
+    first = ids_sorted >= 0
+    first[:, 1:] &= ids_sorted[:, 1:] != ids_sorted[:, :-1]
+    rows, cols = first.nonzero(as_tuple=True)  # row-major: neuron by neuron, window ids ascending
+    ref_acts = acts[rows, order[rows, cols]].float().cpu().numpy()
+    row_neuron = rows.cpu().numpy()
+    highest, lowest = s.highest.cpu().numpy(), s.lowest.cpu().numpy()
+    ref_codes, ref_ranges = codes.encode(ref_acts, highest[row_neuron], lowest[row_neuron])
+    counts = first.sum(1).cpu().numpy()
+    return {
+        "ref_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        "ref_windows": ids_sorted[rows, cols].cpu().numpy().astype(np.uint16 if plan.n_windows <= (1 << 16) else np.int32),
+        "ref_codes": ref_codes, "ref_ranges": ref_ranges,
+    }
+
+
+def _moments(raw: torch.Tensor) -> torch.Tensor:
+    """[n, 4] mean, variance, skewness, excess kurtosis from the raw moments E[a^1..4] ([n, 4])."""
+    e1, e2, e3, e4 = raw.unbind(1)
+    var = (e2 - e1 ** 2).clamp(min=0)
+    m3 = e3 - 3 * e1 * e2 + 2 * e1 ** 3
+    m4 = e4 - 4 * e1 * e3 + 6 * e1 ** 2 * e2 - 3 * e1 ** 4
+    safe = torch.where(var > 0, var, torch.ones_like(var))
+    skew = torch.where(var > 0, m3 / safe ** 1.5, torch.zeros_like(var))
+    kurt = torch.where(var > 0, m4 / safe ** 2 - 3, torch.zeros_like(var))
+    return torch.stack([e1, var, skew, kurt], 1)
+
+
+def _hist_range(s: Any, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """[n, 4] histogram edges: underflow start, calibrated range, overflow end (never empty-width)."""
+    width = (hi - lo) / N_BINS
+    first_edge = torch.minimum(s.lowest, lo - width)  # underflow bin
+    last_edge = torch.maximum(s.highest, hi + width)  # overflow bin
+    return torch.stack([first_edge, lo, hi, last_edge], 1).float()
 
 
 __all__ = ["Calibration", "IndexState", "MAX_SHARDS", "N_BINS", "Plan", "common_arrays", "finalize_arrays", "forward", "make_progress",
