@@ -23,7 +23,8 @@ export function renderCard(card: CardData): HTMLElement {
     const item = h("div", seq.sim ? "nw-simrec" : "nw-simrec nw-failed");
     item.append(h("div", "nw-simrec-label", seq.label), h("span", "nw-rowlabel", "real"), tokenRow(seq.real));
     item.appendChild(h("span", "nw-rowlabel", "simulated"));
-    item.appendChild(seq.sim ? tokenRow(seq.sim) : h("div", "nw-error", seq.error ?? ""));
+    // the simulated row comes without its text: it is the real row's, token for token
+    item.appendChild(seq.sim ? tokenRow({ ...seq.sim, text: seq.real.text }) : h("div", "nw-error", seq.error ?? ""));
     details.appendChild(item);
   }
   box.appendChild(details);

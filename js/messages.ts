@@ -14,7 +14,7 @@ export interface Group {
   bytes: string[];
 }
 
-/** A row of coloured tokens as shown (widgets/present.py decides it): per span (a token, or the character a run of byte tokens spells) its text, its value as printed, its 0-10 value and its colour level (-20..20, 0: none): the values as one space-separated string, the 0-10 values and levels as one character each, chr(display.json's code_zero + x) (a saved notebook writes one line per list item; these stay one line). Its tooltip is display.json's ``tooltip`` filled with them (``pos``: the span's token index, ``pos[i]`` when given, else ``i``), after ``label`` as display.json's ``labelled`` says, unless ``tips`` gives the whole tooltip (a split character, an effect). A centred row shows spans [lo, hi), around its peak, first. */
+/** A row of coloured tokens as shown (widgets/present.py decides it): per span (a token, or the character a run of byte tokens spells) its text, its value as printed, its 0-10 value and its colour level (-20..20, 0: none): the values as one space-separated string, the 0-10 values and levels as one character each, chr(display.json's code_zero + x) (a saved notebook writes one line per list item; these stay one line). Its tooltip is display.json's ``tooltip`` filled with them (``pos``: the span's token index, ``pos[i]`` when given, else ``i``; ``brief`` rows, whose tokens are read side by side, fill display.json's ``brief``), after ``label`` as display.json's ``labelled`` says, unless ``tips`` gives the whole tooltip (a split character, an effect). A centred row shows spans [lo, hi), around its peak, first. */
 export interface Row {
   text: string[];
   value: string;
@@ -23,6 +23,7 @@ export interface Row {
   pos?: number[];
   tips?: Record<string, string>;
   label?: string;
+  brief?: boolean;
   lo?: number;
   hi?: number;
 }
@@ -35,7 +36,7 @@ export interface Legend {
   note: string;
 }
 
-/** One held-out record a card was scored on: real vs simulated. */
+/** One held-out record a card was scored on: real vs simulated. The simulated row is sent without its text (``text`` is empty): it is the real row's, token for token. */
 export interface CardSeq {
   kind: string | null;
   label: string;

@@ -14,12 +14,12 @@ function fill(template: string, fields: Record<string, string | number>): string
  *  the small integers one character each: chr(display.code_zero + x)). */
 export function columns(row: Row): { values: string[]; tenths: number[]; levels: number[] } {
   const codes = (s: string) => Array.from(s, (c) => c.charCodeAt(0) - display.code_zero);
-  return { values: row.text.length ? row.value.split(" ") : [], tenths: codes(row.tenth), levels: codes(row.level) };
+  return { values: row.value || row.text.length ? row.value.split(" ") : [], tenths: codes(row.tenth), levels: codes(row.level) };
 }
 
 /** Span i's tooltip: the row's own (a split character, an effect), else display.json's template. */
 export function tipOf(row: Row, i: number, cols = columns(row)): string {
-  const tip = row.tips?.[String(i)] ?? fill(display.tooltip, { token: row.text[i], pos: row.pos?.[i] ?? i, value: cols.values[i], tenth: cols.tenths[i] });
+  const tip = row.tips?.[String(i)] ?? fill(row.brief ? display.brief : display.tooltip, { token: row.text[i], pos: row.pos?.[i] ?? i, value: cols.values[i], tenth: cols.tenths[i] });
   return row.label ? fill(display.labelled, { label: row.label, tip }) : tip;
 }
 

@@ -141,10 +141,10 @@ def test_explanation_card_state_and_fallback(tmp_path):
     assert data["who"] == "explainer: baseline: token lookup (no LLM) · simulator: baseline"
     assert data["sub"] == "top-only 0.99 · random-only undefined · on 1 top + 1 random held-out texts"
     top, failed = data["seqs"]
-    assert top["label"] == "top · r = 0.99" and tips_of(top["real"])[1] == 'real: " cat" at 1: 2.50 (10/10)'
+    assert top["label"] == "top · r = 0.99" and tips_of(top["real"])[1] == "2.50 (10/10)"
     # a simulation on the 0-10 scale: its 0-10 value is the method's (floored), the same live and saved
-    assert tips_of(top["sim"]) == ['simulated: " the" at 0: 0.000 (0/10)', 'simulated: " cat" at 1: 10.0 (10/10)',
-                                 'simulated: "<script>alert(1)</script>" at 2: 1.00 (1/10)']
+    assert tips_of({**top["sim"], "text": top["real"]["text"]}) == ["0.000 (0/10)", "10.0 (10/10)", "1.00 (1/10)"]
+    assert top["sim"]["text"] == []  # the real row's text, not sent twice
     assert failed["sim"] is None and failed["error"] == "simulation failed: no parseable numbers"
     assert data["side"] == "positive" and ExplanationCard(scored, side="negative")._data["side"] == "negative"
     assert pr.SIDES["negative"] in ExplanationCard(scored, side="negative")._repr_html_()
@@ -418,7 +418,7 @@ def test_neuronview_test_and_explain_return_scored_cards(tiny):
     assert [s["kind"] for s in card["seqs"]] == [s.kind for s in want.scored_simulation.scored_sequence_simulations]
     first = want.scored_simulation.scored_sequence_simulations[0]
     assert card["seqs"][0]["real"] == pr.row(first.simulation.tokens, first.true_activations,
-                                             pr.Scale(index.record(0, 7).max_activation), label="real", centre=True)
+                                             pr.Scale(index.record(0, 7).max_activation), centre=True, brief=True)
     assert view._status == {}
 
     view._on_custom_msg(view, {"type": "explain", "best_of": 1}, [])

@@ -31,7 +31,8 @@ class Row(TypedDict):
     and its colour level (-20..20, 0: none): the values as one space-separated string, the 0-10
     values and levels as one character each, chr(display.json's code_zero + x) (a saved notebook
     writes one line per list item; these stay one line). Its tooltip is display.json's ``tooltip`` filled
-    with them (``pos``: the span's token index, ``pos[i]`` when given, else ``i``), after
+    with them (``pos``: the span's token index, ``pos[i]`` when given, else ``i``; ``brief``
+    rows, whose tokens are read side by side, fill display.json's ``brief``), after
     ``label`` as display.json's ``labelled`` says, unless ``tips`` gives the whole tooltip (a
     split character, an effect). A centred row shows spans [lo, hi), around its peak, first."""
     text: list[str]
@@ -41,6 +42,7 @@ class Row(TypedDict):
     pos: NotRequired[list[int]]
     tips: NotRequired[dict[str, str]]
     label: NotRequired[str]
+    brief: NotRequired[bool]
     lo: NotRequired[int]
     hi: NotRequired[int]
 
@@ -54,7 +56,8 @@ class Legend(TypedDict):
 
 
 class CardSeq(TypedDict):
-    """One held-out record a card was scored on: real vs simulated."""
+    """One held-out record a card was scored on: real vs simulated. The simulated row is sent
+    without its text (``text`` is empty): it is the real row's, token for token."""
     kind: Optional[str]
     label: str
     real: Row

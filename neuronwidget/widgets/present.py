@@ -33,6 +33,7 @@ SIDES: dict[str, str] = DISPLAY["sides"]
 CODE_ZERO: int = DISPLAY["code_zero"]  # small integers travel as one character each: chr(CODE_ZERO + x)
 TOOLTIP: str = DISPLAY["tooltip"]  # a token's tooltip, filled by both renderers (see tip())
 LABELLED: str = DISPLAY["labelled"]
+BRIEF: str = DISPLAY["brief"]
 SUBMIT_KEYS: str = DISPLAY["submit_keys"]
 CONTEXT_LEFT, CONTEXT_RIGHT = 12, 6  # tokens shown before / after a record's peak at first
 SPLIT_NOTE = "� = part of a character split across tokens"
@@ -217,7 +218,7 @@ def tooltip(tok: str, position: int, value: float, tenth: int) -> str:
 
 def columns(r: Row) -> tuple[list[str], list[int], list[int]]:
     """A row's values as printed, 0-10 values and levels, one per span (js/tokens.ts columns)."""
-    values = r["value"].split(" ") if r["text"] else []
+    values = r["value"].split(" ") if r["value"] or r["text"] else []
     return values, [ord(c) - CODE_ZERO for c in r["tenth"]], [ord(c) - CODE_ZERO for c in r["level"]]
 
 
@@ -226,7 +227,8 @@ def tip(r: Row, i: int) -> str:
     given = r.get("tips", {}).get(str(i))
     if given is None:
         values, tenths, _ = columns(r)
-        given = TOOLTIP.format(token=r["text"][i], pos=r["pos"][i] if "pos" in r else i, value=values[i], tenth=tenths[i])
+        given = (BRIEF if r.get("brief") else TOOLTIP).format(token=r["text"][i], pos=r["pos"][i] if "pos" in r else i,
+                                                             value=values[i], tenth=tenths[i])
     return LABELLED.format(label=r["label"], tip=given) if r.get("label") else given
 
 
@@ -248,7 +250,7 @@ def centred(values: Sequence[float], negative: bool = False, groups: Sequence[Gr
 
 
 def row(tokens: Sequence[str], values: Sequence[float], scale: Scale, *, groups: Sequence[Group] = (),
-        label: str | None = None, centre: bool | str = False) -> Row:
+        label: str | None = None, centre: bool | str = False, brief: bool = False) -> Row:
     """One row of coloured tokens as shown. A character split over byte tokens is one span (its
     tooltip lists every piece with its bytes and value). ``centre`` (True, or "negative" for the
     lowest value): the row also says which spans are shown first, around the peak."""
@@ -285,6 +287,8 @@ def row(tokens: Sequence[str], values: Sequence[float], scale: Scale, *, groups:
         out["tips"] = tips
     if label:
         out["label"] = label
+    if brief:
+        out["brief"] = True
     if centre:
         lo, hi = centred(vals, centre == "negative", groups)
         out["lo"] = next((k for k, t in enumerate(first) if t >= lo), len(first))
@@ -326,12 +330,13 @@ def card(scored: Any, max_value: float, *, side: str = "positive", fresh: bool =
     for s in seqs_in:
         simulation = s.simulation
         normalized = simulation.activation_scale == "simulated_normalized_activations"
-        real = row(simulation.tokens, s.true_activations, scale, label="real", centre=True)
+        # real above simulated (rows labelled so), token for token: tooltips say the value and its 0-10 value
+        real = row(simulation.tokens, s.true_activations, scale, centre=True, brief=True)
         predicted = None if simulation.failed else row(
             simulation.tokens, simulation.expected_activations, Scale(float(max_value), tenths=10.0 if normalized else None),
-            label="simulated", centre=False)
-        if predicted is not None:  # the same window as the real row
-            predicted["lo"], predicted["hi"] = real["lo"], real["hi"]
+            brief=True)
+        if predicted is not None:  # the same window as the real row; its text is the real row's (not sent twice)
+            predicted["lo"], predicted["hi"], predicted["text"] = real["lo"], real["hi"], []
         seqs.append({"kind": s.kind, "label": f"{s.kind or 'record'} · r = {format_score(s.ev_correlation_score)}",
                      "real": real, "sim": predicted,
                      "error": None if predicted is not None else f"simulation failed: {simulation.error or 'no prediction'}"})

@@ -88,7 +88,7 @@ def card_html(c: CardData, details: bool = True) -> str:
         if s["sim"] is None:
             parts.append(f'<div style="color:#c62828">{esc(s["error"])}</div>')
         else:
-            parts.append(row_html(s["sim"], centred=True))
+            parts.append(row_html({**s["sim"], "text": s["real"]["text"]}, centred=True))
     parts.append("</details></div>")
     return "".join(parts)
 
