@@ -447,3 +447,46 @@ def test_one_pass_builds_neurons_and_saes_equal_to_separate_builds(which, reques
         one = IndexBuilder(eng.unit_model(units), corpus, cache_dir=tmp_path / "apart")
         assert one.run(progress=False).checksums() == got.checksums() and one.built
     assert eng.index(corpus, units=b.units, progress=False, cache_dir=together).density(2, 0) >= 0
+
+
+def test_neuronview_shows_a_latent(tmp_path):
+    from neuronwidget.api import get_engine
+    from neuronwidget.widgets import NeuronView
+
+    eng = get_engine("tiny")
+    w = draw(width(eng), seed=17)
+    nw.load_sae(write_saelens(tmp_path / "view", w, "topk", 2, "hook_resid_post", k=K), model="tiny", name="view")
+    idx = eng.index(CORPUS, units="sae:view", progress=False)
+    latent = int(np.argmax(idx.extremes()[1][0]))
+    view = NeuronView(2, latent, model="tiny", index=idx, explainer="rules", simulator="rules")
+    top = idx.record(2, latent).most_positive_activation_records[0]
+    assert [round(float(v), 3) for v in top.activations if v] and view._data["top_total"] == len(
+        idx.record(2, latent).most_positive_activation_records)
+    assert "sae:view" in view._data["header"]["model"] and not view.signed
+    sent = []
+    view.send = lambda content, buffers=None: sent.append(content)
+    text = "The Eiffel Tower is in Paris."
+    view._on_custom_msg(view, {"type": "try", "text": text, "id": 3}, [])
+    view.wait(60)
+    want = eng.activations(text, 2, latent, units="sae:view").activations
+    from neuronwidget.widgets import present as pr
+
+    row = sent[-1]["row"]
+    assert sent[-1]["type"] == "try" and len(row["text"]) == len(want)
+    tips = "\n".join(pr.tip(row, i) for i in range(len(row["text"])))
+    for i, v in enumerate(want):
+        assert f" at {i}: {pr.format_activation(v)} (" in tips
+    ids = eng.lm.encode(text)
+    direct = reference_encode("topk", w, hooked(eng, [ids], 2, "resid_post"), K)[0, :, latent]
+    np.testing.assert_allclose(want, direct.numpy(), rtol=1e-4, atol=1e-4)
+    view._on_custom_msg(view, {"type": "steer", "prompt": "The Eiffel Tower", "strength": 5, "id": 4}, [])
+    view.wait(120)
+    steer = [m for m in sent if m.get("type") == "steer"]
+    assert steer and "decoder direction" in steer[-1]["note"], sent[-1]
+    view._on_custom_msg(view, {"type": "effect", "text": text, "id": 5}, [])
+    view.wait(120)
+    eff = [m for m in sent if m.get("type") == "effect"]
+    assert eff and "ablating sae:view latent" in eff[-1]["title"], sent[-1]
+    assert eff[-1]["kl"] == pytest.approx(nw.latent_effect(text, latent, units="sae:view", model="tiny").kl)
+    with pytest.raises(ValueError, match="has latents at layer 2 only"):
+        view.goto(1, 0)

@@ -108,7 +108,7 @@ class NeuronView(BaseView):
 
     def __init__(self, layer: int, neuron: int, model: Any = None, *, index: Any = None,
                  explainer: Any = None, simulator: Any = None, n_top: int = 10, n_random: int = 10,
-                 diverging: bool | None = None, side: str = "positive") -> None:
+                 diverging: bool | None = None, side: str = "positive", units: str | None = None) -> None:
         from neuronwidget.api import get_engine, resolve_explainer, resolve_simulator, settings
 
         if side not in SIDES:
@@ -121,11 +121,13 @@ class NeuronView(BaseView):
         else:
             engine = get_engine(model)
             spec = model if isinstance(model, str) else settings().model if model is None else engine.model_name
+            units = units or getattr(index, "units", None)  # SAE latents: units="sae:NAME" (see subject/units.py)
             if index is None:
-                index = engine.index()
-            else:
+                index = engine.index(units=units) if units else engine.index()
+            elif units is None:
                 self._check_index(engine, index)
         self._engine, self._index = engine, index
+        self._units = None if self._published_only else units
         self._engine_lock = threading.Lock()  # this view's lazy engine (a published-records view)
         self._explainer = resolve_explainer(explainer)
         self._simulator = resolve_simulator(simulator)
@@ -223,8 +225,8 @@ class NeuronView(BaseView):
             from neuronwidget.activations.published import PublishedIndex
 
             self._engine, self._index = None, PublishedIndex(model)
-        elif self._given_index:
-            raise ValueError("this view was given its index; make a NeuronView with model=... for another model")
+        elif self._given_index or self._units:
+            raise ValueError("this view was given its index or units; make a NeuronView with model=... for another model")
         else:
             self._engine = get_engine(model)
             self._index = self._engine.index()
@@ -329,7 +331,8 @@ class NeuronView(BaseView):
             "simulator": self._simulator.name,
             "legend": pr.legend(scale),
             "strengths": pr.strengths(mx, mn, signed),
-            "connections": connections_payload(self._engine, self.layer, self.neuron),
+            "connections": connections_payload(self._engine, self.layer, self.neuron) if not self._units else
+            {"error": f"weights of a latent: nw.latent_connections({self.layer}, {self.neuron}, units={self._units!r})"},
         }
         return data
 
@@ -419,7 +422,7 @@ class NeuronView(BaseView):
         if len(text) > MAX_TRY_CHARS:
             raise ValueError(f"it has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
         # no lock here: passes on one model take turns inside the capture (subject.capture.pass_lock)
-        rec = self._model_engine().activations(text, layer, neuron)
+        rec = self._model_engine().activations(text, layer, neuron, **({"units": self._units} if self._units else {}))
         raw = getattr(rec, "token_bytes", None) or self._token_bytes(text, len(rec.tokens))
         reply: TryReply = {"type": "try", "id": req_id,
                            "row": pr.row(rec.tokens, rec.activations, self._scale(), groups=char_groups(raw))}
@@ -444,6 +447,9 @@ class NeuronView(BaseView):
         if len(text) > MAX_TRY_CHARS:
             raise ValueError(f"it has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
         engine = self._model_engine()
+        if self._units:
+            self._latent_effect(text, req_id, neuron)
+            return
         eff = neuron_effect(text, layer, neuron, model=engine.lm, records=0, k=EFFECT_TOP)
         t = eff.table
 
@@ -456,6 +462,20 @@ class NeuronView(BaseView):
             "promoted": [toks(x) for x in t.promoted], "suppressed": [toks(x) for x in t.suppressed],
         }  # type: ignore[typeddict-item]
         pr.effect(reply, layer, neuron)
+        self._clear_error()
+        self.send(reply)
+        self._keep_for_fallback("_last_effect", reply)
+
+    def _latent_effect(self, text: str, req_id: int, latent: int) -> None:
+        """A latent ablated at every token (its own part f × W_dec removed where its SAE writes)."""
+        from neuronwidget.explore.latents import latent_effect
+
+        e = latent_effect(text, latent, units=self._units, model=self.model)
+        reply: EffectReply = {"type": "effect", "id": req_id, "tokens": e.tokens, "kl": e.kl, "next": e.tokens[1:],
+                              "dlogp": [float(x) for x in e.delta_logp[:-1]], "promoted": [[] for _ in e.tokens],
+                              "suppressed": [[] for _ in e.tokens]}  # type: ignore[typeddict-item]
+        pr.effect(reply, self.layer, latent)
+        reply["title"] = f"Effect of ablating {self._units} latent {latent} at every token (its part f × W_dec removed)"
         self._clear_error()
         self.send(reply)
         self._keep_for_fallback("_last_effect", reply)
@@ -476,11 +496,19 @@ class NeuronView(BaseView):
             raise ValueError(f"the prompt has {len(prompt)} characters; at most {MAX_TRY_CHARS} are run at once")
         engine = self._model_engine()
         value = self._steer_value(float(strength))
-        s = steer(prompt, {(layer, neuron): value}, max_new_tokens=STEER_TOKENS, model=engine.lm,
-                  absolute=True)
+        if self._units:  # a latent: value × its decoder direction added where its SAE writes
+            from neuronwidget.explore.latents import steer_latent
+
+            s = steer_latent(prompt, {neuron: value}, units=self._units, model=self.model, max_new_tokens=STEER_TOKENS)
+        else:
+            s = steer(prompt, {(layer, neuron): value}, max_new_tokens=STEER_TOKENS, model=engine.lm,
+                      absolute=True)
         reply: SteerReply = {"type": "steer", "id": req_id, "prompt": prompt, "strength": float(strength),
                              "value": float(value), "plain": s.plain, "steered": s.steered}  # type: ignore[typeddict-item]
         pr.steer(reply)
+        if self._units:
+            reply["note"] = (f"{value:.3g} × the latent's decoder direction added where its SAE writes, at every token "
+                             f"of “{prompt}” and its continuation")
         self._clear_error()
         self.send(reply)
         self._keep_for_fallback("_last_steer", reply)
