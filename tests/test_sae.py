@@ -490,3 +490,20 @@ def test_neuronview_shows_a_latent(tmp_path):
     assert eff[-1]["kl"] == pytest.approx(nw.latent_effect(text, latent, units="sae:view", model="tiny").kl)
     with pytest.raises(ValueError, match="has latents at layer 2 only"):
         view.goto(1, 0)
+
+
+def test_neuronview_draws_a_latents_connections(tmp_path):
+    from neuronwidget.api import get_engine
+    from neuronwidget.widgets import NeuronView
+
+    eng = get_engine("tiny")
+    w = draw(width(eng), seed=19)
+    nw.load_sae(write_saelens(tmp_path / "conn", w, "standard", 1, "hook_resid_post"), model="tiny", name="conn")
+    idx = eng.index(CORPUS, units="sae:conn", progress=False)
+    view = NeuronView(1, 4, model="tiny", index=idx, explainer="rules", simulator="rules")
+    got = view._data["connections"]
+    want = nw.latent_connections(1, 4, units="sae:conn", model="tiny", k=8)
+    assert "error" not in got and got["family"] == "latent"
+    assert [x["token"] for x in got["output_promoted"]] == [t for t, _ in want.output_tokens]
+    assert [x["token"] for x in got["input_tokens"]] == [t for t, _ in want.input_tokens]
+    assert f"{want.nearest[0][0]} ({want.nearest[0][1]:.2f})" in got["definition"]

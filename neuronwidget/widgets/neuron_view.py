@@ -332,9 +332,19 @@ class NeuronView(BaseView):
             "legend": pr.legend(scale),
             "strengths": pr.strengths(mx, mn, signed),
             "connections": connections_payload(self._engine, self.layer, self.neuron) if not self._units else
-            {"error": f"weights of a latent: nw.latent_connections({self.layer}, {self.neuron}, units={self._units!r})"},
+            self._latent_connections(),
         }
         return data
+
+    def _latent_connections(self) -> dict[str, Any]:
+        """A latent's connections (nw.latent_connections) in the shape the section draws."""
+        from neuronwidget.explore.latents import latent_connections
+        from neuronwidget.widgets.connections import shown
+
+        try:
+            return shown(latent_connections(self.layer, self.neuron, units=self._units, model=self.model, k=8).to_dict())
+        except Exception as e:  # never break the view
+            return {"error": f"connections unavailable: {type(e).__name__}: {e}"}
 
     def _card(self, scored: ScoredExplanation, max_value: float) -> CardData:
         return card_data(scored, max_value, side=self.side, fresh=id(scored) in self._fresh)
