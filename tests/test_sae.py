@@ -507,3 +507,22 @@ def test_neuronview_draws_a_latents_connections(tmp_path):
     assert [x["token"] for x in got["output_promoted"]] == [t for t, _ in want.output_tokens]
     assert [x["token"] for x in got["input_tokens"]] == [t for t, _ in want.input_tokens]
     assert f"{want.nearest[0][0]} ({want.nearest[0][1]:.2f})" in got["definition"]
+
+
+def test_top_neurons_ranks_latents_with_units(tmp_path):
+    from neuronwidget.api import get_engine
+
+    eng = get_engine("tiny")
+    w = draw(width(eng), seed=23)
+    nw.load_sae(write_saelens(tmp_path / "top", w, "topk", 3, "hook_resid_pre", k=K), model="tiny", name="top")
+    idx = eng.index(CORPUS, units="sae:top", progress=False)
+    text = "The Eiffel Tower is in Paris."
+    table = nw.top_neurons(text, 2, k=4, model="tiny", index=idx, units="sae:top")
+    f = reference_encode("topk", w, hooked(eng, [eng.lm.encode(text)], 3, "resid_pre"), K)[0, 2]
+    mx = idx.extremes()[1][0]
+    want = sorted(((float(f[i]) / mx[i], i) for i in range(D_SAE) if f[i] > 0), reverse=True)[:4]
+    assert table["neuron"].tolist() == [i for _, i in want] and set(table["layer"]) == {3}
+    np.testing.assert_allclose(table["normalized"], [v for v, _ in want], rtol=1e-4)
+    np.testing.assert_allclose(table["activation"], [float(f[i]) for _, i in want], rtol=1e-4)
+    with pytest.raises(ValueError, match="by='effect' ranks neurons"):
+        nw.top_neurons(text, 2, model="tiny", index=idx, units="sae:top", by="effect")

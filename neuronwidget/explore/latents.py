@@ -208,5 +208,42 @@ def top_latents(text: str, position: int = -1, *, units: str, model: Any = None,
     return [(int(i), float(row[i])) for i in order if row[i] > 0]
 
 
+def top_units_rows(engine: Any, text: str, position: int, k: int, units: str, index: Any = None,
+                   store: Any = None) -> list[dict[str, Any]]:
+    """``top_neurons(..., units="sae:NAME")``: the ``k`` latents with the largest activation ÷
+    their index maximum at token ``position`` (rows of ``top.TOP_COLUMNS``; latents have no
+    negative side), with the best stored explanation of each."""
+    from .store import get_store, model_key
+
+    um = engine.unit_model(units)
+    if um is engine.lm:
+        raise ValueError(f"units must name an SAE ('sae:NAME'), got {units!r}")
+    idx = index if index is not None else engine.index(units=units)
+    if getattr(idx, "units", None) != um.units:
+        raise ValueError(f"the index given is not of {um.units}; pass engine.index(units={um.units!r})")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    rows = []
+    for layer in um.unit_layers:
+        tokens, acts = engine.layer_activations(text, layer, units=units)
+        n = len(tokens)
+        if isinstance(position, bool) or not isinstance(position, int) or not -n <= position < n:
+            raise ValueError(f"position must be an integer in {-n}..{n - 1} for this text, got {position!r}")
+        a = np.asarray(acts[position], dtype=np.float64)
+        mx = np.asarray(idx.layer_arrays(layer)["extremes"][:, 1], dtype=np.float64)
+        norm = np.where(mx > 0, a / np.where(mx > 0, mx, 1), 0.0)
+        for i in np.flatnonzero(a > 0):
+            rows.append({"layer": layer, "neuron": int(i), "side": "positive", "activation": float(a[i]),
+                         "normalized": float(norm[i]), "explanation": None, "score": None})
+    rows.sort(key=lambda r: (-r["normalized"], r["layer"], r["neuron"]))
+    rows = rows[:k]
+    known = (store or get_store()).best(model_key(um.short_name), {(r["layer"], r["neuron"], "positive") for r in rows})
+    for r in rows:
+        hit = known.get((r["layer"], r["neuron"], "positive"))
+        if hit:
+            r["explanation"], r["score"] = hit
+    return rows
+
+
 __all__ = ["LatentConnections", "LatentEffect", "LatentSteering", "latent_connections", "latent_effect", "load_sae",
            "steer_latent", "top_latents", "train_sae"]

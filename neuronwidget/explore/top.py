@@ -125,7 +125,7 @@ def _check_k(k: Any) -> int:
 
 
 def top_neurons(text: str, position: int, k: int = 20, model: Any = None, *, index: Any = None,
-                store: ExplanationStore | None = None, by: str = "activation", check: int = 10):
+                store: ExplanationStore | None = None, by: str = "activation", check: int = 10, units: str | None = None):
     """The ``k`` neurons (over all layers) that fire most at token ``position`` of ``text``
     (``by="activation"``), or that matter most to the prediction made there (``by="effect"``).
 
@@ -140,7 +140,8 @@ def top_neurons(text: str, position: int, k: int = 20, model: Any = None, *, ind
     explanation and score (the best-scored explanation in the store, when there is one),
     highest normalised value first. ``model``: None = the configured model; ``index``: None =
     the model's default-corpus index (built once, cached). ``position`` may count from the end
-    (-1 = the last token).
+    (-1 = the last token). ``units="sae:NAME"``: the latents of that SAE instead (attached with
+    ``nw.load_sae``), ranked by activation ÷ their index maximum.
     """
     import pandas as pd
 
@@ -151,6 +152,12 @@ def top_neurons(text: str, position: int, k: int = 20, model: Any = None, *, ind
                          f"the prediction), got {by!r}")
     engine = get_engine(model)
     _check_k(k)
+    if units not in (None, "neurons"):  # SAE latents (``units="sae:NAME"``): explore/latents.py
+        if by != "activation":
+            raise ValueError("by='effect' ranks neurons; for a latent's effect use nw.latent_effect")
+        from .latents import top_units_rows
+
+        return pd.DataFrame(top_units_rows(engine, text, position, k, units, index, store), columns=TOP_COLUMNS)
     if by == "effect":
         from .effects import effect_ranking
 
