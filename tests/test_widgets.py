@@ -468,8 +468,10 @@ def test_neuronview_save_html(tiny, tmp_path):
 
     _, index = tiny
     view = NeuronView(1, 3, model="tiny", index=index)
+    view.explanations.insert(0, scored_example("added from code"))  # as `neuronwidget demo` does
     page = view.save_html(tmp_path / "n.html").read_text()
     assert "layer 1 · neuron 3" in page and "random weights" in page and "<script" not in page
+    assert "added from code" in page
     assert page.count("<span title=") + page.count("<span style=") >= 10 * 19 + 64
     assert len(view._repr_html_()) < 30_000  # saved notebooks stay small (was ~50-80 KB)
 

@@ -602,8 +602,11 @@ class NeuronView(BaseView):
 
     # ---- static fallback -----------------------------------------------------------------
     def _static_html(self) -> str:
-        """What the view shows now, small: the same payload as the live view, through the static template."""
-        return sh.neuron_html(self._data, n_random=STATIC_RANDOM, effect=self._last_effect, steer=self._last_steer)
+        """What the view shows now, small: the same payload as the live view, through the static template
+        (its cards as ``explanations`` holds them now, so an explanation added there is saved too)."""
+        cards = [self._card(c, self.record.max_activation) for c in self._known()]
+        return sh.neuron_html({**self._data, "cards": cards}, n_random=STATIC_RANDOM, effect=self._last_effect,
+                              steer=self._last_steer)
 
     def close(self) -> None:
         timer = getattr(self, "_fallback_timer", None)
