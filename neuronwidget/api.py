@@ -181,7 +181,7 @@ def remember(scored: Any, model: Any, store: Any = True, source: str = "neuronwi
         return False
     try:
         target.add(scored, model, side=scored.side, source=source)
-    except (OSError, sqlite3.Error) as e:
+    except (OSError, sqlite3.Error, RuntimeError) as e:  # RuntimeError: a Python whose sqlite3 lacks FTS5
         warnings.warn(f"the explanation was not recorded in {target.path}: {type(e).__name__}: {e}", stacklevel=3)
         return False
     return True

@@ -160,7 +160,7 @@ class Recorder:
             return
         try:
             self.store.add_results([result], self.model, source="explain_neurons")
-        except (OSError, sqlite3.Error) as e:
+        except (OSError, sqlite3.Error, RuntimeError) as e:  # RuntimeError: a Python whose sqlite3 lacks FTS5
             self.store_error = f"{type(e).__name__}: {e}"
             warnings.warn(f"explanations are not being recorded in {self.store.path}: {self.store_error}", stacklevel=2)
 
