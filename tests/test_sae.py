@@ -367,6 +367,12 @@ def test_explain_and_score_a_latent_with_the_rules_explainer(gpt2, tmp_path):
     assert expl and isinstance(expl[0], str)
     scored = nw.score(rec, expl[0], "rules", store=False)
     assert scored.explanation == expl[0]
+    # the new scorers take a latent's record too: detection on the sparsest latent (random windows must not fire)
+    dens = idx.densities(2)
+    sparse = int(np.argmin(np.where(dens > 0, dens, np.inf)))
+    srec = idx.record(2, sparse)
+    got = nw.score(srec, nw.explain(srec, "rules")[0], "rules", scorer="detection", store=False)
+    assert got.scorer == "detection" and got.score is not None and 0 <= got.score <= 1, got.note
     # the search store keeps it under the unit space, apart from the model's neurons
     from neuronwidget.explanations.store import ExplanationStore
 
