@@ -1,6 +1,6 @@
 """How well the method explains neurons here: score distributions, plus SmolLM2 engine figures.
 
-    .venv/bin/python benchmarks/quality.py                                  # 100 neurons per model
+    .venv/bin/python benchmarks/quality.py                                  # 100 neurons per model + LLM scorers
     .venv/bin/python benchmarks/quality.py --neurons 3 --max-tokens 4096    # a short run
     .venv/bin/python benchmarks/quality.py --no-llm --no-load-timing        # offline simulators only
     .venv/bin/python benchmarks/quality.py --quick                          # 20 SmolLM2 neurons, offline only
@@ -13,15 +13,19 @@ Prints figures (optionally also JSON with ``--out``), never pass/fail:
    explanations of two offline explainers, the paper's token lookup (``"token-lookup"``) and
    the rules explainer (``"rules"``, the offline default), of each side (positive; and
    negative = ``record.for_side("negative")`` for gated-MLP models, whose neurons are signed)
-   scored with the default scorer (``scoring.score``: pooled Pearson r over 5 held-out valid
-   top + 5 valid random records) by (a) the explainer's own simulator ("own": the token
-   lookup's table; the rules read back exactly) and (b) SmolLM2-135M-Instruct itself as the
-   in-kernel simulator (``LocalBackend``, all-at-once label probabilities; skipped with
-   ``--no-llm``). Per model x side x explainer x simulator: mean, median, 90th percentile of
-   the defined scores, how many are undefined (constant prediction or truth), the median with
-   undefined counted as 0, and the wall time per neuron to explain and to score; then the
-   ratio of the two explainers' medians (undefined as 0) per side, and the explanations of a
-   few neurons (SmolLM2 layer 8 neuron 55 first) beside their top activations.
+   and best-of-5 with revision on the rules (``improve_explanation``), scored with the default
+   scorer (``scoring.score``: pooled Pearson r over 5 held-out valid top + 5 valid random
+   records) by the explainer's own simulator ("own": the token lookup's table; the rules read
+   back exactly). Per model x side x explainer: mean, median, 90th percentile of the defined
+   scores, how many are undefined (constant prediction or truth), the median with undefined
+   counted as 0, the 90% interval's median width, and the wall time per neuron to explain and
+   to score; then the ratio to token lookup's median (undefined as 0) per side, and the
+   explanations of a few neurons (SmolLM2 layer 8 neuron 55 first) beside their top activations.
+1b. Unless ``--no-llm``: SmolLM2-135M-Instruct as the LLM (``LocalBackend``, in-kernel) scores
+   the rules explanation of ``--llm-neurons`` neurons three ways, simulation, detection and
+   fuzzing, beside the rules simulator: each scorer's median, cost per neuron (calls, prompt
+   and completion tokens, seconds), and how far detection and fuzzing agree with simulation
+   (Spearman rho over neurons).
 2. SmolLM2 index streaming throughput / bare forward throughput (``lm.base``), same
    batches, interleaved batch by batch, best of 2 rounds per batch (as benchmarks/engine.py).
 3. SmolLM2 load time in a fresh Python process: first (an empty cache: converts the GGUF)
@@ -241,6 +245,58 @@ def undefined_causes(rows: list[dict], limit: int = 3) -> None:
             print(f"  {n:4d}  {model:<13} {expl:<12} {sim:<9} {cause}")
 
 
+# -- 1b. an LLM's scorers: simulation vs detection vs fuzzing, and what each costs ---------------
+def llm_scorers(model: str, args, llm) -> dict:
+    """The rules explanation of ``args.llm_neurons`` sampled neurons (positive side) scored by
+    the LLM three ways (simulation, detection, fuzzing) and by the rules simulator: each
+    scorer's median, cost per neuron (calls, prompt and completion tokens, seconds), and the
+    agreement (Spearman rho over neurons) of detection and fuzzing with simulation."""
+    import pandas as pd
+
+    eng = get_engine(model, device="cpu")
+    idx = IndexBuilder(eng.lm, bounded_corpus(args.max_tokens), calibration_windows=args.calibration_windows).run(
+        progress=False)
+    neurons = sample_neurons(eng.lm.n_layers, eng.lm.n_neurons, args.neurons, args.seed)[: args.llm_neurons]
+    rules = EXPLAINERS["rules"]
+    rows = []
+    for layer, neuron in neurons:
+        rec = idx.record(layer, neuron)
+        expl = explain(rec, rules)[0]
+        row = {"layer": layer, "neuron": neuron, "explanation": expl}
+        for name, kwargs, judge in (("rules simulation", {}, rules), ("LLM simulation", {}, llm),
+                                    ("LLM detection", {"scorer": "detection"}, llm),
+                                    ("LLM fuzzing", {"scorer": "fuzzing"}, llm)):
+            t = time.perf_counter()
+            result = score(rec, expl, judge, **kwargs)
+            cost = result.cost or {}
+            row[name] = {"score": result.score, "s": time.perf_counter() - t, "calls": cost.get("calls", 0),
+                         "prompt_tokens": cost.get("prompt_tokens", 0),
+                         "completion_tokens": cost.get("completion_tokens", 0)}
+        rows.append(row)
+        log(f"  LLM scorers: {len(rows)}/{len(neurons)} neurons")
+    names = ["rules simulation", "LLM simulation", "LLM detection", "LLM fuzzing"]
+    print(f"\n{model}, {len(rows)} neurons (positive side), the rules explanation scored four ways "
+          f"(LLM = {llm.simulator_name}; detection/fuzzing: balanced accuracy, 0.5 = chance):")
+    print(f"  {'scorer':<17} {'median':>6} {'undef':>5} {'calls':>6} {'prompt tok':>10} {'compl. tok':>10} {'seconds':>8}"
+          "   (cost: mean per neuron)")
+    summary = {}
+    for name in names:
+        vals = [r[name]["score"] for r in rows if r[name]["score"] is not None]
+        mean = {k: statistics.fmean(r[name][k] for r in rows) for k in ("calls", "prompt_tokens", "completion_tokens", "s")}
+        summary[name] = {"median": statistics.median(vals) if vals else None,
+                         "undefined": len(rows) - len(vals), **mean}
+        print(f"  {name:<17} {fmt(summary[name]['median']):>6} {summary[name]['undefined']:>5} {mean['calls']:>6.1f} "
+              f"{mean['prompt_tokens']:>10.0f} {mean['completion_tokens']:>10.0f} {mean['s']:>8.1f}")
+    for a, b in (("LLM detection", "LLM simulation"), ("LLM fuzzing", "LLM simulation"),
+                 ("LLM detection", "rules simulation"), ("LLM fuzzing", "rules simulation"),
+                 ("LLM simulation", "rules simulation")):
+        pairs = [(r[a]["score"], r[b]["score"]) for r in rows if r[a]["score"] is not None and r[b]["score"] is not None]
+        rho = float(pd.DataFrame(pairs).corr(method="spearman").iloc[0, 1]) if len(pairs) >= 3 else None
+        summary[f"rho {a} ~ {b}"] = rho
+        print(f"  agreement over neurons (Spearman rho): {a} vs {b}: {fmt(rho, 2)} (n={len(pairs)})")
+    return {"rows": rows, "summary": summary}
+
+
 # -- 2. index streaming vs bare forward --------------------------------------------------------
 def stream_ratio(lm, n_windows: int, batch: int, rounds: int = 2) -> dict:
     b = IndexBuilder(lm, bounded_corpus(n_windows * WINDOW), batch_size=batch,
@@ -291,6 +347,8 @@ def main() -> None:
     ap.add_argument("--neurons", type=int, default=100, help="neurons sampled per model (default 100)")
     ap.add_argument("--max-tokens", type=int, default=16384, help="corpus tokens the index covers (default 16384)")
     ap.add_argument("--no-llm", action="store_true", help="skip the SmolLM2 simulator (offline simulators only)")
+    ap.add_argument("--llm-neurons", type=int, default=5,
+                    help="neurons scored by the LLM (simulation, detection, fuzzing) in the scorer comparison (default 5: on a 2-core CPU SmolLM2 takes minutes per neuron)")
     ap.add_argument("--quick", action="store_true",
                     help="20 SmolLM2 neurons, offline simulators, no engine figures (for iterating on the method)")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subject models (default {','.join(MODELS)})")
@@ -316,12 +374,13 @@ def main() -> None:
     print(f"argv: {' '.join(sys.argv[1:]) or '(defaults)'}")
 
     simulators: dict[str, object] = {"own": None}  # None: the explainer's own simulator
+    llm = None
     if not args.no_llm:
         t = time.perf_counter()
         llm = LocalBackend(str(smollm2_folder()), temperature=0, name="SmolLM2-135M-Instruct", device="cpu")
         llm.model  # load now, not inside the first timed score
-        simulators["smollm2"] = llm
-        print(f"simulator 'smollm2' = {llm.simulator_name}, loaded in {time.perf_counter() - t:.1f} s")
+        print(f"LLM = {llm.simulator_name} (in-kernel), loaded in {time.perf_counter() - t:.1f} s: the scorer "
+              f"comparison on {args.llm_neurons} neurons")
     print("simulator 'own' = the explainer's: " + "; ".join(f"{k}: {b.simulator_name}" for k, b in EXPLAINERS.items()))
 
     result: dict = {"args": vars(args), "models": {}, "rows": []}
@@ -333,6 +392,8 @@ def main() -> None:
     print_summary(result["summary"])
     undefined_causes(result["rows"])
     print_shown(result)
+    if llm is not None and args.llm_neurons > 0:
+        result["llm_scorers"] = llm_scorers(models[0], args, llm)
 
     if args.ratio_windows:
         lm = get_engine(SMOLLM2, device="cpu").lm
