@@ -532,3 +532,28 @@ def test_top_neurons_ranks_latents_with_units(tmp_path):
     np.testing.assert_allclose(table["activation"], [float(f[i]) for _, i in want], rtol=1e-4)
     with pytest.raises(ValueError, match="by='effect' ranks neurons"):
         nw.top_neurons(text, 2, model="tiny", index=idx, units="sae:top", by="effect")
+
+
+def test_an_interrupted_one_pass_build_resumes_to_the_same_indexes(gpt2, tmp_path):
+    from neuronwidget.activations.build import IndexBuilder
+    from neuronwidget.activations.together import build_together
+
+    sae = gpt2.add_sae(write_saelens(tmp_path / "r", draw(width(gpt2), seed=29), "topk", 1, "hook_resid_post", k=K),
+                       name="resume")
+    um = gpt2.unit_model(sae.units)
+    settings = dict(batch_size=4, checkpoint_every=1, checkpoint_seconds=0.0, cache_dir=tmp_path / "c")
+
+    def stop_after_3(done, total, message):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_together(gpt2.lm, [um], CORPUS, progress=stop_after_3, **settings)
+    parts = [IndexBuilder(gpt2.lm, CORPUS, **settings), IndexBuilder(um, CORPUS, **settings)]
+    assert all(b.checkpoint_path.exists() for b in parts)
+    seen = []
+    nidx, (uidx,) = build_together(gpt2.lm, [um], CORPUS, progress=lambda d, t, m: seen.append((d, m)), **settings)
+    assert seen[0] == (3, "resumed") and not any(b.checkpoint_path.exists() for b in parts)
+    for model, got in ((gpt2.lm, nidx), (um, uidx)):
+        apart = IndexBuilder(model, CORPUS, batch_size=4, cache_dir=tmp_path / "apart")
+        assert apart.run(progress=False).checksums() == got.checksums()
