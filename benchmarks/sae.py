@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sections", default="1,2,3")
+    ap.add_argument("--all-layers", action="store_true", help="section 2 over every layer's neurons, not 0..8")
     args = ap.parse_args()
     if args.quick:
         args.max_tokens, args.units, args.rounds = 4096, 30, 1
@@ -94,10 +95,10 @@ def main() -> None:
           f"(+{rep['loss_increase']:.3f}), {rep['loss_zero_ablated']:.3f} with the site zeroed "
           f"(+{rep['loss_zero_ablated'] - rep['loss_clean']:.3f}); dead latents {rep['dead_latents_at_end']}", flush=True)
     um = UnitModel(lm, [sae])
-    layers = list(range(sae.layer + 1))
+    layers = list(range(lm.n_layers if args.all_layers else sae.layer + 1))
 
     if 2 in sections:
-        print(f"\n2. index throughput, neurons of layers 0-{sae.layer} with and without the SAE, "
+        print(f"\n2. index throughput, neurons of layers 0-{layers[-1]} with and without the SAE, "
               f"{args.max_tokens:,} tokens", flush=True)
         alone, both = [], []
         for r in range(args.rounds):
