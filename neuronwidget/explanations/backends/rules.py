@@ -29,7 +29,8 @@ whitespace as one space):
 
 A token's predicted activation is the largest strength of the rules it matches, 0 when none.
 Rules are fitted on the neuron's non-scoring records only (top records of splits train and
-calibration, random records of calibration): candidates that match at least ``min_support``
+calibration, random records of calibration, and ``extra_records``: the quantile samples and
+the other side's train and calibration top records, at lower weights): candidates that match at least ``min_support``
 (2) tokens there, chosen by greedy forward selection maximising the pooled Pearson
 correlation (top and random records weighted as scoring weighs them: equally) until a rule
 adds under ``min_gain`` (0.002) or ``max_rules`` (16) are chosen; then up to ``cover_rules`` (3) broad
@@ -45,7 +46,8 @@ compares candidates on the calibration records, which every refitted alternative
 so it would favour the most overfitted one. An explanation has at most ``max_rules`` +
 ``cover_rules`` rules (19, usually far fewer: a rule must add ``min_gain`` correlation on the
 fit records), strongest first: a list one reads top-down, as long as neurons that fire on
-many unrelated tokens need (on 100 SmolLM2 neurons, 8 rules at most scored lower than 12-16). The simulator of this backend reads explanations in the grammar exactly,
+many unrelated tokens need (on 100 SmolLM2 neurons, 8 rules at most scored lower than 12-16).
+The simulator of this backend reads explanations in the grammar exactly,
 and any other text as the token lookup does (``baseline``).
 """
 
