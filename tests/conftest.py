@@ -39,3 +39,11 @@ def tiny_index(_tiny_built):
     nw.configure(model="tiny", cache_dir=str(cache))
     yield _tiny_built
     nw.configure(model=before.model, cache_dir=before.cache_dir)
+
+
+@pytest.fixture(autouse=True)
+def _own_explanation_store(tmp_path, monkeypatch):
+    """Each test records scored explanations in a store of its own (they are remembered across
+    sessions by design: a shared one would show one test's explanations in another's views).
+    Kernels and subprocesses a test starts inherit it."""
+    monkeypatch.setenv("NEURONWIDGET_STORE", str(tmp_path / "explanations.sqlite"))

@@ -14,6 +14,13 @@ from neuronwidget.explore.store import ExplanationStore
 from neuronwidget.records import NeuronId, NeuronSimulationResults, ScoredExplanation, ScoredSimulation
 from servers.published_server import PublishedServer
 
+
+@pytest.fixture(autouse=True)
+def _store_in_the_cache_folder(monkeypatch):
+    """These tests read the store where it lives by default: in the cache folder in force."""
+    monkeypatch.delenv("NEURONWIDGET_STORE", raising=False)
+
+
 WORDS = ("city river number code python french music colour animal sport year name list verb"
          " plural date letter bracket quote money law food body water light").split()
 

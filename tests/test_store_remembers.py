@@ -18,6 +18,12 @@ from neuronwidget.explanations.store import ExplanationStore, model_key
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _store_in_the_cache_folder(monkeypatch):
+    """These tests read the store where it lives by default: in the cache folder in force."""
+    monkeypatch.delenv("NEURONWIDGET_STORE", raising=False)
+
+
 def later_session(code: str, cache: Path, timeout: float = 600) -> object:
     """Run ``code`` in a fresh interpreter (a later kernel session) over ``cache``; its last
     stdout line is JSON."""

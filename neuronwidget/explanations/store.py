@@ -109,8 +109,13 @@ def model_key(name: Any) -> str:
     return _ALIASES.get(name, name)
 
 
+ENV_STORE = "NEURONWIDGET_STORE"  # the store's file, when it should not live in the cache folder
+
+
 def default_path() -> Path:
-    return cache_root() / DB_NAME
+    """``$NEURONWIDGET_STORE`` (e.g. a team's shared file), else the cache folder's store."""
+    env = os.environ.get(ENV_STORE)
+    return Path(env).expanduser() if env else cache_root() / DB_NAME
 
 
 class ExplanationStore:
