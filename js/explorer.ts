@@ -140,13 +140,33 @@ export function renderExplorer(model: AnyModel, root: HTMLElement, invoke?: Invo
   const hint = h("div", "nw-note", "Click or focus a token: the neurons that fire most there, over all layers (activation ÷ the neuron's max over the index).");
   const text = h("div", "nw-xtext");
   const table = h("div", "nw-xtable");
-  main.append(title, hint, text, table);
+  // the ranking: the `by` trait ("activation" or "effect"); the kernel measures effects when asked
+  const ranking = h("div", "nw-xrank");
+  ranking.setAttribute("role", "group");
+  ranking.setAttribute("aria-label", "rank neurons by");
+  main.append(title, hint, ranking, text, table);
   const place = inPlace(model, root, main, status, invoke);
   let spans: HTMLElement[] = [];
   let selected = -1;
 
+  function drawRanking() {
+    const d = model.get("_data") as ExplorerData;
+    const by = model.get("by") ?? "activation";
+    ranking.replaceChildren(...Object.entries(d.rankings ?? {}).map(([value, label]) => {
+      const b = button(label, () => {
+        model.set("by", value);
+        model.save_changes();
+      });
+      b.classList.add("nw-xrank-btn");
+      b.dataset.by = value;
+      b.setAttribute("aria-pressed", String(value === by));
+      return b;
+    }));
+  }
+
   function draw() {
     const d = model.get("_data") as ExplorerData;
+    drawRanking();
     title.replaceChildren(h("span", "nw-model", d.model), h("span", "nw-id", " · explorer"));
     root.classList.toggle("nw-tiny", !!d.is_tiny);
     const levels = Array.from(d.level, (c) => c.charCodeAt(0) - display.code_zero);
@@ -187,8 +207,14 @@ export function renderExplorer(model: AnyModel, root: HTMLElement, invoke?: Invo
     spans[selected]?.classList.remove("nw-xsel");
     selected = i;
     spans[i].classList.add("nw-xsel");
-    const rows = d.tops[i] ?? [];
-    table.replaceChildren(h("div", "nw-section", d.heads[i]));
+    const byEffect = model.get("by") === "effect";
+    const measured = d.effect?.[String(i)];
+    if (byEffect && !measured) {
+      table.replaceChildren(h("div", "nw-note nw-xwait", "measuring which neurons matter here…"));
+      return;
+    }
+    const rows = byEffect ? measured! : d.tops[i] ?? [];
+    table.replaceChildren(h("div", "nw-section", byEffect ? d.effect_heads[String(i)] : d.heads[i]));
     if (!rows.length) table.appendChild(h("div", "nw-note", "No neuron fires above zero here."));
     for (const r of rows) {
       table.appendChild(neuronButton(`L${r.layer}/N${r.neuron}`, r.detail, r.explanation, r.score_text, () =>
@@ -198,12 +224,19 @@ export function renderExplorer(model: AnyModel, root: HTMLElement, invoke?: Invo
   }
 
   const onPosition = () => select(model.get("position") ?? 0);
+  const onBy = () => {
+    drawRanking();
+    selected = -1;
+    onPosition();
+  };
   draw();
   model.on("change:_data", draw);
   model.on("change:position", onPosition);
+  model.on("change:by", onBy);
   return () => {
     model.off("change:_data", draw);
     model.off("change:position", onPosition);
+    model.off("change:by", onBy);
     place.dispose();
   };
 }

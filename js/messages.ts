@@ -146,6 +146,9 @@ export interface ExplorerData {
   k: number;
   tops: TopRow[][];
   peak: number[];
+  rankings: Record<string, string>;
+  effect: Record<string, TopRow[]>;
+  effect_heads: Record<string, string>;
 }
 
 export interface SearchRow {

@@ -72,6 +72,23 @@ def test_explorer_click_a_token_see_neurons_open_one(lab, tiny_index):
         assert shown == [f"L{a}/N{b}" for a, b in zip(want.layer, want.neuron)]
         ex.screenshot(path=str(ARTIFACTS / "explorer.png"))
 
+        # rank by effect (the switch, by keyboard): the rows are top_neurons(by="effect")'s, then back
+        effect = nw.top_neurons(TEXT, position, k=5, model="tiny", by="effect", check=5)
+        switch = ex.locator('.nw-xrank-btn[data-by="effect"]')
+        switch.focus()
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('.nw-xrow .nw-xval')?.textContent.startsWith('attribution')",
+                               timeout=60_000)
+        assert switch.get_attribute("aria-pressed") == "true"
+        shown = ex.locator(".nw-xrow .nw-xid").evaluate_all("(els) => els.map((e) => e.textContent)")
+        assert shown == [f"L{a}/N{b}" for a, b in zip(effect.layer, effect.neuron)]
+        ex.screenshot(path=str(ARTIFACTS / "explorer-effect.png"))
+        ex.locator('.nw-xrank-btn[data-by="activation"]').click()
+        page.wait_for_function("() => !document.querySelector('.nw-xrow .nw-xval')?.textContent.startsWith('attribution')",
+                               timeout=60_000)
+        shown = ex.locator(".nw-xrow .nw-xid").evaluate_all("(els) => els.map((e) => e.textContent)")
+        assert shown == [f"L{a}/N{b}" for a, b in zip(want.layer, want.neuron)]
+
         # open one: its NeuronView appears in place, with its connections, and a way back
         layer, neuron = int(want.layer[1]), int(want.neuron[1])
         ex.locator(".nw-xrow").nth(1).click()

@@ -64,6 +64,39 @@ def test_explorer_shows_every_tokens_top_neurons_and_opens_one_in_place(tiny, tm
     assert ex.text == "Paris is a city" and ex._data["tokens"] == engine.tokenize("Paris is a city")
 
 
+def test_explorer_ranks_by_effect_as_top_neurons_does(tiny, tmp_path):
+    """by="effect" (the trait, and the view's switch): the selected token's rows are
+    nw.top_neurons(text, position, by="effect"), measured when a token is selected and kept;
+    back to "activation" shows the activation rows again."""
+    st = ExplanationStore(tmp_path / "s.sqlite")
+    ex = nw.Explorer(TEXT, model="tiny", k=6, store=st, check=3)
+    assert ex.by == "activation" and ex._data["effect"] == {}  # nothing measured until asked
+    ex.position = 4
+    ex.by = "effect"
+    want = nw.top_neurons(TEXT, 4, k=6, model="tiny", by="effect", check=3, store=st)
+    rows = ex._data["effect"]["4"]
+    assert [(r["layer"], r["neuron"]) for r in rows] == list(zip(want.layer, want.neuron))
+    assert [r["normalized"] for r in rows] == pytest.approx(want.attribution.tolist(), abs=1e-4)
+    shown = [r["detail"] for r in rows]
+    assert all(d.startswith("attribution ") for d in shown)
+    assert sum("zeroed: Δ log p" in d for d in shown) == 3  # the first 3 checked by true ablation
+    assert repr(want.attrs["target"])[1:-1] in ex._data["effect_heads"]["4"] or want.attrs["target"] in ex._data["effect_heads"]["4"]
+    assert ex.effects(4)[["layer", "neuron"]].equals(want[["layer", "neuron"]])
+    page = ex._repr_html_()  # the saved fallback follows the ranking shown
+    assert "<th>effect</th>" in page and html.escape(shown[0]) in page
+    ex.position = 2  # another token: measured when selected
+    assert set(ex._data["effect"]) == {"4", "2"} and ex._status == {}
+    ex.by = "activation"
+    assert "<th>activation</th>" in ex._repr_html_()
+    with pytest.raises(Exception, match="by must be one of"):
+        ex.by = "loudness"
+    assert ex.by == "activation"
+    with pytest.raises(ValueError, match="by must be one of"):
+        nw.Explorer(TEXT, model="tiny", by="loudness")
+    with pytest.raises(ValueError, match="check must be an int"):
+        nw.Explorer(TEXT, model="tiny", check=-1)
+
+
 @pytest.mark.parametrize("text, message", [("", "text is empty"), (None, "non-empty string"),
                                            ("x" * 20_001, "at most 20000")])
 def test_explorer_bad_text(tiny, text, message):

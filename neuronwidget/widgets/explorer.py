@@ -111,22 +111,34 @@ class Explorer(_OpensNeuronView):
     ``text`` and ``position`` (the token selected; the strongest one at first) are synced
     traits: ``ex.text = "..."`` explores another text, ``ex.position = 3`` selects token 3,
     and both follow what the user does in the view (``ex.observe``, ``ipywidgets.link``).
+
+    ``by`` (a synced trait too, and a switch in the view): ``"activation"`` ranks the neurons
+    that fire most at the token; ``"effect"`` those that matter most for the model's prediction
+    there, as ``nw.top_neurons(text, position, by="effect")`` ranks them (attribution over every
+    neuron, the first ``check`` checked by really zeroing them), measured when a token is
+    selected (one forward and backward pass) and kept for the text.
     """
 
     text = traitlets.Unicode("").tag(sync=True)
     position = traitlets.Int(0).tag(sync=True)
+    by = traitlets.Unicode("activation").tag(sync=True)
 
     def __init__(self, text: str, model: Any = None, *, index: Any = None, k: int = 20,
-                 store: Any = None, **view_kwargs: Any) -> None:
+                 store: Any = None, by: str = "activation", check: int = 5, **view_kwargs: Any) -> None:
         from neuronwidget.api import get_engine
 
+        if by not in pr.EXPLORER_RANKINGS:
+            raise ValueError(f"by must be one of {sorted(pr.EXPLORER_RANKINGS)}, got {by!r}")
+        if isinstance(check, bool) or not isinstance(check, int) or check < 0:
+            raise ValueError(f"check must be an int >= 0 (rows checked by true ablation), got {check!r}")
         self._engine = get_engine(model)
-        self._given_index, self._k, self._store = index, k, store
+        self._given_index, self._k, self._store, self._check = index, k, store, check
         self._ready = False
         data = self._explore(text)
-        super().__init__(_view_kind="explorer", _data=data, _status={}, text=text, position=self._peak(data))
+        super().__init__(_view_kind="explorer", _data=data, _status={}, text=text, position=self._peak(data), by=by)
         self._setup(view_kwargs)
         self._ready = True
+        self._measure_effect()
 
     def _explore(self, text: Any) -> dict[str, Any]:
         """One forward pass over ``text``: every token's top neurons (raises ValueError on bad text)."""
@@ -147,7 +159,41 @@ class Explorer(_OpensNeuronView):
             "k": self._k,
             "tops": [[_row(r) for r in rows] for rows in tops],
             "peak": [max((r["normalized"] for r in rows), default=0.0) for rows in tops],
+            "rankings": dict(pr.EXPLORER_RANKINGS),
+            "effect": {},
+            "effect_heads": {},
         }
+
+    @traitlets.validate("by")
+    def _valid_by(self, proposal: Any) -> str:
+        if proposal["value"] not in pr.EXPLORER_RANKINGS:
+            raise traitlets.TraitError(f"by must be one of {sorted(pr.EXPLORER_RANKINGS)}, got {proposal['value']!r}")
+        return proposal["value"]
+
+    def _measure_effect(self) -> None:
+        """by="effect": the selected token's ranking, measured once per token of this text."""
+        if not self._ready or self.by != "effect" or str(self.position) in self._data["effect"]:
+            return
+        from neuronwidget.explore.effects import effect_ranking
+
+        where = self.position
+        self._status = {"task": f"measuring which neurons matter at token {where}", "message": "one backward pass…"}
+        try:
+            df = effect_ranking(self._engine, self.text, where, k=self._data["k"], check=self._check, store=self._store)
+        except Exception as e:  # shown in the view, never a blank one
+            self._status = {"task": None, "error": f"the effects could not be measured: {str(e).strip() or type(e).__name__}"}
+            return
+        rows = [_effect_row(r) for r in df.to_dict(orient="records")]
+        head = pr.explorer_effect_head(self._data["tokens"][where], where, len(rows), str(df.attrs["target"]))
+        self._data = {**self._data, "effect": {**self._data["effect"], str(where): rows},
+                      "effect_heads": {**self._data["effect_heads"], str(where): head}}
+        self._status = {}
+
+    @traitlets.observe("by")
+    def _on_by(self, change: Any) -> None:
+        self._measure_effect()
+        if self._ready:
+            self._refresh_fallback()
 
     @staticmethod
     def _peak(data: dict[str, Any]) -> int:
@@ -173,10 +219,12 @@ class Explorer(_OpensNeuronView):
         with self.hold_sync():
             self._data = data
             self.position = self._peak(data)
+        self._measure_effect()
         self._refresh_fallback()
 
     @traitlets.observe("position")
     def _on_position(self, change: Any) -> None:
+        self._measure_effect()
         if self._ready:
             self._refresh_fallback()
 
@@ -189,6 +237,14 @@ class Explorer(_OpensNeuronView):
 
         where = self.position if position is None else position
         return pd.DataFrame(self._acts.top(where, k or self._data["k"]), columns=TOP_COLUMNS)
+
+    def effects(self, position: int | None = None):
+        """The neurons that matter most for the prediction at token ``position`` (default: the
+        one selected), as ``nw.top_neurons(text, position, by="effect")`` returns them."""
+        from neuronwidget.explore.effects import effect_ranking
+
+        where = self.position if position is None else position
+        return effect_ranking(self._engine, self.text, where, k=self._data["k"], check=self._check, store=self._store)
 
     def _new_view(self, layer: int, neuron: int, model: Any, side: str) -> Any:
         from neuronwidget.widgets.neuron_view import NeuronView
@@ -204,14 +260,19 @@ class Explorer(_OpensNeuronView):
         toks = "".join(
             f'<span style="{sh.level_style(levels[i])}{"outline:2px solid #333;" if i == peak else ""}white-space:pre">'
             f'{html.escape(t)}</span>' for i, t in enumerate(d["text"]))
+        effect = d["effect"].get(str(peak)) if self.by == "effect" else None
+        shown = effect if effect is not None else (d["tops"][peak] if d["tops"] else [])
+        caption = (d["effect_heads"][str(peak)] if effect is not None
+                   else "Top neurons at the highlighted token (activation ÷ the neuron's max):")
         rows = "".join(
             f"<tr><td>{r['layer']}</td><td>{r['neuron']}</td><td>{html.escape(r['detail'])}</td>"
-            f"<td>{html.escape(r['explanation'] or '')}</td></tr>" for r in d["tops"][peak][:10]) if d["tops"] else ""
+            f"<td>{html.escape(r['explanation'] or '')}</td></tr>" for r in shown[:10])
         return (f'<div style="font-family:system-ui,sans-serif;font-size:13px">'
                 f'<div style="font-weight:600">Explorer · {html.escape(d["model"])}</div>'
                 f'<div style="margin:4px 0">{toks}</div>'
-                f'<div>Top neurons at the highlighted token (activation ÷ the neuron\'s max):</div>'
-                f'<table><tr><th>layer</th><th>neuron</th><th>activation</th><th>explanation</th></tr>{rows}</table>'
+                f'<div>{html.escape(caption)}</div>'
+                f'<table><tr><th>layer</th><th>neuron</th><th>{"effect" if effect is not None else "activation"}</th>'
+                f'<th>explanation</th></tr>{rows}</table>'
                 f'<div style="color:#5a5a5a">Run the notebook to click tokens and open neurons.</div></div>')
 
 
@@ -227,6 +288,14 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
     act, norm = round(float(r["activation"]), 5), round(float(r["normalized"]), 5)
     return {"layer": r["layer"], "neuron": r["neuron"], "side": r["side"], "activation": act, "normalized": norm,
             "explanation": r["explanation"], "score": r["score"], "detail": pr.top_row_detail(norm, act, r["side"]),
+            "score_text": pr.score_text(r["score"])}
+
+
+def _effect_row(r: dict[str, Any]) -> dict[str, Any]:
+    act = round(float(r["activation"]), 5)
+    return {"layer": int(r["layer"]), "neuron": int(r["neuron"]), "side": r["side"], "activation": act,
+            "normalized": round(float(r["attribution"]), 5), "explanation": r["explanation"], "score": r["score"],
+            "detail": pr.effect_row_detail(float(r["attribution"]), float(r["ablation"]), act),
             "score_text": pr.score_text(r["score"])}
 
 

@@ -173,6 +173,9 @@ class ExplorerData(TypedDict):
     k: int
     tops: list[list[TopRow]]
     peak: list[float]
+    rankings: dict[str, str]  # the "by" trait's values and their button labels
+    effect: dict[str, list[TopRow]]  # by="effect": token position (as a string) -> its rows, measured when selected
+    effect_heads: dict[str, str]
 
 
 class SearchRow(TypedDict):

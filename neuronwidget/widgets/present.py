@@ -459,6 +459,21 @@ def top_row_detail(normalized: float, activation: float, side: str) -> str:
         (" (negative side)" if side == "negative" else "")
 
 
+def effect_row_detail(attribution: float, ablation: float, activation: float) -> str:
+    """An Explorer row ranked by effect: the attribution (activation × gradient of log p(next)),
+    the measured fall of log p(next) when zeroed there (where checked), the activation."""
+    measured = "" if not math.isfinite(ablation) else f" · zeroed: Δ log p {-ablation:+.3f}"
+    return f"attribution {attribution:+.3f}{measured} · act. {format_activation(activation)}"
+
+
+def explorer_effect_head(token: str, position: int, n: int, target: str) -> str:
+    return (f"Top {n} neurons for the prediction at {json.dumps(token, ensure_ascii=False)} (token {position}): "
+            f"log p({json.dumps(target, ensure_ascii=False)} next)")
+
+
+EXPLORER_RANKINGS = {"activation": "rank by activation", "effect": "rank by effect on the next token"}
+
+
 def explorer_levels(peaks: Sequence[float]) -> str:
     """The Explorer's tokens coloured by their strongest neuron (÷ its max), the text's strongest
     token the deepest: levels as one character each (as a Row's)."""
