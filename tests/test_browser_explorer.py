@@ -77,14 +77,14 @@ def test_explorer_click_a_token_see_neurons_open_one(lab, tiny_index):
         switch = ex.locator('.nw-xrank-btn[data-by="effect"]')
         switch.focus()
         page.keyboard.press("Enter")
-        page.wait_for_function("() => document.querySelector('.nw-xrow .nw-xval')?.textContent.startsWith('attribution')",
+        page.wait_for_function("() => document.querySelector('.nw-xrow .nw-xval')?.textContent.startsWith('Δ log p if zeroed')",
                                timeout=60_000)
         assert switch.get_attribute("aria-pressed") == "true"
         shown = ex.locator(".nw-xrow .nw-xid").evaluate_all("(els) => els.map((e) => e.textContent)")
         assert shown == [f"L{a}/N{b}" for a, b in zip(effect.layer, effect.neuron)]
         ex.screenshot(path=str(ARTIFACTS / "explorer-effect.png"))
         ex.locator('.nw-xrank-btn[data-by="activation"]').click()
-        page.wait_for_function("() => !document.querySelector('.nw-xrow .nw-xval')?.textContent.startsWith('attribution')",
+        page.wait_for_function("() => !document.querySelector('.nw-xrow .nw-xval')?.textContent.startsWith('Δ log p if zeroed')",
                                timeout=60_000)
         shown = ex.locator(".nw-xrow .nw-xid").evaluate_all("(els) => els.map((e) => e.textContent)")
         assert shown == [f"L{a}/N{b}" for a, b in zip(want.layer, want.neuron)]

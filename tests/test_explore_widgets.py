@@ -78,8 +78,9 @@ def test_explorer_ranks_by_effect_as_top_neurons_does(tiny, tmp_path):
     assert [(r["layer"], r["neuron"]) for r in rows] == list(zip(want.layer, want.neuron))
     assert [r["normalized"] for r in rows] == pytest.approx(want.attribution.tolist(), abs=1e-4)
     shown = [r["detail"] for r in rows]
-    assert all(d.startswith("attribution ") for d in shown)
-    assert sum("zeroed: Δ log p" in d for d in shown) == 3  # the first 3 checked by true ablation
+    assert all(d.startswith("Δ log p if zeroed: est. ") for d in shown)
+    assert sum(", measured " in d for d in shown) == 3  # the first 3 checked by true ablation
+    assert f"est. {-want.attribution[0]:+.3f}, measured {-want.ablation[0]:+.3f}" in shown[0]
     assert repr(want.attrs["target"])[1:-1] in ex._data["effect_heads"]["4"] or want.attrs["target"] in ex._data["effect_heads"]["4"]
     assert ex.effects(4)[["layer", "neuron"]].equals(want[["layer", "neuron"]])
     page = ex._repr_html_()  # the saved fallback follows the ranking shown

@@ -460,10 +460,11 @@ def top_row_detail(normalized: float, activation: float, side: str) -> str:
 
 
 def effect_row_detail(attribution: float, ablation: float, activation: float) -> str:
-    """An Explorer row ranked by effect: the attribution (activation × gradient of log p(next)),
-    the measured fall of log p(next) when zeroed there (where checked), the activation."""
-    measured = "" if not math.isfinite(ablation) else f" · zeroed: Δ log p {-ablation:+.3f}"
-    return f"attribution {attribution:+.3f}{measured} · act. {format_activation(activation)}"
+    """An Explorer row ranked by effect, in one convention: the change of log p(next) if the
+    neuron is zeroed there, estimated (-attribution, from activation × gradient) and measured
+    (-ablation, where checked), then the activation."""
+    measured = "" if not math.isfinite(ablation) else f", measured {-ablation:+.3f}"
+    return f"Δ log p if zeroed: est. {-attribution:+.3f}{measured} · act. {format_activation(activation)}"
 
 
 def explorer_effect_head(token: str, position: int, n: int, target: str) -> str:
