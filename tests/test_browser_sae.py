@@ -61,7 +61,7 @@ def test_neuronview_of_a_latent_renders_and_tries_text(lab, tiny_index):
         page.wait_for_selector(".nw-root .nw-top .nw-tok", timeout=120_000)
         nv = page.locator(".nw-root").filter(has=page.locator(".nw-top")).first
         assert "sae:browser" in nv.locator(".nw-model").inner_text()
-        assert f"layer 2 · neuron {latent}" in nv.locator(".nw-title").inner_text()
+        assert f"layer 2 · latent {latent}" in nv.locator(".nw-title").inner_text()
         # the top record's tokens, and its strongest token's value in a tooltip
         peak = pr.format_activation(max(top0.activations))
         assert nv.locator(".nw-top .nw-rec").first.locator(f'.nw-seq:not([hidden]) .nw-tok[data-tip*=": {peak} ("]').count()

@@ -427,6 +427,20 @@ def test_nw_api_connections_top_latents_and_effect(tmp_path):
     eff = nw.latent_effect(text, top[0][0], units="sae:api", model="tiny")
     assert len(eff.tokens) == len(eff.kl) == len(eff.values) == len(ids) and eff.delta_logp[-1] is None
     assert max(eff.kl) > 0 and eff.values[-1] == pytest.approx(top[0][1], rel=1e-4)
+    # what ablating it promotes and suppresses: the largest rises and falls of the next-token
+    # probabilities, from the clean and ablated logits (latent_logits == a manual hook, tested above)
+    from neuronwidget.explore.latents import _sae
+    from neuronwidget.subject.units import latent_logits
+
+    clean, ablated = latent_logits(eng.lm, _sae("sae:api", "tiny")[1], ids, ablate=[top[0][0]])
+    change = torch.softmax(ablated[-1], -1) - torch.softmax(clean[-1], -1)
+    strings = eng.lm.token_strings()
+    assert [t for t, _ in eff.promoted[-1]] == [strings[i] for i in change.topk(5).indices.tolist()][:len(eff.promoted[-1])]
+    assert [t for t, _ in eff.suppressed[-1]] == [strings[i] for i in (-change).topk(5).indices.tolist()][:len(eff.suppressed[-1])]
+    assert len(eff.promoted) == len(eff.suppressed) == len(ids)
+    for ups, downs in zip(eff.promoted, eff.suppressed):
+        assert len(ups) <= 5 and all(v > 0 for _, v in ups) and [v for _, v in ups] == sorted((v for _, v in ups), reverse=True)
+        assert all(v < 0 for _, v in downs)
     steered = nw.steer_latent("The Eiffel Tower is", {7: 50.0}, units="sae:api", model="tiny", max_new_tokens=6)
     assert steered.plain != steered.steered
     with pytest.raises(ValueError, match="reads layer 2, not 1"):
@@ -493,7 +507,11 @@ def test_neuronview_shows_a_latent(tmp_path):
     view.wait(120)
     eff = [m for m in sent if m.get("type") == "effect"]
     assert eff and "ablating sae:view latent" in eff[-1]["title"], sent[-1]
-    assert eff[-1]["kl"] == pytest.approx(nw.latent_effect(text, latent, units="sae:view", model="tiny").kl)
+    want_eff = nw.latent_effect(text, latent, units="sae:view", model="tiny")
+    assert eff[-1]["kl"] == pytest.approx(want_eff.kl)
+    shown = [[x["token"] for x in p] for p in eff[-1]["promoted"]]  # the view shows the first few of each
+    assert [t[:len(v)] for t, v in zip(([t for t, _ in p] for p in want_eff.promoted), shown)] == shown
+    assert all(bool(v) == bool(p) for v, p in zip(shown, want_eff.promoted))
     with pytest.raises(ValueError, match="has latents at layer 2 only"):
         view.goto(1, 0)
 

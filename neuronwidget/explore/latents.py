@@ -171,7 +171,9 @@ def steer_latent(prompt: str, strengths: dict[int, float], *, units: str, model:
 @dataclass
 class LatentEffect:
     """Per token: the latent's value, and what ablating it (removing f × W_dec there) does to the
-    next-token prediction (Δ log p of the actual next token, KL(clean ‖ ablated))."""
+    next-token prediction (Δ log p of the actual next token, KL(clean ‖ ablated), and the
+    tokens whose probability rises most (``promoted``) and falls most (``suppressed``), as
+    ``neuron_effect``'s table gives them for a neuron)."""
 
     units: str
     latent: int
@@ -179,10 +181,13 @@ class LatentEffect:
     values: list[float]
     delta_logp: list[float | None]
     kl: list[float]
+    promoted: list[list[tuple[str, float]]] = field(default_factory=list)
+    suppressed: list[list[tuple[str, float]]] = field(default_factory=list)
 
 
-def latent_effect(text: str, latent: int, *, units: str, model: Any = None) -> LatentEffect:
+def latent_effect(text: str, latent: int, *, units: str, model: Any = None, k: int = 5) -> LatentEffect:
     from ..subject.units import latent_logits
+    from .effects import _top_changes
 
     eng, sae = _sae(units, model)
     latent = sae.check_latent(latent)
@@ -193,7 +198,10 @@ def latent_effect(text: str, latent: int, *, units: str, model: Any = None) -> L
     nxt = ids[1:]
     delta: list[float | None] = [float(lp_a[i, t] - lp_c[i, t]) for i, t in enumerate(nxt)] + [None]
     values = eng.activations(text, sae.layer, latent, units=units).activations
-    return LatentEffect(units, latent, eng.tokenize(text), list(values), delta, kl.tolist())
+    strings = eng.lm.token_strings()
+    changes = [_top_changes(lp_a[i].exp() - lp_c[i].exp(), strings, k) for i in range(len(ids))]
+    return LatentEffect(units, latent, eng.tokenize(text), list(values), delta, kl.tolist(),
+                        [up for up, _ in changes], [dn for _, dn in changes])
 
 
 def top_latents(text: str, position: int = -1, *, units: str, model: Any = None, k: int = 10) -> list[tuple[int, float]]:

@@ -123,7 +123,8 @@ class NeuronView(BaseView):
             spec = model if isinstance(model, str) else settings().model if model is None else engine.model_name
             units = units or getattr(index, "units", None)  # SAE latents: units="sae:NAME" (see subject/units.py)
             if index is None:
-                index = engine.index(units=units) if units else engine.index()
+                # a neuron's first view waits for a pass up to its layer only (lazy)
+                index = engine.index(units=units) if units else engine.index(lazy=True)
             elif units is None:
                 self._check_index(engine, index)
         self._engine, self._index = engine, index
@@ -313,7 +314,7 @@ class NeuronView(BaseView):
         method = self.record  # the side as the method sees it: cards' scale is its max
         signed = self.signed
         data: NeuronData = {
-            "header": {"model": ix.model_name, "title": pr.neuron_title(self.layer, self.neuron),
+            "header": {"model": ix.model_name, "title": pr.neuron_title(self.layer, self.neuron, self._units),
                        "meta": f"{pr.activation_range(mx, mn, signed)} · corpus: {ix.corpus_name}",
                        "is_tiny": bool(self._engine and self._engine.is_tiny),
                        "n_layers": ix.n_layers, "n_neurons": ix.n_neurons, "max": mx, "signed": signed,
@@ -480,10 +481,14 @@ class NeuronView(BaseView):
         """A latent ablated at every token (its own part f × W_dec removed where its SAE writes)."""
         from neuronwidget.explore.latents import latent_effect
 
-        e = latent_effect(text, latent, units=self._units, model=self.model)
+        e = latent_effect(text, latent, units=self._units, model=self.model, k=EFFECT_TOP)
+
+        def toks(items: list[tuple[str, float]]) -> list[dict[str, Any]]:
+            return [{"token": tok, "value": float(v)} for tok, v in items]
+
         reply: EffectReply = {"type": "effect", "id": req_id, "tokens": e.tokens, "kl": e.kl, "next": e.tokens[1:],
-                              "dlogp": [float(x) for x in e.delta_logp[:-1]], "promoted": [[] for _ in e.tokens],
-                              "suppressed": [[] for _ in e.tokens]}  # type: ignore[typeddict-item]
+                              "dlogp": [float(x) for x in e.delta_logp[:-1]], "promoted": [toks(x) for x in e.promoted],
+                              "suppressed": [toks(x) for x in e.suppressed]}  # type: ignore[typeddict-item]
         pr.effect(reply, self.layer, latent)
         reply["title"] = f"Effect of ablating {self._units} latent {latent} at every token (its part f × W_dec removed)"
         self._clear_error()

@@ -364,7 +364,11 @@ def card(scored: Any, max_value: float, *, side: str = "positive", fresh: bool =
 
 # ---- NeuronView's strings -------------------------------------------------------------------------
 
-def neuron_title(layer: int, neuron: int) -> str:
+def neuron_title(layer: int, neuron: int, units: str | None = None) -> str:
+    """The view's title after the model's name (which names the unit space): a neuron, or a
+    latent when ``units`` is one ("sae:NAME")."""
+    if units:
+        return f" · layer {layer} · latent {neuron}"
     return f" · layer {layer} · neuron {neuron}"
 
 
