@@ -174,12 +174,10 @@ class Explorer(_OpensNeuronView):
         """by="effect": the selected token's ranking, measured once per token of this text."""
         if not self._ready or self.by != "effect" or str(self.position) in self._data["effect"]:
             return
-        from neuronwidget.explore.effects import effect_ranking
-
         where = self.position
         self._status = {"task": f"measuring which neurons matter at token {where}", "message": "one backward pass…"}
         try:
-            df = effect_ranking(self._engine, self.text, where, k=self._data["k"], check=self._check, store=self._store)
+            df = self.effects(where)
         except Exception as e:  # shown in the view, never a blank one
             self._status = {"task": None, "error": f"the effects could not be measured: {str(e).strip() or type(e).__name__}"}
             return

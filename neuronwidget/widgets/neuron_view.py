@@ -79,6 +79,11 @@ def _named(out: list[ScoredExplanation]) -> list[ScoredExplanation]:
     return out
 
 
+
+def _token_values(items: list[tuple[str, float]]) -> list[dict[str, Any]]:
+    """(token, value) pairs as the protocol's TokenValue dicts."""
+    return [{"token": tok, "value": float(v)} for tok, v in items]
+
 class NeuronView(BaseView):
     """Everything about one MLP neuron: ``NeuronView(5, 131)``.
 
@@ -464,13 +469,10 @@ class NeuronView(BaseView):
         eff = neuron_effect(text, layer, neuron, model=engine.lm, records=0, k=EFFECT_TOP)
         t = eff.table
 
-        def toks(items: list[tuple[str, float]]) -> list[dict[str, Any]]:
-            return [{"token": tok, "value": float(v)} for tok, v in items]
-
         reply: EffectReply = {
             "type": "effect", "id": req_id, "tokens": [str(x) for x in t.token], "kl": [float(x) for x in t.kl],
             "next": [str(x) for x in t.next_token[:-1]], "dlogp": [float(x) for x in t.delta_logprob[:-1]],
-            "promoted": [toks(x) for x in t.promoted], "suppressed": [toks(x) for x in t.suppressed],
+            "promoted": [_token_values(x) for x in t.promoted], "suppressed": [_token_values(x) for x in t.suppressed],
         }  # type: ignore[typeddict-item]
         pr.effect(reply, layer, neuron)
         self._clear_error()
@@ -483,12 +485,9 @@ class NeuronView(BaseView):
 
         e = latent_effect(text, latent, units=self._units, model=self.model, k=EFFECT_TOP)
 
-        def toks(items: list[tuple[str, float]]) -> list[dict[str, Any]]:
-            return [{"token": tok, "value": float(v)} for tok, v in items]
-
         reply: EffectReply = {"type": "effect", "id": req_id, "tokens": e.tokens, "kl": e.kl, "next": e.tokens[1:],
-                              "dlogp": [float(x) for x in e.delta_logp[:-1]], "promoted": [toks(x) for x in e.promoted],
-                              "suppressed": [toks(x) for x in e.suppressed]}  # type: ignore[typeddict-item]
+                              "dlogp": [float(x) for x in e.delta_logp[:-1]], "promoted": [_token_values(x) for x in e.promoted],
+                              "suppressed": [_token_values(x) for x in e.suppressed]}  # type: ignore[typeddict-item]
         pr.effect(reply, self.layer, latent)
         reply["title"] = f"Effect of ablating {self._units} latent {latent} at every token (its part f × W_dec removed)"
         self._clear_error()

@@ -805,11 +805,12 @@ class RulesBackend:
         fit_top = top + [r for r in ev if id(r) not in known]
         out: list[str] = []
         before = _corr_on(ev, rules)
+        extra = extra_records(record)
         for settings, start in ((Settings(), rules), (Settings(max_rules=max(len(rules), 1)), rules),
                                 (Settings(max_rules=len(rules) + 2), ())):
             check_cancel(cancel)
             new = fit_rules(fit_top, rand, settings, start=start, cancel=cancel, max_activation=_fit_max(top),
-                            boost=ev, extra=extra_records(record))
+                            boost=ev, extra=extra)
             text = format_rules(new)
             if text not in out and _corr_on(ev, new) >= before - 1e-9:
                 out.append(text)
