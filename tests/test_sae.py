@@ -97,17 +97,21 @@ def draw(d_in, d_out=None, seed=0):
             "b_mag": torch.randn(D_SAE, generator=g) * 0.2}
 
 
-def write_saelens(folder, w, arch, layer, hook, k=None, transcoder=False, drop=()):
+def write_saelens(folder, w, arch, layer, hook, k=None, transcoder=False, drop=(), norm="none", skip=None):
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True)
     keys = {"standard": ["W_enc", "b_enc", "W_dec", "b_dec"], "topk": ["W_enc", "b_enc", "W_dec", "b_dec"],
             "jumprelu": ["W_enc", "b_enc", "W_dec", "b_dec", "threshold"],
             "gated": ["W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag"]}[arch]
-    save_file({k_: w[k_].contiguous() for k_ in keys if k_ not in drop}, str(folder / "sae_weights.safetensors"))
-    cfg = {"architecture": ("transcoder" if arch == "standard" else f"{arch}_transcoder") if transcoder else arch,
+    tensors = {k_: w[k_].contiguous() for k_ in keys if k_ not in drop}
+    if skip is not None:
+        tensors["W_skip"] = skip.contiguous()
+    save_file(tensors, str(folder / "sae_weights.safetensors"))
+    tc = ("skip_transcoder" if skip is not None else "transcoder") if arch == "standard" else f"{arch}_transcoder"
+    cfg = {"architecture": tc if transcoder else arch,
            "d_in": int(w["W_enc"].shape[0]), "d_sae": D_SAE, "hook_name": f"blocks.{layer}.{hook}",
-           "apply_b_dec_to_input": not transcoder, "normalize_activations": "none"}
+           "apply_b_dec_to_input": not transcoder, "normalize_activations": norm}
     if k:
         cfg["k"] = k
     if transcoder:
@@ -133,6 +137,11 @@ def write_scope(path, w):
 
 def reference_encode(kind, w, x, k=None):
     """The formats' definitions, written out."""
+    if kind.endswith("-cnr"):  # SAELens constant_norm_rescale: x * sqrt(d_in) / |x|, before b_dec
+        return reference_encode(kind[:-4], w, x * x.shape[-1] ** 0.5 / x.norm(dim=-1, keepdim=True), k)
+    if kind.endswith("-ln"):  # SAELens layer_norm: (x - mean) / (std + 1e-5), before b_dec
+        xc = x - x.mean(-1, keepdim=True)
+        return reference_encode(kind[:-3], w, xc / (xc.std(-1, keepdim=True) + 1e-5), k)
     if kind == "relu":  # SAELens standard, apply_b_dec_to_input
         return torch.relu((x - w["b_dec"]) @ w["W_enc"] + w["b_enc"])
     if kind == "topk":  # SAELens TopK
@@ -155,7 +164,7 @@ def reference_encode(kind, w, x, k=None):
     if kind in ("scope", "transcoder-jumprelu"):  # Gemma Scope: no b_dec on the input
         pre = x @ w["W_enc"] + w["b_enc"]
         return pre * (pre > w["threshold"])
-    if kind == "transcoder":  # SAELens transcoder: reads the MLP input, no b_dec subtracted
+    if kind in ("transcoder", "transcoder-skip"):  # SAELens transcoder: reads the MLP input, no b_dec subtracted
         return torch.relu(x @ w["W_enc"] + w["b_enc"])
     raise AssertionError(kind)
 
@@ -171,6 +180,9 @@ CASES = [  # (id, family, site, kind)
     ("saelens-topk-llama-resid_mid", "llama", "resid_mid", "topk"),
     ("saelens-relu-llama-mlp_out", "llama", "mlp_out", "relu"),
     ("gemma-scope-llama-transcoder", "llama", "mlp_in", "transcoder-jumprelu"),
+    ("saelens-topk-constant-norm-rescale", "gpt2", "resid_post", "topk-cnr"),
+    ("saelens-relu-layer-norm-llama", "llama", "resid_pre", "relu-ln"),
+    ("saelens-skip-transcoder", "llama", "mlp_in", "transcoder-skip"),
 ]
 HOOKS = {"resid_pre": "hook_resid_pre", "resid_post": "hook_resid_post", "resid_mid": "hook_resid_mid",
          "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out", "mlp_in": "ln2.hook_normalized"}
@@ -188,9 +200,13 @@ def make_sae_file(tmp, eng, case, layer):
     elif kind == "transcoder-jumprelu":
         path = write_scope(tmp / "gemma-scope-2b-pt-transcoders" / f"layer_{layer}" / "width_16k" / "l0_9" / "params.npz", w)
     else:
-        arch = {"relu": "standard", "transcoder": "standard"}.get(kind, kind)
-        path = write_saelens(tmp / name, w, arch, layer, HOOKS[site], k=K if kind == "topk" else None,
-                             transcoder=kind == "transcoder")
+        base, _, norm = kind.partition("-")
+        arch = {"relu": "standard", "transcoder": "standard"}.get(base, base)
+        skip = torch.randn(d, d, generator=torch.Generator().manual_seed(5)) * 0.05 if norm == "skip" else None
+        path = write_saelens(tmp / name, w, arch, layer, HOOKS[site], k=K if base == "topk" else None,
+                             transcoder=base == "transcoder", skip=skip,
+                             norm={"cnr": "constant_norm_rescale", "ln": "layer_norm"}.get(norm, "none"))
+        w = dict(w, W_skip=skip)
     return path, w
 
 
@@ -252,6 +268,57 @@ def test_jumprelu_threshold_is_respected(gpt2, tmp_path):
     assert int((acts != 0).sum()) == int((pre > 0.4).sum())
 
 
+def reference_decode(kind, w, f, x):
+    """SAELens' decode, written out: W_dec and b_dec, the input normalisation undone (not for a
+    transcoder), a skip transcoder's W_skip path added."""
+    out = f @ w["W_dec"] + w["b_dec"]
+    if kind.endswith("-cnr"):
+        return out * x.norm(dim=-1, keepdim=True) / x.shape[-1] ** 0.5
+    if kind.endswith("-ln"):
+        return out * (x - x.mean(-1, keepdim=True)).std(-1, keepdim=True) + x.mean(-1, keepdim=True)
+    if kind == "openai":  # OpenAI: ret * std + mu
+        return out * (x - x.mean(-1, keepdim=True)).std(-1, keepdim=True) + x.mean(-1, keepdim=True)
+    if kind == "transcoder-skip":
+        return out + x @ w["W_skip"].T
+    return out
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[3] in ("topk-cnr", "relu-ln", "transcoder-skip", "openai", "relu")],
+                         ids=lambda c: c[0])
+def test_decode_undoes_the_input_normalisation_and_adds_the_skip_path(case, request, tmp_path):
+    from neuronwidget.subject.sae import save_saelens
+
+    eng = request.getfixturevalue(case[1])
+    path, w = make_sae_file(tmp_path, eng, case, 1)
+    sae = eng.add_sae(path, name=case[0])
+    x = hooked(eng, [eng.lm.encode("The cat sat on the mat.")], 1, case[2])[0]
+    f = sae.encode(x)
+    torch.testing.assert_close(f, reference_encode(case[3], w, x, K), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sae.decode(f, x), reference_decode(case[3], w, f, x), rtol=1e-4, atol=1e-5)
+    if case[3] != "relu":
+        with pytest.raises(ValueError, match="decode needs the input x too"):
+            sae.decode(f)
+    # written back as a SAELens folder, it reads the same (its normalisation and skip path included)
+    save_saelens(sae, tmp_path / "again")
+    again = load_sae(tmp_path / "again", name="again")
+    assert again.identity == sae.identity and again.normalize == sae.normalize
+    torch.testing.assert_close(again.decode(again.encode(x), x), sae.decode(f, x))
+
+
+def test_a_normalisation_scale_kept_outside_the_folder_is_refused_with_what_to_do(gpt2, tmp_path):
+    w = draw(width(gpt2))
+    with pytest.raises(SAEFormatError, match=r"expected_average_only_in.*fold it into the weights"):
+        load_sae(write_saelens(tmp_path / "avg", w, "standard", 0, "hook_resid_pre", norm="expected_average_only_in"))
+    with pytest.raises(SAEFormatError, match=r"normalize_activations='batch' is not one neuronwidget reads; supported: "
+                                             r"none, layer_norm, constant_norm_rescale"):
+        load_sae(write_saelens(tmp_path / "b", w, "standard", 0, "hook_resid_pre", norm="batch"))
+    with pytest.raises(SAEFormatError, match=r"hold W_skip \(a skip transcoder.s\) but cfg.json describes an SAE"):
+        folder = write_saelens(tmp_path / "s", w, "standard", 0, "hook_resid_pre", skip=torch.zeros(width(gpt2), width(gpt2)))
+        cfg = json.loads((folder / "cfg.json").read_text())
+        (folder / "cfg.json").write_text(json.dumps(dict(cfg, architecture="standard")))
+        load_sae(folder)
+
+
 # -- interventions -------------------------------------------------------------------------------
 def manual_greedy(eng, ids, mod_fn, n):
     """Greedy decoding of the whole model (no cache), one hook on the MLP / block written here."""
@@ -310,6 +377,36 @@ def test_steering_a_latent_equals_adding_its_decoder_direction_by_a_manual_hook(
     with torch.no_grad():
         after = eng.lm.model(input_ids=torch.tensor([prompt]), use_cache=False).logits[0].float()
     torch.testing.assert_close(after, clean)
+
+
+def test_interventions_of_a_normalising_sae_are_in_the_sites_scale(gpt2, tmp_path):
+    """decode(f + s e_i) - decode(f) = s W_dec[i] |x| / sqrt(d_in) for constant_norm_rescale: steering and
+    ablation add exactly that, as a hand-written hook does."""
+    from neuronwidget.subject.units import latent_logits
+
+    case = next(c for c in CASES if c[3] == "topk-cnr")
+    path, w = make_sae_file(tmp_path, gpt2, case, 1)
+    sae = gpt2.add_sae(path, name="cnr")
+    prompt = gpt2.lm.encode("The Eiffel Tower is")
+    mod, _ = module_at(gpt2, 1, "resid_post")
+    scale = lambda x: x.norm(dim=-1, keepdim=True) / x.shape[-1] ** 0.5  # noqa: E731
+    f = reference_encode(case[3], w, hooked(gpt2, [prompt], 1, "resid_post"), K)[0]
+    lat = int(f.sum(0).argmax())
+
+    def run(edit):
+        h = mod.register_forward_hook(lambda _m, _a, o: (edit(o[0]), *o[1:]) if isinstance(o, tuple) else edit(o))
+        try:
+            with torch.no_grad():
+                return gpt2.lm.model(input_ids=torch.tensor([prompt]), use_cache=False).logits[0].float()
+        finally:
+            h.remove()
+
+    manual = run(lambda o: o - reference_encode(case[3], w, o.float(), K)[..., lat:lat + 1] * w["W_dec"][lat] * scale(o.float()))
+    clean, ablated = latent_logits(gpt2.lm, sae, prompt, ablate=[lat])
+    torch.testing.assert_close(ablated, manual, rtol=1e-4, atol=1e-4)
+    assert (ablated - clean).abs().max() > 1e-4
+    manual = run(lambda o: o + 3.0 * w["W_dec"][lat] * scale(o.float()))
+    torch.testing.assert_close(latent_logits(gpt2.lm, sae, prompt, steer={lat: 3.0})[1], manual, rtol=1e-4, atol=1e-4)
 
 
 # -- bad files ------------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def latent_connections(layer: int, latent: int, *, units: str, model: Any = None
         raise ValueError(f"k must be an integer in 1..100, got {k!r}")
     strings = eng.lm.token_strings()
     out = unembed_scores(eng.lm, sae.W_dec[latent])
-    inp = embed_scores(eng.lm, sae.W_enc[:, latent]) if not sae.normalize else None
+    inp = embed_scores(eng.lm, sae.W_enc[:, latent]) if sae.normalize != "layer_norm" else None
     dec = sae.W_dec / sae.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-12)
     cos = dec @ dec[latent]
     cos[latent] = -2
@@ -123,7 +123,7 @@ def latent_connections(layer: int, latent: int, *, units: str, model: Any = None
     top = torch.topk(out, k)
     bottom = torch.topk(-out, k)
     notes = []
-    if sae.normalize:
+    if sae.normalize == "layer_norm":
         notes.append("this SAE layer-normalises its input: input tokens are not shown")
     if inp is not None:
         ti = torch.topk(inp, k)

@@ -9,6 +9,14 @@ the MLP output. Encoders, all on float32:
 * ``jumprelu`` (Gemma Scope, SAELens "jumprelu"): ``pre * (pre > threshold)``;
 * ``gated`` (SAELens "gated"): ``[(x - b_dec) W_enc + b_gate > 0] * relu(((x - b_dec) W_enc) * exp(r_mag) + b_mag)``.
 
+Input normalisation (SAELens ``normalize_activations``), applied before all of the above and
+undone on the reconstruction (not on a transcoder's, whose output lives elsewhere):
+
+* ``layer_norm`` (also OpenAI's TopK SAEs): ``(x - mean) / (std + 1e-5)``; undone as ``* std + mean``;
+* ``constant_norm_rescale``: ``x * sqrt(d_in) / |x|``; undone by dividing by that factor.
+
+A skip transcoder adds ``x W_skip^T`` (the raw MLP input) to its reconstruction.
+
 Formats are read here, without ``sae-lens`` (README "Beyond neurons" says why):
 
 * a SAELens folder: ``cfg.json`` + ``sae_weights.safetensors`` (W_enc [d_in, d_sae], b_enc,
@@ -39,6 +47,7 @@ import torch
 from .sites import SITE_WORDS, SITES, check_site, site_width
 
 ACTIVATIONS = ("relu", "topk", "jumprelu", "gated")
+NORMALIZATIONS = ("none", "layer_norm", "constant_norm_rescale")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -71,8 +80,9 @@ class SAE:
     r_mag: torch.Tensor | None = None
     b_mag: torch.Tensor | None = None
     b_in: torch.Tensor | None = None  # subtracted from the input before encoding (SAELens apply_b_dec_to_input, OpenAI pre_bias)
-    normalize: bool = False  # OpenAI TopK: layer-norm the input (no affine), undo it on decode
+    normalize: str = "none"  # one of NORMALIZATIONS (see the module doc); OpenAI TopK: "layer_norm"
     transcoder: bool = False
+    W_skip: torch.Tensor | None = None  # [d_out, d_in]: a skip transcoder's linear path from input to output
     source: str = ""
     format: str = ""
     model_name: str | None = None  # the model the file says it was trained on, if it says
@@ -81,6 +91,10 @@ class SAE:
 
     def __post_init__(self) -> None:
         check_site(self.site)
+        if self.normalize not in NORMALIZATIONS:
+            raise SAEFormatError(f"{self.name}: normalize must be one of {', '.join(NORMALIZATIONS)}; got {self.normalize!r}")
+        if self.W_skip is not None and not self.transcoder:
+            raise SAEFormatError(f"{self.name}: only a transcoder has a skip path (W_skip)")
         if self.activation not in ACTIVATIONS:
             raise SAEFormatError(f"{self.name}: activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}")
         if not isinstance(self.layer, int) or isinstance(self.layer, bool) or self.layer < 0:
@@ -92,7 +106,8 @@ class SAE:
             raise SAEFormatError(f"{self.name}: W_enc must be 2-D [d_in, d_sae], got shape {tuple(self.W_enc.shape)}")
         d_out = self.W_dec.shape[1] if self.W_dec.dim() == 2 else None
         expect = {"b_enc": (d_sae,), "W_dec": (d_sae, d_out if d_out is not None else -1), "b_dec": (d_out,),
-                  "threshold": (d_sae,), "b_gate": (d_sae,), "r_mag": (d_sae,), "b_mag": (d_sae,), "b_in": (d_in,)}
+                  "threshold": (d_sae,), "b_gate": (d_sae,), "r_mag": (d_sae,), "b_mag": (d_sae,), "b_in": (d_in,),
+                  "W_skip": (d_out, d_in)}
         for key, shape in expect.items():
             t = getattr(self, key)
             if t is None:
@@ -149,8 +164,12 @@ class SAE:
                                                                     "gated": "gated"}[self.activation]
         reads = SITE_WORDS[self.site].format(L=self.layer)
         what = f"{self.kind} {self.name!r}: {self.d_sae:,} {act} latents reading {reads}"
+        if self.normalize != "none":
+            what += f" ({self.normalize.replace('_', ' ')})"
         if self.transcoder:
             what += f", predicting {SITE_WORDS['mlp_out'].format(L=self.layer)}"
+            if self.W_skip is not None:
+                what += " with a skip path"
         return what
 
     def __repr__(self) -> str:
@@ -162,7 +181,7 @@ class SAE:
         if self._identity is None:
             h = hashlib.sha1()
             h.update(json.dumps([self.layer, self.site, self.activation, self.k, self.normalize, self.transcoder]).encode())
-            for key in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "b_gate", "r_mag", "b_mag", "b_in"):
+            for key in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "b_gate", "r_mag", "b_mag", "b_in", "W_skip"):
                 t = getattr(self, key)
                 h.update(key.encode())
                 if t is not None:
@@ -171,28 +190,41 @@ class SAE:
         return self._identity
 
     # -- the maths -----------------------------------------------------------------------------
-    def _prep(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
-        info = None
-        if self.normalize:
-            mu = x.mean(-1, keepdim=True)
-            x = x - mu
-            std = x.std(-1, keepdim=True)
-            x = x / (std + 1e-5)
-            info = (mu, std)
+        if self.normalize == "layer_norm":
+            x = x - x.mean(-1, keepdim=True)
+            x = x / (x.std(-1, keepdim=True) + 1e-5)
+        elif self.normalize == "constant_norm_rescale":
+            x = x / self._norm_scale(x)
         if self.b_in is not None:
             x = x - self.b_in.to(x.device)
-        return x, info
+        return x
+
+    def _norm_scale(self, x: torch.Tensor) -> torch.Tensor | float:
+        """The input normalisation's scale for input ``x`` [..., d_in] (1 when there is none)."""
+        x = x.float()
+        if self.normalize == "layer_norm":
+            return (x - x.mean(-1, keepdim=True)).std(-1, keepdim=True)
+        if self.normalize == "constant_norm_rescale":
+            return x.norm(dim=-1, keepdim=True) / self.d_in ** 0.5
+        return 1.0
+
+    def output_scale(self, x: torch.Tensor) -> torch.Tensor | float:
+        """What multiplies a decoder-space vector to bring it to the scale of the site's values,
+        given the input ``x`` [..., d_in]: the undoing of the input normalisation (1 when there is
+        none, and for a transcoder, whose output is not normalised)."""
+        return 1.0 if self.transcoder else self._norm_scale(x)
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        x, _ = self._prep(x)
+        x = self._prep(x)
         return x @ self.W_enc.to(x.device) + self.b_enc.to(x.device)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """float32 latents [..., d_sae] of site values ``x`` [..., d_in]."""
         if x.shape[-1] != self.d_in:
             raise ValueError(f"{self.name} reads {self.d_in} numbers per token, got {x.shape[-1]}")
-        xp, _ = self._prep(x)
+        xp = self._prep(x)
         dev = xp.device
         if self.activation == "gated":
             pre = xp @ self.W_enc.to(dev)
@@ -208,15 +240,20 @@ class SAE:
         return torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
 
     def decode(self, f: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        """The reconstruction [..., d_out] from latents ``f``; a normalising (OpenAI TopK) SAE
-        needs the input ``x`` to undo its layer norm."""
+        """The reconstruction [..., d_out] from latents ``f``; an SAE that normalises its input,
+        and a skip transcoder, need the input ``x`` too."""
         out = f.float() @ self.W_dec.to(f.device) + self.b_dec.to(f.device)
-        if self.normalize:
-            if x is None:
-                raise ValueError(f"{self.name} normalises its input: decode needs the input x too")
-            _, (mu, std) = self._prep(x)
-            out = out * (std + 1e-5) + mu
-        return out
+        needs_x = self.W_skip is not None if self.transcoder else self.normalize != "none"
+        if not needs_x:
+            return out
+        if x is None:
+            why = "has a skip path" if self.transcoder else f"normalises its input ({self.normalize})"
+            raise ValueError(f"{self.name} {why}: decode needs the input x too")
+        x = x.float()
+        if self.transcoder:
+            return out + x @ self.W_skip.to(x.device).T
+        out = out * self.output_scale(x)
+        return out + x.mean(-1, keepdim=True) if self.normalize == "layer_norm" else out
 
     def direction(self, latent: int) -> torch.Tensor:
         """Latent ``latent``'s decoder direction [d_out] (what one unit of it adds at ``writes``;
@@ -342,9 +379,13 @@ def _read_saelens(folder: Path, name: str, layer: int | None, site: str | None) 
                              "standard (relu), topk, jumprelu, gated, and transcoders with those")
     k = cfg.get("k", (cfg.get("activation_fn_kwargs") or {}).get("k"))
     norm = cfg.get("normalize_activations", "none") or "none"
-    if norm not in ("none", None):
-        raise SAEFormatError(f"{name}: normalize_activations={norm!r} is not supported (only 'none'): the scale it "
-                             "needs is not in the folder")
+    if norm == "expected_average_only_in":
+        raise SAEFormatError(f"{name}: normalize_activations='expected_average_only_in' scales the input by a factor "
+                             "measured on the training data, which SAELens keeps outside this folder; fold it into the "
+                             "weights first (SAELens: sae.fold_activation_norm_scaling_factor(factor); sae.save_model(...))")
+    if norm not in NORMALIZATIONS:
+        raise SAEFormatError(f"{name}: normalize_activations={norm!r} is not one neuronwidget reads; supported: "
+                             f"{', '.join(NORMALIZATIONS)}")
     W_enc = _t(arrays, "W_enc", name)
     threshold = _t(arrays, "threshold", name, required=False)
     if activation == "jumprelu" and threshold is None and "log_threshold" in arrays:
@@ -357,14 +398,16 @@ def _read_saelens(folder: Path, name: str, layer: int | None, site: str | None) 
         raise SAEFormatError(f"{name}: cfg.json says d_in={cfg['d_in']}, d_sae={cfg['d_sae']} but W_enc has shape "
                              f"{tuple(W_enc.shape)}")
     apply = bool(cfg.get("apply_b_dec_to_input", False)) and not transcoder
-    if transcoder and "W_skip" in arrays:
-        raise SAEFormatError(f"{name}: skip transcoders (W_skip) are not supported")
+    W_skip = _t(arrays, "W_skip", name, required="skip" in arch)
+    if W_skip is not None and not transcoder:
+        raise SAEFormatError(f"{name}: the weights hold W_skip (a skip transcoder's) but cfg.json describes an SAE")
     return SAE(name=name, layer=int(layer), site=site, activation=activation, W_enc=W_enc, b_enc=b_enc, W_dec=W_dec,
                b_dec=b_dec, k=None if k is None else int(k), threshold=threshold,
                b_gate=_t(arrays, "b_gate", name, required=activation == "gated"),
                r_mag=_t(arrays, "r_mag", name, required=activation == "gated"),
                b_mag=_t(arrays, "b_mag", name, required=activation == "gated"),
-               b_in=b_dec.clone() if apply else None, transcoder=transcoder, source=str(folder), format="saelens",
+               b_in=b_dec.clone() if apply else None, normalize=norm, transcoder=transcoder, W_skip=W_skip,
+               source=str(folder), format="saelens",
                model_name=cfg.get("model_name"))
 
 
@@ -394,9 +437,9 @@ def _read_openai(path: Path, name: str, layer: int | None, site: str | None) -> 
     if act == "TopK":
         k = (state.get("activation_state_dict") or {}).get("k")
         k = int(k.item()) if isinstance(k, torch.Tensor) else k
-        activation, normalize = "topk", True
+        activation, normalize = "topk", "layer_norm"
     elif act == "ReLU":
-        k, activation, normalize = None, "relu", False
+        k, activation, normalize = None, "relu", "none"
     else:
         raise SAEFormatError(f"{name}: activation {act!r} is not supported; supported: TopK, ReLU")
     if enc.dim() != 2 or dec.dim() != 2 or dec.shape != enc.shape[::-1]:
@@ -509,9 +552,9 @@ def save_saelens(sae: SAE, folder: Path, extra: dict[str, Any] | None = None) ->
             "attn_out": "hook_attn_out", "mlp_in": "ln2.hook_normalized", "mlp_out": "hook_mlp_out",
             "mlp_post": "mlp.hook_post"}[sae.site]
     arch = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}[sae.activation]
-    cfg: dict[str, Any] = {"architecture": ("transcoder" if arch == "standard" else f"{arch}_transcoder") if sae.transcoder
-                           else arch, "d_in": sae.d_in, "d_sae": sae.d_sae, "hook_name": f"blocks.{sae.layer}.{hook}",
-                           "apply_b_dec_to_input": sae.b_in is not None, "normalize_activations": "none",
+    tc_arch = ("skip_transcoder" if sae.W_skip is not None else "transcoder") if arch == "standard" else f"{arch}_transcoder"
+    cfg: dict[str, Any] = {"architecture": tc_arch if sae.transcoder else arch, "d_in": sae.d_in, "d_sae": sae.d_sae, "hook_name": f"blocks.{sae.layer}.{hook}",
+                           "apply_b_dec_to_input": sae.b_in is not None, "normalize_activations": sae.normalize,
                            "dtype": "float32", "model_name": sae.model_name}
     if sae.transcoder:
         cfg.update({"d_out": sae.d_out, "hook_name_out": f"blocks.{sae.layer}.hook_mlp_out"})
@@ -520,7 +563,7 @@ def save_saelens(sae: SAE, folder: Path, extra: dict[str, Any] | None = None) ->
         cfg["activation_fn_kwargs"] = {"k": sae.k}
     cfg.update(extra or {})
     tensors = {k: getattr(sae, k).contiguous() for k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "b_gate",
-                                                          "r_mag", "b_mag") if getattr(sae, k) is not None}
+                                                          "r_mag", "b_mag", "W_skip") if getattr(sae, k) is not None}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / "sae_weights.safetensors", st_save(tensors))

@@ -182,10 +182,9 @@ class _LatentEditor:
         if self.ablate:
             idx = torch.tensor(self.ablate, device=x.device)
             out = out - f[..., idx] @ sae.W_dec[idx].to(x.device)
-        if sae.normalize:  # decoder directions live in the normalised space: back to the site's scale
-            xf = x.float()
-            out = out * (xf - xf.mean(-1, keepdim=True)).std(-1, keepdim=True).add(1e-5)
-        return out
+        # decoder directions of an SAE that normalises its input live in the normalised space: back
+        # to the site's scale (x is the site's value here: an SAE writes where it reads)
+        return out * sae.output_scale(x)
 
     def install(self) -> list[Any]:
         sae, handles = self.sae, []
