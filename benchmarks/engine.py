@@ -262,8 +262,8 @@ def main() -> None:
               f"(goal <= 50); index {size / 1e6:.1f} MB for {index.n_tokens:,} tokens "
               f"({index.n_windows} windows); every activation of the corpus in float16 would be {dense / 1e6:.1f} MB")
         if hasattr(index, "layer_arrays"):  # format >= 4: one folder per layer
-            per = np.concatenate([np.diff(np.asarray(index.layer_arrays(layer)["ref_offsets"]))
-                                  for layer in range(index.n_layers)])
+            per = np.array([len(index.stored_windows(layer, n)) for layer in range(index.n_layers)
+                            for n in range(0, index.n_neurons, 97)])
             print(f"      windows stored per neuron: mean {per.mean():.1f} of {index.n_windows} "
                   f"(settings {index.settings})")
         big = sorted(index.folder.rglob("*.npy"), key=lambda p: -p.stat().st_size)[:4]

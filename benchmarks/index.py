@@ -7,7 +7,8 @@ Prints (a benchmark, not a test; every figure is measured in this run, in a fres
      the forward stopping there) / one full index build, both measured here
      (goal <= 0.25);
   2. index size on disk, against what format 3 stored for the same records (float16 window
-     activations, int32 ids, full histogram edges; goal <= 40% of format 3's 646 MB);
+     activations, int32 ids, full histogram edges; goal <= 40% of format 3's 646 MB), and where
+     the bytes go: per array, and the stored windows by the lists that reference them;
   3. simulation scores (``explanations.scoring.score``, the offline default explainer and
      simulator) from the compact records vs from exact float32 values recomputed by the model,
      on ``--neurons`` neurons, each side of these signed neurons (goal: every |difference|
@@ -29,6 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from neuronwidget import api as config  # noqa: E402
 from neuronwidget.activations import Corpus, Engine, bundled_corpus  # noqa: E402
 from neuronwidget.activations.build import IndexBuilder  # noqa: E402
+from neuronwidget.activations.store import BOTTOM, QUANTILE, RANDOM, TOP, ref_layout  # noqa: E402
+
+
+def stored_rows(idx, layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """(neuron, flags) of every window a layer stores (see store.ref_layout)."""
+    a = idx.layer_arrays(layer)
+    neuron, _, flags, _ = ref_layout(a["top_ids"], a["bottom_ids"], idx._common["rand_ids"], a["q_ids"])
+    return neuron, flags
 
 
 def corpus_of(tokens: int) -> Corpus:
@@ -42,8 +51,8 @@ def format3_bytes(idx) -> int:
     total = 0
     for layer in range(idx.n_layers):
         a = idx.layer_arrays(layer)
-        rows = int(a["ref_offsets"][-1])
-        total += rows * (64 * 2 + 4) + a["ref_offsets"].nbytes
+        rows = len(stored_rows(idx, layer)[0])
+        total += rows * (64 * 2 + 4) + (idx.n_neurons + 1) * 8  # float16 values and int32 id per window, offsets
         for name in ("top_ids", "bottom_ids", "q_ids", "hist_counts"):
             total += a[name].size * 4
         for name in ("top_max", "bottom_min", "q_bounds", "moments", "extremes"):
@@ -68,6 +77,7 @@ def main() -> None:
 
     if args.scores_only:
         idx = eng.index(corpus, progress=False)
+        size(idx)
         return scores(eng, idx, args)
     # 1. first view of a layer vs a full build, each in a fresh cache
     config.configure(cache_dir=tempfile.mkdtemp(prefix="nw-bench-"), model=eng.lm)
@@ -84,15 +94,30 @@ def main() -> None:
     print(f"\n1. first NeuronView({args.layer}, 5) on a fresh cache: {first_view:.1f}s (layers {ready} built); "
           f"full index build: {full:.1f}s -> ratio {first_view / full:.2f} (goal <= 0.25)")
 
-    # 2. size
-    size, old = idx.size_bytes(), format3_bytes(idx)
-    rows = sum(int(idx.layer_arrays(layer)["ref_offsets"][-1]) for layer in range(idx.n_layers))
-    print(f"\n2. index size: {size / 1e6:.1f} MB; format 3 stored the same records in {old / 1e6:.1f} MB "
-          f"-> {size / old:.2f} ({size / 646e6:.2f} of the 646 MB the issue measured; goal <= 0.40)")
-    print(f"   {rows:,} stored windows ({rows / idx.n_layers / idx.n_neurons:.1f} per neuron) at 50 bytes "
-          f"(6-bit codes + 2 range bytes) instead of 128 (float16)")
-
+    size(idx)
     scores(eng, idx, args)
+
+
+def size(idx) -> None:
+    total, old = idx.size_bytes(), format3_bytes(idx)
+    per_array: dict[str, int] = {}
+    for path in idx.folder.rglob("*.npy"):
+        per_array[path.stem] = per_array.get(path.stem, 0) + path.stat().st_size
+    kinds = {"top": 0, "bottom (not top)": 0, "random (not top/bottom)": 0, "quantile samples only": 0}
+    rows = 0
+    for layer in range(idx.n_layers):
+        _, flags = stored_rows(idx, layer)
+        rows += len(flags)
+        kinds["top"] += int(((flags & TOP) != 0).sum())
+        kinds["bottom (not top)"] += int(((flags & (TOP | BOTTOM)) == BOTTOM).sum())
+        kinds["random (not top/bottom)"] += int(((flags & (TOP | BOTTOM | RANDOM)) == RANDOM).sum())
+        kinds["quantile samples only"] += int((flags == QUANTILE).sum())
+    per = idx.n_layers * idx.n_neurons
+    print(f"\n2. index size: {total / 1e6:.1f} MB; format 3 stored the same records in {old / 1e6:.1f} MB "
+          f"-> {total / old:.3f} ({total / 646e6:.3f} of the 646 MB the issue measured; goal <= 0.40)")
+    print(f"   {rows:,} stored windows ({rows / per:.1f} per neuron: "
+          + ", ".join(f"{k} {v / per:.1f}" for k, v in kinds.items()) + ")")
+    print("   per array: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sorted(per_array.items(), key=lambda kv: -kv[1])))
 
 
 def scores(eng, idx, args) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from ..subject import run_mlp_hooks
 from . import codes
-from .store import N_BINS, QUANTILES
+from .store import BOTTOM, N_BINS, QUANTILE, QUANTILES, TOP, ref_layout
 
 MAX_SHARDS = 64  # a build's windows are cut into at most this many shards of whole batches
 Progress = Callable[[int, int, str], None]
@@ -399,7 +399,7 @@ def finalize_arrays(plan: Plan, state: IndexState) -> dict[int, dict[str, np.nda
         layer_arrays = {
             **{k: lists[k] for k in ("top_ids", "top_max", "bottom_ids", "bottom_min", "q_ids")},
             "q_bounds": state.calib.q_bounds[pos],
-            "moments": _moments(total[pos] / n_tokens),
+            "moments": _moments(total[pos] / n_tokens).float(),  # summed in float64; float32 is plenty to keep
             "hist_counts": s.hist.to(count_dtype),  # a count never exceeds the tokens
             "extremes": torch.stack([s.lowest, s.highest], 1),
             "hist_range": _hist_range(s, state.calib.lo[pos], state.calib.hi[pos]),
@@ -431,25 +431,31 @@ def _window_lists(s: Any, n: int, q: int) -> dict[str, torch.Tensor]:
 
 
 def _references(plan: Plan, s: Any, lists: dict[str, torch.Tensor], n: int) -> dict[str, np.ndarray]:
-    """Per neuron, every window any of its lists references, once (sorted by window id), with its
-    activations as 6-bit codes (``codes``): the records' storage."""
-    rand = torch.as_tensor(plan.rand_ids, device=lists["top_ids"].device).expand(n, -1)
-    ids = torch.cat([lists["top_ids"], lists["bottom_ids"], rand, lists["q_ids"].view(n, -1)], 1)
+    """Per neuron, every window any of its lists references, once (:func:`.store.ref_layout`), with
+    its activations as codes: 6-bit (``ref_codes``), 4-bit for windows only the quantile samples
+    reference (``sample_codes``), and the range bytes the exact extremes do not give."""
+    ids = {k: lists[k].cpu().numpy() for k in ("top_ids", "bottom_ids", "q_ids")}
+    neuron, window, flags, src = ref_layout(ids["top_ids"], ids["bottom_ids"], plan.rand_ids, ids["q_ids"])
     acts = torch.cat([lists["top_a"], lists["bottom_a"], s.rand_a, lists["q_a"].view(n, _NB * plan.n_quantile, -1)], 1)
-    ids_sorted, order = torch.sort(ids, dim=1, stable=True)
-    first = ids_sorted >= 0
-    first[:, 1:] &= ids_sorted[:, 1:] != ids_sorted[:, :-1]
-    rows, cols = first.nonzero(as_tuple=True)  # row-major: neuron by neuron, window ids ascending
-    ref_acts = acts[rows, order[rows, cols]].float().cpu().numpy()
-    row_neuron = rows.cpu().numpy()
-    highest, lowest = s.highest.cpu().numpy(), s.lowest.cpu().numpy()
-    ref_codes, ref_ranges = codes.encode(ref_acts, highest[row_neuron], lowest[row_neuron])
-    counts = first.sum(1).cpu().numpy()
-    return {
-        "ref_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        "ref_windows": ids_sorted[rows, cols].cpu().numpy().astype(np.uint16 if plan.n_windows <= (1 << 16) else np.int32),
-        "ref_codes": ref_codes, "ref_ranges": ref_ranges,
-    }
+    ref_acts = acts.reshape(-1, acts.shape[2])[torch.from_numpy(src).to(acts.device)].float().cpu().numpy()
+    highest, lowest = s.highest.cpu().numpy()[neuron], s.lowest.cpu().numpy()[neuron]
+    # each window's range: its exact maximum when it is a top window (the first list, so src
+    # points into it), its exact minimum when it is a bottom window, else its stored values'
+    hi, lo = ref_acts.max(1), ref_acts.min(1)
+    top = (flags & TOP) != 0
+    hi[top] = lists["top_max"].cpu().numpy().reshape(-1)[neuron[top] * plan.top_k + src[top] % acts.shape[1]]
+    bottom = (flags & BOTTOM) != 0
+    if bottom.any():
+        b_ids, b_min = ids["bottom_ids"], lists["bottom_min"].cpu().numpy()
+        col = (b_ids[neuron[bottom]] == window[bottom, None]).argmax(1)  # each listed once
+        lo[bottom] = b_min[neuron[bottom], col]
+    ranges = codes.range_codes(hi, lo, highest, lowest)
+    sample = flags == QUANTILE
+    out = {}
+    for name, rows, bits in (("ref_codes", ~sample, codes.BITS), ("sample_codes", sample, codes.SAMPLE_BITS)):
+        out[name] = codes.encode(ref_acts[rows], ranges[rows], highest[rows], lowest[rows], bits)
+    out["ref_hi"], out["ref_lo"] = ranges[~top, 0], ranges[~bottom, 1]
+    return out
 
 
 def _moments(raw: torch.Tensor) -> torch.Tensor:

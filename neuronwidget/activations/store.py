@@ -17,9 +17,15 @@ processes building one index take turns on a lock file (``<key>.lock``, ``fcntl.
 see :mod:`.build`), and every part appears by one ``rename``, so a reader never sees a
 half-written part and two writers never mix their files.
 
-Window activations are stored compactly (:mod:`.codes`: 6-bit codes, 50 bytes a window
-instead of float16's 128). Exact float32 values are recomputed, for the windows a view
-shows, by running those windows to the layer (:meth:`NeuronIndex.attach`).
+Window activations are stored compactly (:mod:`.codes`): per neuron, every window one of
+its lists references, once, neuron by neuron and window ids ascending (:func:`ref_layout`
+derives that order from the lists themselves, so no window id is stored twice): 6-bit codes
+(``ref_codes``, 48 bytes a window) for the windows scores and views read, 4-bit codes
+(``sample_codes``, 32 bytes) for the windows only the quantile samples reference, and each
+window's range bytes (``ref_hi``, ``ref_lo``) except those its exact extreme gives (a top
+window's maximum is ``top_max``, a bottom window's minimum ``bottom_min``). Exact float32
+values are recomputed, for the windows a view shows, by running those windows to the layer
+(:meth:`NeuronIndex.attach`).
 """
 
 from __future__ import annotations
@@ -41,8 +47,10 @@ from ..records import ActivationRecord, NeuronId, NeuronRecord, check_layer_neur
 from . import codes
 
 # 2: both tails, per-neuron deduplicated window activations; 3: bottom tail optional,
-# extremes; 4: one folder per layer, window activations as 6-bit codes, exact values recomputed
-FORMAT_VERSION = 4
+# extremes; 4: one folder per layer, window activations as 6-bit codes, exact values recomputed;
+# 5: window ids and offsets derived from the lists, quantile-only windows in 4 bits, range
+# bytes given by exact extremes dropped, moments float32
+FORMAT_VERSION = 5
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 N_BINS = 48  # uniform histogram bins over the calibration range (+ underflow + overflow)
 COMMON = "common"
@@ -57,6 +65,32 @@ class CorruptIndexError(Exception):
 
 class LayerNotReadyError(LookupError):
     """The index has not recorded this layer yet (and was opened without a way to build it)."""
+
+
+# which of a neuron's lists reference a stored window (flags of ref_layout)
+TOP, BOTTOM, RANDOM, QUANTILE = 1, 2, 4, 8
+
+
+def ref_layout(top_ids: np.ndarray, bottom_ids: np.ndarray, rand_ids: np.ndarray, q_ids: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The windows stored for neurons with these lists (each [n, ...], -1 = empty slot):
+    (neuron, window, flags, src), one entry per distinct (neuron, window), neuron by neuron and
+    window ids ascending: the order of the stored rows. ``flags`` ORs TOP / BOTTOM / RANDOM /
+    QUANTILE for the lists that reference the window; ``src`` is the position of its first
+    reference in the row-major [n, top | bottom | random | quantile] concatenation of the lists.
+    Writer and reader both derive the layout here, so it is never stored."""
+    n = len(top_ids)
+    parts = [np.asarray(top_ids), np.asarray(bottom_ids),
+             np.broadcast_to(np.asarray(rand_ids), (n, len(rand_ids))), np.asarray(q_ids).reshape(n, -1)]
+    ids = np.concatenate([p.astype(np.int64) for p in parts], 1)
+    kind = np.concatenate([np.full(p.shape[1], f, np.uint8) for p, f in zip(parts, (TOP, BOTTOM, RANDOM, QUANTILE))])
+    src = np.flatnonzero(ids >= 0)  # row-major
+    key = (src // ids.shape[1]) << 32 | ids.reshape(-1)[src]
+    order = np.argsort(key, kind="stable")  # stable: a window's first reference comes first
+    key, src = key[order], src[order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
+    flags = np.bitwise_or.reduceat(kind[src % ids.shape[1]], first) if len(key) else np.zeros(0, np.uint8)
+    return key[first] >> 32, key[first] & 0xFFFFFFFF, flags, src[first]
 
 
 def layer_dir(layer: int) -> str:
@@ -143,10 +177,10 @@ class NeuronIndex:
     extra, for signed neurons: ``bottom_k`` > 0) the ``bottom_k`` windows with the lowest
     minimum activation, lowest first.
 
-    Layout (format 4, see the module doc): each neuron's records reference windows by id;
+    Layout (format 5, see the module doc): each neuron's records reference windows by id;
     the activations of every window a neuron references are stored once for that neuron
-    (``ref_codes`` rows ``ref_offsets[n]:ref_offsets[n + 1]`` of its layer, window ids
-    ascending in ``ref_windows``) as 6-bit codes (:mod:`.codes`). The ranking statistic of
+    (:func:`ref_layout`; ``stored_windows(layer, n)``) as 6-bit codes, or 4-bit for windows
+    only its quantile samples reference (:mod:`.codes`). The ranking statistic of
     every top and bottom window (its maximum / minimum) and every neuron's range are exact
     float32, so the order of the records and max/min never depend on the codes.
 
@@ -188,6 +222,7 @@ class NeuronIndex:
         self._lm: Any = None
         self._exact: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._exact_bytes = 0
+        self._offsets: dict[int, dict[str, np.ndarray]] = {}  # layer -> row offsets (derived, see _row_offsets)
 
     def __repr__(self) -> str:
         return (f"NeuronIndex(model={self.model_name!r}, corpus={self.corpus_name!r}, "
@@ -258,7 +293,8 @@ class NeuronIndex:
     def values_note(self) -> str:
         if self._lm is not None:
             return "exact values (recomputed by the model for the windows shown)"
-        return (f"values stored as {codes.BITS}-bit codes (within a few % of each window's largest value); "
+        return (f"values stored as {codes.BITS}-bit codes (within a few % of each window's largest value; "
+                f"{codes.SAMPLE_BITS}-bit for windows only the quantile samples hold); "
                 "open the index with Engine.index() to see exact values")
 
     def exact_window_activations(self, layer: int, window_ids: Any) -> np.ndarray:
@@ -288,36 +324,76 @@ class NeuronIndex:
                 self._exact_bytes -= old.nbytes
         return out
 
+    def _row_offsets(self, layer: int) -> dict[str, np.ndarray]:
+        """Per neuron, where its rows start in each stored array of ``layer`` ([n + 1] cumulative
+        counts of ``ref_codes``, ``sample_codes``, ``ref_hi``, ``ref_lo`` rows), from the lists."""
+        with self._lock:
+            got = self._offsets.get(layer)
+            if got is None:
+                a = self.layer_arrays(layer)
+                neuron, _, flags, _ = ref_layout(a["top_ids"], a["bottom_ids"], self._common["rand_ids"], a["q_ids"])
+                got = {}
+                for name, rows in (("ref_codes", flags != QUANTILE), ("sample_codes", flags == QUANTILE),
+                                   ("ref_hi", (flags & TOP) == 0), ("ref_lo", (flags & BOTTOM) == 0)):
+                    counts = np.bincount(neuron[rows], minlength=self.n_neurons)
+                    got[name] = np.concatenate([[0], np.cumsum(counts)])
+                self._offsets[layer] = got
+            return got
+
+    def stored_windows(self, layer: int, neuron: int) -> np.ndarray:
+        """The ids of the windows whose activations this neuron keeps, ascending."""
+        layer, neuron = self._check(layer, neuron)
+        a = self.layer_arrays(layer)
+        return ref_layout(a["top_ids"][neuron:neuron + 1], a["bottom_ids"][neuron:neuron + 1], self._common["rand_ids"],
+                          a["q_ids"][neuron:neuron + 1])[1]
+
     def window_activations(self, layer: int, neuron: int, window_ids: Any) -> np.ndarray:
         """float32 [len(window_ids), 64]: the neuron's stored (decoded) activations on windows it
         recorded, with the exact maximum of a top window and minimum of a bottom window in
         place (a ValueError for a window it did not keep)."""
         layer, neuron = self._check(layer, neuron)
         a = self.layer_arrays(layer)
-        lo, hi = (int(x) for x in a["ref_offsets"][neuron:neuron + 2])
-        known = np.asarray(a["ref_windows"][lo:hi], dtype=np.int64)
+        off = self._row_offsets(layer)
+        one = slice(neuron, neuron + 1)
+        _, known, flags, _ = ref_layout(a["top_ids"][one], a["bottom_ids"][one], self._common["rand_ids"], a["q_ids"][one])
         ids = np.asarray(window_ids, dtype=np.int64).reshape(-1)
         pos = np.searchsorted(known, ids)
         if ids.size and (np.any(pos >= len(known)) or np.any(known[np.minimum(pos, len(known) - 1)] != ids)):
             raise ValueError(f"L{layer}/N{neuron} did not record some of windows {ids.tolist()}")
         low, high = (float(x) for x in a["extremes"][neuron])
-        rows = lo + pos
-        out = codes.decode(np.asarray(a["ref_codes"][rows]), np.asarray(a["ref_ranges"][rows]),
-                           np.full(len(rows), high), np.full(len(rows), low))
+        # each stored window's range codes: from the stored bytes, or from its exact extreme
+        exact = {}  # window -> (exact maximum or None, exact minimum or None)
+        for name, stat, side in (("top_ids", "top_max", 0), ("bottom_ids", "bottom_min", 1)):
+            for w, v in zip(np.asarray(a[name][neuron]).tolist(), np.asarray(a[stat][neuron]).tolist()):
+                if w >= 0:
+                    exact.setdefault(w, [None, None])[side] = v
+        ranges = np.empty((len(known), 2), dtype=np.uint8)
+        top, bottom = (flags & TOP) != 0, (flags & BOTTOM) != 0
+        ranges[~top, 0] = a["ref_hi"][off["ref_hi"][neuron]:off["ref_hi"][neuron + 1]]
+        ranges[~bottom, 1] = a["ref_lo"][off["ref_lo"][neuron]:off["ref_lo"][neuron + 1]]
+        for rows, side in ((top, 0), (bottom, 1)):
+            if rows.any():
+                v = np.array([exact[w][side] for w in known[rows].tolist()], dtype=np.float32)
+                r = codes.range_codes(v, v, np.full(len(v), high), np.full(len(v), low))
+                ranges[rows, side] = r[:, side]
+        out = np.empty((len(ids), 64), dtype=np.float32)
+        sample = flags == QUANTILE
+        for name, kind, bits in (("ref_codes", ~sample, codes.BITS), ("sample_codes", sample, codes.SAMPLE_BITS)):
+            mine = kind[pos]
+            if mine.any():
+                rows = off[name][neuron] + (np.cumsum(kind) - 1)[pos[mine]]
+                out[mine] = codes.decode(np.asarray(a[name][rows]), ranges[pos[mine]], np.full(mine.sum(), high),
+                                         np.full(mine.sum(), low), bits)
         # a top window's largest value and a bottom window's smallest are known exactly: put them in
         # (where the codes' steps are widest), so compact records keep exact per-window extremes
-        for name, stat, pick in (("top_ids", "top_max", np.argmax), ("bottom_ids", "bottom_min", np.argmin)):
-            listed = np.asarray(a[name][neuron], dtype=np.int64)
-            if not listed.size:
-                continue
-            at = {int(w): i for i, w in enumerate(listed) if w >= 0}
-            values = a[stat][neuron]
-            for r, w in enumerate(ids.tolist()):
-                i = at.get(w)
-                if i is not None:  # no value of the window lies past its extreme: clip, then place it
-                    v = values[i]
-                    np.minimum(out[r], v, out=out[r]) if pick is np.argmax else np.maximum(out[r], v, out=out[r])
-                    out[r, pick(out[r])] = v
+        for r, w in enumerate(ids.tolist()):
+            mx, mn = exact.get(w, (None, None))
+            if mx is not None:  # no value of the window lies past its extreme: clip, then place it
+                np.minimum(out[r], mx, out=out[r])
+                out[r, np.argmax(out[r])] = mx
+            if mn is not None:
+                np.maximum(out[r], mn, out=out[r])
+                out[r, np.argmin(out[r])] = mn
         return out
 
     def _values(self, layer: int, neuron: int, ids: np.ndarray, n_exact: int) -> np.ndarray:
@@ -453,4 +529,5 @@ class NeuronIndex:
 
 
 __all__ = ["NeuronIndex", "CorruptIndexError", "LayerNotReadyError", "write_store", "read_store", "read_manifest",
-           "QUANTILES", "FORMAT_VERSION", "N_BINS", "histogram_edges", "layer_dir"]
+           "QUANTILES", "FORMAT_VERSION", "N_BINS", "histogram_edges", "layer_dir", "ref_layout", "TOP", "BOTTOM", "RANDOM",
+           "QUANTILE"]
