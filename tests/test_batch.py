@@ -196,20 +196,25 @@ def test_both_sides_one_entry_each_with_a_side_column(tmp_path):
         explain_neurons(SignedStore(), 2, 0, explainer=BaselineBackend(), simulator=BaselineBackend(), sides=["both"])
 
 
-class DiesOnce(BaselineBackend):
-    """The baseline, except that the worker process explaining neuron 3 dies (once) — a real
-    process death in a Ray actor, as an OOM kill or a lost machine would be."""
+class Dies(BaselineBackend):
+    """The baseline, except that the worker process explaining neuron 4 dies, the first ``times``
+    times it is asked (counted in files under ``folder``) — a real process death in a Ray actor,
+    as an OOM kill or a lost machine would be."""
 
-    def __init__(self, marker):
-        self.marker = marker
+    def __init__(self, folder, times=1):
+        self.folder, self.times = folder, times
+
+    def deaths(self):
+        return len(list(self.folder.glob("died-*"))) if self.folder.exists() else 0
 
     def explain(self, record, *, n=1, cancel=None):
         import os
         import time
 
         time.sleep(0.3)  # long enough for both workers to hold neurons when one dies
-        if record.neuron_id.neuron_index == 4 and not self.marker.exists():
-            self.marker.write_text(str(os.getpid()))
+        if record.neuron_id.neuron_index == 4 and self.deaths() < self.times:
+            self.folder.mkdir(exist_ok=True)
+            (self.folder / f"died-{self.deaths()}").write_text(str(os.getpid()))
             os._exit(1)
         return super().explain(record, n=n, cancel=cancel)
 
@@ -227,11 +232,11 @@ def local_ray():
 
 def test_on_ray_a_killed_worker_loses_nothing(tmp_path, local_ray):
     out = tmp_path / "run.jsonl"
-    backend = DiesOnce(tmp_path / "died")
+    backend = Dies(tmp_path / "deaths")
     neurons = [0, 1, 2, 4, 5, 6]
     df = explain_neurons(RecordStore(), 0, neurons, explainer=backend, simulator=backend, out=out,
                          distributed="ray", progress=False)
-    assert (tmp_path / "died").exists()  # a worker really died mid-run
+    assert backend.deaths() == 1  # a worker really died mid-run
     assert df.neuron.tolist() == neurons and df.error.isna().all() and (df.score > 0.9).all()
     done = read_explanations_jsonl(out)
     assert sorted(r.neuron_id.neuron_index for r in done) == neurons  # none lost, none twice
@@ -249,6 +254,38 @@ def test_on_ray_a_killed_worker_loses_nothing(tmp_path, local_ray):
     broken = explain_neurons(RecordStore(), 1, [2, 3], explainer=BaselineBackend(), simulator=BaselineBackend(),
                              distributed="ray", workers=2, progress=False)
     assert broken.error.isna().tolist() == [True, False] and "neuron 3 is broken" in broken.error[1]
+
+
+def test_on_ray_a_neuron_whose_worker_dies_too_often_is_reported_and_redone_next_time(tmp_path, local_ray):
+    out = tmp_path / "run.jsonl"
+    backend = Dies(tmp_path / "deaths", times=2)  # neuron 4 kills its worker twice; one death is allowed
+    neurons = [0, 1, 4, 5, 6]
+    df = explain_neurons(RecordStore(), 0, neurons, explainer=backend, simulator=backend, out=out,
+                         distributed="ray", workers=2, max_worker_deaths=1, progress=False)
+    assert backend.deaths() == 2
+    row = df[df.neuron == 4].iloc[0]
+    assert "its Ray worker died more often than Ray restarts it (max_worker_deaths=1)" in row.error
+    assert row.error.endswith("not saved: run again to retry it") and pd.isna(row.score)
+    fine = df[df.neuron != 4]
+    assert fine.error.isna().all() and (fine.score > 0.9).all()  # the others finished on the worker left
+    assert sorted(r.neuron_id.neuron_index for r in read_explanations_jsonl(out)) == [0, 1, 5, 6]
+    # the rerun does neuron 4 alone (its worker lives now), and everything is done
+    store = RecordStore()
+    again = explain_neurons(store, 0, neurons, explainer=backend, simulator=backend, out=out, distributed="ray",
+                            progress=False)
+    assert store.calls == [(0, 4)] and again.error.isna().all()
+    assert sorted(r.neuron_id.neuron_index for r in read_explanations_jsonl(out)) == [0, 1, 4, 5, 6]
+    # when no worker is left, the run stops and says what is left; what finished is saved
+    last = Dies(tmp_path / "more-deaths")
+    with pytest.raises(RuntimeError, match=r"every Ray worker died .*max_worker_deaths=0.*; 1 neurons are left"):
+        explain_neurons(RecordStore(), 1, [4, 5], explainer=last, simulator=last, out=tmp_path / "last.jsonl",
+                        distributed="ray", workers=1, max_worker_deaths=0, progress=False)
+    with pytest.raises(ValueError, match="only apply with distributed='ray'"):
+        explain_neurons(RecordStore(), 0, [0], explainer=BaselineBackend(), simulator=BaselineBackend(),
+                        max_worker_deaths=1)
+    with pytest.raises(ValueError, match="max_worker_deaths must be an integer >= 0"):
+        explain_neurons(RecordStore(), 0, [0], explainer=BaselineBackend(), simulator=BaselineBackend(),
+                        distributed="ray", max_worker_deaths=-1)
 
 
 def test_ray_is_optional_with_a_clear_message(monkeypatch):

@@ -119,7 +119,8 @@ def explain_one(record: NeuronRecord, key: Key, explainer, simulator, n: int = 1
 
 class Recorder:
     """Where results land: complete ones are appended to the output file at once (flushed,
-    fsynced), every one becomes a row of the summary. Thread-safe."""
+    fsynced), every one becomes a row of the summary; ``bar`` is moved by ``tick`` (threads)
+    or ``progress`` (the Ray scheduler). Thread-safe."""
 
     def __init__(self, path: Path | None, keys: list[Key], bar, store: ExplanationStore | None = None,
                  model: str | None = None):
@@ -151,7 +152,16 @@ class Recorder:
                     os.fsync(self._sink.fileno())
                 self._remember(result)
                 self.rows[key] = _row(key, _best(result))
+
+    def tick(self) -> None:
+        with self._lock:
             self.bar.update(1)
+
+    def progress(self, done: int, _total: int, message: str) -> None:
+        with self._lock:
+            self.bar.update(done - self.bar.n)
+            if message:
+                self.bar.set_postfix_str(message, refresh=False)
 
     def _remember(self, result: NeuronSimulationResults) -> None:
         """Into the explanation store too (each explanation with its own side); a store that
@@ -192,6 +202,7 @@ def explain_neurons(
     cancel: threading.Event | None = None,
     distributed: str | None = None,
     workers: int | None = None,
+    max_worker_deaths: int | None = None,
     store: ExplanationStore | None = None,
 ):
     """Explain and score every (layer, neuron, side); returns a pandas DataFrame (one row each).
@@ -209,8 +220,10 @@ def explain_neurons(
     ``distributed="ray"`` spreads the work over Ray actors (``workers`` of them; default one
     per CPU of the cluster, or per GPU for a LocalBackend on a cluster with GPUs), each with
     its own copy of the backends; results stream into the same output as they finish, and
-    a worker that dies is restarted by Ray and its neuron retried (see ``explanations.distributed``).
-    Otherwise ``concurrency`` threads of this process share the backends.
+    a worker that dies is restarted by Ray and its neuron retried, up to ``max_worker_deaths``
+    times per worker (default 3, as for ``eng.index(distributed="ray")``); a neuron whose worker
+    died more often is reported in its row (see ``explanations.distributed``). Otherwise
+    ``concurrency`` threads of this process share the backends.
 
     ``best_of=k`` / ``revise=True``: each explanation is the best of k candidates on the
     held-in calibration records, then revised once (see ``improve``); only the kept one is
@@ -223,6 +236,12 @@ def explain_neurons(
     from tqdm.auto import tqdm
 
     keys = _keys(layers, neurons, sides, concurrency=concurrency, best_of=best_of, distributed=distributed)
+    if distributed is None and (workers is not None or max_worker_deaths is not None):
+        raise ValueError("workers and max_worker_deaths only apply with distributed='ray'")
+    if max_worker_deaths is not None:
+        from ..activations.ray_pool import check_budget
+
+        check_budget(max_worker_deaths)
     explainer = resolve_explainer(explainer)
     simulator = resolve_simulator(simulator)
     if distributed == "ray":
@@ -231,13 +250,14 @@ def explain_neurons(
         ray_module()  # a clear message when Ray is missing, before anything starts
     bar = tqdm(total=len(keys), desc="explaining neurons", disable=not progress)
     recorder = Recorder(Path(out) if out is not None else None, keys, bar, store, getattr(index, "model", None))
-    bar.update(len(keys) - len(recorder.todo))
+    bar.update(len(keys) - len(recorder.todo))  # resumed from the output file
     one = functools.partial(explain_one, best_of=best_of, revise=revise) if best_of > 1 or revise else explain_one
     try:
         if distributed == "ray":
             from .distributed import run_on_ray
 
-            run_on_ray(index, recorder, one, explainer, simulator, n=n, workers=workers, cancel=cancel)
+            deaths = {} if max_worker_deaths is None else {"max_worker_deaths": max_worker_deaths}
+            run_on_ray(index, recorder, one, explainer, simulator, n=n, workers=workers, cancel=cancel, **deaths)
         else:
             _run_threads(index, recorder, functools.partial(one, explainer=explainer, simulator=simulator, n=n,
                                                             cancel=cancel), concurrency, cancel)
@@ -279,6 +299,7 @@ def _run_threads(index, recorder: Recorder, one, concurrency: int, cancel: threa
             recorder.add(key, error=f"{type(e).__name__}: {e}")
         else:
             recorder.add(key, result)
+        recorder.tick()
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for fut in as_completed([pool.submit(work, k) for k in recorder.todo]):
