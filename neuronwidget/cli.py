@@ -2,6 +2,7 @@
 
     neuronwidget demo --out demo-output          # what `make demo` runs
     neuronwidget explain --layers 0 1 --neurons 0-49 --out results/
+    neuronwidget explain --model smollm2-135m --sae trained --neurons 0-49    # an SAE's latents
     neuronwidget index --model tiny
     neuronwidget published --layer 5 --neurons 131 --records     # OpenAI's GPT-2 data, cached
 
@@ -91,19 +92,46 @@ def _progress():
     return report
 
 
-def _engine_and_index(model: str, rebuild: bool = False, layers: list[int] = (), neurons: list[int] = ()):
-    """The engine and its default-corpus index; layers/neurons are checked before the slow build."""
+def _attach_sae(engine, source: str, name: str | None = None):
+    """Attach the SAE ``--sae`` names to the engine: a path, ``hf:OWNER/REPO[/SUBFOLDER]``, or
+    ``trained`` (the one ``neuronwidget sae-train`` wrote for this model, with its default settings)."""
+    if source == "trained":
+        from neuronwidget.activations.sae_train import sae_folder
+
+        folder = sae_folder(engine.lm)[0]
+        if not (folder / "cfg.json").exists():
+            raise ValueError(f"no trained SAE for {engine.lm.short_name} in the cache ({folder}); train it first with "
+                             f"`neuronwidget sae-train --model {engine.lm.short_name}` (or `make sae`), or give --sae a path")
+        source = str(folder)
+    sae = engine.add_sae(source, name=name)
+    print(f"Units: {sae.describe()}", flush=True)
+    return sae
+
+
+def _engine_and_index(model: str, rebuild: bool = False, layers: list[int] = (), neurons: list[int] = (),
+                      sae: str | None = None, sae_name: str | None = None):
+    """The engine and its default-corpus index (of the neurons, or with ``sae`` of that SAE's
+    latents); layers/neurons are checked before the slow build."""
     from neuronwidget.api import get_engine
     from neuronwidget.records import check_layer_neuron
 
     engine = get_engine(model)
+    if sae_name and not sae:
+        raise ValueError("--sae-name names the SAE given with --sae")
+    units = _attach_sae(engine, sae, sae_name).units if sae else None
+    um = engine.unit_model(units)
     for layer in layers:
-        check_layer_neuron(layer, 0, engine.n_layers, engine.n_neurons, engine.lm.short_name)
+        if units and layer not in um.unit_layers:
+            raise ValueError(f"{units} reads layer {um.unit_layers[0]} only, got --layers {layer}")
+        check_layer_neuron(layer, 0, engine.n_layers, um.n_neurons, engine.lm.short_name)
     for neuron in neurons:
-        check_layer_neuron(0, neuron, engine.n_layers, engine.n_neurons, engine.lm.short_name)
-    print(f"Building (or loading) the activation index of {engine.model_name} ...", flush=True)
-    index = engine.index(rebuild=rebuild, progress=True)
-    print(f"Index: {index.n_layers} layers x {index.n_neurons} neurons over {index.corpus_name}", flush=True)
+        check_layer_neuron(0, neuron, engine.n_layers, um.n_neurons, f"{engine.lm.short_name} {units or ''}".strip())
+    what = f"{engine.model_name} {units}" if units else engine.model_name
+    print(f"Building (or loading) the activation index of {what} ...", flush=True)
+    index = engine.index(units=units, rebuild=rebuild, progress=True)
+    kind = f"{units} latents" if units else "neurons"
+    layers_held = index.unit_layers if units else range(index.n_layers)
+    print(f"Index: {len(layers_held)} layer(s) x {index.n_neurons} {kind} over {index.corpus_name}", flush=True)
     return engine, index
 
 
@@ -181,14 +209,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from neuronwidget.api import explain_neurons
 
+    if not args.layers and not args.sae:
+        raise ValueError("--layers is required when explaining neurons (e.g. --layers 0 1)")
     model, why = choose_model(args.model)
     print(why, flush=True)
     neurons = parse_neurons(args.neurons)
-    _, index = _engine_and_index(model, layers=args.layers, neurons=neurons)
+    _, index = _engine_and_index(model, layers=args.layers or [], neurons=neurons, sae=args.sae, sae_name=args.sae_name)
+    layers = args.layers or list(index.unit_layers if args.sae else range(index.n_layers))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "explanations.jsonl"
-    table = explain_neurons(index, args.layers, neurons, out=results, sides=args.sides, best_of=args.best_of,
+    table = explain_neurons(index, layers, neurons, out=results, sides=args.sides, best_of=args.best_of,
                             revise=args.revise)
     atomic_write_text(out / "summary.csv", table.to_csv(index=False))
     from neuronwidget.explanations import read_explanations_jsonl, write_explanations_jsonl
@@ -200,7 +231,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print(f"Wrote {(out / 'summary.csv').resolve()}")
     from neuronwidget.explore.store import get_store
 
-    n = get_store().import_jsonl(results, index.model_name)  # searchable with nw.search(...)
+    n = get_store().import_jsonl(results, index.model)  # searchable with nw.search(...); latents under "model sae:NAME"
     print(f"Recorded {n} explanations in the searchable store {get_store().path}")
     return 0
 
@@ -208,7 +239,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     model, why = choose_model(args.model)
     print(why, flush=True)
-    _engine_and_index(model, rebuild=args.rebuild)
+    _engine_and_index(model, rebuild=args.rebuild, sae=args.sae, sae_name=args.sae_name)
     return 0
 
 
@@ -294,10 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     ex = sub.add_parser("explain", help="explain and score many neurons (resumable)")
-    ex.add_argument("--layers", type=int, nargs="+", required=True)
+    ex.add_argument("--layers", type=int, nargs="+",
+                    help="layers to explain (required for neurons; with --sae default: the SAE's layer)")
     ex.add_argument("--neurons", nargs="+", required=True, help="e.g. 0-49 or 3,7,9")
     ex.add_argument("--out", default="results", help="folder for the results (resumes from it)")
     ex.add_argument("--model", help="subject model (default: gpt2 when available, else tiny)")
+    ex.add_argument("--sae", metavar="SOURCE", help="explain this SAE's latents instead of neurons: a SAELens folder, "
+                    "Gemma Scope params.npz, OpenAI .pt, hf:OWNER/REPO[/SUBFOLDER], or 'trained' (neuronwidget sae-train's)")
+    ex.add_argument("--sae-name", dest="sae_name", metavar="NAME",
+                    help="the SAE's name: its latents are units='sae:NAME' and stored under '<model> sae:NAME' "
+                    "(default: from its path)")
     ex.add_argument("--sides", nargs="+", choices=["positive", "negative"], default=["positive"],
                     help="which side(s) of each neuron to explain (negative: what drives it most negative)")
     ex.add_argument("--best-of", type=int, default=1, metavar="K",
@@ -310,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     ix = sub.add_parser("index", help="build the activation index of a model over the default corpus")
     ix.add_argument("--model", help="subject model (default: gpt2 when available, else tiny)")
     ix.add_argument("--rebuild", action="store_true", help="ignore the cached index")
+    ix.add_argument("--sae", metavar="SOURCE", help="the index of this SAE's latents instead (as explain --sae)")
+    ix.add_argument("--sae-name", dest="sae_name", metavar="NAME", help="the SAE's name (as explain --sae-name)")
     ix.set_defaults(func=cmd_index)
     st = sub.add_parser("sae-train", help="train (or load) a small TopK SAE on a model's activations, offline")
     st.add_argument("--model", default="smollm2-135m", help="subject model (default: smollm2-135m, real weights, offline)")

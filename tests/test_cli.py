@@ -123,7 +123,7 @@ def test_index_command_reports_the_index(tmp_path_factory, monkeypatch, capsys):
     assert cli.main(["index", "--model", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "Model: 'tiny' (asked for with --model)" in out
-    assert "Index: 4 layers x 384 neurons over bundled offline corpus" in out
+    assert "Index: 4 layer(s) x 384 neurons over bundled offline corpus" in out
 
 
 def test_pick_interesting_without_a_cheap_scorer(tmp_path_factory, monkeypatch):
@@ -152,3 +152,48 @@ def test_demo_with_a_bad_layer_says_what_is_allowed(tmp_path, tmp_path_factory, 
         monkeypatch.delenv(key, raising=False)
     assert cli.main(["demo", "--model", "tiny", "--layer", "7", "--out", str(tmp_path)]) == 2
     assert "layer must be in 0..3 for tiny, got 7" in capsys.readouterr().err
+
+
+def test_explain_and_index_an_saes_latents(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    """`--sae` explains (and indexes) an SAE's latents: records of latents, stored under the unit space."""
+    from test_sae import D_SAE, draw, write_saelens
+
+    import neuronwidget as nw
+
+    monkeypatch.setenv("NEURONWIDGET_CACHE", str(shared_cache(tmp_path_factory)))
+    monkeypatch.setenv("NEURONWIDGET_STORE", str(tmp_path / "store.sqlite"))
+    for key in ("OPENAI_API_KEY", "NEURONWIDGET_BASE_URL", "NEURONWIDGET_MODEL"):
+        monkeypatch.delenv(key, raising=False)
+    w = draw(int(nw.get_engine("tiny").lm.config.hidden_size), seed=21)
+    folder = write_saelens(tmp_path / "sae-l1", w, "topk", 1, "hook_resid_post", k=6)
+    out = tmp_path / "results"
+    sae = ["--sae", str(folder), "--sae-name", "sae-l1"]
+    assert cli.main(["explain", "--model", "tiny", *sae, "--neurons", "0-2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"Units: SAE 'sae-l1': {D_SAE} TopK k=6 latents reading" in printed
+    assert f"Index: 1 layer(s) x {D_SAE} sae:sae-l1 latents" in printed
+    from neuronwidget.records import loads
+
+    lines = (out / "explanations.jsonl").read_text().splitlines()
+    assert {(r.neuron_id.layer_index, r.neuron_id.neuron_index) for r in map(loads, lines)} == {(1, 0), (1, 1), (1, 2)}
+    from neuronwidget.explore.store import get_store
+
+    store = get_store()
+    assert store.count("tiny sae:sae-l1") == 3 and store.count("tiny") == 0  # under the unit space, not the neurons
+    for r in map(loads, lines):
+        got = store.explanations("tiny sae:sae-l1", 1, r.neuron_id.neuron_index)
+        assert [s.explanation for s in got] == [r.scored_explanations[0].explanation]
+    # the SAE reads layer 1 only; its latents are 0..63; no trained SAE for tiny in this cache
+    assert cli.main(["explain", "--model", "tiny", *sae, "--layers", "2", "--neurons", "0",
+                     "--out", str(out)]) == 2
+    assert "sae:sae-l1 reads layer 1 only, got --layers 2" in capsys.readouterr().err
+    assert cli.main(["explain", "--model", "tiny", *sae, "--neurons", "64", "--out", str(out)]) == 2
+    assert "neuron must be in 0..63" in capsys.readouterr().err
+    assert cli.main(["explain", "--model", "tiny", "--sae", "trained", "--neurons", "0", "--out", str(out)]) == 2
+    assert "no trained SAE for tiny in the cache" in capsys.readouterr().err
+    assert cli.main(["explain", "--model", "tiny", "--neurons", "0", "--out", str(out)]) == 2
+    assert "--layers is required when explaining neurons" in capsys.readouterr().err
+    assert cli.main(["explain", "--model", "tiny", "--sae-name", "x", "--layers", "0", "--neurons", "0", "--out", str(out)]) == 2
+    assert "--sae-name names the SAE given with --sae" in capsys.readouterr().err
+    assert cli.main(["index", "--model", "tiny", *sae]) == 0
+    assert f"Index: 1 layer(s) x {D_SAE} sae:sae-l1 latents" in capsys.readouterr().out
