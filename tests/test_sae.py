@@ -453,6 +453,27 @@ def test_bad_files_get_clear_errors(gpt2, tmp_path, monkeypatch):
         load_sae("hf:someone/no-such-sae/layer_3")
 
 
+
+def test_a_hub_id_reads_the_hugging_face_cache_offline(gpt2, tmp_path, monkeypatch):
+    """hf:OWNER/REPO/SUBFOLDER goes through huggingface_hub's own cache (laid out here as the hub lays
+    it out), the same SAE as the folder itself, with no network."""
+    import huggingface_hub
+
+    cache = tmp_path / "hub"
+    snap = cache / "models--someone--my-saes" / "snapshots" / ("a" * 40)
+    w = draw(width(gpt2), seed=13)
+    local = write_saelens(snap / "layer_1", w, "jumprelu", 1, "hook_resid_post")
+    (cache / "models--someone--my-saes" / "refs").mkdir(parents=True)
+    (cache / "models--someone--my-saes" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    got = load_sae("hf:someone/my-saes/layer_1", lm=gpt2.lm)
+    assert got.identity == load_sae(local).identity and (got.layer, got.site, got.activation) == (1, "resid_post", "jumprelu")
+    assert load_sae("hf:someone/my-saes/layer_1", name="mine").name == "mine"
+    with pytest.raises(SAEUnavailableError, match="cannot fetch 'hf:someone/other-saes'"):
+        load_sae("hf:someone/other-saes")
+
+
 # -- explain / score / connections on latents ------------------------------------------------------
 def test_explain_and_score_a_latent_with_the_rules_explainer(gpt2, tmp_path):
     w = draw(width(gpt2), seed=11)
