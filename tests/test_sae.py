@@ -491,6 +491,12 @@ def test_explain_and_score_a_latent_with_the_rules_explainer(gpt2, tmp_path):
     srec = idx.record(2, sparse)
     got = nw.score(srec, nw.explain(srec, "rules")[0], "rules", scorer="detection", store=False)
     assert got.scorer == "detection" and got.score is not None and 0 <= got.score <= 1, got.note
+    # fuzzing marks a top window's active tokens: a latent active on some tokens, not all (the sparsest),
+    # with held-out top windows (a corpus ten times longer gives them)
+    longer = gpt2.index([f"{t} Line {j}." for j in range(10) for t in CORPUS], units="sae:expl", progress=False)
+    lrec = longer.record(2, sparse)
+    fuzz = nw.score(lrec, nw.explain(lrec, "rules")[0], "rules", scorer="fuzzing", store=False)
+    assert fuzz.scorer == "fuzzing" and fuzz.score is not None and 0 <= fuzz.score <= 1, fuzz.note
     # the search store keeps it under the unit space, apart from the model's neurons
     from neuronwidget.explanations.store import ExplanationStore
 
