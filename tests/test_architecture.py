@@ -133,3 +133,29 @@ def test_import_neuronwidget_is_light(heavy):
     code = f"import sys, neuronwidget as nw; nw.__all__; print({heavy!r} in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False", f"`import neuronwidget` imported {heavy}"
+
+
+def test_readme_names_real_homes_for_each_layer():
+    """README's "Where to change what": every file it names in a layer's paragraph exists in that
+    layer's folder (or js/), so the map cannot silently go stale; the four homes a newcomer looks
+    for first are among them."""
+    import re
+
+    readme = (ROOT.parent / "README.md").read_text("utf-8")
+    section = readme.split("### Where to change what", 1)[1].split("\n### ", 1)[0]
+    paragraphs = re.findall(r"^- \*\*(.+?)\*\*:(.*?)(?=^- \*\*|\Z)", section, flags=re.S | re.M)
+    assert len(paragraphs) == 8
+    named = 0
+    for head, body in paragraphs:
+        folder = re.search(r"`(\w+)/`", head)
+        base = ROOT / folder.group(1) if folder else ROOT
+        for name in re.findall(r"`([\w/<>.-]+\.(?:py|ts|json|css))`", body):
+            if "<" in name:
+                continue  # a pattern like js/<view>.ts
+            where = [ROOT.parent / name, base / name, ROOT / name]
+            assert any(p.exists() for p in where), f"README's map names {name!r} under {head!r}, which does not exist"
+            named += 1
+    assert named >= 30
+    for home in ("**The simulator prompt**", "**the colour ramp**", "**A new model family**",
+                 "**How the index stores records**"):
+        assert home in section
