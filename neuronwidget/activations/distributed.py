@@ -16,6 +16,10 @@ checks that it got exactly the driver's weights (``LoadedModel.identity``); a mo
 given in memory, or one whose weights differ from what its spec loads (edited in place, a
 folder changed since, a worker that cannot load it), is shipped through Ray's object store.
 
+An index of a unit space (SAE latents, ``units="sae:NAME"``): each worker loads the model as
+above and reads it through the SAEs, which travel as objects (they are small); the same index
+one process writes.
+
 Worker deaths, on Ray's own fault tolerance: a worker that dies (killed, out of memory, node
 lost) is restarted by Ray and the shard it held is folded again there, up to
 ``max_worker_deaths`` times per worker. A restarted worker starts from its checkpoint (its
@@ -103,7 +107,8 @@ class ShardWorker:
     restart, which starts from it."""
 
     def __init__(self, model: Any, tokenizer: Any, dtype: Any, plan: Plan, calib: dict, key: str, shard_dir: str,
-                 run: str, checkpoint_seconds: float, threads: int, use_gpu: bool):
+                 run: str, checkpoint_seconds: float, threads: int, use_gpu: bool, saes: list | None = None,
+                 layers: list[int] | None = None):
         import ray
 
         from ..subject import load_model
@@ -123,12 +128,17 @@ class ShardWorker:
                 return
         else:
             self.lm = load_model(model, device=device, dtype=dtype, tokenizer=tokenizer)
+        if saes:  # a unit space: the model read through its SAEs (they travel as objects; they are small)
+            from ..subject.units import UnitModel
+
+            self.lm = UnitModel(self.lm, saes)
         self.plan, self.key = plan, key
         self.path = os.path.join(shard_dir, f"worker-{run}-{ray.get_runtime_context().get_actor_id()}.pt")
         self.state = _read_state(self.path, key, plan, self.lm.device)  # None unless Ray restarted this worker
         if self.state is None:
             self.state = IndexState(self.lm.n_layers, self.lm.n_neurons, plan,
-                                    Calibration.from_dict(calib, self.lm.device), self.lm.device)
+                                    Calibration.from_dict(calib, self.lm.device), self.lm.device, layers,
+                                    nonzero=bool(saes))
         self.checkpoint_seconds = checkpoint_seconds
         self.last_checkpoint = time.perf_counter()
         self.busy_s = 0.0
@@ -266,9 +276,13 @@ def build_on_ray(builder: Any, progress: Any = True, *, workers: int | None = No
     """Build ``builder``'s index on Ray workers and write it to ``builder.folder``; each worker
     may die ``max_worker_deaths`` times (Ray restarts it from its checkpoint and the driver
     queues again what that lost)."""
+    from ..subject.units import UnitModel
+
     budget = check_budget(max_worker_deaths)
     ray = connect_ray()
     lm = builder.lm
+    saes = list(lm.saes.values()) if isinstance(lm, UnitModel) else None
+    base_lm = lm.lm if saes else lm  # what a worker loads (by spec, or shipped); the SAEs travel beside it
     plan = builder.plan()
     builder.shard_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -283,10 +297,11 @@ def build_on_ray(builder: Any, progress: Any = True, *, workers: int | None = No
     report = make_progress(progress, plan.n_batches,
                            f"indexing {lm.short_name} ({plan.n_windows * WINDOW:,} tokens) on {n} Ray workers")
     plan_ref, tok_ref, run = ray.put(plan), ray.put(lm.tokenizer), uuid.uuid4().hex[:8]
+    saes_ref = ray.put(saes) if saes else None
 
     def start(model: Any) -> tuple[WorkerPool, list]:
         args = (model, tok_ref, lm.dtype, plan_ref, calib, builder.key, str(builder.shard_dir), run,
-                builder.checkpoint_seconds, torch.get_num_threads() if use_gpu else 1, use_gpu)
+                builder.checkpoint_seconds, torch.get_num_threads() if use_gpu else 1, use_gpu, saes_ref, builder.layers)
         pool = WorkerPool(ray, ShardWorker, args, workers=n, max_worker_deaths=budget, resources=resources,
                           progress=report, total=plan.n_batches, done=done_batches,
                           size=lambda shard: len(plan.shard_batches(shard)))
@@ -298,13 +313,13 @@ def build_on_ray(builder: Any, progress: Any = True, *, workers: int | None = No
         return pool, ready
 
     fold = _Fold(builder, plan)
-    shipped = "object" if lm.source is None else "source"
-    pool, ready = start(_model_for_workers(ray, lm, ship=False))
+    shipped = "object" if base_lm.source is None else "source"
+    pool, ready = start(_model_for_workers(ray, base_lm, ship=False))
     why = next((error for error, _ in ready if error), None)
     if why:  # the spec does not give the driver's weights on a worker: ship the object
         pool.close()
         shipped = f"object ({why})"
-        pool, ready = start(_model_for_workers(ray, lm, ship=True))
+        pool, ready = start(_model_for_workers(ray, base_lm, ship=True))
     try:
         report(done_batches, plan.n_batches, "resumed" if done_batches else "started")
         try:

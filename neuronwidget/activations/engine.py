@@ -237,8 +237,6 @@ class Engine:
             self._indexes[idx._builder.key] = idx
             return idx
         lm = self.unit_model(units)
-        if lm is not self.lm and distributed is not None:
-            raise ValueError("an index of SAE latents is built in this process; distributed='ray' is for neuron indexes")
         builder = IndexBuilder(lm, corpus, top_k=top_k, n_random=n_random, seed=seed, **settings)
         if not rebuild and builder.key in self._indexes:
             idx = self._indexes[builder.key]
