@@ -173,11 +173,13 @@ def resolve_store(store: Any = True) -> _store.ExplanationStore | None:
 
 
 def remember(scored: Any, model: Any, store: Any = True, source: str = "neuronwidget") -> bool:
-    """Record a scored explanation of ``model``'s neuron in the store; False when it was not
-    (opted out, no model name, not a simulation score). A store that cannot be written (e.g. a
-    read-only cache folder) warns and never loses the result the caller holds."""
+    """Record a scored explanation of ``model``'s neuron in the store (a simulation score, or a
+    detection / fuzzing one); False when it was not (opted out, no model name, no neuron). A store
+    that cannot be written (e.g. a read-only cache folder) warns and never loses the result the
+    caller holds."""
     target = resolve_store(store)
-    if target is None or not model or not isinstance(scored, ScoredExplanation) or scored.neuron_id is None:
+    scores = (ScoredExplanation, _store.ClassificationScore)
+    if target is None or not model or not isinstance(scored, scores) or scored.neuron_id is None:
         return False
     try:
         target.add(scored, model, side=scored.side, source=source)
@@ -214,6 +216,8 @@ score.__doc__ = (score.__doc__ or "") + """
     ``store``: the result is recorded in the explanation store (``nw.search``, and every later
     NeuronView of this neuron shows it) when the record knows its model (records from an index
     do: ``record.model``); ``store=False`` opts out, an ``ExplanationStore`` records there.
+    Detection and fuzzing scores are recorded too: ``nw.search`` shows the latest of each in its
+    ``detection`` and ``fuzzing`` columns, ``ExplanationStore.classifications`` reads them back.
     """
 
 

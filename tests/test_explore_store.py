@@ -56,7 +56,8 @@ def test_inserted_explanation_comes_first_by_its_own_words(store):
     assert df.loc[0, "explanation"] == "capital cities of European countries"
     assert df.loc[0, "score"] == pytest.approx(0.31)
     assert list(df.columns) == ["model", "layer", "neuron", "side", "explanation", "score", "explainer",
-                                "simulator", "source", "relevance"]
+                                "simulator", "source", "relevance", "detection", "fuzzing"]
+    assert df.detection.isna().all() and df.fuzzing.isna().all()  # no detection or fuzzing score recorded
     # stemming: "capital city" finds it too; all models when model=None
     both = nw.search("capital city", limit=5, store=store)
     assert {(m, lay, n) for m, lay, n in zip(both.model, both.layer, both.neuron)} >= {("gpt2", 2, 77), ("tiny", 1, 5)}
@@ -116,6 +117,42 @@ def test_search_before_anything_was_recorded(tmp_path):
     empty = ExplanationStore(tmp_path / "none.sqlite")
     assert nw.search("city", store=empty).empty
     assert not (tmp_path / "none.sqlite").exists()  # searching never creates it
+
+
+def judged(scorer, text, accuracy, layer, neuron, interval=(0.4, 0.9)):
+    from neuronwidget.explanations.classify import ClassificationScore, ClassifiedExample
+
+    examples = [ClassifiedExample("a", 1, 1), ClassifiedExample("b", 0, None)]
+    return ClassificationScore(scorer, text, accuracy, list(interval), examples, NeuronId(layer, neuron), judge="judge-model",
+                               via="chat", explainer="someone")
+
+
+def test_detection_and_fuzzing_scores_show_in_every_row_of_their_text(store):
+    store.add(scored("tangerine peel", 0.4, 2, 9, explainer="a"), "gpt2")
+    store.add(scored("tangerine peel", 0.6, 2, 9, explainer="b"), "gpt2")  # the same text, another explainer
+    store.add(judged("detection", "tangerine peel", 0.75, 2, 9), "gpt2", source="nw.score")
+    store.add(judged("fuzzing", "tangerine pips", 0.5, 2, 9), "gpt2")  # a text with no simulation score
+    df = nw.search("tangerine", model="gpt2", store=store)
+    peel = df[df.explanation == "tangerine peel"]
+    assert sorted(peel.explainer) == ["a", "b"] and (peel.detection == 0.75).all() and peel.fuzzing.isna().all()
+    pips = df[df.explanation == "tangerine pips"].iloc[0]
+    assert pips.simulator == "" and pips.explainer == "someone" and pd_isna(pips.score) and pips.fuzzing == 0.5
+    back = {c.scorer: c for c in store.classifications("gpt2", 2, 9)}
+    assert back["detection"].interval == (0.4, 0.9) and back["detection"].judge == "judge-model"
+    assert "1 of 2 examples answered" in back["detection"].note and "(nw.score)" in back["detection"].note
+    assert store.classifications("gpt2", 2, 10) == [] and store.classifications("tiny", 2, 9) == []
+    with pytest.raises(ValueError, match="side must be one of"):
+        store.classifications("gpt2", 2, 9, "both")
+    # a file written before these scores were kept has no such table: searched read-only, no scores
+    with sqlite3.connect(store.path) as con:
+        con.execute("DROP TABLE judged")
+    store.close()
+    old = nw.search("tangerine", model="gpt2", store=ExplanationStore(store.path))
+    assert len(old) == 3 and old.detection.isna().all() and ExplanationStore(store.path).classifications("gpt2", 2, 9) == []
+
+
+def pd_isna(x):
+    return x is None or x != x
 
 
 def test_import_explain_neurons_jsonl(tmp_path, store):

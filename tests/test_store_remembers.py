@@ -192,3 +192,57 @@ def test_a_neuronview_in_a_later_session_shows_what_was_scored(fresh_cache):
     day = time.strftime("%Y-%m-%d", time.gmtime(typed.scored_at))
     assert day in note1 and day in note2 and "NeuronView" in note2
     assert "a typed explanation" in later["html"] and "scored from code" in later["html"]
+
+
+def test_detection_and_fuzzing_scores_are_recorded_searchable_and_read_back(fresh_cache):
+    cache, index = fresh_cache
+    rec = index.record(1, 7)
+    text = "the letter q in the middle of words"
+    det = nw.score(rec, text, "rules", scorer="detection")
+    fuz = nw.score(rec, text, "rules", scorer="fuzzing")
+    assert det.via == fuz.via == "simulator" and det.n_answered > 0 and fuz.n_answered > 0
+    st = ExplanationStore(cache / "explanations.sqlite")
+    # found by a search although no simulation score exists: a row of its own, no simulator, no score
+    df = nw.search("letter q middle", model="tiny", store=st)
+    assert len(df) == 1 and (df.layer[0], df.neuron[0], df.side[0], df.explanation[0]) == (1, 7, "positive", text)
+    assert df.simulator[0] == "" and df.score.isna()[0]
+    assert (df.detection[0], df.fuzzing[0]) == (pytest.approx(det.score), pytest.approx(fuz.score))
+    # read back as ClassificationScores, in a later session too
+    back = later_session(f"""
+import json
+from neuronwidget.explanations.store import ExplanationStore
+from neuronwidget._io import cache_root
+st = ExplanationStore(cache_root() / "explanations.sqlite")
+print(json.dumps(sorted([c.scorer, c.explanation, c.score, c.interval, c.judge, c.via, c.note]
+                        for c in st.classifications("tiny", 1, 7))))
+""", cache)
+    assert [b[0] for b in back] == ["detection", "fuzzing"]
+    for (scorer, got_text, score, interval, judge, via, note), want in zip(back, (det, fuz)):
+        assert got_text == text and score == pytest.approx(want.score) and judge == want.judge and via == "simulator"
+        assert (interval is None) == (want.interval is None)
+        assert interval is None or interval == pytest.approx(list(want.interval))
+        assert "recorded " in note and f"{want.n_answered} of {want.n_examples} examples" in note
+
+    # the same text scored by simulation: its row replaces the placeholder and shows all three scores
+    sim = nw.score(rec, text, "rules")
+    df = nw.search("letter q middle", model="tiny", store=st)
+    assert len(df) == 1 and df.score[0] == pytest.approx(sim.score) and df.simulator[0] == sim.simulator
+    assert (df.detection[0], df.fuzzing[0]) == (pytest.approx(det.score), pytest.approx(fuz.score))
+    # scoring again replaces the scorer's earlier score (one per text and scorer)
+    again = nw.score(rec, text, "rules", scorer="detection", n_top=1, n_random=1)
+    assert again.n_examples < det.n_examples  # told apart by its example count
+    latest = st.classifications("tiny", 1, 7)
+    assert [c.scorer for c in latest] == ["detection", "fuzzing"]  # newest first, one per scorer
+    assert f"{again.n_answered} of {again.n_examples} examples" in latest[0].note
+    assert latest[0].score == again.score or (latest[0].score is None and again.score is None)
+    assert st.classifications("tiny", 1, 7, "negative") == [] and st.classifications("tiny", 1, 8) == []
+
+
+def test_detection_and_fuzzing_opt_out_like_the_others(fresh_cache):
+    cache, index = fresh_cache
+    rec = index.record(1, 8)
+    nw.score(rec, "not recorded", "rules", scorer="detection", store=False)
+    other = ExplanationStore(cache / "elsewhere.sqlite")
+    nw.score(rec, "recorded elsewhere", "rules", scorer="fuzzing", store=other)
+    assert ExplanationStore(cache / "explanations.sqlite").count() == 0
+    assert [c.explanation for c in other.classifications("tiny", 1, 8)] == ["recorded elsewhere"]

@@ -1,8 +1,13 @@
 """Every explanation in one searchable SQLite database (FTS5 full-text index, BM25 ranking).
 
 One row per (model, layer, neuron, side, explainer, simulator, explanation text), with its
-scores and when they were scored. Written automatically by ``nw.score`` and
-``explain_neurons`` (both take ``store=False`` to opt out), by NeuronView's "Explain" and
+simulation scores and when they were scored; beside it, the latest detection and fuzzing score
+of each explanation text (table ``judged``: balanced accuracy, interval, judge), shown in every
+row of that text (``detection`` and ``fuzzing`` in :meth:`ExplanationStore.search`'s rows) and
+read by :meth:`ExplanationStore.classifications`. An explanation scored only by detection or
+fuzzing gets a row of its own (no simulator, no score) so that a search finds it; it gives way
+when the same text is recorded with a simulation score. Written automatically by ``nw.score``
+(any scorer) and ``explain_neurons`` (both take ``store=False`` to opt out), by NeuronView's "Explain" and
 "Simulate & score" (through :func:`record`), by :meth:`ExplanationStore.add_results` (an
 ``explain_neurons`` JSONL file, OpenAI's published files) and by the bulk importer
 (:mod:`neuronwidget.explore.bulk`). Read by :meth:`ExplanationStore.search` (``nw.search``),
@@ -36,11 +41,14 @@ from typing import Any
 
 from .._io import cache_root
 from ..records import SIDES, NeuronId, NeuronSimulationResults, ScoredExplanation, ScoredSimulation
+from .classify import ClassificationScore
 
 DB_NAME = "explanations.sqlite"
 MAX_LIMIT = 1000
 MAX_QUERY_CHARS = 1000
-COLUMNS = ["model", "layer", "neuron", "side", "explanation", "score", "explainer", "simulator", "source", "relevance"]
+COLUMNS = ["model", "layer", "neuron", "side", "explanation", "score", "explainer", "simulator", "source", "relevance",
+           "detection", "fuzzing"]
+JUDGED_SCORERS = ("detection", "fuzzing")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS explanations (
@@ -68,6 +76,32 @@ END;
 CREATE TRIGGER IF NOT EXISTS explanations_ad AFTER DELETE ON explanations BEGIN
     INSERT INTO explanations_fts(explanations_fts, rowid, explanation) VALUES ('delete', old.id, old.explanation);
 END;
+-- a row that holds nothing but its text (recorded for a detection or fuzzing score) gives way to
+-- a row of the same text with a simulation score
+CREATE TRIGGER IF NOT EXISTS explanations_scored AFTER INSERT ON explanations
+WHEN new.score IS NOT NULL OR new.simulator != '' BEGIN
+    DELETE FROM explanations WHERE model = new.model AND layer = new.layer AND neuron = new.neuron
+        AND side = new.side AND explanation = new.explanation AND simulator = '' AND score IS NULL;
+END;
+CREATE TABLE IF NOT EXISTS judged (  -- the latest detection / fuzzing score of each explanation text
+    model TEXT NOT NULL,
+    layer INTEGER NOT NULL,
+    neuron INTEGER NOT NULL,
+    side TEXT NOT NULL,
+    explanation TEXT NOT NULL,
+    scorer TEXT NOT NULL,          -- 'detection' or 'fuzzing'
+    score REAL,                    -- balanced accuracy; NULL: undefined
+    score_low REAL,                -- its 90% interval
+    score_high REAL,
+    judge TEXT NOT NULL,           -- who answered (a chat model, or the simulator standing in)
+    via TEXT NOT NULL,             -- 'chat' or 'simulator'
+    explainer TEXT NOT NULL,
+    n_examples INTEGER NOT NULL,
+    n_answered INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    added REAL NOT NULL,
+    PRIMARY KEY (model, layer, neuron, side, explanation, scorer)
+);
 CREATE TABLE IF NOT EXISTS imported (
     model TEXT NOT NULL,
     layer INTEGER NOT NULL,
@@ -167,17 +201,43 @@ class ExplanationStore:
                  DO UPDATE SET score = excluded.score, random_only_score = excluded.random_only_score,
                  added = excluded.added"""
 
-    def add(self, scored: ScoredExplanation, model: str, layer: int | None = None, neuron: int | None = None,
-            side: str | None = None, source: str = "neuronwidget") -> None:
+    def add(self, scored: ScoredExplanation | ClassificationScore, model: str, layer: int | None = None,
+            neuron: int | None = None, side: str | None = None, source: str = "neuronwidget") -> None:
         """Record one scored explanation (again: its scores are updated, never duplicated).
-        ``side``: None = the explanation's own ``side`` ("positive" when it has none)."""
+        ``side``: None = the explanation's own ``side`` ("positive" when it has none). A
+        detection or fuzzing score (``ClassificationScore``) replaces the one of that scorer
+        recorded for the same text before."""
         layer, neuron = _where(scored, layer, neuron)
         if not str(scored.explanation).strip():
+            return
+        if isinstance(scored, ClassificationScore):
+            self._add_judged(scored, model, layer, neuron, side, source)
             return
         with self._lock:
             con = self._writer()
             with con:
                 con.execute(self._INSERT, self._row(model, layer, neuron, side, scored, source))
+
+    def _add_judged(self, c: ClassificationScore, model: str, layer: int, neuron: int, side: str | None,
+                    source: str) -> None:
+        if c.scorer not in JUDGED_SCORERS:
+            raise ValueError(f"scorer must be one of {JUDGED_SCORERS}, got {c.scorer!r}")
+        side = side or c.side
+        _check_side(side)
+        key = (model_key(model), int(layer), int(neuron), side, str(c.explanation).strip())
+        low, high = c.interval or (None, None)
+        now = time.time()
+        with self._lock:
+            con = self._writer()
+            with con:
+                con.execute("INSERT OR REPLACE INTO judged VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                            (*key, c.scorer, c.score, low, high, c.judge or "", c.via, c.explainer or "",
+                             c.n_examples, c.n_answered, source, now))
+                con.execute("""INSERT INTO explanations (model, layer, neuron, side, explainer, simulator, explanation,
+                               score, random_only_score, source, added) SELECT ?,?,?,?,?,'',?,NULL,NULL,?,?
+                               WHERE NOT EXISTS (SELECT 1 FROM explanations WHERE model = ? AND layer = ? AND
+                               neuron = ? AND side = ? AND explanation = ?)""",
+                            (*key[:4], c.explainer or "", key[4], source, now, *key))
 
     def add_results(self, results: Iterable[NeuronSimulationResults], model: str, side: str | None = None,
                     source: str = "neuronwidget", mark_imported: bool = False) -> int:
@@ -300,16 +360,52 @@ class ExplanationStore:
                                          simulator=simulator or None, side=side, scored_at=added))
         return out
 
+    def classifications(self, model: str, layer: int, neuron: int, side: str = "positive") -> list[ClassificationScore]:
+        """The detection and fuzzing scores recorded for one neuron's side (the latest of each
+        scorer per explanation text), newest first, as ClassificationScores: ``scorer``,
+        ``explanation``, ``balanced_accuracy`` (``.score``), ``balanced_accuracy_interval``
+        (``.interval``), ``judge``, ``via``, ``explainer``, ``side``, ``neuron_id``; the examples
+        are not stored (``examples`` is empty), and ``note`` says when and by which entry it was
+        recorded and on how many examples."""
+        _check_side(side)
+        con = self._reader()
+        if con is None:
+            return []
+        try:
+            rows = con.execute(
+                """SELECT explanation, scorer, score, score_low, score_high, judge, via, explainer, n_examples,
+                   n_answered, source, added FROM judged WHERE model = ? AND layer = ? AND neuron = ? AND side = ?
+                   ORDER BY added DESC, scorer""", (model_key(model), int(layer), int(neuron), side)).fetchall()
+        except sqlite3.OperationalError:  # an empty file, or one written before scores were judged
+            return []
+        finally:
+            con.close()
+        out = []
+        for text, scorer, score, low, high, judge, via, explainer, n, answered, source, added in rows:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(added))
+            out.append(ClassificationScore(
+                scorer=scorer, explanation=text, balanced_accuracy=score,
+                balanced_accuracy_interval=None if low is None else [low, high], neuron_id=NeuronId(int(layer), int(neuron)),
+                side=side, judge=judge or None, via=via, explainer=explainer or None,
+                note=f"recorded {when} ({source}); {answered} of {n} examples answered; the examples are not kept"))
+        return out
+
     def search(self, query: str, model: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        """Rows matching the words of ``query``, best BM25 relevance first, then higher score."""
+        """Rows matching the words of ``query``, best BM25 relevance first, then higher score;
+        ``detection`` and ``fuzzing``: the latest balanced accuracy recorded for that text."""
         terms = query_terms(query)
         limit = _check_limit(limit)
         con = self._reader()
         if con is None:
             return []
         match = " OR ".join(f'"{t}"' for t in terms)
+        has_judged = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'judged'").fetchone() is not None
+        judged = ", ".join(
+            (f"(SELECT j.score FROM judged j WHERE j.model = e.model AND j.layer = e.layer AND j.neuron = e.neuron "
+             f"AND j.side = e.side AND j.explanation = e.explanation AND j.scorer = '{scorer}')") if has_judged
+            else "NULL" for scorer in JUDGED_SCORERS)  # a file written before scores were judged has no table
         sql = ("SELECT e.model, e.layer, e.neuron, e.side, e.explanation, e.score, e.explainer, e.simulator, "
-               "e.source, -bm25(explanations_fts) AS relevance FROM explanations_fts "
+               f"e.source, -bm25(explanations_fts) AS relevance, {judged} FROM explanations_fts "
                "JOIN explanations e ON e.id = explanations_fts.rowid WHERE explanations_fts MATCH ?")
         params: list[Any] = [match]
         if model is not None:
@@ -386,4 +482,5 @@ def record(scored: ScoredExplanation, model: str, layer: int | None = None, neur
     (store or get_store()).add(scored, model, layer, neuron, side=side, source=source)
 
 
-__all__ = ["ExplanationStore", "get_store", "record", "query_terms", "model_key", "check_fts5", "COLUMNS", "DB_NAME"]
+__all__ = ["ExplanationStore", "get_store", "record", "query_terms", "model_key", "check_fts5", "COLUMNS", "DB_NAME",
+           "JUDGED_SCORERS"]
