@@ -220,7 +220,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = out / "explanations.jsonl"
     table = explain_neurons(index, layers, neurons, out=results, sides=args.sides, best_of=args.best_of,
-                            revise=args.revise)
+                            revise=args.revise, **_ray_options(args))
     atomic_write_text(out / "summary.csv", table.to_csv(index=False))
     from neuronwidget.explanations import read_explanations_jsonl, write_explanations_jsonl
 
@@ -239,6 +239,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     model, why = choose_model(args.model)
     print(why, flush=True)
+    if args.ray:
+        return _index_on_ray(model, args)
     _engine_and_index(model, rebuild=args.rebuild, sae=args.sae, sae_name=args.sae_name)
     return 0
 
@@ -311,6 +313,37 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_ray_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--ray", action="store_true", help=f"{what} on Ray workers (the running Ray, RAY_ADDRESS, "
+                        "or a local one); needs pip install \"neuronwidget[ray]\"")
+    parser.add_argument("--workers", type=int, metavar="N", help="with --ray: how many (default one per GPU, else per CPU)")
+    parser.add_argument("--max-worker-deaths", dest="max_worker_deaths", type=int, metavar="K",
+                        help="with --ray: how often each worker may die (Ray restarts it and retries what it held; "
+                             "default 3)")
+
+
+def _ray_options(args: argparse.Namespace) -> dict:
+    """The keywords of --ray, --workers and --max-worker-deaths for explain_neurons / eng.index."""
+    if not args.ray:
+        if args.workers is not None or args.max_worker_deaths is not None:
+            raise ValueError("--workers and --max-worker-deaths only apply with --ray")
+        return {}
+    return {"distributed": "ray", "workers": args.workers, "max_worker_deaths": args.max_worker_deaths}
+
+
+def _index_on_ray(model: str, args: argparse.Namespace) -> int:
+    """`index --ray`: the model's default-corpus neuron index, folded on Ray workers."""
+    from neuronwidget.api import get_engine
+
+    if getattr(args, "sae", None):
+        raise ValueError("--ray builds neuron indexes; an SAE's latents are indexed in this process (drop --ray)")
+    engine = get_engine(model)
+    print(f"Building (or loading) the activation index of {engine.model_name} on Ray ...", flush=True)
+    index = engine.index(rebuild=args.rebuild, progress=True, **_ray_options(args))
+    print(f"Index: {index.n_layers} layers x {index.n_neurons} neurons over {index.corpus_name}", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuronwidget", description="Explain GPT-2 MLP neurons.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -342,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--revise", action="store_true",
                     help="then let the explainer revise it from the held-in records it gets most wrong "
                          "(kept only if it scores higher there)")
+    _add_ray_flags(ex, "explain")
     ex.set_defaults(func=cmd_explain)
 
     ix = sub.add_parser("index", help="build the activation index of a model over the default corpus")
@@ -349,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--rebuild", action="store_true", help="ignore the cached index")
     ix.add_argument("--sae", metavar="SOURCE", help="the index of this SAE's latents instead (as explain --sae)")
     ix.add_argument("--sae-name", dest="sae_name", metavar="NAME", help="the SAE's name (as explain --sae-name)")
+    _add_ray_flags(ix, "fold the corpus")
     ix.set_defaults(func=cmd_index)
     st = sub.add_parser("sae-train", help="train (or load) a small TopK SAE on a model's activations, offline")
     st.add_argument("--model", default="smollm2-135m", help="subject model (default: smollm2-135m, real weights, offline)")

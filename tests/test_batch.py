@@ -277,7 +277,7 @@ def test_on_ray_a_neuron_whose_worker_dies_too_often_is_reported_and_redone_next
     assert sorted(r.neuron_id.neuron_index for r in read_explanations_jsonl(out)) == [0, 1, 4, 5, 6]
     # when no worker is left, the run stops and says what is left; what finished is saved
     last = Dies(tmp_path / "more-deaths")
-    with pytest.raises(RuntimeError, match=r"every Ray worker died .*max_worker_deaths=0.*; 1 neurons are left"):
+    with pytest.raises(RuntimeError, match=r"no Ray worker is left: .*max_worker_deaths=0.*; 1 neurons are left"):
         explain_neurons(RecordStore(), 1, [4, 5], explainer=last, simulator=last, out=tmp_path / "last.jsonl",
                         distributed="ray", workers=1, max_worker_deaths=0, progress=False)
     with pytest.raises(ValueError, match="only apply with distributed='ray'"):
@@ -327,3 +327,20 @@ def test_best_of_and_revision_in_a_batch(tmp_path):
         assert (row.explain_calls, row.score_calls, row.prompt_tokens, row.completion_tokens) == (4, 0, 400, 20)
     with pytest.raises(ValueError, match="best_of must be an integer >= 1"):
         explain_neurons(RecordStore(), [0], [0], explainer=BaselineBackend(), simulator=BaselineBackend(), best_of=0)
+
+
+def test_cli_explain_on_ray(tiny_index, local_ray, tmp_path, capsys):
+    from neuronwidget import cli
+
+    out = tmp_path / "out"
+    args = ["explain", "--model", "tiny", "--layers", "0", "--neurons", "0-2", "--out", str(out)]
+    assert cli.main(args + ["--ray", "--workers", "2", "--max-worker-deaths", "1"]) == 0
+    done = read_explanations_jsonl(out / "explanations.jsonl")
+    assert sorted(r.neuron_id.neuron_index for r in done) == [0, 1, 2]
+    local = cli.main(args[:-1] + [str(tmp_path / "local")])  # the same run in this process: the same explanations
+    assert local == 0 and {(r.neuron_id.neuron_index, r.scored_explanations[0].explanation) for r in done} == {
+        (r.neuron_id.neuron_index, r.scored_explanations[0].explanation)
+        for r in read_explanations_jsonl(tmp_path / "local" / "explanations.jsonl")}
+    capsys.readouterr()
+    assert cli.main(args + ["--workers", "2"]) == 2
+    assert "--workers and --max-worker-deaths only apply with --ray" in capsys.readouterr().err

@@ -68,7 +68,8 @@ class Failed:
 
 
 class WorkersLost(RuntimeError):
-    """Every worker died more often than the budget allows, and items are left."""
+    """No worker is left (each died more often than the budget allows, or could not start),
+    and items are."""
 
 
 class Worker:
@@ -118,6 +119,8 @@ class WorkerPool:
         ``timeout`` are left out."""
         ray = self.ray
         refs = {self.actors[i].call.remote(method, *args): i for i in sorted(self.alive)}
+        if not refs:
+            return []
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         return [self._outcome(refs[ref], refs[ref], ref) for ref in ready]
 
@@ -152,8 +155,8 @@ class WorkerPool:
                 running[self.actors[worker].call.remote(method, *args)] = (worker, item)
             if not running:
                 if not self.alive and (self.again or self._peek(items)):
-                    raise WorkersLost(f"every Ray worker died more often than Ray restarts it "
-                                      f"(max_worker_deaths={self.budget}; last: {self.lost})")
+                    raise WorkersLost(f"no Ray worker is left: each died more often than Ray restarts it "
+                                      f"(max_worker_deaths={self.budget}) or could not start; last: {self.lost}")
                 return
             [ref], _ = self.ray.wait(list(running), num_returns=1)
             worker, item = running.pop(ref)
