@@ -1,6 +1,7 @@
 // NeuronView's "Connections (from the weights)" section: input tokens, output tokens, and the
 // strongest upstream / downstream neurons (click one to go there). Text only, never HTML.
 import { button, h } from "./dom";
+import { HEADINGS } from "./headings";
 
 export interface TokenWeight {
   token: string;
@@ -14,6 +15,7 @@ export interface NeuronWeight {
   neuron: number;
   value: number;
   label?: string; // as shown
+  title?: string; // what pressing it does (default: go to layer L, neuron N)
 }
 
 export interface ConnectionsData {
@@ -24,6 +26,7 @@ export interface ConnectionsData {
   output_suppressed?: TokenWeight[];
   upstream?: NeuronWeight[];
   downstream?: NeuronWeight[];
+  nearest?: NeuronWeight[]; // a latent's: the nearest latents by decoder cosine (neuron = latent index)
   definition?: string;
   error?: string;
 }
@@ -49,7 +52,7 @@ function neuronList(title: string, items: NeuronWeight[] | undefined, goto: (lay
   const list = h("div", "nw-conn-neurons");
   for (const n of items) {
     const b = button(n.label ?? `L${n.layer}/N${n.neuron}`, () => goto(n.layer, n.neuron),
-      `go to layer ${n.layer}, neuron ${n.neuron}`);
+      n.title ?? `go to layer ${n.layer}, neuron ${n.neuron}`);
     b.classList.add("nw-conn-neuron");
     list.appendChild(b);
   }
@@ -62,19 +65,20 @@ export function renderConnections(data: ConnectionsData | null | undefined, goto
   if (!data) return null;
   const box = h("details", "nw-box nw-connections");
   box.open = true;
-  box.appendChild(h("summary", "nw-section", "Connections (from the weights, no corpus)"));
+  box.appendChild(h("summary", "nw-section", HEADINGS.connections));
   if (data.error) {
     box.appendChild(h("div", "nw-note", data.error));
     return box;
   }
   const gated = data.family === "gated";
   const parts = [
-    tokenList("Input: tokens that excite it most", data.input_tokens),
-    gated ? tokenList("Input: tokens that drive it most negative", data.input_tokens_negative) : null,
-    tokenList("Output: tokens it promotes", data.output_promoted),
-    tokenList("Output: tokens it suppresses", data.output_suppressed),
-    neuronList("Upstream neurons (strongest)", data.upstream, goto),
-    neuronList("Downstream neurons (strongest)", data.downstream, goto),
+    tokenList(HEADINGS.conn_input, data.input_tokens),
+    gated ? tokenList(HEADINGS.conn_input_negative, data.input_tokens_negative) : null,
+    tokenList(HEADINGS.conn_promoted, data.output_promoted),
+    tokenList(HEADINGS.conn_suppressed, data.output_suppressed),
+    neuronList(HEADINGS.conn_upstream, data.upstream, goto),
+    neuronList(HEADINGS.conn_downstream, data.downstream, goto),
+    neuronList(HEADINGS.conn_nearest, data.nearest, goto),
   ];
   for (const p of parts) if (p) box.appendChild(p);
   if (data.definition) box.appendChild(h("div", "nw-note nw-conn-def", data.definition));

@@ -3,15 +3,16 @@
 // file renders that widget's own model with renderNeuronView, with a button back.
 import "./explorer.css";
 import { button, h } from "./dom";
-import type { ExplorerData, OpenReply, OpenRequest, SearchData, SearchRequest } from "./messages";
+import { HEADINGS } from "./headings";
+import { asker, type Invoke, invokeOn, latest } from "./invoke";
+import type { DoneReply, ExplorerData, OpenReply, OpenRequest, SearchData } from "./messages";
 import { renderNeuronView } from "./neuronview";
 import { levelClass } from "./tokens";
 import display from "../neuronwidget/widgets/display.json";
 
 export type { ExplorerData, SearchData, SearchRow, TopRow } from "./messages";
 
-/** anywidget's request/response (RenderProps.experimental.invoke): the answer to one request. */
-export type Invoke = <T>(name: string, msg?: any, options?: { signal?: AbortSignal }) => Promise<[T, DataView[]]>;
+export type { Invoke } from "./invoke";
 
 type AnyModel = {
   get(name: string): any;
@@ -80,19 +81,13 @@ function inPlace(model: AnyModel, root: HTMLElement, main: HTMLElement, status: 
       if (!aborter.signal.aborted) showError(`could not open the neuron: ${(e as Error).message}`);
     }
   }
-  /** Errors the kernel reports about other requests (SearchBox's search). */
-  function onMsg(msg: any) {
-    if (msg?.type === "error") status.error(String(msg.message));
-  }
   const onChild = () => void show();
-  model.on("msg:custom", onMsg);
   model.on("change:_child", onChild);
   return {
     show,
     open,
     dispose: () => {
       aborter.abort();
-      model.off("msg:custom", onMsg);
       model.off("change:_child", onChild);
       cleanup?.();
     },
@@ -124,7 +119,7 @@ function neuronButton(label: string, detail: string, explanation: string | null,
   const row = button("", onOpen, "open this neuron's view");
   row.classList.add("nw-xrow");
   row.append(h("span", "nw-xid", label), h("span", "nw-xval", detail));
-  const expl = h("span", explanation ? "nw-xexpl" : "nw-xexpl nw-note", explanation ?? "no explanation yet");
+  const expl = h("span", explanation ? "nw-xexpl" : "nw-xexpl nw-note", explanation ?? HEADINGS.no_explanation_yet);
   row.append(expl);
   if (score) row.append(h("span", "nw-xscore", score));
   return row;
@@ -137,7 +132,7 @@ export function renderExplorer(model: AnyModel, root: HTMLElement, invoke?: Invo
   const status = statusLine(root);
   root.prepend(main);
   const title = h("div", "nw-title");
-  const hint = h("div", "nw-note", "Click or focus a token: the neurons that fire most there, over all layers (activation ÷ the neuron's max over the index).");
+  const hint = h("div", "nw-note", HEADINGS.explorer_hint);
   const text = h("div", "nw-xtext");
   const table = h("div", "nw-xtable");
   // the ranking: the `by` trait ("activation" or "effect"); the kernel measures effects when asked
@@ -215,7 +210,7 @@ export function renderExplorer(model: AnyModel, root: HTMLElement, invoke?: Invo
     }
     const rows = byEffect ? measured! : d.tops[i] ?? [];
     table.replaceChildren(h("div", "nw-section", byEffect ? d.effect_heads[String(i)] : d.heads[i]));
-    if (!rows.length) table.appendChild(h("div", "nw-note", "No neuron fires above zero here."));
+    if (!rows.length) table.appendChild(h("div", "nw-note", HEADINGS.explorer_none));
     for (const r of rows) {
       table.appendChild(neuronButton(`L${r.layer}/N${r.neuron}`, r.detail, r.explanation, r.score_text, () =>
         void place.open({ type: "open", layer: r.layer, neuron: r.neuron, side: r.side },
@@ -249,16 +244,22 @@ export function renderSearchBox(model: AnyModel, root: HTMLElement, invoke?: Inv
   input.type = "search";
   input.placeholder = "words to search explanations for, e.g. capital cities";
   input.setAttribute("aria-label", "search explanations");
-  const go = () => model.send({ type: "search", query: input.value } satisfies SearchRequest);
+  // the search_request command: results come back in _data, a failure as its answer
+  const ask = asker(invoke ?? invokeOn(model));
+  const next = latest();
+  const go = async () => {
+    const reply = await ask<DoneReply>({ type: "search", query: input.value }, next());
+    if (reply?.type === "error") status.error(reply.message);
+  };
   // keys typed here stay here: JupyterLab's shortcuts (Shift+Enter, A, B, D,D…) never see them
   input.setAttribute("data-lm-suppress-shortcuts", "true");
   input.addEventListener("keydown", (ev: KeyboardEvent) => {
     ev.stopPropagation();
-    if (ev.key === "Enter") go();
+    if (ev.key === "Enter") void go();
   });
   for (const kind of ["keypress", "keyup"]) input.addEventListener(kind, (ev) => ev.stopPropagation());
   const results = h("div", "nw-xtable nw-search-results");
-  main.append(h("div", "nw-section", "Search explanations"), input, button("Search", go), results);
+  main.append(h("div", "nw-section", HEADINGS.search), input, button("Search", () => void go()), results);
   const place = inPlace(model, root, main, status, invoke);
 
   function draw() {
@@ -267,7 +268,7 @@ export function renderSearchBox(model: AnyModel, root: HTMLElement, invoke?: Inv
     results.replaceChildren();
     if (d.error) return status.error(d.error);
     status.clear();
-    if (d.query && !d.results.length) results.appendChild(h("div", "nw-note", "No explanation matches these words."));
+    if (d.query && !d.results.length) results.appendChild(h("div", "nw-note", HEADINGS.search_none));
     for (const r of d.results) {
       const label = `${r.model} L${r.layer}/N${r.neuron}${r.side === "negative" ? " (−)" : ""}`;
       results.appendChild(neuronButton(label, r.explainer ?? "", r.explanation, r.score_text, () =>

@@ -23,32 +23,28 @@ async function fromHolder(model: AnyModel, id: string): Promise<Parts> {
   }
 }
 
-/** Fallback for hosts whose widget manager cannot hand out the shared model: ask the kernel. */
-function fromKernel(model: AnyModel): Promise<Parts> {
-  return new Promise((resolve, reject) => {
-    const on = (msg: any) => {
-      if (msg?.type !== "bundle") return;
-      clearTimeout(timer);
-      model.off("msg:custom", on);
-      resolve({ code: String(msg.code), style: String(msg.style) });
-    };
-    const timer = setTimeout(() => {
-      model.off("msg:custom", on);
-      reject(new Error("the shared bundle was not found and the kernel did not send it"));
-    }, 15000);
-    model.on("msg:custom", on);
-    model.send({ type: "bundle" });
-  });
+type Invoke = NonNullable<RenderProps["experimental"]>["invoke"];
+
+/** Fallback for hosts whose widget manager cannot hand out the shared model: ask the kernel
+ *  (the bundle_request command every view answers). */
+async function fromKernel(invoke: Invoke | undefined): Promise<Parts> {
+  if (!invoke) throw new Error("the shared bundle was not found and this front end cannot ask the kernel for it");
+  try {
+    const [reply] = await invoke<{ code: string; style: string }>("bundle_request", { type: "bundle" }, { signal: AbortSignal.timeout(15000) });
+    return { code: String(reply.code), style: String(reply.style) };
+  } catch {
+    throw new Error("the shared bundle was not found and the kernel did not send it");
+  }
 }
 
-function load(model: AnyModel): Promise<Module> {
+function load(model: AnyModel, invoke: Invoke | undefined): Promise<Module> {
   const digest = String(model.get("_bundle_digest"));
   return (CACHE[digest] ??= (async () => {
     let parts: Parts;
     try {
       parts = await fromHolder(model, String(model.get("_bundle_id")));
     } catch {
-      parts = await fromKernel(model);
+      parts = await fromKernel(invoke);
     }
     const style = parts.style;
     if (style && !document.getElementById(`nw-css-${digest}`)) {
@@ -70,7 +66,7 @@ export default {
   async render(props: RenderProps) {
     let mod: Module;
     try {
-      mod = await load(props.model);
+      mod = await load(props.model, props.experimental?.invoke);
     } catch (e) {
       delete CACHE[String(props.model.get("_bundle_digest"))];
       const msg = document.createElement("div");

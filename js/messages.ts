@@ -98,6 +98,12 @@ export interface Strengths {
   labels: string[];
 }
 
+/** A folded section of samples: its heading; its rows come when it is opened (the ``samples`` command puts them in the view's ``_samples`` trait under ``key``). */
+export interface Folded {
+  key: string;
+  title: string;
+}
+
 export interface NeuronData {
   header: Header;
   top_title: string;
@@ -105,8 +111,7 @@ export interface NeuronData {
   empty: string;
   top: Row[];
   top_total: number;
-  random: Row[];
-  quantiles: Quantile[];
+  samples: Folded[];
   hist: Histogram;
   cards: CardData[];
   explainer: string;
@@ -188,7 +193,6 @@ export interface MoreRequest {
 export interface TryRequest {
   type: "try";
   text: string;
-  id: number;
 }
 
 export interface TestRequest {
@@ -209,7 +213,12 @@ export interface CancelRequest {
 export interface EffectRequest {
   type: "effect";
   text: string;
-  id: number;
+}
+
+/** The rows of a folded section of samples (a ``Folded.key``), opened by the user. */
+export interface SamplesRequest {
+  type: "samples";
+  key: string;
 }
 
 /** Continue ``prompt`` with the neuron clamped to ``strength`` × its max (× |min| below 0 on a signed neuron), and without. */
@@ -217,7 +226,6 @@ export interface SteerRequest {
   type: "steer";
   prompt: string;
   strength: number;
-  id: number;
 }
 
 /** The loader's fallback when the shared bundle model cannot be found (any view). */
@@ -225,7 +233,7 @@ export interface BundleRequest {
   type: "bundle";
 }
 
-export type Request = MoreRequest | TryRequest | TestRequest | ExplainRequest | CancelRequest | EffectRequest | SteerRequest | BundleRequest;
+export type Request = MoreRequest | TryRequest | TestRequest | ExplainRequest | CancelRequest | EffectRequest | SteerRequest | SamplesRequest | BundleRequest;
 
 /** Explorer / SearchBox: open this neuron in place (a command: the answer is an OpenReply). */
 export interface OpenRequest {
@@ -252,7 +260,6 @@ export interface MoreReply {
 
 export interface TryReply {
   type: "try";
-  id: number;
   row: Row;
 }
 
@@ -264,7 +271,6 @@ export interface TokenValue {
 /** Per token: KL(clean ‖ zeroed) of the next-token prediction and the tokens whose probability rose / fell most; per token but the last: the next token and the change of its log-probability. */
 export interface EffectReply {
   type: "effect";
-  id: number;
   tokens: string[];
   kl: number[];
   next: string[];
@@ -278,7 +284,6 @@ export interface EffectReply {
 
 export interface SteerReply {
   type: "steer";
-  id: number;
   prompt: string;
   strength: number;
   value: number;
@@ -288,10 +293,15 @@ export interface SteerReply {
   note: string;
 }
 
+/** Any command's failure, as shown: what the user did and why it failed. */
 export interface ErrorReply {
   type: "error";
   message: string;
-  action?: string;
+}
+
+/** A command whose result is in the view's traits (a slow task started or cancelled: ``_status`` and ``_data``; samples: ``_samples``; a search: ``_data``). */
+export interface DoneReply {
+  type: "done";
 }
 
 export interface BundleReply {
@@ -300,7 +310,7 @@ export interface BundleReply {
   style: string;
 }
 
-export type Reply = MoreReply | TryReply | EffectReply | SteerReply | ErrorReply | BundleReply;
+export type Reply = MoreReply | TryReply | EffectReply | SteerReply | DoneReply | ErrorReply | BundleReply;
 
 /** The neuron is open in place (the ``_child`` NeuronView shows it). */
 export interface OpenedReply {
@@ -310,3 +320,5 @@ export interface OpenedReply {
 }
 
 export type OpenReply = OpenedReply | ErrorReply;
+
+export type SearchReply = DoneReply | ErrorReply;

@@ -2,12 +2,15 @@
 // over the presentation (neuronwidget/widgets/present.py writes every string and colour
 // level); which neuron and side are the model's traits, set here to navigate. The view is a
 // few named sections, each an element and a draw(data); renderNeuronView composes them.
+// Requests are anywidget commands (./invoke): each section awaits its own answer.
 import display from "../neuronwidget/widgets/display.json";
 import { renderCard } from "./card";
 import { connectionsSection } from "./connections";
 import { button, h } from "./dom";
+import { HEADINGS } from "./headings";
 import { histogram } from "./histogram";
-import type { EffectReply, NeuronData, Reply, Request, Side, SteerReply, Status } from "./messages";
+import { type Ask, asker, type Invoke, invokeOn, latest } from "./invoke";
+import type { DoneReply, EffectReply, ErrorReply, MoreReply, NeuronData, Row, Side, SteerReply, Status, TryReply } from "./messages";
 import { centredRow, legend, Tooltip, tokenRow } from "./tokens";
 import type { Model, NeuronState } from "./types";
 
@@ -31,7 +34,6 @@ interface UiState {
 // because each widget model may evaluate its own copy of this module
 const UI: Map<string, UiState> = ((globalThis as any).__neuronwidget_ui ??= new Map<string, UiState>());
 
-type Send = (msg: Request) => void;
 type Navigate = (to: { layer?: number; neuron?: number; side?: Side }) => void;
 
 /** Keys typed into the view stay in the view: JupyterLab's shortcuts (Shift+Enter runs the
@@ -58,7 +60,7 @@ function textarea(cls: string, rows: number, placeholder: string, label: string,
 }
 
 /** The status line: progress of slow work with Cancel, or the last error. */
-function statusSection(send: Send) {
+function statusSection(ask: Ask) {
   const el = h("div", "nw-status");
   el.setAttribute("aria-live", "polite");
   function error(message: string) {
@@ -80,7 +82,7 @@ function statusSection(send: Send) {
         bar.max = s.total;
         bar.value = s.done ?? 0;
       }
-      el.append(bar, h("span", "nw-status-msg", s.message || `${s.task}…`), button("Cancel", () => send({ type: "cancel" })));
+      el.append(bar, h("span", "nw-status-msg", s.message || `${s.task}…`), button("Cancel", () => void ask({ type: "cancel" })));
     },
   };
 }
@@ -149,11 +151,17 @@ function headerSection(model: Model<NeuronState>, navigate: Navigate) {
   return { el, draw };
 }
 
+/** What a slow task's command answers: it started (its progress is in `_status`), or why not. */
+async function started(reply: Promise<DoneReply | ErrorReply | null>, error: (message: string) => void) {
+  const r = await reply;
+  if (r?.type === "error") error(r.message);
+}
+
 /** The explanation cards and the Explain buttons. */
-function cardsSection(send: Send) {
+function cardsSection(ask: Ask, error: (message: string) => void) {
   const el = h("div", "nw-cards");
   function draw(d: NeuronData) {
-    el.replaceChildren(h("div", "nw-section", "Explanations"));
+    el.replaceChildren(h("div", "nw-section", HEADINGS.explanations));
     for (const c of d.cards) {
       const card = renderCard(c);
       if (c.fresh) card.classList.add("nw-new");
@@ -166,8 +174,8 @@ function cardsSection(send: Send) {
     }
     const actions = h("div", "nw-actions");
     actions.append(
-      button(`Explain with ${d.explainer}`, () => send({ type: "explain", best_of: 1 })),
-      button(`Explain (best of ${BEST_OF}, revised)`, () => send({ type: "explain", best_of: BEST_OF }),
+      button(`Explain with ${d.explainer}`, () => started(ask({ type: "explain", best_of: 1 }), error)),
+      button(`Explain (best of ${BEST_OF}, revised)`, () => started(ask({ type: "explain", best_of: BEST_OF }), error),
         `${BEST_OF} candidates simulated on held-in records, the best kept, then one revision kept if it scores higher there`),
     );
     el.appendChild(actions);
@@ -176,77 +184,101 @@ function cardsSection(send: Send) {
 }
 
 /** "Test your explanation": Enter is a new line, Ctrl/Cmd+Enter scores. */
-function testSection(ui: UiState, send: Send, error: (message: string) => void) {
+function testSection(ui: UiState, ask: Ask, error: (message: string) => void) {
   const input = textarea("nw-test-input", 2, "e.g. the word “Paris” and other French cities", "your explanation to test", ui.testText);
   input.addEventListener("input", () => (ui.testText = input.value));
   const submit = () => {
     const text = input.value.trim();
     if (!text) return error("Type an explanation first, then press “Simulate & score”.");
-    send({ type: "test", explanation: text });
+    void started(ask({ type: "test", explanation: text }), error);
   };
   keepKeys(input, submit);
   const btn = button("Simulate & score", submit, SUBMIT_HINT);
   btn.classList.add("nw-test-btn");
-  const title = h("div", "nw-section", "Test your explanation");
+  const title = h("div", "nw-section", HEADINGS.test);
   const el = h("div", "nw-box");
   el.append(title, input, btn, h("span", "nw-hint", SUBMIT_HINT));
   return { el, input, draw: (d: NeuronData) => (title.textContent = d.test_title) };
 }
 
 /** The top records, centred on their peak, and "more examples". */
-function topSection(send: Send) {
+function topSection(ask: Ask, status: { error(message: string): void; clearError(): void }) {
   const title = h("div", "nw-section");
   const list = h("div", "nw-top");
   let total = 0;
-  const more = button("more examples", () => {
+  const next = latest(); // a new neuron drops the answer for the one before
+  const add = (records: Row[]) => {
+    for (const r of records) list.appendChild(centredRow(r));
+    more.hidden = list.childElementCount >= total || !records.length;
+  };
+  const more = button("more examples", async () => {
     const n = list.childElementCount;
-    send({ type: "more", start: n, stop: n + MORE_STEP });
+    const reply = await ask<MoreReply>({ type: "more", start: n, stop: n + MORE_STEP }, next());
+    if (reply?.type === "error") return status.error(reply.message);
+    if (!reply || reply.start !== list.childElementCount) return; // answered for rows no longer shown
+    status.clearError();
+    add(reply.records);
   });
   const el = h("div", "nw-box");
   el.append(title, list, more);
   return {
     el,
     draw(d: NeuronData) {
+      next();
       title.textContent = d.top_title;
       total = d.top_total;
       list.replaceChildren(...d.top.map(centredRow));
       more.hidden = d.top.length >= total;
     },
-    add(records: NeuronData["top"]) {
-      for (const r of records) list.appendChild(centredRow(r));
-      more.hidden = list.childElementCount >= total || !records.length;
-    },
   };
 }
 
-/** "Try your text": runs as you type (Ctrl/Cmd+Enter: now); each run also asks for the effect. */
-function trySection(ui: UiState, send: Send) {
-  let id = 0;
+/** "Try your text": runs as you type (Ctrl/Cmd+Enter: now); each run also asks for the effect
+ *  (`effect` draws it); a newer run drops the answers of the one before. */
+function trySection(ui: UiState, ask: Ask, status: { error(message: string): void; clearError(): void },
+  effect: (reply: Promise<EffectReply | ErrorReply | null>) => void) {
   let timer: ReturnType<typeof setTimeout> | undefined;
+  const tryNext = latest();
+  const effectNext = latest();
   const out = h("div", "nw-try-out");
   const input = textarea("nw-try-input", 2, "Type any text: its activations come back from the model", "your text", ui.tryText);
-  const run = () => {
+  const run = async () => {
     clearTimeout(timer);
     const text = input.value;
-    if (!text.trim()) return out.replaceChildren();
-    id += 1;
-    send({ type: "try", text, id });
-    send({ type: "effect", text, id });
+    if (!text.trim()) {
+      tryNext();
+      effectNext();
+      return out.replaceChildren();
+    }
+    const reply = ask<TryReply>({ type: "try", text }, tryNext());
+    effect(ask<EffectReply>({ type: "effect", text }, effectNext()));
+    const r = await reply;
+    if (r?.type === "error") return status.error(r.message);
+    if (!r) return;
+    status.clearError();
+    out.replaceChildren(tokenRow(r.row));
   };
-  keepKeys(input, run);
+  keepKeys(input, () => void run());
   input.addEventListener("input", () => {
     ui.tryText = input.value;
     clearTimeout(timer);
     timer = setTimeout(run, 300);
   });
   const el = h("div", "nw-box");
-  el.append(h("div", "nw-section", "Try your text"), input, out);
-  return { el, input, out, run, current: () => id, stop: () => clearTimeout(timer) };
+  el.append(h("div", "nw-section", HEADINGS.try), input, out);
+  return {
+    el, input, out, run,
+    stop: () => {
+      clearTimeout(timer);
+      tryNext();
+      effectNext();
+    },
+  };
 }
 
 /** "Effect": the try text with the neuron zeroed, and a steering box. */
-function effectSection(ui: UiState, send: Send) {
-  let id = 0;
+function effectSection(ui: UiState, ask: Ask, status: { error(message: string): void; clearError(): void }, key: () => string) {
+  const steerNext = latest();
   let labels: string[] = [];
   const out = h("div", "nw-effect-out");
   const input = textarea("nw-steer-input", 1, "A prompt for the model to continue", "prompt to steer", ui.steerText ?? "");
@@ -264,33 +296,44 @@ function effectSection(ui: UiState, send: Send) {
     strength.textContent = labels[values.indexOf(Number(slider.value))] ?? "";
     slider.setAttribute("aria-valuetext", strength.textContent);
   };
-  const steer = () => {
+  const steer = async () => {
     const prompt = input.value;
     if (!prompt.trim()) {
       err.textContent = "Type a prompt first: the model continues it with and without the neuron clamped.";
       return;
     }
-    id += 1;
     steerOut.classList.add("nw-pending");
-    send({ type: "steer", prompt, strength: Number(slider.value), id });
+    const shownFor = key();
+    const reply = await ask<SteerReply>({ type: "steer", prompt, strength: Number(slider.value) }, steerNext());
+    if (!reply) return;
+    steerOut.classList.remove("nw-pending");
+    if (reply.type === "error") {
+      err.textContent = reply.message;
+      return status.error(reply.message);
+    }
+    err.textContent = "";
+    status.clearError();
+    showSteer(reply);
+    ui.lastSteer = reply;
+    ui.steerKey = shownFor;
   };
-  keepKeys(input, steer);
+  keepKeys(input, () => void steer());
   keepKeys(slider);
   slider.addEventListener("input", () => {
     ui.strength = Number(slider.value);
     describe();
   });
-  slider.addEventListener("change", () => input.value.trim() && steer());
+  slider.addEventListener("change", () => input.value.trim() && void steer());
   const btn = button("Steer", steer, `continue with the neuron clamped (${SUBMIT_HINT})`);
   btn.classList.add("nw-steer-btn");
   const controls = h("div", "nw-steer-controls");
   controls.append(low, slider, high, strength, btn);
   const el = h("div", "nw-box nw-effect");
   el.append(
-    h("div", "nw-section", "Effect: what zeroing or clamping this neuron does"),
-    h("div", "nw-note", "Type text in “Try your text”: each token shows how much zeroing this neuron there and before changes the model's next-token prediction."),
+    h("div", "nw-section", HEADINGS.effect),
+    h("div", "nw-note", HEADINGS.effect_note),
     out,
-    h("div", "nw-subsection", "Steer: the model continues a prompt with this neuron clamped at every token"),
+    h("div", "nw-subsection", HEADINGS.steer),
     input,
     controls,
     err,
@@ -324,34 +367,29 @@ function effectSection(ui: UiState, send: Send) {
       describe();
     },
     /** A new neuron: no effect yet; the last steering shown again only for the neuron it was made for. */
-    reset(key: string) {
+    reset(shown: string) {
+      steerNext();
+      steerOut.classList.remove("nw-pending");
       out.replaceChildren();
-      if (ui.lastSteer && ui.steerKey === key) showSteer(ui.lastSteer);
+      if (ui.lastSteer && ui.steerKey === shown) showSteer(ui.lastSteer);
       else steerOut.replaceChildren();
     },
-    effect(msg: EffectReply) {
+    /** The effect of the try text, when it comes: coloured tokens, or the error in this section only
+     *  (the try box reports a text that cannot run). */
+    async effect(reply: Promise<EffectReply | ErrorReply | null>) {
+      const msg = await reply;
+      if (!msg) return;
+      if (msg.type === "error") {
+        const e = h("div", "nw-error", msg.message);
+        e.setAttribute("role", "alert");
+        return out.replaceChildren(e);
+      }
+      status.clearError();
       const row = tokenRow(msg.row);
       row.classList.add("nw-effect-row");
       out.replaceChildren(h("div", "nw-note", msg.note), row);
     },
-    effectError(message: string) {
-      const e = h("div", "nw-error", message);
-      e.setAttribute("role", "alert");
-      out.replaceChildren(e); // the try box reports a text that cannot run
-    },
-    steered(msg: SteerReply, key: string): boolean {
-      if (msg.id !== id) return false;
-      err.textContent = "";
-      steerOut.classList.remove("nw-pending");
-      showSteer(msg);
-      ui.lastSteer = msg;
-      ui.steerKey = key;
-      return true;
-    },
-    steerError(message: string) {
-      err.textContent = message;
-      steerOut.classList.remove("nw-pending");
-    },
+    stop: () => steerNext(),
   };
 }
 
@@ -361,38 +399,62 @@ function sideSection(navigate: Navigate) {
   return {
     el,
     draw(d: NeuronData) {
-      el.replaceChildren(h("div", "nw-section", "Activation histogram"), histogram(d.hist, d.header.max));
+      el.replaceChildren(h("div", "nw-section", HEADINGS.histogram), histogram(d.hist, d.header.max));
       el.append(...connectionsSection(d.connections, (layer, neuron) => navigate({ layer, neuron })));
     },
   };
 }
 
-/** Random and quantile samples, folded. */
-function samplesSection() {
+/** Random and quantile samples, folded: a section's rows are asked for when it is first opened
+ *  (the kernel puts them in `_samples`, so a saved notebook keeps the ones opened). */
+function samplesSection(model: Model<NeuronState>, ask: Ask) {
   const el = h("div", "nw-samples");
+  let boxes = new Map<string, HTMLDetailsElement>();
+  const rows = (): Record<string, Row[]> => model.get("_samples") ?? {};
+  function fill() {
+    for (const [key, box] of boxes) {
+      const got = rows()[key];
+      if (!got || box.querySelector(".nw-seq")) continue;
+      box.querySelector(".nw-samples-wait")?.remove();
+      for (const r of got) box.appendChild(tokenRow(r));
+    }
+  }
+  async function open(key: string, box: HTMLDetailsElement) {
+    if (!box.open || rows()[key] || box.querySelector(".nw-samples-wait")) return;
+    const wait = h("div", "nw-note nw-samples-wait", "loading…");
+    box.appendChild(wait);
+    const reply = await ask<DoneReply>({ type: "samples", key });
+    if (reply?.type === "error") {
+      wait.classList.add("nw-error");
+      wait.setAttribute("role", "alert");
+      wait.textContent = reply.message;
+      wait.classList.remove("nw-samples-wait");
+    }
+  }
   return {
     el,
     draw(d: NeuronData) {
+      boxes = new Map();
       el.replaceChildren();
-      const rnd = h("details", "nw-box");
-      rnd.appendChild(h("summary", "nw-section", `Random samples (${d.random.length})`));
-      for (const r of d.random) rnd.appendChild(tokenRow(r));
-      el.appendChild(rnd);
-      for (const q of d.quantiles) {
+      for (const f of d.samples) {
         const box = h("details", "nw-box");
-        box.appendChild(h("summary", "nw-section", `Quantile sample: ${q.label}`));
-        for (const r of q.records) box.appendChild(tokenRow(r));
+        box.dataset.key = f.key;
+        box.appendChild(h("summary", "nw-section", f.title));
+        box.addEventListener("toggle", () => void open(f.key, box));
+        boxes.set(f.key, box);
         el.appendChild(box);
       }
+      fill();
     },
+    fill,
   };
 }
 
-export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): () => void {
+export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement, invoke?: Invoke): () => void {
   const uid = model.get("_uid") ?? "";
   const ui: UiState = UI.get(uid) ?? { tryText: "", testText: "", focus: null };
   if (uid) UI.set(uid, ui);
-  const send: Send = (msg) => model.send(msg);
+  const ask = asker(invoke ?? invokeOn(model));
   /** Navigate through the view's traits; the kernel answers with the new _data (or puts them back). */
   const navigate: Navigate = (to) => {
     for (const [key, value] of Object.entries(to)) model.set(key as "layer" | "neuron" | "side", value as never);
@@ -400,14 +462,15 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
   };
   root.setAttribute("data-lm-suppress-shortcuts", "true");
 
-  const status = statusSection(send);
+  const neuronKey = () => `${model.get("layer")}/${model.get("neuron")}`;
+  const status = statusSection(ask);
   const header = headerSection(model, navigate);
-  const cards = cardsSection(send);
-  const test = testSection(ui, send, status.error);
-  const top = topSection(send);
-  const tryText = trySection(ui, send);
-  const effect = effectSection(ui, send);
-  const samples = samplesSection();
+  const cards = cardsSection(ask, status.error);
+  const test = testSection(ui, ask, status.error);
+  const top = topSection(ask, status);
+  const effect = effectSection(ui, ask, status, neuronKey);
+  const tryText = trySection(ui, ask, status, (reply) => void effect.effect(reply));
+  const samples = samplesSection(model, ask);
   const side = sideSection(navigate);
   const legendBox = h("div");
   const main = h("div", "nw-main");
@@ -432,7 +495,6 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
     }
     return false;
   };
-  const neuronKey = () => `${model.get("layer")}/${model.get("neuron")}`;
   let shownKey = "";
 
   function drawStatus() {
@@ -457,32 +519,14 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
     if (shown !== shownKey || !tryText.out.childElementCount) {
       tryText.out.replaceChildren();
       effect.reset(neuronKey());
-      if (tryText.input.value.trim()) tryText.run();
+      if (tryText.input.value.trim()) void tryText.run();
     }
     shownKey = shown;
     drawStatus();
   }
 
-  function onCustom(msg: Reply) {
-    if (detached()) return;
-    if (msg?.type === "more") {
-      status.clearError();
-      top.add(msg.records);
-    } else if (msg?.type === "try") {
-      if (msg.id !== tryText.current()) return; // a newer request is on its way
-      status.clearError();
-      tryText.out.replaceChildren(tokenRow(msg.row));
-    } else if (msg?.type === "effect") {
-      if (msg.id !== tryText.current()) return;
-      status.clearError();
-      effect.effect(msg);
-    } else if (msg?.type === "steer") {
-      if (effect.steered(msg, neuronKey())) status.clearError();
-    } else if (msg?.type === "error") {
-      if (msg.action === "effect") return effect.effectError(String(msg.message));
-      if (msg.action === "steer") effect.steerError(String(msg.message));
-      status.error(String(msg.message));
-    }
+  function drawSamples() {
+    if (!detached()) samples.fill();
   }
 
   draw();
@@ -491,12 +535,13 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement): 
   if (ui.focus === "try") tryText.input.focus();
   model.on("change:_data", draw);
   model.on("change:_status", drawStatus);
-  model.on("msg:custom", onCustom);
+  model.on("change:_samples", drawSamples);
   function dispose() {
     tryText.stop();
+    effect.stop();
     model.off("change:_data", draw);
     model.off("change:_status", drawStatus);
-    model.off("msg:custom", onCustom);
+    model.off("change:_samples", drawSamples);
   }
   return dispose;
 }

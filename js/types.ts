@@ -1,7 +1,7 @@
 // The widget models as the views see them, typed with @anywidget/types. The payload and
 // message types live in messages.ts (the protocol shared with Python).
 import type { AnyModel } from "@anywidget/types";
-import type { CardData, NeuronData, Side, Status, TokensData } from "./messages";
+import type { CardData, NeuronData, Row, Side, Status, TokensData } from "./messages";
 
 export type { CardData, CardSeq, Group, Header, NeuronData, Row, Status, TokensData } from "./messages";
 
@@ -16,6 +16,7 @@ export type NeuronState = {
   side: Side;
   _data: NeuronData;
   _status: Status;
+  _samples: Record<string, Row[]>; // the folded sample sections opened (key -> rows)
   _uid: string;
 };
 export type TokensState = { _view_kind: "tokens"; _data: TokensData };

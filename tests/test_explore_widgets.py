@@ -118,7 +118,7 @@ def test_neuronview_shows_weight_connections(tiny):
 def test_explanations_made_in_neuronview_become_searchable(tiny):
     # a neuron no other test opens: the kernel remembers cards per neuron for every later view
     view = nw.NeuronView(3, 17, model="tiny")
-    view._on_custom_msg(view, {"type": "test", "explanation": "zanzibar quokka tokens"})
+    assert view.test_request({"type": "test", "explanation": "zanzibar quokka tokens"}, []) == ({"type": "done"}, [])
     view.wait(120)
     df = nw.search("zanzibar quokka", model="tiny")
     assert (df.layer[0], df.neuron[0], df.source[0]) == (3, 17, "NeuronView")
@@ -133,12 +133,15 @@ def test_searchbox_lists_results_and_opens_a_neuronview(tiny, tmp_path):
                              NeuronId(2, 9)), "tiny")
     box = nw.SearchBox("brackets", model="tiny", store=st)
     assert [(r["layer"], r["neuron"]) for r in box._data["results"]] == [(2, 9)]
-    box._on_msg(box, {"type": "search", "query": "'; DROP TABLE explanations; --"})
+    # the search_request command: results in _data, the answer says done (or why the request was refused)
+    assert box.search_request({"type": "search", "query": "'; DROP TABLE explanations; --"}, []) == ({"type": "done"}, [])
     assert box._data["results"] == [] and box._data["error"] is None
-    box._on_msg(box, {"type": "search", "query": "*"})
+    box.search_request({"type": "search", "query": "*"}, [])
     assert "no words to search for" in box._data["error"]
-    box._on_msg(box, {"type": "search", "query": "  "})  # the box emptied: cleared, no error
+    box.search_request({"type": "search", "query": "  "}, [])  # the box emptied: cleared, no error
     assert box._data["results"] == [] and box._data["error"] is None
+    (reply, _) = box.search_request({"type": "search", "query": "a", "limit": 3}, [])
+    assert reply["type"] == "error" and "unexpected ['limit']" in reply["message"]
     box.open_request({"type": "open", "layer": 2, "neuron": 9, "model": "tiny"}, [])
     assert (box.neuron_view.layer, box.neuron_view.neuron) == (2, 9)
     assert st.count() == 1

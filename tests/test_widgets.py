@@ -188,9 +188,7 @@ def test_views_share_one_copy_of_the_bundle():
         assert state["_esm"] == (ROOT / "neuronwidget" / "static" / "loader.js").read_text() and len(state["_esm"]) < 2_000
         assert state["_css"] == "" and js not in json.dumps(state, default=str)
     # a host whose widget manager cannot hand out the holder: the loader asks the view's kernel side
-    sent = capture(views[0])
-    views[0]._handle_custom_msg({"type": "bundle"}, [])
-    assert sent == [({"type": "bundle", "code": js, "style": css}, [])]
+    assert ask(views[0], "bundle") == {"type": "bundle", "code": js, "style": css}
     holder.close()
     assert shared_bundle() is not holder and shared_bundle().code == js  # made again after a close
 
@@ -227,6 +225,23 @@ def capture(view):
     return sent
 
 
+def ask(view, kind: str, name: str | None = None, **fields):
+    """One request as the front end sends it (anywidget's invoke): the command message through the
+    widget's own comm handler; returns the answer anywidget sends back for it."""
+    from neuronwidget.widgets.messages import command_name
+
+    sent: list[dict] = []
+    view.send = lambda content, buffers=None: sent.append(content)
+    try:
+        view._handle_custom_msg({"kind": "anywidget-command", "id": "req-1", "name": name or command_name(kind),
+                                 "msg": {"type": kind, **fields}}, [])
+    finally:
+        del view.send
+    (answer,) = sent
+    assert answer["kind"] == "anywidget-command-response" and answer["id"] == "req-1"
+    return answer["response"]
+
+
 def test_neuronview_state_carries_engine_values_as_binary(tiny):
     from neuronwidget.widgets import NeuronView
 
@@ -245,8 +260,17 @@ def test_neuronview_state_carries_engine_values_as_binary(tiny):
     for got, want in zip(data["top"], record.most_positive_activation_records):
         shows(got, want.tokens, want.activations)
         assert (got["lo"], got["hi"]) == pr.centred(want.activations)  # no character groups in the tiny corpus
-    for got, want in zip(data["random"], record.random_sample):
+    assert [f["title"] for f in data["samples"]][0] == f"Random samples ({len(record.random_sample[:10])})"
+    assert "random" not in data and view._samples == {}  # folded: carried once opened
+    assert ask(view, "samples", key="random") == {"type": "done"}
+    for got, want in zip(view._samples["random"], record.random_sample):
         shows(got, want.tokens, want.activations)
+    key = data["samples"][1]["key"]
+    ask(view, "samples", key=key)
+    assert len(view._samples[key]) == 2 and set(view._samples) == {"random", key}
+    assert "no sample section 'q99'" in ask(view, "samples", key="q99")["message"]
+    view.neuron = 4  # another neuron: nothing opened yet
+    assert view._samples == {}
     edges, counts = index.histogram(1, 3)
     assert data["hist"]["counts"] == [int(c) for c in counts]
     assert data["cards"] == [] and data["explainer"].startswith("rules")
@@ -260,17 +284,13 @@ def test_neuronview_messages_try_more_goto(tiny):
 
     engine, index = tiny
     view = NeuronView(1, 3, model="tiny", index=index)
-    sent = capture(view)
     text = "The café’s menu <b>costs</b> 5 €\n\tdone"
-    view._on_custom_msg(view, {"type": "try", "text": text, "id": 7}, [])
-    view.wait(60)
-    (reply, bufs), = sent
+    reply = ask(view, "try", text=text)
     want = engine.activations(text, 1, 3)
-    assert reply["type"] == "try" and reply["id"] == 7 and bufs == []
+    assert reply["type"] == "try"
     shows(reply["row"], want.tokens, want.activations)
 
-    view._on_custom_msg(view, {"type": "more", "start": 10, "stop": 15}, [])
-    reply, bufs = sent[-1]
+    reply = ask(view, "more", start=10, stop=15)
     want = index.top_records(1, 3, 10, 15)
     for got, rec in zip(reply["records"], want):
         shows(got, rec.tokens, rec.activations)
@@ -280,17 +300,20 @@ def test_neuronview_messages_try_more_goto(tiny):
     assert (view.layer, view.neuron) == (2, 5)
     shows(view._data["top"][0], *_tv(index.record(2, 5).most_positive_activation_records[0]))
     view.set_state({"layer": 99, "neuron": 5})
-    assert sent[-1][0] == {"type": "error", "message": "that neuron could not be opened: layer must be in 0..3 for "
-                           f"{engine.model_name}, got 99"}
-    assert "layer must be in 0..3" in view._status["error"] and (view.layer, view.neuron) == (2, 5)
-    # requests outside the protocol are refused, saying what is allowed
-    view._on_custom_msg(view, {"type": "more", "group": "top", "start": 0, "stop": 1}, [])
-    assert "unexpected ['group']" in sent[-1][0]["message"]
-    view.set_state({"layer": None, "neuron": 5})  # an emptied number box
-    assert sent[-1][0]["message"] == "that neuron could not be opened: layer must be an integer, got None"
+    assert view._status["error"] == ("that neuron could not be opened: layer must be in 0..3 for "
+                                     f"{engine.model_name}, got 99")
     assert (view.layer, view.neuron) == (2, 5)
-    view._on_custom_msg(view, {"type": "launch"}, [])
-    assert "expected one of more, try, test, explain, cancel" in sent[-1][0]["message"]
+    # requests outside the protocol are refused, saying what is allowed, in the answer and the view
+    assert ask(view, "more", group="top", start=0, stop=1) == {
+        "type": "error", "message": "more examples could not be loaded: request 'more' needs exactly the fields "
+        "['start', 'stop', 'type']; missing [], unexpected ['group']"}
+    assert "unexpected ['group']" in view._status["error"]
+    assert ask(view, "more", start="0", stop=1)["message"].endswith("start must be an integer, got '0'")
+    view.set_state({"layer": None, "neuron": 5})  # an emptied number box
+    assert view._status["error"] == "that neuron could not be opened: layer must be an integer, got None"
+    assert (view.layer, view.neuron) == (2, 5)
+    assert ask(view, "try", text="")["message"] == "your text could not be run: type your text first"
+    assert ask(view, "launch", name="try_request")["message"].endswith("unknown request 'launch'; expected one of try")
     with pytest.raises(ValueError, match="neuron must be in 0..383"):
         NeuronView(1, 384, model="tiny", index=index)
 
@@ -356,30 +379,26 @@ def test_two_views_try_at_once_on_one_engine(tiny):
 
     engine, index = tiny
     views = [NeuronView(1, 3, model="tiny", index=index), NeuronView(3, 7, model="tiny", index=index)]
-    sents = [capture(v) for v in views]
+    answers: list[list[dict]] = [[], []]
     texts = [f"The {w} sat on the mat, and then {w} left. " * (1 + i % 3) for i, w in enumerate(["cat", "dog", "eel"] * 3)]
     barrier = threading.Barrier(2)
 
-    def run(view):
+    def run(view, out):
         barrier.wait()
-        for i, text in enumerate(texts):
-            view._on_custom_msg(view, {"type": "try", "text": text, "id": i}, [])
-            view._on_custom_msg(view, {"type": "effect", "text": text, "id": i}, [])
-        view.wait(300)
+        for text in texts:
+            out.append(ask(view, "try", text=text))
+            out.append(ask(view, "effect", text=text))
 
-    threads = [threading.Thread(target=run, args=(v,)) for v in views]
+    threads = [threading.Thread(target=run, args=(v, out)) for v, out in zip(views, answers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(300)
-    for view, sent in zip(views, sents):
-        assert not [c for c, _ in sent if c["type"] == "error"], [c for c, _ in sent if c["type"] == "error"][:1]
-        tries = [(c, b) for c, b in sent if c["type"] == "try"]
-        assert [c["id"] for c, _ in tries] == list(range(len(texts)))
-        for (reply, _), text in zip(tries, texts):
+    for view, out in zip(views, answers):
+        assert [c["type"] for c in out] == ["try", "effect"] * len(texts), [c for c in out if c["type"] == "error"][:1]
+        for reply, text in zip(out[::2], texts):
             want = engine.activations(text, view.layer, view.neuron)
             shows(reply["row"], want.tokens, want.activations)
-        assert len([c for c, _ in sent if c["type"] == "effect"]) == len(texts)
     # the engine itself, four threads at once: each capture sees its own forward pass only
     errors, results = [], {}
 
@@ -406,10 +425,8 @@ def test_neuronview_test_and_explain_return_scored_cards(tiny):
 
     engine, index = tiny
     view = NeuronView(0, 7, model="tiny", index=index, explainer="rules", simulator="rules", side="positive")
-    sent = capture(view)
-    view._on_custom_msg(view, {"type": "test", "explanation": HOSTILE[0]}, [])
+    assert ask(view, "test", explanation=HOSTILE[0]) == {"type": "done"}  # started: the card comes in _data
     view.wait(120)
-    assert not [s for s in sent if s[0]["type"] == "error"]
     (card,) = view.get_state()["_data"]["cards"]
     assert card["fresh"] and card["side"] == "positive"
     want = score(index.record(0, 7), HOSTILE[0], "rules")
@@ -421,18 +438,17 @@ def test_neuronview_test_and_explain_return_scored_cards(tiny):
                                              pr.Scale(index.record(0, 7).max_activation), centre=True, brief=True)
     assert view._status == {}
 
-    view._on_custom_msg(view, {"type": "explain", "best_of": 1}, [])
+    ask(view, "explain", best_of=1)
     view.wait(120)
     cards = view._data["cards"]
     assert len(cards) == 2 and cards[0]["explainer"].startswith("rules") and cards[0]["explanation"]
     assert [s.explanation for s in view.explanations] == [cards[0]["explanation"], HOSTILE[0]]
     # "Explain (best of 5, revised)": chosen on held-in records, and the card says so
-    view._on_custom_msg(view, {"type": "explain", "best_of": 5}, [])
+    ask(view, "explain", best_of=5)
     view.wait(120)
     best = view._data["cards"][0]
     assert best["explainer"].endswith("(best of 5 on held-in records)") and len(view._data["cards"]) == 3
-    view._on_custom_msg(view, {"type": "explain", "best_of": 50}, [])
-    assert "best_of must be in 1..20" in sent[-1][0]["message"]
+    assert "best_of must be in 1..20" in ask(view, "explain", best_of=50)["message"]
     # going away and back keeps them; the static fallback shows them escaped
     view.neuron = 8
     view.neuron = 7
@@ -452,14 +468,13 @@ def test_no_api_key_reaches_widget_state_html_or_errors(tiny):
     backend = OpenAIBackend("gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", api_key=secret, max_retries=0,
                             timeout=5, cache=False)
     view = NeuronView(1, 3, model="tiny", index=index, explainer=backend, simulator="baseline")
-    sent = capture(view)
-    view._on_custom_msg(view, {"type": "explain", "best_of": 1}, [])
+    answers = [ask(view, "explain", best_of=1)]
     view.wait(60)
     # an unreachable explainer shows up in the view: as an error naming what the user did
     assert view._status["error"].startswith("this neuron could not be explained: connection refused")
     assert "_run_slow" not in view._status["error"] and "run_slow" not in view._status["error"]
     blob = json.dumps(view.get_state(), default=lambda b: bytes(b).hex()) + view._repr_html_() + repr(view)
-    blob += json.dumps([s[0] for s in sent]) + str(view._repr_mimebundle_())
+    blob += json.dumps(answers) + str(view._repr_mimebundle_())
     assert secret not in blob
 
 
@@ -472,8 +487,12 @@ def test_neuronview_save_html(tiny, tmp_path):
     page = view.save_html(tmp_path / "n.html").read_text()
     assert "layer 1 · neuron 3" in page and "random weights" in page and "<script" not in page
     assert "added from code" in page
+    assert page.count("<span title=") + page.count("<span style=") >= 10 * 19
+    assert "Random samples" not in page  # folded in the view, not opened: not in the saved page
+    ask(view, "samples", key="random")  # opened: its first row is saved too
+    page = view.save_html(tmp_path / "n.html").read_text()
+    assert f"Random samples ({len(view._samples['random'])})" in page
     assert page.count("<span title=") + page.count("<span style=") >= 10 * 19 + 64
-    assert len(view._repr_html_()) < 30_000  # saved notebooks stay small (was ~50-80 KB)
 
 
 def test_slow_work_reports_progress_and_can_be_cancelled(tiny):
@@ -482,22 +501,20 @@ def test_slow_work_reports_progress_and_can_be_cancelled(tiny):
     _, index = tiny
     view = NeuronView(1, 3, model="tiny", index=index, simulator="baseline", diverging=True)
     assert view._data["legend"]["levels"][0] == -20  # diverging: the legend runs from the deepest blue
-    sent = capture(view)
     statuses: list[dict] = []
     view.observe(lambda change: statuses.append(change["new"]), names="_status")
     gate = threading.Event()
     view._slow.submit(gate.wait, 30)  # hold the worker so the cancel lands before scoring starts
-    view._on_custom_msg(view, {"type": "test", "explanation": "objects"}, [])
+    ask(view, "test", explanation="objects")
     assert statuses[-1]["task"] == "scoring your explanation"  # progress shows at once
-    view._on_custom_msg(view, {"type": "test", "explanation": "again"}, [])
-    assert "still running" in sent[-1][0]["message"]  # one slow task at a time, said in the view
-    view._on_custom_msg(view, {"type": "cancel"}, [])
+    assert "still running" in ask(view, "test", explanation="again")["message"]  # one slow task at a time
+    assert ask(view, "cancel") == {"type": "done"}  # answered while the task runs
     gate.set()
     view.wait(60)
     assert "cancelled" in view._status["error"]
     assert view._data["cards"] == []
     # and the next request runs normally, clearing the error
-    view._on_custom_msg(view, {"type": "test", "explanation": "objects"}, [])
+    ask(view, "test", explanation="objects")
     view.wait(60)
     assert [c["explanation"] for c in view._data["cards"]] == ["objects"] and view._status == {}
 
@@ -513,11 +530,8 @@ def test_split_characters_read_back_as_the_text(tiny):
 
     engine, index = tiny
     view = NeuronView(1, 3, model="tiny", index=index)
-    sent = capture(view)
     for i, text in enumerate([JAPANESE, EMOJI], 1):
-        view._on_custom_msg(view, {"type": "try", "text": text, "id": i}, [])
-        view.wait(60)
-        reply, _ = sent[-1]
+        reply = ask(view, "try", text=text)
         want = engine.activations(text, 1, 3)
         shown = reply["row"]["text"]
         assert "".join(shown) == text and "\ufffd" not in "".join(shown)
@@ -556,7 +570,6 @@ def test_signed_neuron_sides_payload_and_scoring(tiny):
     record = index.record(2, 11)
     assert record.most_negative_activation_records and record.most_negative_activation_records[0].min_activation < 0
     view = NeuronView(2, 11, model="tiny", index=index, simulator="baseline")
-    sent = capture(view)
     hd = view._data["header"]
     low = record.most_negative_activation_records[0].min_activation
     assert hd["signed"] and view.side == "positive" and view._data["legend"]["lo"] == pr.format_activation(low)
@@ -569,9 +582,8 @@ def test_signed_neuron_sides_payload_and_scoring(tiny):
     shows(data["top"][0], first.tokens, first.activations)  # as they are
     assert (data["top"][0]["lo"], data["top"][0]["hi"]) == pr.centred(first.activations, negative=True)
     assert -20 in pr.columns(data["top"][0])[2]  # the lowest value: the deepest blue
-    view._on_custom_msg(view, {"type": "test", "explanation": "closing brackets"}, [])
+    assert ask(view, "test", explanation="closing brackets") == {"type": "done"}
     view.wait(120)
-    assert not [c for c, _ in sent if c["type"] == "error"]
     (card,) = view._data["cards"]
     assert card["side"] == "negative"
     want = score(record.for_side("negative"), "closing brackets", "baseline")
@@ -580,8 +592,7 @@ def test_signed_neuron_sides_payload_and_scoring(tiny):
     # the positive side keeps its own explanations
     view.side = "positive"
     assert view._data["cards"] == [] or all(c["side"] == "positive" for c in view._data["cards"])
-    view._on_custom_msg(view, {"type": "more", "start": 10, "stop": 12}, [])
-    assert sent[-1][0]["type"] == "more"
+    assert ask(view, "more", start=10, stop=12)["type"] == "more"
 
 
 # ---- one protocol, one source: Python and TypeScript checked against each other -------------
@@ -720,8 +731,9 @@ def test_live_view_and_saved_html_show_the_same(tmp_path, tiny):
         "neuron": NeuronView(3, 21, model="tiny", index=index),  # a neuron no other test scores (the store remembers)
     }
     view = views["neuron"]
-    view._on_custom_msg(view, {"type": "test", "explanation": HOSTILE[0]}, [])
+    ask(view, "test", explanation=HOSTILE[0])
     view.wait(120)
+    ask(view, "samples", key="random")  # the folded random samples, opened
     live = _render_live(tmp_path, {name: v.get_state() for name, v in views.items()})
 
     # TokenView: every span, the same
@@ -738,18 +750,34 @@ def test_live_view_and_saved_html_show_the_same(tmp_path, tiny):
     static = _static_rows(view._repr_html_())
     top = [_live(r) for r in live["neuron"]["top"]]
     assert len(top) == len(view._data["top"]) == 10 and static[:len(top)] == top
-    assert static[len(top)] == _live(live["neuron"]["random"][0])  # the random sample
+    assert static[len(top)] == _live(live["neuron"]["random"][0])  # the random samples, opened: the first
     live_text = "\n".join(live["neuron"]["texts"] + live["card"]["texts"] + live["tokens"]["texts"])
     for page in (view._repr_html_(), views["card"]._repr_html_(), views["tokens"]._repr_html_()):
         for line in _text_of(page).split("\n"):
             line = line.strip(" …—")
-            if line and line not in ("A random sample",):  # the saved page's own heading
+            if line:
                 assert line in live_text, line
     assert f"{view._data['header']['model']}" in live_text and HOSTILE[0] in live_text
 
 
 # arithmetic in the views that decides nothing shown: neuron navigation, the histogram's layout
 NOT_DISPLAY_RULES = ("Math.floor(flat / hd.n_neurons)", "Math.floor(Math.random()")
+
+
+def _code_strings(path: Path) -> str:
+    """What a source file writes, without its comments and docstrings (which may name a section):
+    Python's string constants; TypeScript without comments."""
+    import ast
+
+    src = path.read_text()
+    if path.suffix == ".ts":
+        return "\n".join(line.split("//")[0] for line in re.sub(r"/\*.*?\*/", "", src, flags=re.S).splitlines())
+    tree = ast.parse(src)
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return "\n".join(n.value for n in ast.walk(tree)
+                     if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs)
 
 
 def test_every_display_rule_exists_once():
@@ -776,6 +804,14 @@ def test_every_display_rule_exists_once():
     assert (ROOT / "js" / "levels.css").read_text() == pr.theme_css(), \
         "js/levels.css is out of date: python -m neuronwidget.widgets.present > js/levels.css"
     assert "levels.css" in ts["widget.ts"]
+    # the views' headings and notes: present.HEADINGS alone (js/headings.ts is generated from it)
+    assert ts["headings.ts"] == pr.headings_ts(), \
+        "js/headings.ts is out of date: python -m neuronwidget.widgets.present headings > js/headings.ts"
+    written = {p.relative_to(ROOT).as_posix(): _code_strings(p) for p in
+               [*(ROOT / "js").glob("*.ts"), *(ROOT / "neuronwidget" / "widgets").glob("*.py")]
+               if p.name not in ("headings.ts", "present.py")}
+    twice = [f"{name}: {text!r}" for text in pr.HEADINGS.values() for name, src in written.items() if text in src]
+    assert twice == []
 
 
 def test_present_rules():
@@ -819,6 +855,31 @@ def test_display_constants_exist_once():
 
 # ---- saved notebooks ------------------------------------------------------------------------
 
+def _own_state(view) -> int:
+    """A view's own widget state as a saved notebook writes it (JSON; the bundle is stored once)."""
+    state, _, buffers = state_buffers(view)
+    assert buffers == []
+    return len(json.dumps({k: v for k, v in state.items() if k not in ("_esm", "_css")}))
+
+
+def test_saved_neuronview_stays_small(tiny):
+    """What one NeuronView adds to a saved notebook, bounded: its static fallback and its own widget
+    state. Before the folded samples were loaded on opening and the rows' shared style moved to their
+    box, the tiny model's views took 20-21 KB (fallback) and ~42 KB (state); SmolLM2's alike."""
+    from neuronwidget.widgets import NeuronView
+
+    _, index = tiny
+    for layer, neuron in [(1, 3), (2, 11), (0, 7)]:
+        view = NeuronView(layer, neuron, model="tiny", index=index)
+        fallback, state = len(view._repr_html_().encode()), _own_state(view)
+        print(f"\nNeuronView({layer}, {neuron}) of tiny: fallback {fallback} B, state {state} B", end="")
+        assert fallback <= 15_500 and state <= 23_000
+        ask(view, "samples", key="random")  # the user opens the random samples: both keep what is shown
+        fallback, state = len(view._repr_html_().encode()), _own_state(view)
+        print(f"; random samples opened: {fallback} B, {state} B", end="")
+        assert fallback <= 19_500 and state <= 33_000
+
+
 def test_saved_notebook_carries_scored_cards_and_stays_small(tiny_index, tmp_path):
     """3 NeuronViews and 2 explanations scored in one of them, run by a real kernel and saved
     the way Jupyter saves: the fallback shows the cards, and it is small; offline HTML shows them."""
@@ -836,8 +897,8 @@ def test_saved_notebook_carries_scored_cards_and_stays_small(tiny_index, tmp_pat
         nbformat.v4.new_code_cell("v2 = nw.NeuronView(2, 11)\nv2"),
         nbformat.v4.new_code_cell("v3 = nw.NeuronView(0, 7, diverging=False)\nv3"),
         # what the buttons send, through the widget's own message handler
-        nbformat.v4.new_code_cell("v1._on_custom_msg(v1, {'type': 'test', 'explanation': 'the word object'}); v1.wait(120)\n"
-                                  "v1._on_custom_msg(v1, {'type': 'explain', 'best_of': 1}); v1.wait(120)\n"
+        nbformat.v4.new_code_cell("v1.test_request({'type': 'test', 'explanation': 'the word object'}, []); v1.wait(120)\n"
+                                  "v1.explain_request({'type': 'explain', 'best_of': 1}, []); v1.wait(120)\n"
                                   "print([s.explanation for s in v1.explanations])"),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -857,7 +918,7 @@ def test_saved_notebook_carries_scored_cards_and_stays_small(tiny_index, tmp_pat
     sizes = {"file": path.stat().st_size, "fallback per view": [len(h.encode()) for h in html],
              "widget state": len(json.dumps(state))}
     print(f"\nsaved notebook, 3 NeuronViews + 2 scored cards: {sizes}")
-    assert max(sizes["fallback per view"]) < 30_000  # was ~50-80 KB per view before
+    assert max(sizes["fallback per view"]) < 22_000  # was ~50-80 KB per view before, 20-22 KB with no card
     js = (ROOT / "neuronwidget" / "static" / "widget.js").read_text()
     copies = [m for m in state.values() if m["state"].get("code") == js or m["state"].get("_esm") == js]
     assert len(copies) == 1, "the widget state should hold one copy of the JS bundle, not one per view"

@@ -23,7 +23,7 @@ function neuronState() {
       header: { model: "tiny", title: " · layer 1 · neuron 3", meta: "max activation 4.00 · corpus: c", is_tiny: true, n_layers: 2,
         n_neurons: 8, max: 4, signed: false, side_note: "" },
       top_title: "Top", test_title: "Test", empty: "none",
-      top: [{ text: tokens, value: "0 4.00 1.00", tenth: "DND", level: "DXI" }], top_total: 1, random: [], quantiles: [],
+      top: [{ text: tokens, value: "0 4.00 1.00", tenth: "DND", level: "DXI" }], top_total: 1, samples: [],
       hist: { edges: [0, 1, 2], counts: [3, 1], titles: ["a", "b"], lo: "0", hi: "2.00", caption: "all tokens" }, cards: [],
       explainer: "baseline", simulator: "baseline",
       legend: { lo: "0", hi: "4.00", levels: [0, 20], note: "" }, strengths: { values: [0, 1], labels: ["0", "1"] },
@@ -126,8 +126,10 @@ describe("SearchBox", () => {
     const input = root.querySelector<HTMLInputElement>(".nw-search-input")!;
     input.value = "capital cities";
     input.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter" }));
-    expect(model.sent.at(-1)!.content).toEqual({ type: "search", query: "capital cities" });
-    model.set("_data", { query: "capital cities", model: null, limit: 20, error: null,
+    expect(model.invoked.at(-1)).toEqual({ name: "search_request", msg: { type: "search", query: "capital cities" } });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(root.querySelector(".nw-error")!.textContent).toBe("no kernel in tests"); // the command's error answer
+    model.set("_data", { query: "capital cities", model: null, limit: 20, error: null,  // the results, in the trait
       results: [{ model: "gpt2", layer: 5, neuron: 131, side: "positive", explanation: HOSTILE, score: 0.8, explainer: "x", source: "s" }] });
     expect(root.querySelector(".nw-xexpl")!.textContent).toBe(HOSTILE);
     expect(root.querySelector("img")).toBeNull();
@@ -145,6 +147,21 @@ describe("connections", () => {
   it("draws nothing without data and a message on error", () => {
     expect(renderConnections(null, () => {})).toBeNull();
     expect(renderConnections({ error: "connections unavailable: x" }, () => {})!.textContent).toContain("unavailable");
+  });
+  it("lists a latent's nearest latents as buttons that go to the latent", () => {
+    const went: [number, number][] = [];
+    const box = renderConnections({ family: "latent", input_tokens: [], output_promoted: [], nearest: [
+      { layer: 2, neuron: 17, value: 0.31, label: "latent 17 (cos 0.31)", title: "go to latent 17" },
+      { layer: 2, neuron: 4, value: -0.2, label: HOSTILE, title: "go to latent 4" }] }, (l, n) => went.push([l, n]))!;
+    const buttons = Array.from(box.querySelectorAll<HTMLButtonElement>("button.nw-conn-neuron"));
+    expect(box.textContent).toContain("Nearest latents (decoder cosine)");
+    // <button type="button">: Tab reaches them, Enter and Space press them
+    expect(buttons.map((b) => [b.textContent, b.title, b.type])).toEqual([
+      ["latent 17 (cos 0.31)", "go to latent 17", "button"], [HOSTILE, "go to latent 4", "button"]]);
+    expect(box.querySelector("img")).toBeNull(); // labels are text
+    buttons[0].click();
+    buttons[1].click();
+    expect(went).toEqual([[2, 17], [2, 4]]);
   });
   it("reads widget references", () => {
     expect(refId("anywidget:abc")).toBe("abc");

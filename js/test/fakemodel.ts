@@ -33,13 +33,26 @@ export class FakeModel implements AnyModel<Record<string, any>> {
   send(content: unknown, _callbacks?: unknown, buffers?: unknown) {
     this.sent.push({ content, buffers });
   }
-  /** anywidget's experimental.invoke as the kernel answers it: records the request, replies with `answer`. */
+  /** anywidget's experimental.invoke as the kernel answers it: records the request and replies
+   *  with `answer`'s reply, or (`answer` gives undefined) waits for `reply(i, ...)`. An aborted
+   *  request rejects, as anywidget's does. */
   invoked: { name: string; msg: any }[] = [];
+  private waiting: ((reply: unknown) => void)[] = [];
   answer: (name: string, msg: any) => any = () => ({ type: "error", message: "no kernel in tests" });
-  invoke = async <T>(name: string, msg?: any): Promise<[T, DataView[]]> => {
+  invoke = <T>(name: string, msg?: any, options: { signal?: AbortSignal } = {}): Promise<[T, DataView[]]> => {
     this.invoked.push({ name, msg });
-    return [this.answer(name, msg) as T, []];
+    return new Promise((resolve, reject) => {
+      this.waiting.push((reply) => resolve([reply as T, []]));
+      options.signal?.addEventListener("abort", () => reject(options.signal!.reason));
+      const now = this.answer(name, msg);
+      if (now !== undefined) resolve([now as T, []]);
+    });
   };
+  /** Answer request `i` (negative: from the end) now; the views' awaits run before it returns. */
+  async reply(i: number, reply: unknown) {
+    this.waiting.at(i)!(reply);
+    await new Promise((r) => setTimeout(r, 0));
+  }
   emit(event: string, ...args: unknown[]) {
     for (const h of this.handlers.get(event) ?? []) h(...args);
   }

@@ -12,9 +12,10 @@ const HOSTILE = ["<script>window.__pwned=1</script>", '" onmouseover="window.__p
 
 function mount(state: Record<string, unknown>) {
   const model = new FakeModel(state);
+  model.answer = () => undefined; // each test answers the requests itself (model.reply)
   const el = document.createElement("div");
   document.body.appendChild(el);
-  const props = { model, el, signal: new AbortController().signal, host: {} as any, experimental: {} as any };
+  const props = { model, el, signal: new AbortController().signal, host: {} as any, experimental: { invoke: model.invoke } as any };
   const cleanup = widget.render(props);
   return { model, el, cleanup };
 }
@@ -115,8 +116,7 @@ function neuronData(): NeuronData {
     empty: "No explanation for this neuron yet.",
     top: [row(tokens, tokens.map((_, i) => (i === 40 ? 20 : 0)), [28, 47])],
     top_total: 3,
-    random: [row(HOSTILE)],
-    quantiles: [],
+    samples: [{ key: "random", title: "Random samples (1)" }, { key: "q0", title: "Quantile sample: below 0.100" }],
     hist: { edges: [0, 1, 2, 3, 4], counts: [100, 10, 3, 1], titles: ["0 to 1.00: 100 tokens", "b", "c", "d"], lo: "0", hi: "4.00", caption: "all tokens" },
     cards: [],
     explainer: "baseline: token lookup (no LLM)",
@@ -127,7 +127,7 @@ function neuronData(): NeuronData {
 }
 
 describe("NeuronView", () => {
-  it("renders header, centred records, histogram and asks the kernel for more", () => {
+  it("renders header, centred records, histogram and asks the kernel for more", async () => {
     const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _status: {} });
     expect(el.querySelector(".nw-model")!.textContent).toContain("tiny (random weights");
     expect(el.querySelector(".nw-id")!.textContent).toBe(" · layer 1 · neuron 3");
@@ -141,11 +141,29 @@ describe("NeuronView", () => {
     expect(el.textContent).toContain("Explain with baseline");
     expect(el.textContent).toContain("No explanation for this neuron yet.");
     Array.from(el.querySelectorAll<HTMLButtonElement>("button")).find((b) => b.textContent === "more examples")!.click();
-    expect(model.sent.at(-1)!.content).toEqual({ type: "more", start: 1, stop: 11 });
-    model.emit("msg:custom", { type: "more", start: 1, records: [row(["x", "y"], [5, 20], [0, 2])] });
+    expect(model.invoked.at(-1)).toEqual({ name: "more_request", msg: { type: "more", start: 1, stop: 11 } });
+    await model.reply(-1, { type: "more", start: 1, records: [row(["x", "y"], [5, 20], [0, 2])] });
     expect(el.querySelectorAll(".nw-top .nw-rec").length).toBe(2);
   });
-  it("navigates, tries text and tests explanations through messages", async () => {
+  it("asks for a folded section's samples when it is opened, and draws them from _samples", async () => {
+    const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _status: {}, _samples: {} });
+    const boxes = Array.from(el.querySelectorAll<HTMLDetailsElement>(".nw-samples details"));
+    expect(boxes.map((b) => b.querySelector("summary")!.textContent)).toEqual(["Random samples (1)", "Quantile sample: below 0.100"]);
+    expect(el.querySelectorAll(".nw-samples .nw-tok").length).toBe(0); // nothing carried until opened
+    boxes[0].open = true;
+    boxes[0].dispatchEvent(new Event("toggle"));
+    expect(model.invoked.at(-1)).toEqual({ name: "samples_request", msg: { type: "samples", key: "random" } });
+    model.set("_samples", { random: [row(HOSTILE)] }); // the kernel's answer is in the trait
+    await model.reply(-1, { type: "done" });
+    expect(Array.from(boxes[0].querySelectorAll(".nw-tok")).map((t) => t.textContent)).toEqual(HOSTILE);
+    expect(boxes[0].open).toBe(true);
+    boxes[1].open = true;
+    boxes[1].dispatchEvent(new Event("toggle"));
+    await model.reply(-1, { type: "error", message: `the samples could not be loaded: ${HOSTILE[0]}` });
+    expect(boxes[1].querySelector(".nw-error")!.textContent).toContain(HOSTILE[0]);
+    expect((window as any).__pwned).toBeUndefined();
+  });
+  it("navigates, tries text and tests explanations through commands", async () => {
     const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _status: {} });
     const btn = (label: string) => Array.from(el.querySelectorAll<HTMLButtonElement>("button")).find((b) => b.textContent === label)!;
     btn("next ▶").click(); // navigation sets the traits; the kernel answers with the new _data
@@ -164,24 +182,27 @@ describe("NeuronView", () => {
     input.value = "hello <b>world</b>";
     input.dispatchEvent(new Event("input"));
     await new Promise((r) => setTimeout(r, 350));
-    const req = model.sent.filter((m) => m.content.type === "try").at(-1)!.content;
-    expect(model.sent.at(-1)!.content).toEqual({ type: "effect", text: "hello <b>world</b>", id: req.id }); // same text, same id
-    model.emit("msg:custom", { type: "try", id: req.id - 1, row: row(["stale"]) });
-    expect(el.querySelector(".nw-try-out")!.textContent).toBe(""); // an older answer is dropped
-    model.emit("msg:custom", { type: "try", id: req.id, row: row(["hello", " <b>world</b>"], [0, 20]) });
+    expect(model.invoked.slice(-2)).toEqual([{ name: "try_request", msg: { type: "try", text: "hello <b>world</b>" } },
+      { name: "effect_request", msg: { type: "effect", text: "hello <b>world</b>" } }]);
+    input.value = "hello <b>world</b>!";
+    input.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", ctrlKey: true }));
+    await model.reply(-4, { type: "try", row: row(["stale"]) });
+    expect(el.querySelector(".nw-try-out")!.textContent).toBe(""); // the answer to an older text is dropped
+    await model.reply(-2, { type: "try", row: row(["hello", " <b>world</b>"], [0, 20]) });
     expect(el.querySelector(".nw-try-out")!.textContent).toBe("hello <b>world</b>");
     expect(el.querySelector(".nw-try-out .nw-p20")!.textContent).toBe(" <b>world</b>");
 
     el.querySelector<HTMLTextAreaElement>(".nw-test-input")!.value = HOSTILE[1];
     btn("Simulate & score").click();
-    expect(model.sent.at(-1)!.content).toEqual({ type: "test", explanation: HOSTILE[1] });
+    expect(model.invoked.at(-1)).toEqual({ name: "test_request", msg: { type: "test", explanation: HOSTILE[1] } });
+    await model.reply(-1, { type: "done" });
     model.set("_status", { task: "scoring", done: 2, total: 10, message: "simulating 2/10" });
     expect(el.querySelector(".nw-status")!.textContent).toContain("simulating 2/10");
     btn("Cancel").click();
-    expect(model.sent.at(-1)!.content).toEqual({ type: "cancel" });
-    const sentBefore = model.sent.length;
+    expect(model.invoked.at(-1)).toEqual({ name: "cancel_request", msg: { type: "cancel" } });
+    const sentBefore = model.invoked.length;
     model.set("_data", { ...neuronData(), cards: [card(HOSTILE[1])] });
-    expect(model.sent.length).toBe(sentBefore); // a new card does not run the user's text again
+    expect(model.invoked.length).toBe(sentBefore); // a new card does not run the user's text again
     expect(el.querySelector(".nw-try-out")!.textContent).not.toBe("");
     expect(el.querySelector(".nw-card.nw-new .nw-expl")!.textContent).toBe(HOSTILE[1]);
     expect(el.textContent).not.toContain("No explanation for this neuron yet.");
@@ -201,14 +222,14 @@ describe("NeuronView", () => {
       test.dispatchEvent(ev);
       return ev;
     };
-    const n = model.sent.length;
+    const n = model.invoked.length;
     expect(key("Enter").defaultPrevented).toBe(false); // the textarea adds the newline itself
     expect(key("Enter", { shiftKey: true }).defaultPrevented).toBe(false);
-    expect(model.sent.length).toBe(n);
+    expect(model.invoked.length).toBe(n);
     expect(key("Enter", { ctrlKey: true }).defaultPrevented).toBe(true);
-    expect(model.sent.at(-1)!.content).toEqual({ type: "test", explanation: "dogs" });
+    expect(model.invoked.at(-1)).toEqual({ name: "test_request", msg: { type: "test", explanation: "dogs" } });
     key("Enter", { metaKey: true });
-    expect(model.sent.length).toBe(n + 2);
+    expect(model.invoked.length).toBe(n + 2);
     expect(seen).toEqual([]);
   });
   it("clears an error when the next result arrives", async () => {
@@ -217,13 +238,12 @@ describe("NeuronView", () => {
     input.value = "x".repeat(5000);
     input.dispatchEvent(new Event("input"));
     await new Promise((r) => setTimeout(r, 350));
-    model.emit("msg:custom", { type: "error", message: "your text could not be run: it has 5000 characters" });
+    await model.reply(-2, { type: "error", message: "your text could not be run: it has 5000 characters" });
     expect(el.querySelector(".nw-status .nw-error")!.textContent).toContain("your text could not be run");
     input.value = "short";
     input.dispatchEvent(new Event("input"));
     await new Promise((r) => setTimeout(r, 350));
-    const req = model.sent.at(-1)!.content;
-    model.emit("msg:custom", { type: "try", id: req.id, row: row(["short"]) });
+    await model.reply(-2, { type: "try", row: row(["short"]) });
     expect(el.querySelector(".nw-try-out")!.textContent).toBe("short");
     expect(el.querySelector(".nw-status .nw-error")).toBeNull();
   });
@@ -262,8 +282,7 @@ describe("NeuronView", () => {
     input.value = "a b";
     input.dispatchEvent(new Event("input"));
     await new Promise((r) => setTimeout(r, 350));
-    const id = model.sent.at(-1)!.content.id;
-    model.emit("msg:custom", { type: "effect", id, tokens: [HOSTILE[4], " b"], kl: [0.5, 0.01], next: [" b"], dlogp: [-0.25],
+    await model.reply(-1, { type: "effect", tokens: [HOSTILE[4], " b"], kl: [0.5, 0.01], next: [" b"], dlogp: [-0.25],
       promoted: [[], []], suppressed: [[], []], row: row([HOSTILE[4], " b"], [20, 0]), title: "Effect of zeroing L1/N3 at every token",
       note: "colour = KL(clean ‖ zeroed) of each next-token prediction (darkest 0.5)" });
     const toks = Array.from(el.querySelectorAll<HTMLElement>(".nw-effect-out .nw-tok"));
@@ -273,7 +292,8 @@ describe("NeuronView", () => {
     expect(el.querySelector(".nw-effect-out .nw-note")!.textContent).toContain("darkest 0.5");
     expect(el.querySelector(".nw-effect-out img, .nw-effect-out script")).toBeNull();
     // an effect error shows in the Effect section, as text, and leaves the status to the try box
-    model.emit("msg:custom", { type: "error", message: `the effect could not be measured: ${HOSTILE[0]}`, action: "effect" });
+    input.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", ctrlKey: true }));
+    await model.reply(-1, { type: "error", message: `the effect could not be measured: ${HOSTILE[0]}` });
     expect(el.querySelector(".nw-effect-out .nw-error")!.textContent).toContain(HOSTILE[0]);
     expect(el.querySelector(".nw-status .nw-error")).toBeNull();
 
@@ -284,15 +304,15 @@ describe("NeuronView", () => {
     slider.dispatchEvent(new Event("input"));
     expect(label()).toBe("strength -0.5 × max → -2.00");
     slider.dispatchEvent(new Event("change"));
-    expect(model.sent.at(-1)!.content.type).not.toBe("steer"); // no prompt yet: nothing sent
+    expect(model.invoked.at(-1)!.name).not.toBe("steer_request"); // no prompt yet: nothing sent
     const prompt = el.querySelector<HTMLTextAreaElement>(".nw-steer-input")!;
     prompt.value = "Once";
     prompt.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", ctrlKey: true, bubbles: true }));
-    const req = model.sent.at(-1)!.content;
-    expect(req).toEqual({ type: "steer", prompt: "Once", strength: -0.5, id: req.id });
-    model.emit("msg:custom", { type: "error", message: "the steered continuation could not be made: boom", action: "steer" });
+    expect(model.invoked.at(-1)).toEqual({ name: "steer_request", msg: { type: "steer", prompt: "Once", strength: -0.5 } });
+    await model.reply(-1, { type: "error", message: "the steered continuation could not be made: boom" });
     expect(el.querySelector(".nw-steer-error")!.textContent).toContain("boom");
-    model.emit("msg:custom", { type: "steer", id: req.id, prompt: "Once", strength: -0.5, value: -2, plain: HOSTILE[0], steered: " upon",
+    prompt.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", ctrlKey: true, bubbles: true }));
+    await model.reply(-1, { type: "steer", prompt: "Once", strength: -0.5, value: -2, plain: HOSTILE[0], steered: " upon",
       title: "Steering: strength -0.5", note: "clamped to -2.00 (strength -0.5) at every token of “Once” and its continuation" });
     expect(el.querySelector(".nw-steer-error")!.textContent).toBe("");
     expect(el.querySelector(".nw-steer-result .nw-note")!.textContent).toContain("clamped to -2.00");

@@ -11,6 +11,7 @@ from typing import Any
 import anywidget
 import ipywidgets
 import traitlets
+from anywidget.experimental import command
 
 from neuronwidget._io import atomic_write_text, stable_hash
 
@@ -80,16 +81,15 @@ class BaseView(anywidget.AnyWidget):
             holder = shared_bundle()
             kwargs.update(_bundle_id=holder.model_id, _bundle_digest=holder.digest)
         super().__init__(_uid=uuid.uuid4().hex[:16], **kwargs)
-        self.on_msg(self._on_bundle_request)
 
-    def _on_bundle_request(self, _widget: Any, content: Any, buffers: Any = None) -> None:
-        """The loader asks for the bundle itself when the shared model cannot be found."""
-        if isinstance(content, dict) and content.get("type") == "bundle":
-            from neuronwidget.widgets.messages import BundleReply
+    @command
+    def bundle_request(self, msg: Any, buffers: list[bytes]) -> tuple[Any, list[bytes]]:
+        """The loader asks for the bundle itself when the shared model cannot be found (a command)."""
+        from neuronwidget.widgets.messages import BundleReply
 
-            holder = shared_bundle()
-            reply: BundleReply = {"type": "bundle", "code": holder.code, "style": holder.style}
-            self.send(reply)
+        holder = shared_bundle()
+        reply: BundleReply = {"type": "bundle", "code": holder.code, "style": holder.style}
+        return reply, []
 
     def _static_html(self) -> str:  # pragma: no cover - every view overrides it
         raise NotImplementedError

@@ -2,9 +2,10 @@
 both opening a NeuronView in place with a way back.
 
 Both views precompute or fetch plain rows in Python; the front end (js/explorer.ts) shows
-them. The protocol is messages.py's: the front end opens a neuron with the ``open_request``
-command (anywidget's request/response: an ``OpenRequest`` in, an ``OpenReply`` back) and
-SearchBox searches with a ``SearchRequest`` message. The NeuronView opened is an ordinary
+them. The protocol is messages.py's, every request an anywidget command (request/response):
+the front end opens a neuron with ``open_request`` (an ``OpenRequest`` in, an ``OpenReply``
+back) and SearchBox searches with ``search_request`` (a ``SearchRequest`` in, the results in
+``_data``, a ``SearchReply`` back). The NeuronView opened is an ordinary
 NeuronView widget held in the ``_child`` trait (anywidget composition): the front end renders
 it inside the explorer. Explorer's ``text`` and ``position`` (the token selected) are public
 synced traits.
@@ -22,7 +23,8 @@ from anywidget.experimental import command
 from neuronwidget.widgets import present as pr
 from neuronwidget.widgets import static_html as sh
 from neuronwidget.widgets._base import BaseView
-from neuronwidget.widgets.messages import OPENER_REQUESTS, ErrorReply, OpenedReply, OpenReply, parse_request
+from neuronwidget.widgets.messages import (OPENER_REQUESTS, ErrorReply, OpenedReply, OpenReply, SearchReply,
+                                           parse_request)
 
 MAX_EXPLORER_CHARS = 20_000
 _WHAT = {"open": "that neuron could not be opened", "search": "the search failed"}
@@ -37,7 +39,6 @@ class _OpensNeuronView(BaseView):
     def _setup(self, view_kwargs: dict[str, Any]) -> None:
         self._view_kwargs = view_kwargs
         self._views: dict[Any, Any] = {}
-        self.on_msg(self._on_msg)
 
     def _failed(self, kind: Any, e: Exception) -> ErrorReply:
         what = _WHAT.get(str(kind), "the view's request was not understood")
@@ -58,18 +59,6 @@ class _OpensNeuronView(BaseView):
             return reply, []
         except Exception as e:  # shown in the view, never a blank one
             return self._failed("open", e), []
-
-    def _on_msg(self, _widget: Any, content: Any, buffers: Any = None) -> None:
-        if isinstance(content, dict) and content.get("kind", "").startswith("anywidget-command"):
-            return  # anywidget's own handler answers commands
-        kind = content.get("type") if isinstance(content, dict) else None
-        try:
-            self._handle(parse_request(content, OPENER_REQUESTS))
-        except Exception as e:  # shown in the view, never a blank one
-            self.send(self._failed(kind, e))
-
-    def _handle(self, request: Any) -> None:
-        raise ValueError(f"unknown request {request['type']!r}; expected open_request")
 
     def _new_view(self, layer: int, neuron: int, model: Any, side: str) -> Any:
         raise NotImplementedError
@@ -271,7 +260,7 @@ class Explorer(_OpensNeuronView):
                 f'<div>{html.escape(caption)}</div>'
                 f'<table><tr><th>layer</th><th>neuron</th><th>{"effect" if effect is not None else "activation"}</th>'
                 f'<th>explanation</th></tr>{rows}</table>'
-                f'<div style="color:#5a5a5a">Run the notebook to click tokens and open neurons.</div></div>')
+                f'<div style="color:#5a5a5a">{html.escape(pr.HEADINGS["explorer_saved"])}</div></div>')
 
 
 def _engine_spec(engine: Any) -> Any:
@@ -331,16 +320,27 @@ class SearchBox(_OpensNeuronView):
         self._data = {**self._data, "query": str(query), "results": rows, "error": None}
         return df
 
-    def _handle(self, request: Any) -> None:
-        if request["type"] != "search":
-            raise ValueError(f"unknown request {request['type']!r}; expected search (and the open_request command)")
-        if not request["query"].strip():  # an emptied box: no results, no complaint
-            self._data = {**self._data, "query": "", "results": [], "error": None}
-            return
+    @command
+    def search_request(self, msg: Any, buffers: list[bytes]) -> tuple[SearchReply, list[bytes]]:
+        """The front end's search (anywidget command): the results go into ``_data`` (a query the
+        search refuses too: its message is ``_data["error"]``, shown under the box); the answer
+        says done, or why the request itself was refused."""
         try:
-            self.search(request["query"])
-        except ValueError:
-            pass  # the message is in _data["error"], shown under the box
+            req = parse_request(msg, OPENER_REQUESTS)
+            if req["type"] != "search":
+                raise ValueError(f"search_request takes a search request, got {req['type']!r}")
+        except Exception as e:
+            return self._failed("search", e), []
+        if not req["query"].strip():  # an emptied box: no results, no complaint
+            self._data = {**self._data, "query": "", "results": [], "error": None}
+        else:
+            try:
+                self.search(req["query"])
+            except ValueError:
+                pass  # the message is in _data["error"], shown under the box
+            except Exception as e:  # shown in the view, never a blank one
+                return self._failed("search", e), []
+        return {"type": "done"}, []
 
     def _new_view(self, layer: int, neuron: int, model: Any, side: str) -> Any:
         from neuronwidget.subject import gpt2_available

@@ -1,10 +1,12 @@
 """THE protocol between the kernel and the views in js/: the widget state payloads and
-every custom message and command, as TypedDicts. js/messages.ts is generated from this
+every request and reply, as TypedDicts. Every request is an anywidget command (the front end's
+``invoke(name, request)``, the kernel's ``@command`` method of that name; anywidget pairs each
+answer with its request): ``COMMANDS`` names them. js/messages.ts is generated from this
 file (``python -m neuronwidget.widgets.messages > js/messages.ts``: one TypeScript interface
 per TypedDict, one union per Union); tests/test_widgets.py fails when it is not up to date,
 and tsc checks every view against it.
 
-``parse_request`` is the kernel's one door for messages from the front end: it checks
+``parse_request`` is the kernel's one door for requests from the front end: it checks
 the ``type`` and every field and raises ValueError saying what is allowed.
 """
 
@@ -124,6 +126,13 @@ class Strengths(TypedDict):
 ConnectionsData = TypedDict("ConnectionsData", {}, total=False)
 
 
+class Folded(TypedDict):
+    """A folded section of samples: its heading; its rows come when it is opened (the
+    ``samples`` command puts them in the view's ``_samples`` trait under ``key``)."""
+    key: str
+    title: str
+
+
 class NeuronData(TypedDict):
     header: Header
     top_title: str
@@ -131,8 +140,7 @@ class NeuronData(TypedDict):
     empty: str
     top: list[Row]
     top_total: int
-    random: list[Row]
-    quantiles: list[Quantile]
+    samples: list[Folded]  # random samples, then one per quantile
     hist: Histogram
     cards: list[CardData]
     explainer: str
@@ -217,7 +225,6 @@ class MoreRequest(TypedDict):
 class TryRequest(TypedDict):
     type: Literal["try"]
     text: str
-    id: int
 
 
 class TestRequest(TypedDict):
@@ -238,7 +245,12 @@ class EffectRequest(TypedDict):
     """The neuron zeroed at every token of the "Try your text" text: each prediction's change."""
     type: Literal["effect"]
     text: str
-    id: int
+
+
+class SamplesRequest(TypedDict):
+    """The rows of a folded section of samples (a ``Folded.key``), opened by the user."""
+    type: Literal["samples"]
+    key: str
 
 
 class SteerRequest(TypedDict):
@@ -247,7 +259,6 @@ class SteerRequest(TypedDict):
     type: Literal["steer"]
     prompt: str
     strength: float
-    id: int
 
 
 class BundleRequest(TypedDict):
@@ -256,7 +267,7 @@ class BundleRequest(TypedDict):
 
 
 Request = Union[MoreRequest, TryRequest, TestRequest, ExplainRequest, CancelRequest,
-                EffectRequest, SteerRequest, BundleRequest]
+                EffectRequest, SteerRequest, SamplesRequest, BundleRequest]
 
 
 class OpenRequest(TypedDict):
@@ -287,7 +298,6 @@ class MoreReply(TypedDict):
 
 class TryReply(TypedDict):
     type: Literal["try"]
-    id: int
     row: Row
 
 
@@ -300,7 +310,6 @@ class EffectReply(TypedDict):
     """Per token: KL(clean ‖ zeroed) of the next-token prediction and the tokens whose probability
     rose / fell most; per token but the last: the next token and the change of its log-probability."""
     type: Literal["effect"]
-    id: int
     tokens: list[str]
     kl: list[float]
     next: list[str]
@@ -314,7 +323,6 @@ class EffectReply(TypedDict):
 
 class SteerReply(TypedDict):
     type: Literal["steer"]
-    id: int
     prompt: str
     strength: float
     value: float  # the activation the neuron was clamped to
@@ -325,9 +333,15 @@ class SteerReply(TypedDict):
 
 
 class ErrorReply(TypedDict):
+    """Any command's failure, as shown: what the user did and why it failed."""
     type: Literal["error"]
     message: str
-    action: NotRequired[str]  # "steer" (beside the box, and in the status) or "effect" (in the Effect section only)
+
+
+class DoneReply(TypedDict):
+    """A command whose result is in the view's traits (a slow task started or cancelled: ``_status``
+    and ``_data``; samples: ``_samples``; a search: ``_data``)."""
+    type: Literal["done"]
 
 
 class BundleReply(TypedDict):
@@ -336,7 +350,7 @@ class BundleReply(TypedDict):
     style: str
 
 
-Reply = Union[MoreReply, TryReply, EffectReply, SteerReply, ErrorReply, BundleReply]
+Reply = Union[MoreReply, TryReply, EffectReply, SteerReply, DoneReply, ErrorReply, BundleReply]
 
 
 class OpenedReply(TypedDict):
@@ -347,8 +361,9 @@ class OpenedReply(TypedDict):
 
 
 OpenReply = Union[OpenedReply, ErrorReply]
+SearchReply = Union[DoneReply, ErrorReply]
 
-PAYLOADS = (Group, Row, Legend, CardSeq, CardData, Header, Quantile, Histogram, Strengths, NeuronData, TokensData,
+PAYLOADS = (Group, Row, Legend, CardSeq, CardData, Header, Quantile, Histogram, Strengths, Folded, NeuronData, TokensData,
             Status, TokenValue, TopRow, ExplorerData, SearchRow, SearchData)
 
 
@@ -356,8 +371,13 @@ def _by_type(union: Any) -> dict[str, type]:
     return {get_args(get_type_hints(t)["type"])[0]: t for t in get_args(union)}
 
 
-REQUESTS: dict[str, type] = _by_type(Request)  # NeuronView's
+REQUESTS: dict[str, type] = _by_type(Request)  # NeuronView's (and any view's "bundle")
 OPENER_REQUESTS: dict[str, type] = _by_type(OpenerRequest)  # Explorer's and SearchBox's
+
+
+def command_name(kind: str) -> str:
+    """The anywidget command that answers requests of type ``kind`` ("more" -> "more_request")."""
+    return f"{kind}_request"
 REPLIES: dict[str, type] = _by_type(Reply)
 
 

@@ -1,8 +1,11 @@
 """NeuronView: everything about one neuron, live against the kernel's engine.
 
-The front end asks for more through custom messages; slow work (the user's text through
-the model, explaining, simulating and scoring) runs on worker threads, reports progress
-into ``_status`` and can be cancelled.
+The front end asks for more through anywidget commands (``invoke("try_request", {...})`` in
+js/neuronview.ts, a ``@command`` method here; messages.py types every request and reply). A
+command answers with its result; one that fails answers with an ErrorReply (and shows it in
+``_status``), never an exception. Slow work (explaining, simulating and scoring) runs on a
+worker thread: its command answers at once, the work reports progress into ``_status``, puts
+its card into ``_data`` and can be cancelled (the ``cancel`` command, answered while it runs).
 """
 
 from __future__ import annotations
@@ -10,22 +13,26 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from functools import wraps
+from typing import Any, Callable
 
 import traitlets
+from anywidget.experimental import command
 
 from neuronwidget.records import SIDES, ActivationRecord, NeuronRecord, ScoredExplanation
 from neuronwidget.widgets import present as pr
 from neuronwidget.widgets import static_html as sh
 from neuronwidget.widgets._base import BaseView
 from neuronwidget.widgets.connections import connections_payload, record_card
-from neuronwidget.widgets.messages import (CardData, EffectReply, ErrorReply, MoreReply, NeuronData, Row, SteerReply,
-                                           TryReply, parse_request)
+from neuronwidget.widgets.messages import (REQUESTS, CancelRequest, CardData, DoneReply, EffectReply, EffectRequest,
+                                           ErrorReply, ExplainRequest, MoreReply, MoreRequest, NeuronData, Row,
+                                           SamplesRequest, SteerReply, SteerRequest, TestRequest, TryReply, TryRequest,
+                                           command_name, parse_request)
 from neuronwidget.widgets.tokens import char_groups
 from neuronwidget.widgets.views import card_data
 
 MAX_TRY_CHARS = 4000
-STATIC_RANDOM = 1  # random samples in the saved fallback (the live view has them all)
+STATIC_SAMPLES = 1  # rows per opened sample section in the saved fallback (the live view shows them all)
 STEER_TOKENS = 24  # tokens the view's steering box generates (nw.steer takes up to 512)
 MAX_STRENGTH = 50.0  # |strength| the steering box accepts, in multiples of the neuron's max (or |min|)
 EFFECT_TOP = 3  # promoted / suppressed tokens per position in the effect row
@@ -41,8 +48,29 @@ _ACTIONS = {
     "side": "that side could not be shown",
     "effect": "the effect of zeroing this neuron could not be measured",
     "steer": "the steered continuation could not be made",
+    "samples": "the samples could not be loaded",
+    "cancel": "the task could not be cancelled",
     "request": "the view's request was not understood",
 }
+
+
+def _command(kind: str) -> Callable:
+    """A NeuronView method as the anywidget command answering ``kind`` requests (named
+    messages.command_name(kind)): the request checked against messages.py's type, the method's
+    reply returned; a failure answered as the ErrorReply the view shows."""
+    def wrap(method: Callable) -> Callable:
+        @wraps(method)
+        def answer(self: NeuronView, msg: Any, buffers: list[bytes]) -> tuple[Any, list[bytes]]:
+            try:
+                reply = method(self, parse_request(msg, {kind: REQUESTS[kind]}))
+            except Exception as e:  # shown inside the widget, never a blank view
+                return self._error(kind, e), []
+            self._clear_error()
+            return reply, []
+
+        assert method.__name__ == command_name(kind)
+        return command(answer)
+    return wrap
 
 
 def _groups(r: ActivationRecord) -> list:
@@ -110,6 +138,8 @@ class NeuronView(BaseView):
     neuron = traitlets.Int(0).tag(sync=True)
     side = traitlets.Enum(list(SIDES), "positive", help="the side shown, explained and scored").tag(sync=True)
     _status = traitlets.Dict().tag(sync=True)
+    # the rows of the folded sample sections the user opened (Folded.key -> rows), for the neuron shown
+    _samples = traitlets.Dict().tag(sync=True)
 
     def __init__(self, layer: int, neuron: int, model: Any = None, *, index: Any = None,
                  explainer: Any = None, simulator: Any = None, n_top: int = 10, n_random: int = 10,
@@ -143,7 +173,6 @@ class NeuronView(BaseView):
         self._cards: dict[tuple[str, str, int, int, str], list[ScoredExplanation]] = {}
         self._published = _Published()
         self._fresh: set[int] = set()  # ids of explanations made in this view (highlighted)
-        self._quick = ThreadPoolExecutor(1, thread_name_prefix="nw-quick")
         self._slow = ThreadPoolExecutor(1, thread_name_prefix="nw-slow")
         self._futures: list[Future] = []
         self._cancel = threading.Event()
@@ -152,7 +181,6 @@ class NeuronView(BaseView):
         self._from_front = False  # the front end is setting them
         self._shown_key: tuple[str, int, int, str] | None = None
         super().__init__(_view_kind="neuron", _status={})
-        self.on_msg(self._on_custom_msg)
         self._apply(str(spec), layer, neuron, side)
 
     @classmethod
@@ -254,6 +282,7 @@ class NeuronView(BaseView):
         with self.hold_sync():
             self._set_traits(model, layer, neuron, side)
             self._data = self._payload()
+            self._samples = {}
             self._status = {}
         self._refresh_fallback()
 
@@ -311,9 +340,6 @@ class NeuronView(BaseView):
         ix, record = self._index, self._record
         mx, mn = self._extremes()
         scale = self._scale()
-        bounds = list(record.quantile_boundaries or [])
-        quantiles = [{"label": pr.quantile_label(i, bounds), "records": [self._row(r) for r in group[:2]]}
-                     for i, group in enumerate(record.random_sample_by_quantile or []) if group]
         edges, counts = ix.histogram(self.layer, self.neuron)
         shown = self._shown()
         method = self.record  # the side as the method sees it: cards' scale is its max
@@ -329,8 +355,7 @@ class NeuronView(BaseView):
             "empty": pr.no_explanation(self.side, signed),
             "top": [self._row(r, centre=True) for r in shown[: self._n_top]],
             "top_total": len(shown),
-            "random": [self._row(r) for r in record.random_sample[: self._n_random]],
-            "quantiles": quantiles,  # type: ignore[typeddict-item]
+            "samples": self._folded(),
             "hist": pr.histogram(edges, counts, ix.histogram_caption),
             "cards": [self._card(s, method.max_activation) for s in self._known()],
             "explainer": self._explainer.name,
@@ -342,59 +367,123 @@ class NeuronView(BaseView):
         }
         return data
 
+    def _folded(self) -> list[dict[str, str]]:
+        """The folded sample sections' headings: the random samples, then one per quantile."""
+        record = self._record
+        bounds = list(record.quantile_boundaries or [])
+        out = [{"key": "random", "title": pr.random_title(len(record.random_sample[: self._n_random]))}]
+        out += [{"key": f"q{i}", "title": pr.quantile_title(pr.quantile_label(i, bounds))}
+                for i, group in enumerate(record.random_sample_by_quantile or []) if group]
+        return out
+
+    def _sample_rows(self, key: str) -> list[Row]:
+        """The rows of folded section ``key``: the random samples, or 2 of quantile ``q<i>``."""
+        record = self._record
+        if key == "random":
+            return [self._row(r) for r in record.random_sample[: self._n_random]]
+        groups = record.random_sample_by_quantile or []
+        if key[:1] == "q" and key[1:].isdigit() and int(key[1:]) < len(groups):
+            return [self._row(r) for r in groups[int(key[1:])][:2]]
+        raise ValueError(f"no sample section {key!r}; this neuron has {[f['key'] for f in self._folded()]}")
+
     def _latent_connections(self) -> dict[str, Any]:
-        """A latent's connections (nw.latent_connections) in the shape the section draws."""
+        """A latent's connections (nw.latent_connections) in the shape the section draws; its nearest
+        latents by decoder cosine as a list the view turns into buttons (they navigate to the latent)."""
         from neuronwidget.explore.latents import latent_connections
         from neuronwidget.widgets.connections import shown
 
         try:
-            return shown(latent_connections(self.layer, self.neuron, units=self._units, model=self.model, k=8).to_dict())
+            c = latent_connections(self.layer, self.neuron, units=self._units, model=self.model, k=8)
         except Exception as e:  # never break the view
             return {"error": f"connections unavailable: {type(e).__name__}: {e}"}
+        d = shown(c.to_dict())
+        # the list replaces its text in the definition line (the notes after it stay)
+        head, _, rest = d["definition"].partition("; nearest latents by decoder cosine: ")
+        d["definition"] = "; ".join([head, *rest.split("; ")[1:]])
+        d["nearest"] = [{"layer": self.layer, "neuron": i, "value": float(v), "label": pr.nearest_latent(i, v),
+                         "title": pr.goto_latent(i)} for i, v in c.nearest]
+        return d
 
     def _card(self, scored: ScoredExplanation, max_value: float) -> CardData:
         return card_data(scored, max_value, side=self.side, fresh=id(scored) in self._fresh)
 
-    # ---- messages from the front end -----------------------------------------------------
-    def _on_custom_msg(self, _widget: Any, content: Any, buffers: Any = None) -> None:
-        kind = content.get("type") if isinstance(content, dict) else None
-        action = kind if kind in _ACTIONS else "request"
-        try:
-            msg = parse_request(content)
-            if msg["type"] == "more":
-                start, stop = msg["start"], max(msg["start"], msg["stop"])
-                if self.side == "negative":
-                    bottom = getattr(self._index, "bottom_records", None)
-                    records = (bottom(self.layer, self.neuron, start, stop) if bottom
-                               else self._record.most_negative_activation_records[start:stop])
-                else:
-                    records = self._index.top_records(self.layer, self.neuron, start, stop)
-                reply: MoreReply = {"type": "more", "start": start, "records": [self._row(r, centre=True) for r in records]}
-                self._clear_error()
-                self.send(reply)
-            elif msg["type"] == "try":
-                self._submit(self._quick, "try", self._try, msg["text"], msg["id"], self.layer, self.neuron)
-            elif msg["type"] == "test":
-                self._start_slow("test", "scoring your explanation", self._test, msg["explanation"].strip())
-            elif msg["type"] == "explain":
-                best_of = msg["best_of"]
-                if not 1 <= best_of <= 20:
-                    raise ValueError(f"best_of must be in 1..20, got {best_of}")
-                how = f"the best of {best_of}, revised" if best_of > 1 else "one explanation"
-                self._start_slow("explain", f"explaining with {self._explainer.name} ({how})", self._explain, best_of)
-            elif msg["type"] == "effect":
-                self._submit(self._quick, "effect", self._effect, msg["text"], msg["id"], self.layer, self.neuron)
-            elif msg["type"] == "steer":
-                self._submit(self._quick, "steer", self._steer, msg["prompt"], msg["strength"], msg["id"], self.layer,
-                             self.neuron)
-            elif msg["type"] == "cancel":
-                self._cancel.set()
-        except Exception as e:  # shown inside the widget, never a blank view
-            self._error(action, e)
+    # ---- requests from the front end: anywidget commands -----------------------------------
+    @_command("more")
+    def more_request(self, req: MoreRequest) -> MoreReply:
+        """More of the top (or, on the negative side, bottom) records: [start, stop)."""
+        start, stop = req["start"], max(req["start"], req["stop"])
+        if self.side == "negative":
+            bottom = getattr(self._index, "bottom_records", None)
+            records = (bottom(self.layer, self.neuron, start, stop) if bottom
+                       else self._record.most_negative_activation_records[start:stop])
+        else:
+            records = self._index.top_records(self.layer, self.neuron, start, stop)
+        return {"type": "more", "start": start, "records": [self._row(r, centre=True) for r in records]}
 
-    def _submit(self, pool: ThreadPoolExecutor, action: str, fn, *args) -> None:
+    @_command("samples")
+    def samples_request(self, req: SamplesRequest) -> DoneReply:
+        """A folded section's rows, opened by the user: into ``_samples`` (a saved notebook keeps
+        what was opened; the widget state does not carry the sections nobody opened)."""
+        self._samples = {**self._samples, req["key"]: self._sample_rows(req["key"])}
+        self._refresh_fallback()
+        return {"type": "done"}
+
+    @_command("try")
+    def try_request(self, req: TryRequest) -> TryReply:
+        """The user's text through the model: its activations as a row."""
+        text = self._runnable(req["text"], "your text")
+        # no lock here: passes on one model take turns inside the capture (subject.capture.pass_lock)
+        rec = self._model_engine().activations(text, self.layer, self.neuron,
+                                               **({"units": self._units} if self._units else {}))
+        raw = getattr(rec, "token_bytes", None) or self._token_bytes(text, len(rec.tokens))
+        return {"type": "try", "row": pr.row(rec.tokens, rec.activations, self._scale(), groups=char_groups(raw))}
+
+    @_command("effect")
+    def effect_request(self, req: EffectRequest) -> EffectReply:
+        """The unit zeroed at every token of the user's text: per token, how the next-token prediction changes."""
+        reply = self._effect(self._runnable(req["text"], "your text"))
+        self._keep_for_fallback("_last_effect", reply)
+        return reply
+
+    @_command("steer")
+    def steer_request(self, req: SteerRequest) -> SteerReply:
+        """The model continues ``prompt`` with the unit clamped at ``strength`` × its max, and without."""
+        reply = self._steer(req["prompt"], req["strength"])
+        self._keep_for_fallback("_last_steer", reply)
+        return reply
+
+    @_command("test")
+    def test_request(self, req: TestRequest) -> DoneReply:
+        """Score the user's explanation (slow: progress in ``_status``, the card in ``_data``)."""
+        self._start_slow("test", "scoring your explanation", self._test, req["explanation"].strip())
+        return {"type": "done"}
+
+    @_command("explain")
+    def explain_request(self, req: ExplainRequest) -> DoneReply:
+        """Explain and score the side shown (slow: progress in ``_status``, the card in ``_data``)."""
+        best_of = req["best_of"]
+        if not 1 <= best_of <= 20:
+            raise ValueError(f"best_of must be in 1..20, got {best_of}")
+        how = f"the best of {best_of}, revised" if best_of > 1 else "one explanation"
+        self._start_slow("explain", f"explaining with {self._explainer.name} ({how})", self._explain, best_of)
+        return {"type": "done"}
+
+    @_command("cancel")
+    def cancel_request(self, req: CancelRequest) -> DoneReply:
+        """Cancel the slow task running (its worker stops at the next step and says so in ``_status``)."""
+        self._cancel.set()
+        return {"type": "done"}
+
+    def _runnable(self, text: str, what: str) -> str:
+        if not text.strip():
+            raise ValueError(f"type {what} first")
+        if len(text) > MAX_TRY_CHARS:
+            raise ValueError(f"it has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
+        return text
+
+    def _submit(self, action: str, fn, *args) -> None:
         self._futures = [f for f in self._futures if not f.done()]
-        self._futures.append(pool.submit(self._guard, action, fn, *args))
+        self._futures.append(self._slow.submit(self._guard, action, fn, *args))
 
     def _guard(self, action: str, fn, *args) -> None:
         try:
@@ -408,7 +497,7 @@ class NeuronView(BaseView):
         self._busy = True
         self._cancel = threading.Event()
         self._status = {"task": task, "done": 0, "total": 0, "message": f"{task}…"}
-        self._submit(self._slow, action, self._run_slow, task, fn, *args)
+        self._submit(action, self._run_slow, task, fn, *args)
 
     def _run_slow(self, task: str, fn, *args) -> None:
         from neuronwidget.explanations import Cancelled
@@ -432,19 +521,6 @@ class NeuronView(BaseView):
 
         return report
 
-    def _try(self, text: str, req_id: int, layer: int, neuron: int) -> None:
-        if not text.strip():
-            return
-        if len(text) > MAX_TRY_CHARS:
-            raise ValueError(f"it has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
-        # no lock here: passes on one model take turns inside the capture (subject.capture.pass_lock)
-        rec = self._model_engine().activations(text, layer, neuron, **({"units": self._units} if self._units else {}))
-        raw = getattr(rec, "token_bytes", None) or self._token_bytes(text, len(rec.tokens))
-        reply: TryReply = {"type": "try", "id": req_id,
-                           "row": pr.row(rec.tokens, rec.activations, self._scale(), groups=char_groups(raw))}
-        self._clear_error()
-        self.send(reply)
-
     # ---- what the neuron does: its effect on the user's text, steering ---------------------
     def _model_engine(self) -> Any:
         with self._engine_lock:
@@ -454,52 +530,38 @@ class NeuronView(BaseView):
                 self._engine = get_engine(self._index.model_name)
             return self._engine
 
-    def _effect(self, text: str, req_id: int, layer: int, neuron: int) -> None:
-        """The neuron zeroed at every token of ``text``: per token, how the next-token prediction changes."""
+    def _effect(self, text: str) -> EffectReply:
+        """The neuron (or latent) zeroed at every token of ``text``, as the Effect section shows it."""
         from neuronwidget.explore.effects import neuron_effect
 
-        if not text.strip():
-            return
-        if len(text) > MAX_TRY_CHARS:
-            raise ValueError(f"it has {len(text)} characters; at most {MAX_TRY_CHARS} are run at once")
         engine = self._model_engine()
-        if self._units:
-            self._latent_effect(text, req_id, neuron)
-            return
-        eff = neuron_effect(text, layer, neuron, model=engine.lm, records=0, k=EFFECT_TOP)
-        t = eff.table
+        if self._units:  # a latent ablated at every token (its own part f × W_dec removed where its SAE writes)
+            from neuronwidget.explore.latents import latent_effect
 
-        reply: EffectReply = {
-            "type": "effect", "id": req_id, "tokens": [str(x) for x in t.token], "kl": [float(x) for x in t.kl],
+            e = latent_effect(text, self.neuron, units=self._units, model=self.model, k=EFFECT_TOP)
+            reply: EffectReply = {
+                "type": "effect", "tokens": e.tokens, "kl": e.kl, "next": e.tokens[1:],
+                "dlogp": [float(x) for x in e.delta_logp[:-1]], "promoted": [_token_values(x) for x in e.promoted],
+                "suppressed": [_token_values(x) for x in e.suppressed]}  # type: ignore[typeddict-item]
+            pr.effect(reply, self.layer, self.neuron)
+            reply["title"] = (f"Effect of ablating {self._units} latent {self.neuron} at every token "
+                              "(its part f × W_dec removed)")
+            return reply
+        t = neuron_effect(text, self.layer, self.neuron, model=engine.lm, records=0, k=EFFECT_TOP).table
+        reply = {
+            "type": "effect", "tokens": [str(x) for x in t.token], "kl": [float(x) for x in t.kl],
             "next": [str(x) for x in t.next_token[:-1]], "dlogp": [float(x) for x in t.delta_logprob[:-1]],
             "promoted": [_token_values(x) for x in t.promoted], "suppressed": [_token_values(x) for x in t.suppressed],
         }  # type: ignore[typeddict-item]
-        pr.effect(reply, layer, neuron)
-        self._clear_error()
-        self.send(reply)
-        self._keep_for_fallback("_last_effect", reply)
-
-    def _latent_effect(self, text: str, req_id: int, latent: int) -> None:
-        """A latent ablated at every token (its own part f × W_dec removed where its SAE writes)."""
-        from neuronwidget.explore.latents import latent_effect
-
-        e = latent_effect(text, latent, units=self._units, model=self.model, k=EFFECT_TOP)
-
-        reply: EffectReply = {"type": "effect", "id": req_id, "tokens": e.tokens, "kl": e.kl, "next": e.tokens[1:],
-                              "dlogp": [float(x) for x in e.delta_logp[:-1]], "promoted": [_token_values(x) for x in e.promoted],
-                              "suppressed": [_token_values(x) for x in e.suppressed]}  # type: ignore[typeddict-item]
-        pr.effect(reply, self.layer, latent)
-        reply["title"] = f"Effect of ablating {self._units} latent {latent} at every token (its part f × W_dec removed)"
-        self._clear_error()
-        self.send(reply)
-        self._keep_for_fallback("_last_effect", reply)
+        pr.effect(reply, self.layer, self.neuron)
+        return reply
 
     def _steer_value(self, strength: float) -> float:
         """The activation a strength means in this view: × its max, or × |min| below 0 on a signed neuron."""
         mx, mn = self._extremes()
         return pr.steer_value(strength, mx, mn, self.signed)
 
-    def _steer(self, prompt: str, strength: float, req_id: int, layer: int, neuron: int) -> None:
+    def _steer(self, prompt: str, strength: float) -> SteerReply:
         from neuronwidget.explore.effects import steer
 
         if not prompt.strip():
@@ -513,26 +575,24 @@ class NeuronView(BaseView):
         if self._units:  # a latent: value × its decoder direction added where its SAE writes
             from neuronwidget.explore.latents import steer_latent
 
-            s = steer_latent(prompt, {neuron: value}, units=self._units, model=self.model, max_new_tokens=STEER_TOKENS)
+            s = steer_latent(prompt, {self.neuron: value}, units=self._units, model=self.model,
+                             max_new_tokens=STEER_TOKENS)
         else:
-            s = steer(prompt, {(layer, neuron): value}, max_new_tokens=STEER_TOKENS, model=engine.lm,
+            s = steer(prompt, {(self.layer, self.neuron): value}, max_new_tokens=STEER_TOKENS, model=engine.lm,
                       absolute=True)
-        reply: SteerReply = {"type": "steer", "id": req_id, "prompt": prompt, "strength": float(strength),
-                             "value": float(value), "plain": s.plain, "steered": s.steered}  # type: ignore[typeddict-item]
+        reply: SteerReply = {"type": "steer", "prompt": prompt, "strength": float(strength), "value": float(value),
+                             "plain": s.plain, "steered": s.steered}  # type: ignore[typeddict-item]
         pr.steer(reply)
         if self._units:
             reply["note"] = (f"{value:.3g} × the latent's decoder direction added where its SAE writes, at every token "
                              f"of “{prompt}” and its continuation")
-        self._clear_error()
-        self.send(reply)
-        self._keep_for_fallback("_last_steer", reply)
+        return reply
 
     def _keep_for_fallback(self, name: str, reply: dict[str, Any]) -> None:
         """Show ``reply`` in the saved fallback: a refresh re-renders the live view (which asks for
-        the effect of its text again), so refresh only when the result differs from the one shown
-        (ids aside), and once results stop coming for FALLBACK_DELAY seconds."""
-        same = {k: v for k, v in (getattr(self, name) or {}).items() if k != "id"} == \
-            {k: v for k, v in reply.items() if k != "id"}
+        the effect of its text again), so refresh only when the result differs from the one shown,
+        and once results stop coming for FALLBACK_DELAY seconds."""
+        same = getattr(self, name) == reply
         setattr(self, name, reply)
         if same:
             return
@@ -588,18 +648,17 @@ class NeuronView(BaseView):
         if self._status.get("error"):
             self._status = {}
 
-    def _error(self, action: str, err: Exception) -> None:
+    def _error(self, action: str, err: Exception) -> ErrorReply:
+        """What failed, as the view shows it: in the status line (but the effect of a text that cannot
+        run, which would repeat the try box's error: the Effect section shows that one)."""
         detail = str(err).strip() or type(err).__name__
         message = f"{_ACTIONS.get(action, _ACTIONS['request'])}: {detail}"
-        reply: ErrorReply = {"type": "error", "message": message}
-        if action in ("effect", "steer"):  # shown beside the box that asked
-            reply["action"] = action
-        if action != "effect":  # the effect of a text that cannot run would repeat the try box's error
+        if action != "effect":
             self._status = {"task": None, "error": message}
-        self.send(reply)
+        return {"type": "error", "message": message}
 
     def wait(self, timeout: float = 60.0) -> None:
-        """Block until the requests sent so far are answered (for scripts and tests)."""
+        """Block until the slow tasks started so far (explain, test) are done (for scripts and tests)."""
         deadline = time.monotonic() + timeout
         for f in list(self._futures):
             f.result(timeout=max(0.0, deadline - time.monotonic()))
@@ -609,7 +668,9 @@ class NeuronView(BaseView):
         """What the view shows now, small: the same payload as the live view, through the static template
         (its cards as ``explanations`` holds them now, so an explanation added there is saved too)."""
         cards = [self._card(c, self.record.max_activation) for c in self._known()]
-        return sh.neuron_html({**self._data, "cards": cards}, n_random=STATIC_RANDOM, effect=self._last_effect,
+        opened = [(f["title"], self._samples[f["key"]][:STATIC_SAMPLES]) for f in self._data["samples"]
+                  if f["key"] in self._samples]  # folded sections show as the user left them
+        return sh.neuron_html({**self._data, "cards": cards}, samples=opened, effect=self._last_effect,
                               steer=self._last_steer)
 
     def close(self) -> None:
@@ -618,6 +679,5 @@ class NeuronView(BaseView):
             timer.cancel()
         if hasattr(self, "_slow"):  # construction may have failed before the pools existed
             self._cancel.set()
-            self._quick.shutdown(wait=False)
             self._slow.shutdown(wait=False)
         super().close()

@@ -8,7 +8,9 @@ draws DOM from these strings and levels and formats nothing) and the saved HTML
 (static_html.py). So the live view and a saved notebook print the same strings, and a rule
 is changed in one place. Palettes, the 0-10 rule, the score legend and side labels are data
 in display.json; the token colour CSS of both themes is generated from it here
-(``python -m neuronwidget.widgets.present > js/levels.css``).
+(``python -m neuronwidget.widgets.present > js/levels.css``). The views' fixed headings and
+notes are ``HEADINGS`` here, written for the live view as js/headings.ts
+(``python -m neuronwidget.widgets.present headings > js/headings.ts``).
 """
 
 from __future__ import annotations
@@ -377,13 +379,68 @@ def activation_range(max_value: float, min_value: float, signed: bool) -> str:
             else f"max activation {format_activation(max_value)}")
 
 
+# The views' fixed headings and notes, shown by the live view (js/headings.ts, generated from this
+# dict) and the saved HTML alike; tests/test_widgets.py fails when one is written anywhere else.
+HEADINGS: dict[str, str] = {
+    "explanations": "Explanations",
+    "test": "Test your explanation",
+    "try": "Try your text",
+    "effect": "Effect: what zeroing or clamping this neuron does",
+    "effect_note": ("Type text in “Try your text”: each token shows how much zeroing this neuron there and "
+                    "before changes the model's next-token prediction."),
+    "steer": "Steer: the model continues a prompt with this neuron clamped at every token",
+    "histogram": "Activation histogram",
+    "connections": "Connections (from the weights, no corpus)",
+    "conn_input": "Input: tokens that excite it most",
+    "conn_input_negative": "Input: tokens that drive it most negative",
+    "conn_promoted": "Output: tokens it promotes",
+    "conn_suppressed": "Output: tokens it suppresses",
+    "conn_upstream": "Upstream neurons (strongest)",
+    "conn_downstream": "Downstream neurons (strongest)",
+    "conn_nearest": "Nearest latents (decoder cosine)",
+    "explorer_hint": ("Click or focus a token: the neurons that fire most there, over all layers "
+                      "(activation ÷ the neuron's max over the index)."),
+    "explorer_none": "No neuron fires above zero here.",
+    "explorer_saved": "Run the notebook to click tokens and open neurons.",
+    "search": "Search explanations",
+    "search_none": "No explanation matches these words.",
+    "no_explanation_yet": "no explanation yet",
+}
+
+
+def headings_ts() -> str:
+    """js/headings.ts: HEADINGS for the live view."""
+    return ("// GENERATED from neuronwidget/widgets/present.py's HEADINGS "
+            "(python -m neuronwidget.widgets.present headings > js/headings.ts); do not edit.\n"
+            f"export const HEADINGS = {json.dumps(HEADINGS, ensure_ascii=False, indent=2)} as const;\n")
+
+
+def nearest_latent(latent: int, cosine: float) -> str:
+    """A nearest latent's button: its index and its decoder cosine with the latent shown."""
+    return f"latent {latent} (cos {_fixed(cosine, 2)})"
+
+
+def goto_latent(latent: int) -> str:
+    return f"go to latent {latent}"
+
+
+def random_title(n: int) -> str:
+    """The folded random samples' heading."""
+    return f"Random samples ({n})"
+
+
+def quantile_title(label: str) -> str:
+    """A folded quantile sample's heading."""
+    return f"Quantile sample: {label}"
+
+
 def top_title(side: str) -> str:
     return ("Most negative examples (centred on the lowest token)" if side == "negative"
             else "Top activating examples (centred on the max token)")
 
 
 def test_title(side: str, signed: bool) -> str:
-    return f"Test your explanation of the {side} side" if signed else "Test your explanation"
+    return f"{HEADINGS['test']} of the {side} side" if signed else HEADINGS["test"]
 
 
 def no_explanation(side: str, signed: bool) -> str:
@@ -500,4 +557,4 @@ __all__ = [name for name in dir() if not name.startswith("_")]
 if __name__ == "__main__":
     import sys
 
-    sys.stdout.write(theme_css())
+    sys.stdout.write(headings_ts() if sys.argv[1:] == ["headings"] else theme_css())

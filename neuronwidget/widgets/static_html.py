@@ -3,8 +3,9 @@
 Shown by nbconvert, GitHub and nbviewer where no kernel runs, and written by ``save_html``.
 It decides nothing: every string, tooltip and colour level comes from the same payload the
 live view draws (``_data``), so a saved notebook prints what the user saw. Every string is
-escaped. Kept small: one short inline style per coloured token (the light theme's colours),
-top records as their window around the peak, no script.
+escaped. Kept small: one short inline style per coloured token (the light theme's colours; the
+rows' box gives the font and the dark text, a token sets white text only where its colour
+needs it), top records as their window around the peak, no script.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import html
 from typing import Any
 
 from neuronwidget.widgets.messages import CardData, Legend, NeuronData, Row, TokensData
-from neuronwidget.widgets.present import columns, hex_color, level_color, text_color, tip, window
+from neuronwidget.widgets.present import HEADINGS, columns, hex_color, level_color, text_color, tip, window
 
 # the fallback always draws on its own light box, whatever the host's theme
 _BOX = ("font-family:system-ui,sans-serif;font-size:13px;line-height:1.45;padding:8px;border:1px solid #ddd;"
         "border-radius:6px;background:#fff;color:#1a1a1a")
-_SEQ = "font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;word-break:break-word;line-height:1.7;margin:2px 0"
+# the rows' box: what every row and token inherits (black text: see _style)
+_ROWS = "font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;word-break:break-word;line-height:1.7;color:#000"
+_SEQ = "margin:2px 0"
 _DIM = "color:#5a5a5a;font-size:12px"
 _SECTION = "font-weight:600;margin-top:6px"
 
@@ -39,8 +42,18 @@ def level_style(lv: int) -> str:
 
 
 def _style(lv: int) -> str:
-    style = level_style(lv)
-    return f' style="{style[:-1]}"' if style else ""
+    """A token's colour inside a rows' box, whose text is already black: its background, and its
+    text colour where that is not black."""
+    bg = level_color(lv)
+    if not bg:
+        return ""
+    fg = hex_color(text_color(bg))
+    return f' style="background:{hex_color(bg)}{"" if fg == "#000" else ";color:" + fg}"'
+
+
+def rows_html(rows: str) -> str:
+    """Rows of tokens (row_html) in the box they inherit their font and black text from."""
+    return f'<div style="{_ROWS}">{rows}</div>' if rows else ""
 
 
 def row_html(r: Row, centred: bool = False) -> str:
@@ -55,15 +68,19 @@ def row_html(r: Row, centred: bool = False) -> str:
 
 
 def legend_html(lg: Legend) -> str:
-    cells = "".join(f'<span style="display:inline-block;width:14px;height:10px;background:'
-                    f'{hex_color(bg) if (bg := level_color(lv)) else "transparent"}"></span>' for lv in lg["levels"])
-    return (f'<div style="{_DIM}"><span>{esc(lg["lo"])}</span> <span style="border:1px solid #ddd">{cells}</span> '
+    """The colour scale: one strip of 14 px cells, one per level (a gradient with hard stops)."""
+    n = len(lg["levels"])
+    stops = ",".join(f'{hex_color(bg) if (bg := level_color(lv)) else "transparent"} {100 * i / n:g}% {100 * (i + 1) / n:g}%'
+                     for i, lv in enumerate(lg["levels"]))
+    strip = (f'<span style="display:inline-block;width:{14 * n}px;height:10px;border:1px solid #ddd;'
+             f'background:linear-gradient(90deg,{stops})"></span>')
+    return (f'<div style="{_DIM}"><span>{esc(lg["lo"])}</span> {strip} '
             f'<span>{esc(lg["hi"])}</span> — <span>{esc(lg["note"])}</span></div>')
 
 
 def tokens_html(d: TokensData) -> str:
     title = f'<div style="font-weight:600">{esc(d["title"])}</div>' if d.get("title") else ""
-    return box(title + "".join(row_html(r) for r in d["seqs"]) + legend_html(d["legend"]))
+    return box(title + rows_html("".join(row_html(r) for r in d["seqs"])) + legend_html(d["legend"]))
 
 
 def card_html(c: CardData, details: bool = True) -> str:
@@ -84,11 +101,12 @@ def card_html(c: CardData, details: bool = True) -> str:
     parts.append(f"<details><summary>{esc(c['summary'])}</summary>")
     for s in c["seqs"]:
         parts.append(f'<div style="{_DIM}">{esc(s["label"])}</div>')
-        parts.append(row_html(s["real"], centred=True))
         if s["sim"] is None:
+            parts.append(rows_html(row_html(s["real"], centred=True)))
             parts.append(f'<div style="color:#c62828">{esc(s["error"])}</div>')
         else:
-            parts.append(row_html({**s["sim"], "text": s["real"]["text"]}, centred=True))
+            parts.append(rows_html(row_html(s["real"], centred=True)
+                                   + row_html({**s["sim"], "text": s["real"]["text"]}, centred=True)))
     parts.append("</details></div>")
     return "".join(parts)
 
@@ -98,7 +116,7 @@ def effect_html(reply: Any) -> str:
     if not reply:
         return ""
     return (f'<div style="{_SECTION}">{esc(reply["title"])}</div><div style="{_DIM}">{esc(reply["note"])}</div>'
-            + row_html(reply["row"]))
+            + rows_html(row_html(reply["row"])))
 
 
 def steer_html(reply: Any) -> str:
@@ -111,21 +129,22 @@ def steer_html(reply: Any) -> str:
             f'<tr><td style="{cell}">{esc(reply["plain"])}</td><td style="{cell}">{esc(reply["steered"])}</td></tr></table>')
 
 
-def neuron_html(d: NeuronData, *, n_random: int = 1, effect: Any = None, steer: Any = None) -> str:
+def neuron_html(d: NeuronData, *, samples: Any = (), effect: Any = None, steer: Any = None) -> str:
     """NeuronView as last seen, small: header, cards (without their details), the top records'
-    windows, ``n_random`` random samples, the last effect and steering, the legend."""
+    windows, the sample sections the user opened (``samples``: (title, rows) pairs, the rows
+    as many as the caller keeps), the last effect and steering, the legend."""
     hd = d["header"]
     parts = [f'<div style="font-size:15px;font-weight:600"><span>{esc(hd["model"])}</span><span>{esc(hd["title"])}</span></div>',
              f'<div style="{_DIM}">{esc(hd["meta"])}</div>']
     if hd["signed"]:
         parts.append(f'<div style="font-size:12px;font-weight:600">{esc(hd["side_note"])}</div>')
-    parts.append(f'<div style="{_SECTION}">Explanations</div>')
+    parts.append(f'<div style="{_SECTION}">{esc(HEADINGS["explanations"])}</div>')
     parts += [card_html(c, details=False) for c in d["cards"]] or [f'<div style="color:#5a5a5a">{esc(d["empty"])}</div>']
     parts.append(f'<div style="{_SECTION}">{esc(d["top_title"])}</div>')
-    parts += [row_html(r, centred=True) for r in d["top"]]
-    if d["random"][:n_random]:
-        parts.append(f'<div style="{_SECTION}">A random sample</div>')
-        parts += [row_html(r) for r in d["random"][:n_random]]
+    parts.append(rows_html("".join(row_html(r, centred=True) for r in d["top"])))
+    for title, rows in samples:
+        parts.append(f'<div style="{_SECTION}">{esc(title)}</div>')
+        parts.append(rows_html("".join(row_html(r) for r in rows)))
     parts += [effect_html(effect), steer_html(steer), legend_html(d["legend"])]
     return box("".join(parts))
 
