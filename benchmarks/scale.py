@@ -52,7 +52,7 @@ def _kill_a_worker() -> bool:
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if f.read().startswith(b"ray::ShardWorker.fold") and parent(parent(int(entry))) == os.getpid():
+                if f.read().startswith(b"ray::ShardWorker.call") and parent(parent(int(entry))) == os.getpid():
                     os.kill(int(entry), signal.SIGKILL)
                     return True
         except (OSError, ValueError):

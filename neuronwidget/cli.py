@@ -109,9 +109,10 @@ def _attach_sae(engine, source: str, name: str | None = None):
 
 
 def _engine_and_index(model: str, rebuild: bool = False, layers: list[int] = (), neurons: list[int] = (),
-                      sae: str | None = None, sae_name: str | None = None):
+                      sae: str | None = None, sae_name: str | None = None, ray: dict | None = None):
     """The engine and its default-corpus index (of the neurons, or with ``sae`` of that SAE's
-    latents); layers/neurons are checked before the slow build."""
+    latents; ``ray``: _ray_options, to fold it on Ray workers); layers/neurons are checked
+    before the slow build."""
     from neuronwidget.api import get_engine
     from neuronwidget.records import check_layer_neuron
 
@@ -127,8 +128,8 @@ def _engine_and_index(model: str, rebuild: bool = False, layers: list[int] = (),
     for neuron in neurons:
         check_layer_neuron(0, neuron, engine.n_layers, um.n_neurons, f"{engine.lm.short_name} {units or ''}".strip())
     what = f"{engine.model_name} {units}" if units else engine.model_name
-    print(f"Building (or loading) the activation index of {what} ...", flush=True)
-    index = engine.index(units=units, rebuild=rebuild, progress=True)
+    print(f"Building (or loading) the activation index of {what}{' on Ray' if ray else ''} ...", flush=True)
+    index = engine.index(units=units, rebuild=rebuild, progress=True, **(ray or {}))
     kind = f"{units} latents" if units else "neurons"
     layers_held = index.unit_layers if units else range(index.n_layers)
     print(f"Index: {len(layers_held)} layer(s) x {index.n_neurons} {kind} over {index.corpus_name}", flush=True)
@@ -239,9 +240,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     model, why = choose_model(args.model)
     print(why, flush=True)
-    if args.ray:
-        return _index_on_ray(model, args)
-    _engine_and_index(model, rebuild=args.rebuild, sae=args.sae, sae_name=args.sae_name)
+    _engine_and_index(model, rebuild=args.rebuild, sae=args.sae, sae_name=args.sae_name, ray=_ray_options(args))
     return 0
 
 
@@ -329,19 +328,6 @@ def _ray_options(args: argparse.Namespace) -> dict:
             raise ValueError("--workers and --max-worker-deaths only apply with --ray")
         return {}
     return {"distributed": "ray", "workers": args.workers, "max_worker_deaths": args.max_worker_deaths}
-
-
-def _index_on_ray(model: str, args: argparse.Namespace) -> int:
-    """`index --ray`: the model's default-corpus neuron index, folded on Ray workers."""
-    from neuronwidget.api import get_engine
-
-    if getattr(args, "sae", None):
-        raise ValueError("--ray builds neuron indexes; an SAE's latents are indexed in this process (drop --ray)")
-    engine = get_engine(model)
-    print(f"Building (or loading) the activation index of {engine.model_name} on Ray ...", flush=True)
-    index = engine.index(rebuild=args.rebuild, progress=True, **_ray_options(args))
-    print(f"Index: {index.n_layers} layers x {index.n_neurons} neurons over {index.corpus_name}", flush=True)
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,3 +31,18 @@ def test_sae_index_on_ray_equals_single_process(cluster, texts, tmp_path):  # no
     latent = int(idx.densities(2).argmax())
     assert idx.record(2, latent, exact=False) == reference.record(2, latent)
     assert idx.density(2, latent) == reference.density(2, latent) > 0
+
+
+def test_cli_index_on_ray_with_an_sae(cluster, tmp_path, monkeypatch, capsys):  # noqa: F811 - fixtures
+    """`neuronwidget index --sae ... --ray`: the SAE's index folded on Ray workers, from the shell."""
+    from neuronwidget import cli
+
+    monkeypatch.setenv("NEURONWIDGET_CACHE", str(tmp_path / "cache"))
+    w = draw(int(Engine("tiny", device="cpu").lm.config.hidden_size), seed=19)
+    folder = write_saelens(tmp_path / "s", w, "standard", 1, "hook_mlp_out")
+    assert cli.main(["index", "--model", "tiny", "--sae", str(folder), "--sae-name", "r", "--ray", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "activation index of tiny (random weights — not a real GPT-2) sae:r on Ray" in out
+    assert "Index: 1 layer(s) x 64 sae:r latents" in out
+    assert cli.main(["index", "--model", "tiny", "--workers", "2"]) == 2
+    assert "--workers and --max-worker-deaths only apply with --ray" in capsys.readouterr().err
