@@ -212,7 +212,7 @@ export function renderExplorer(model: AnyModel, root: HTMLElement, invoke?: Invo
     table.replaceChildren(h("div", "nw-section", byEffect ? d.effect_heads[String(i)] : d.heads[i]));
     if (!rows.length) table.appendChild(h("div", "nw-note", HEADINGS.explorer_none));
     for (const r of rows) {
-      table.appendChild(neuronButton(`L${r.layer}/N${r.neuron}`, r.detail, r.explanation, r.score_text, () =>
+      table.appendChild(neuronButton(r.label, r.detail, r.explanation, r.score_text, () =>
         void place.open({ type: "open", layer: r.layer, neuron: r.neuron, side: r.side },
           `opening layer ${r.layer}, neuron ${r.neuron}…`)));
     }
@@ -270,10 +270,9 @@ export function renderSearchBox(model: AnyModel, root: HTMLElement, invoke?: Inv
     status.clear();
     if (d.query && !d.results.length) results.appendChild(h("div", "nw-note", HEADINGS.search_none));
     for (const r of d.results) {
-      const label = `${r.model} L${r.layer}/N${r.neuron}${r.side === "negative" ? " (−)" : ""}`;
-      results.appendChild(neuronButton(label, r.explainer ?? "", r.explanation, r.score_text, () =>
+      results.appendChild(neuronButton(r.label, r.explainer ?? "", r.explanation, r.score_text, () =>
         void place.open({ type: "open", layer: r.layer, neuron: r.neuron, model: r.model, side: r.side },
-          `opening ${label}…`)));
+          `opening ${r.label}…`)));
     }
   }
   draw();

@@ -131,6 +131,7 @@ export interface TokensData {
 export interface TopRow {
   layer: number;
   neuron: number;
+  label: string;
   side: Side;
   activation: number;
   normalized: number;
@@ -158,6 +159,7 @@ export interface ExplorerData {
 
 export interface SearchRow {
   model: string;
+  label: string;
   layer: number;
   neuron: number;
   side: Side;

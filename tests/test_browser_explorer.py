@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from neuronwidget.widgets import present as pr
 from tests.browser.lab import running_lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -36,6 +38,64 @@ def write_notebook(root: Path, cache_dir: Path) -> str:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "explorer.ipynb")
     return "explorer.ipynb"
+
+
+# what an Explorer / SearchBox shows, read from the live DOM: tokens (text, colour level, selected),
+# the table's heading, every row's cells, the search box's query
+LIVE_JS = """(root) => ({
+  tokens: Array.from(root.querySelectorAll('.nw-xtok')).map((e) =>
+    [e.textContent, Array.from(e.classList).find((c) => /^nw-[pn]\\d+$/.test(c)) ?? '', e.classList.contains('nw-xsel')]),
+  head: Array.from(root.querySelectorAll('.nw-xtable > .nw-section')).map((e) => e.textContent),
+  rows: Array.from(root.querySelectorAll('.nw-xrow')).map((r) => Array.from(r.children).map((c) => c.textContent)),
+  notes: Array.from(root.querySelectorAll('.nw-xtable > .nw-note')).map((e) => e.textContent),
+  query: Array.from(root.querySelectorAll('.nw-search-input')).map((e) => e.value),
+})"""
+
+
+def saved_view(page, cell: int) -> dict:
+    """The same parts read from the cell's saved HTML fallback (what GitHub or nbviewer show)."""
+    html = page.evaluate("(i) => window.jupyterapp.shell.currentWidget.content.widgets[i].model.outputs.toJSON()"
+                         ".map((o) => (o.data || {})['text/html'] || '').join('')", cell)
+    colours = {pr.hex_color(pr.level_color(lv)): pr.level_class(lv) for lv in range(-pr.LEVELS, pr.LEVELS + 1) if lv}
+    out: dict = {"tokens": [], "head": [], "rows": [], "notes": [], "query": []}
+
+    class P(HTMLParser):
+        into: tuple[list, int] | None = None  # where the text being read goes
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            cls, style = a.get("class") or "", a.get("style") or ""
+            if cls == "nw-xtok":
+                bg = style.split("background:")[1].split(";")[0] if "background:" in style else ""
+                out["tokens"].append(["", colours.get(bg, ""), "outline" in style])
+                self.into = (out["tokens"][-1], 0)
+            elif cls == "nw-xrow":
+                out["rows"].append([])
+            elif cls in ("nw-section", "nw-search-input") or (cls.startswith("nw-x") and out["rows"]):
+                where = out["rows"][-1] if cls.startswith("nw-x") else out["head" if cls == "nw-section" else "query"]
+                where.append("")
+                self.into = (where, len(where) - 1)
+
+        def handle_data(self, data):
+            if self.into is not None:
+                self.into[0][self.into[1]] += data
+
+        def handle_endtag(self, tag):
+            self.into = None
+
+    P().feed(html)
+    out["tokens"] = [tuple(t) for t in out["tokens"]]
+    return out
+
+
+def same_as_saved(page, root, cell: int) -> dict:
+    """The live view's parts equal its saved fallback's."""
+    live = root.evaluate(LIVE_JS)
+    live["tokens"] = [tuple(t) for t in live["tokens"]]
+    saved = saved_view(page, cell)
+    for part in ("tokens", "head", "rows", "query"):
+        assert live[part] == saved[part], (part, live[part], saved[part])
+    return live
 
 
 def test_explorer_click_a_token_see_neurons_open_one(lab, tiny_index):
@@ -71,6 +131,11 @@ def test_explorer_click_a_token_see_neurons_open_one(lab, tiny_index):
         shown = ex.locator(".nw-xrow .nw-xid").evaluate_all("(els) => els.map((e) => e.textContent)")
         assert shown == [f"L{a}/N{b}" for a, b in zip(want.layer, want.neuron)]
         ex.screenshot(path=str(ARTIFACTS / "explorer.png"))
+        # the saved page follows the token selected and shows what the live view shows
+        page.wait_for_function("() => JSON.stringify(window.jupyterapp.shell.currentWidget.content.widgets[1]"
+                               f".model.outputs.toJSON()).includes('(token {position})')", timeout=30_000)
+        live = same_as_saved(page, ex, 1)
+        assert len(live["tokens"]) == len(tokens) and len(live["rows"]) == 5 and live["tokens"][position][2]
 
         # rank by effect (the switch, by keyboard): the rows are top_neurons(by="effect")'s, then back
         effect = nw.top_neurons(TEXT, position, k=5, model="tiny", by="effect", check=5)
@@ -110,6 +175,8 @@ def test_explorer_click_a_token_see_neurons_open_one(lab, tiny_index):
         sb = page.locator(".nw-root").filter(has=page.locator(".nw-search")).first
         sb.locator(".nw-xrow").first.wait_for(timeout=60_000)
         assert sb.locator(".nw-xexpl").first.inner_text() == "quokka wombat words"
+        live = same_as_saved(page, sb, 2)  # its saved page: the query and the same rows
+        assert live["query"] == ["quokka"] and live["rows"][0][2] == "quokka wombat words"
         sb.locator(".nw-xrow").first.click()
         sb.locator(".nw-inplace .nw-top .nw-tok").first.wait_for(timeout=120_000)
         assert "layer 2 · neuron 9" in sb.locator(".nw-inplace .nw-id").first.inner_text()

@@ -55,7 +55,7 @@ def test_explorer_shows_every_tokens_top_neurons_and_opens_one_in_place(tiny, tm
     assert reply["type"] == "error" and reply["message"] == ex._status["error"]
     assert ex._status["error"].startswith("that neuron could not be opened: layer") and (view.layer, view.neuron) == (2, 5)
     page = ex._repr_html_()
-    assert "Explorer" in page and all(html.escape(t) in page for t in d["tokens"])
+    assert " · explorer" in page and all(html.escape(t) in page for t in d["tokens"])
     ex.text = "Paris is a city"  # another text: new tokens, the position at its strongest token
     assert ex._data["tokens"] == engine.tokenize("Paris is a city") and ex.position == max(
         range(len(ex._data["peak"])), key=ex._data["peak"].__getitem__)
@@ -84,11 +84,12 @@ def test_explorer_ranks_by_effect_as_top_neurons_does(tiny, tmp_path):
     assert repr(want.attrs["target"])[1:-1] in ex._data["effect_heads"]["4"] or want.attrs["target"] in ex._data["effect_heads"]["4"]
     assert ex.effects(4)[["layer", "neuron"]].equals(want[["layer", "neuron"]])
     page = ex._repr_html_()  # the saved fallback follows the ranking shown
-    assert "<th>effect</th>" in page and html.escape(shown[0]) in page
+    assert html.escape(ex._data["effect_heads"]["4"]) in page and html.escape(shown[0]) in page
     ex.position = 2  # another token: measured when selected
     assert set(ex._data["effect"]) == {"4", "2"} and ex._status == {}
     ex.by = "activation"
-    assert "<th>activation</th>" in ex._repr_html_()
+    page = ex._repr_html_()
+    assert html.escape(ex._data["heads"][2]) in page and html.escape(ex._data["tops"][2][0]["detail"]) in page
     with pytest.raises(Exception, match="by must be one of"):
         ex.by = "loudness"
     assert ex.by == "activation"

@@ -7,7 +7,7 @@ import { FakeModel } from "./fakemodel";
 const HOSTILE = "<img src=x onerror=window.__pwned=1>";
 
 function row(layer: number, neuron: number, explanation: string | null) {
-  return { layer, neuron, side: "positive" as const, activation: 1.5, normalized: 0.75, explanation, score: explanation ? 0.4 : null,
+  return { layer, neuron, label: `L${layer}/N${neuron}`, side: "positive" as const, activation: 1.5, normalized: 0.75, explanation, score: explanation ? 0.4 : null,
     detail: "0.750× max · 1.50", score_text: explanation ? "score 0.40" : null };
 }
 
@@ -130,7 +130,7 @@ describe("SearchBox", () => {
     await new Promise((r) => setTimeout(r, 0));
     expect(root.querySelector(".nw-error")!.textContent).toBe("no kernel in tests"); // the command's error answer
     model.set("_data", { query: "capital cities", model: null, limit: 20, error: null,  // the results, in the trait
-      results: [{ model: "gpt2", layer: 5, neuron: 131, side: "positive", explanation: HOSTILE, score: 0.8, explainer: "x", source: "s" }] });
+      results: [{ model: "gpt2", label: "gpt2 L5/N131", layer: 5, neuron: 131, side: "positive", explanation: HOSTILE, score: 0.8, explainer: "x", source: "s" }] });
     expect(root.querySelector(".nw-xexpl")!.textContent).toBe(HOSTILE);
     expect(root.querySelector("img")).toBeNull();
     model.answer = () => ({ type: "opened", layer: 5, neuron: 131 });

@@ -13,7 +13,6 @@ synced traits.
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 import anywidget
@@ -240,27 +239,24 @@ class Explorer(_OpensNeuronView):
                           **self._view_kwargs)
 
     def _static_html(self) -> str:
+        """What the view shows, as a template over the same strings (js/explorer.ts draws them live):
+        the tokens (the selected one outlined), the selected token's table as ranked now."""
         d = self._data
-        peak = self.position  # the token selected: what the user last saw
-        row = {"text": d["text"], "value": "", "tenth": "", "level": d["level"]}
-        levels = pr.columns(row)[2]  # type: ignore[arg-type]
+        at = self.position  # the token selected: what the user last saw
+        levels = pr.columns({"text": d["text"], "value": "", "tenth": "", "level": d["level"]})[2]  # type: ignore[typeddict-item]
         toks = "".join(
-            f'<span style="{sh.level_style(levels[i])}{"outline:2px solid #333;" if i == peak else ""}white-space:pre">'
-            f'{html.escape(t)}</span>' for i, t in enumerate(d["text"]))
-        effect = d["effect"].get(str(peak)) if self.by == "effect" else None
-        shown = effect if effect is not None else (d["tops"][peak] if d["tops"] else [])
-        caption = (d["effect_heads"][str(peak)] if effect is not None
-                   else "Top neurons at the highlighted token (activation ÷ the neuron's max):")
-        rows = "".join(
-            f"<tr><td>{r['layer']}</td><td>{r['neuron']}</td><td>{html.escape(r['detail'])}</td>"
-            f"<td>{html.escape(r['explanation'] or '')}</td></tr>" for r in shown[:10])
-        return (f'<div style="font-family:system-ui,sans-serif;font-size:13px">'
-                f'<div style="font-weight:600">Explorer · {html.escape(d["model"])}</div>'
-                f'<div style="margin:4px 0">{toks}</div>'
-                f'<div>{html.escape(caption)}</div>'
-                f'<table><tr><th>layer</th><th>neuron</th><th>{"effect" if effect is not None else "activation"}</th>'
-                f'<th>explanation</th></tr>{rows}</table>'
-                f'<div style="color:#5a5a5a">{html.escape(pr.HEADINGS["explorer_saved"])}</div></div>')
+            f'<span class="nw-xtok" style="{sh.level_style(levels[i])}{"outline:2px solid #333;" if i == at else ""}'
+            f'white-space:pre">{sh.esc(t)}</span>' for i, t in enumerate(d["text"]))
+        effect = d["effect"].get(str(at)) if self.by == "effect" else None
+        rows = effect if effect is not None else (d["tops"][at] if d["tops"] else [])
+        head = d["effect_heads"][str(at)] if effect is not None else (d["heads"][at] if d["heads"] else "")
+        table = sh.neuron_rows([(r["label"], r["detail"], r["explanation"], r["score_text"]) for r in rows],
+                               pr.HEADINGS["explorer_none"])
+        return sh.box(f'<div style="font-size:15px;font-weight:600"><span>{sh.esc(d["model"])}</span>'
+                      f'<span> · explorer</span></div><div style="color:#5a5a5a">{sh.esc(pr.HEADINGS["explorer_hint"])}</div>'
+                      f'<div class="nw-xtext" style="margin:4px 0">{toks}</div>'
+                      f'<div class="nw-section" style="font-weight:600">{sh.esc(head)}</div>{table}'
+                      f'<div style="color:#5a5a5a">{sh.esc(pr.HEADINGS["explorer_saved"])}</div>')
 
 
 def _engine_spec(engine: Any) -> Any:
@@ -273,14 +269,15 @@ def _engine_spec(engine: Any) -> Any:
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
     act, norm = round(float(r["activation"]), 5), round(float(r["normalized"]), 5)
-    return {"layer": r["layer"], "neuron": r["neuron"], "side": r["side"], "activation": act, "normalized": norm,
+    return {"layer": r["layer"], "neuron": r["neuron"], "label": pr.neuron_label(r["layer"], r["neuron"]), "side": r["side"], "activation": act, "normalized": norm,
             "explanation": r["explanation"], "score": r["score"], "detail": pr.top_row_detail(norm, act, r["side"]),
             "score_text": pr.score_text(r["score"])}
 
 
 def _effect_row(r: dict[str, Any]) -> dict[str, Any]:
     act = round(float(r["activation"]), 5)
-    return {"layer": int(r["layer"]), "neuron": int(r["neuron"]), "side": r["side"], "activation": act,
+    return {"layer": int(r["layer"]), "neuron": int(r["neuron"]), "label": pr.neuron_label(r["layer"], r["neuron"]),
+            "side": r["side"], "activation": act,
             "normalized": round(float(r["attribution"]), 5), "explanation": r["explanation"], "score": r["score"],
             "detail": pr.effect_row_detail(float(r["attribution"]), float(r["ablation"]), act),
             "score_text": pr.score_text(r["score"])}
@@ -317,6 +314,7 @@ class SearchBox(_OpensNeuronView):
         for r in rows:
             r["layer"], r["neuron"] = int(r["layer"]), int(r["neuron"])
             r["score_text"] = pr.score_text(r["score"])
+            r["label"] = pr.search_label(r["model"], r["layer"], r["neuron"], r["side"])
         self._data = {**self._data, "query": str(query), "results": rows, "error": None}
         return df
 
@@ -351,12 +349,14 @@ class SearchBox(_OpensNeuronView):
         return NeuronView(layer, neuron, model=model, side=side, **self._view_kwargs)
 
     def _static_html(self) -> str:
+        """The query and its results as js/explorer.ts draws them (a template over the same strings)."""
         d = self._data
-        items = "".join(
-            f"<li>{html.escape(str(r['model']))} L{r['layer']} N{r['neuron']}: {html.escape(str(r['explanation']))}"
-            f" ({html.escape(r['score_text'] or 'no score')})</li>" for r in d["results"])
-        return (f'<div style="font-family:system-ui,sans-serif;font-size:13px"><div style="font-weight:600">'
-                f'Explanation search: {html.escape(d["query"])}</div><ul>{items}</ul></div>')
+        table = sh.neuron_rows([(r["label"], r["explainer"] or "", r["explanation"], r["score_text"]) for r in d["results"]],
+                               pr.HEADINGS["search_none"] if d["query"] else None)
+        error = f'<div class="nw-error" style="color:#c62828">{sh.esc(d["error"])}</div>' if d["error"] else ""
+        return sh.box(f'<div style="font-weight:600">{sh.esc(pr.HEADINGS["search"])}</div>'
+                      f'<div class="nw-search-input" style="border:1px solid #ccc;padding:2px 4px">{sh.esc(d["query"])}</div>'
+                      f'{error}{table if not d["error"] else ""}')
 
 
 __all__ = ["Explorer", "SearchBox"]

@@ -160,6 +160,7 @@ class TopRow(TypedDict):
     """One neuron in the Explorer's table for a token."""
     layer: int
     neuron: int
+    label: str  # as shown
     side: Side
     activation: float
     normalized: float
@@ -188,6 +189,7 @@ class ExplorerData(TypedDict):
 
 class SearchRow(TypedDict):
     model: str
+    label: str  # as shown
     layer: int
     neuron: int
     side: Side

@@ -515,6 +515,16 @@ def steer(reply: Any) -> None:
 
 # ---- Explorer and SearchBox rows ------------------------------------------------------------------
 
+def neuron_label(layer: int, neuron: int) -> str:
+    """A neuron's name in the Explorer's and SearchBox's rows."""
+    return f"L{layer}/N{neuron}"
+
+
+def search_label(model: str, layer: int, neuron: int, side: str) -> str:
+    """A SearchBox result's name: its model and neuron, (−) on the negative side."""
+    return f"{model} {neuron_label(layer, neuron)}{' (−)' if side == 'negative' else ''}"
+
+
 def top_row_detail(normalized: float, activation: float, side: str) -> str:
     return f"{format_activation(normalized)}× max · {format_activation(activation)}" + \
         (" (negative side)" if side == "negative" else "")

@@ -149,6 +149,20 @@ def neuron_html(d: NeuronData, *, samples: Any = (), effect: Any = None, steer: 
     return box("".join(parts))
 
 
+def neuron_rows(rows: list[tuple[str, str, str | None, str | None]], empty: str | None) -> str:
+    """The Explorer's and SearchBox's rows of neurons: name, detail, explanation (or that there is
+    none yet), score; ``empty`` when there are none."""
+    if not rows:
+        return f'<div style="color:#5a5a5a">{esc(empty)}</div>' if empty else ""
+    cell = "margin-right:8px"
+    return "".join(
+        f'<div class="nw-xrow"><span class="nw-xid" style="{cell};font-weight:600">{esc(name)}</span>'
+        f'<span class="nw-xval" style="{cell}">{esc(detail)}</span>'
+        f'<span class="nw-xexpl" style="{cell}{"" if expl else ";color:#5a5a5a"}">{esc(expl or HEADINGS["no_explanation_yet"])}</span>'
+        + (f'<span class="nw-xscore">{esc(score)}</span>' if score else "") + "</div>"
+        for name, detail, expl, score in rows)
+
+
 def box(inner: str) -> str:
     return f'<div class="nw-static" style="{_BOX}">{inner}</div>'
 
