@@ -227,7 +227,7 @@ class IndexState:
         self.shard_moments: dict[int, torch.Tensor] = {}  # shard -> [L, N, 4] float64 sums of a^1..a^4
         self.batches_done: set[int] = set()
         self._slot_of = {int(w): i for i, w in enumerate(plan.rand_ids)}
-        self._hist_offsets = torch.arange(0, n_neurons * (N_BINS + 2), N_BINS + 2, device=dev, dtype=torch.int32)
+        self._hist_offsets = torch.arange(0, n_neurons * (N_BINS + 2), N_BINS + 2, device=dev, dtype=torch.long)
         self._neuron_of_qrow = torch.arange(n_neurons * _NB, device=dev) // _NB
         self._neuron_mix = (torch.arange(n_neurons, device=dev, dtype=torch.long) * -7046029254386353131)[:, None]
         self._buffers: dict[str, torch.Tensor] = {}
@@ -264,8 +264,14 @@ class IndexState:
 
     def _fold(self, layer: int, pos: int, acts: torch.Tensor, w0: int, rand_slots: list[tuple[int, int]],
               moments: torch.Tensor) -> None:
-        st, cal = self.layers[pos], self.calib
         a = acts.float()  # [B, T, N]; no copy when the model runs in float32
+        mx, mn = self._token_stats(pos, a, moments)
+        self._select(layer, pos, a, w0, rand_slots, mx, mn)
+
+    def _token_stats(self, pos: int, a: torch.Tensor, moments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold every token of ``a`` [B, T, N] into the layer's moment sums, histogram, range and
+        non-zero counts; returns each window's maximum and minimum [B, N]."""
+        st, cal = self.layers[pos], self.calib
         b, t, n = a.shape
         dev = a.device
         # per-token statistics in chunks of a few windows, so temporaries stay in cache:
@@ -277,10 +283,11 @@ class IndexState:
         off = 1 - lo * inv  # bin = floor((a - lo) / width) + 1; 0 = underflow, N_BINS + 1 = overflow
         step = _CHUNK_WINDOWS if dev.type == "cpu" else b
         sq, tmp = self._scratch("sq", (step * t, n)), self._scratch("tmp", (step * t, n))
-        bins = self._scratch("bins", (step * t, n), torch.int32)
+        bins = self._scratch("bins", (step * t, n), torch.long)
+        ones = self._ones(step * t * n)
         part = self._scratch("part", (4, n))
         sums = torch.zeros((4, n), dtype=torch.float64, device=dev)
-        hist = torch.zeros(n * (N_BINS + 2), dtype=torch.long, device=dev)
+        hist = st.hist.view(-1)
         for s in range(0, b, step):
             c3 = a[s:s + step]
             torch.amax(c3, 1, out=mx[s:s + step])
@@ -297,14 +304,22 @@ class IndexState:
             torch.addcmul(off, c, inv, out=c34).clamp_(0, N_BINS + 1)
             rows.copy_(c34)  # truncation == floor for values >= 0
             rows += self._hist_offsets
-            hist += torch.bincount(rows.view(-1), minlength=n * (N_BINS + 2))  # in cache: faster than once per batch
+            # counted straight into the layer's histogram: bincount would also scan the bins for
+            # their min and max and fill a fresh output (a third of the histogram's time)
+            hist.index_add_(0, rows.view(-1), ones[:rows.numel()])
             if self.count_nonzero:
                 st.nonzero += (c != 0).sum(0)
         moments += sums.T
-        st.hist += hist.view(n, N_BINS + 2)
         torch.minimum(st.lowest, mn.amin(0), out=st.lowest)
         torch.maximum(st.highest, mx.amax(0), out=st.highest)
+        return mx, mn
 
+    def _select(self, layer: int, pos: int, a: torch.Tensor, w0: int, rand_slots: list[tuple[int, int]],
+                mx: torch.Tensor, mn: torch.Tensor) -> None:
+        """Offer this batch's windows to the layer's top, bottom and quantile selections (ranked by
+        each window's maximum / minimum, ``mx`` / ``mn`` [B, N]); copy the random windows."""
+        st, cal = self.layers[pos], self.calib
+        b, n, dev = a.shape[0], a.shape[2], a.device
         wid = torch.arange(w0, w0 + b, device=dev, dtype=torch.long)
         mxt, mnt = mx.T, mn.T  # [N, B]
         _merge_batch(st.top_key, st.top_a, -ordered(mxt) * (1 << 32) + wid, a, None)
@@ -318,6 +333,12 @@ class IndexState:
         _merge_batch(st.q_key, st.q_a, keys.view(n * _NB, b), a, self._neuron_of_qrow)
         for j, slot in rand_slots:
             st.rand_a[:, slot] = a[j].T.to(torch.float16)
+
+    def _ones(self, size: int) -> torch.Tensor:
+        got = self._buffers.get("ones")
+        if got is None or got.numel() < size:
+            got = self._buffers["ones"] = torch.ones(size, dtype=torch.long, device=self.dev)
+        return got
 
     def _scratch(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """A reusable work buffer (contents undefined), reallocated only when the shape changes."""
