@@ -72,5 +72,18 @@ def test_neuronview_of_a_latent_renders_and_tries_text(lab, tiny_index):
             f"() => document.querySelectorAll('.nw-try-out .nw-tok').length === {len(want.tokens)}", timeout=60_000)
         got = nv.locator(".nw-try-out .nw-tok").evaluate_all("(els) => els.map((e) => e.dataset.tip)")
         assert [tip.split(": ")[-1].split(" (")[0] for tip in got] == [pr.format_activation(v) for v in want.activations]
+        # the nearest latents by decoder cosine are buttons; Enter on one (keyboard) opens that latent
+        import neuronwidget as nw
+
+        near = nw.latent_connections(2, latent, units="sae:browser", model="tiny", k=8).nearest
+        buttons = nv.locator(".nw-connections .nw-conn-neuron")
+        assert buttons.evaluate_all("(els) => els.map((e) => e.textContent)") == [pr.nearest_latent(i, v) for i, v in near]
+        assert "nearest latents by decoder cosine" not in nv.locator(".nw-conn-def").inner_text()  # listed once
+        target = near[0][0]
+        buttons.first.focus()
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"() => document.querySelector('.nw-root .nw-title').textContent.includes('latent {target}')",
+                               timeout=60_000)
+        assert nv.locator(".nw-top .nw-tok").count() > 0 and nv.locator(".nw-status .nw-error").count() == 0
         browser.close()
     assert not errors, errors
