@@ -351,6 +351,20 @@ def test_older_format_is_detected_said_and_rebuilt(built, lm, texts, cache):
     assert again.built and _shas(idx) == _shas(reference)
     assert not (idx.folder / "layer-000" / "ref_windows.npy").exists()
     assert not [p for p in first.root.iterdir() if p.name.startswith(".")]
+    # opened lazily (as a first view does): the old index stays aside until the new one is complete
+    for manifest in first.folder.glob("*/manifest.json"):
+        meta = json.loads(manifest.read_text())
+        meta["format_version"] = 4
+        manifest.write_text(json.dumps(meta))
+    lazy = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+    with pytest.warns(IndexFormatWarning, match=r"older format 4"):
+        idx = lazy.run(progress=False, lazy=True)
+    assert idx.ready_layers() == [] and [p for p in first.root.iterdir() if p.name.startswith(".")]
+    idx.record(1, 0)  # builds layers 0-1
+    assert idx.ready_layers() == [0, 1] and [p for p in first.root.iterdir() if p.name.startswith(".")]
+    idx.complete()
+    assert _shas(idx) == _shas(reference)
+    assert not [p for p in first.root.iterdir() if p.name.startswith(".")]
 
 
 def test_bad_settings(lm, texts):

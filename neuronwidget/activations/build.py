@@ -134,6 +134,7 @@ class IndexBuilder:
         self._lock_file: Any = None
         self._lock_depth = 0
         self._plan: Plan | None = None
+        self._old: list[Path] = []  # older-format indexes to remove once this one is complete
 
     # -- locking -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -279,9 +280,17 @@ class IndexBuilder:
                                       max_worker_deaths=max_worker_deaths)
                     for layer in missing:
                         idx._layers[layer] = read_store(self.folder / layer_dir(layer), verify=False)[0]
-                for path in old:
-                    shutil.rmtree(path, ignore_errors=True)
+            self._old = old
+            self._remove_old_when_complete()
         return idx
+
+    def _remove_old_when_complete(self) -> None:
+        """Remove the older-format indexes found by run() once every layer of this one is on disk
+        (a lazy index: when its last layer is built)."""
+        if self._old and all(self._layer_ok(layer) is not None for layer in self.layers):
+            for path in self._old:
+                shutil.rmtree(path, ignore_errors=True)
+            self._old = []
 
     def _ensure_common(self) -> tuple[dict, dict]:
         common = self._read_common()
@@ -349,6 +358,7 @@ class IndexBuilder:
             else:
                 self._build(missing, progress)
             self.built = True
+            self._remove_old_when_complete()
             return missing
 
     def _build(self, layers: list[int], progress: bool | Progress) -> None:
