@@ -75,9 +75,11 @@ def main() -> None:
     eng = Engine("smollm2-135m", device="cpu")
     print(f"SmolLM2-135M ({eng.n_layers} x {eng.n_neurons} neurons), {args.tokens:,} tokens of the bundled corpus, CPU")
 
-    if args.scores_only:
-        idx = eng.index(corpus, progress=False)
-        size(idx)
+    if args.scores_only:  # builds (lazily) only the layers the scores read; the size once complete
+        idx = eng.index(corpus, progress=False, lazy=True)
+        idx._builder.build_layers(score_layers(eng), progress=False)
+        if len(idx.ready_layers()) == idx.n_layers:
+            size(idx)
         return scores(eng, idx, args)
     # 1. first view of a layer vs a full build, each in a fresh cache
     config.configure(cache_dir=tempfile.mkdtemp(prefix="nw-bench-"), model=eng.lm)
@@ -120,6 +122,10 @@ def size(idx) -> None:
     print("   per array: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sorted(per_array.items(), key=lambda kv: -kv[1])))
 
 
+def score_layers(eng) -> list[int]:
+    return sorted({int(x) for x in np.linspace(0, eng.n_layers - 1, 4)})  # a few layers: exact windows are shared
+
+
 def scores(eng, idx, args) -> None:
     from neuronwidget.explanations.backends import resolve_explainer, resolve_simulator
     from neuronwidget.explanations.explainer import explain
@@ -128,7 +134,7 @@ def scores(eng, idx, args) -> None:
     # 3. scores: compact vs exact
     explainer, simulator = resolve_explainer(), resolve_simulator()
     rng = np.random.default_rng(0)
-    layers = sorted({int(x) for x in np.linspace(0, eng.n_layers - 1, 4)})  # a few layers: exact windows are shared
+    layers = score_layers(eng)
     # layer by layer: a layer's recomputed windows serve all its neurons (the cache holds a few layers)
     picks = sorted((layers[i % len(layers)], int(n))
                    for i, n in enumerate(rng.choice(eng.n_neurons, args.neurons, replace=False)))

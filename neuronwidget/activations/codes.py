@@ -66,37 +66,51 @@ def _split(h: np.ndarray, lo_code: np.ndarray, steps: int) -> np.ndarray:
     return p.astype(np.int64)
 
 
-def _bounds(ranges: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _bounds(ranges: np.ndarray, pos: np.ndarray, neg: np.ndarray, hi: np.ndarray | None,
+            lo: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each window's [lo, hi] (hi >= 0 >= lo): from its range codes, or, where ``hi`` / ``lo``
+    (float, NaN = unknown) give its exact maximum / minimum, exactly that."""
     h, lc = ranges[:, :1].astype(np.float64), ranges[:, 1:].astype(np.float64)
     pos = np.maximum(np.asarray(pos, dtype=np.float64), 0).reshape(-1, 1)
     neg = np.minimum(np.asarray(neg, dtype=np.float64), 0).reshape(-1, 1)
-    return pos * (h / RANGE_STEPS) ** 2, neg * (lc / RANGE_STEPS) ** 2  # hi >= 0, lo <= 0
+    top, bottom = pos * (h / RANGE_STEPS) ** 2, neg * (lc / RANGE_STEPS) ** 2
+    if hi is not None:
+        hi = np.asarray(hi, dtype=np.float64).reshape(-1, 1)
+        top = np.where(np.isnan(hi), top, np.maximum(hi, 0))
+    if lo is not None:
+        lo = np.asarray(lo, dtype=np.float64).reshape(-1, 1)
+        bottom = np.where(np.isnan(lo), bottom, np.minimum(lo, 0))
+    return top, bottom
 
 
-def encode(acts: np.ndarray, ranges: np.ndarray, pos: np.ndarray, neg: np.ndarray, bits: int = BITS) -> np.ndarray:
+def encode(acts: np.ndarray, ranges: np.ndarray, pos: np.ndarray, neg: np.ndarray, bits: int = BITS,
+           hi: np.ndarray | None = None, lo: np.ndarray | None = None) -> np.ndarray:
     """Packed codes uint8 [R, packed_bytes(bits)] of ``acts`` [R, 64] in windows of ``ranges``
     (:func:`range_codes`); ``pos`` [R] and ``neg`` [R] are the owning neuron's exact maximum and
-    minimum."""
+    minimum; ``hi`` / ``lo`` [R] a window's exact maximum / minimum where known (NaN elsewhere:
+    a top window's maximum, a bottom window's minimum), used as its bound instead of the
+    rounded-up range code (finer steps where scores read)."""
     steps = (1 << bits) - 1
     a = np.asarray(acts, dtype=np.float64)
     ranges = np.asarray(ranges)
     p = _split(ranges[:, :1], ranges[:, 1:], steps)  # [R, 1]
     n = steps - p
-    top, bottom = _bounds(ranges, pos, neg)
+    top, bottom = _bounds(ranges, pos, neg, hi, lo)
     a = np.clip(a, bottom, top)  # float16 storage may round a value just past the float32 extreme
     up = np.rint((a / np.where(top > 0, top, 1.0)).clip(0, None) ** GAMMA * p)
     down = np.rint((a / np.where(bottom < 0, bottom, -1.0)).clip(0, None) ** GAMMA * n)
     return pack(np.where(a >= 0, n + up, n - down).astype(np.uint8), bits)
 
 
-def decode(packed: np.ndarray, ranges: np.ndarray, pos: np.ndarray, neg: np.ndarray, bits: int = BITS) -> np.ndarray:
-    """float32 [R, 64]: the values :func:`encode` stored."""
+def decode(packed: np.ndarray, ranges: np.ndarray, pos: np.ndarray, neg: np.ndarray, bits: int = BITS,
+           hi: np.ndarray | None = None, lo: np.ndarray | None = None) -> np.ndarray:
+    """float32 [R, 64]: the values :func:`encode` stored (the same ``hi`` / ``lo``)."""
     steps = (1 << bits) - 1
     c = unpack(np.asarray(packed), bits).astype(np.float64)
     ranges = np.asarray(ranges)
     p = _split(ranges[:, :1], ranges[:, 1:], steps)
     n = steps - p
-    top, bottom = _bounds(ranges, pos, neg)
+    top, bottom = _bounds(ranges, pos, neg, hi, lo)
     up = np.where(p > 0, ((c - n) / np.where(p > 0, p, 1)).clip(0, None) ** (1 / GAMMA), 0) * top
     down = np.where(n > 0, ((n - c) / np.where(n > 0, n, 1)).clip(0, None) ** (1 / GAMMA), 0) * bottom
     return np.where(c >= n, up, down).astype(np.float32)

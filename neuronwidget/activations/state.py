@@ -471,10 +471,12 @@ def _references(plan: Plan, s: Any, lists: dict[str, torch.Tensor], n: int) -> d
         col = (b_ids[neuron[bottom]] == window[bottom, None]).argmax(1)  # each listed once
         lo[bottom] = b_min[neuron[bottom], col]
     ranges = codes.range_codes(hi, lo, highest, lowest)
+    exact_hi, exact_lo = np.where(top, hi, np.nan), np.where(bottom, lo, np.nan)
     sample = flags == QUANTILE
     out = {}
     for name, rows, bits in (("ref_codes", ~sample, codes.BITS), ("sample_codes", sample, codes.SAMPLE_BITS)):
-        out[name] = codes.encode(ref_acts[rows], ranges[rows], highest[rows], lowest[rows], bits)
+        out[name] = codes.encode(ref_acts[rows], ranges[rows], highest[rows], lowest[rows], bits, exact_hi[rows],
+                                 exact_lo[rows])
     out["ref_hi"], out["ref_lo"] = ranges[~top, 0], ranges[~bottom, 1]
     return out
 

@@ -371,11 +371,13 @@ class NeuronIndex:
         top, bottom = (flags & TOP) != 0, (flags & BOTTOM) != 0
         ranges[~top, 0] = a["ref_hi"][off["ref_hi"][neuron]:off["ref_hi"][neuron + 1]]
         ranges[~bottom, 1] = a["ref_lo"][off["ref_lo"][neuron]:off["ref_lo"][neuron + 1]]
+        bound = np.full((len(known), 2), np.nan)  # exact maximum / minimum of top / bottom windows
         for rows, side in ((top, 0), (bottom, 1)):
             if rows.any():
                 v = np.array([exact[w][side] for w in known[rows].tolist()], dtype=np.float32)
                 r = codes.range_codes(v, v, np.full(len(v), high), np.full(len(v), low))
                 ranges[rows, side] = r[:, side]
+                bound[rows, side] = v
         out = np.empty((len(ids), 64), dtype=np.float32)
         sample = flags == QUANTILE
         for name, kind, bits in (("ref_codes", ~sample, codes.BITS), ("sample_codes", sample, codes.SAMPLE_BITS)):
@@ -383,7 +385,7 @@ class NeuronIndex:
             if mine.any():
                 rows = off[name][neuron] + (np.cumsum(kind) - 1)[pos[mine]]
                 out[mine] = codes.decode(np.asarray(a[name][rows]), ranges[pos[mine]], np.full(mine.sum(), high),
-                                         np.full(mine.sum(), low), bits)
+                                         np.full(mine.sum(), low), bits, bound[pos[mine], 0], bound[pos[mine], 1])
         # a top window's largest value and a bottom window's smallest are known exactly: put them in
         # (where the codes' steps are widest), so compact records keep exact per-window extremes
         for r, w in enumerate(ids.tolist()):
