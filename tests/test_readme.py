@@ -7,7 +7,11 @@
 * Every Python block runs as written (after ``import neuronwidget as nw``, offline, in a fresh
   interpreter with an empty cache folder), except blocks README marks on the line before them:
   ``<!-- readme-test: skip: why -->`` (they need the network, e.g. GPT-2's weights, or a
-  GPU or cluster) or ``<!-- readme-test: slow -->`` (run, marked slow).
+  GPU or cluster), ``<!-- readme-test: slow -->`` (run, marked slow), or
+  ``<!-- readme-test: with: LINE | "A" -> "B" | why: ... -->``: run (marked slow) on what the
+  marker says instead, in the open in README's source: each LINE runs first (e.g. an offline
+  model configured), each ``A -> B`` replaces text of the block (A must be in it, so a stale
+  marker fails), ``why`` says what is substituted and why (GPT-2's weights need the network).
 """
 
 from __future__ import annotations
@@ -24,7 +28,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-MARKER = re.compile(r"<!--\s*readme-test:\s*(skip|slow)\s*:?\s*(.*?)\s*-->")
+MARKER = re.compile(r"<!--\s*readme-test:\s*(skip|slow|with)\s*:?\s*(.*?)\s*-->")
+
+
+def substituted(block: dict) -> str:
+    """A ``with`` block's code as the test runs it: the marker's lines first, its replacements made."""
+    before, code = [], block["code"]
+    for item in (x.strip() for x in block["why"].split(" | ")):
+        if item.startswith("why:"):
+            continue
+        if " -> " in item:
+            old, new = item.split(" -> ", 1)
+            assert old in code, f"README.md:{block['line']}: the marker replaces {old!r}, which the block does not have"
+            code = code.replace(old, new)
+        else:
+            before.append(item)
+    return "".join(line + "\n" for line in before) + code
 
 
 def blocks() -> list[dict]:
@@ -130,9 +149,18 @@ def test_a_missing_name_would_be_caught():
     assert len(bad) == 2 and "no_such_function" in bad[0] and "no_such_keyword" in bad[1]
 
 
+def test_a_with_marker_runs_what_it_says():
+    """The substitution is what the marker says, and a marker that no longer fits its block fails."""
+    block = {"line": 1, "code": 'nw.NeuronView(5, 131, model="gpt2")\n', "mark": "with",
+             "why": 'nw.configure(model="tiny") | (5, 131 -> (1, 131 | "gpt2" -> "tiny" | why: offline'}
+    assert substituted(block) == 'nw.configure(model="tiny")\nnw.NeuronView(1, 131, model="tiny")\n'
+    with pytest.raises(AssertionError, match="does not have"):
+        substituted({**block, "code": "nw.NeuronView(7, 9)\n"})
+
+
 def _params():
     for b in blocks():
-        marks = [pytest.mark.slow] if b["mark"] == "slow" else []
+        marks = [pytest.mark.slow] if b["mark"] in ("slow", "with") else []
         if b["mark"] == "skip":
             marks = [pytest.mark.skip(reason=f"README.md:{b['line']}: {b['why']}")]
         yield pytest.param(b, id=f"line{b['line']}", marks=marks)
@@ -145,7 +173,7 @@ def test_readme_block_runs_as_written(block, tmp_path):
     home = Path(os.environ.get("NEURONWIDGET_CACHE") or Path.home() / ".cache" / "neuronwidget")
     if (home / "models").is_dir():  # converted weights (SmolLM2) are reused, nothing else
         (cache / "models").symlink_to(home / "models", target_is_directory=True)
-    code = "import neuronwidget as nw\n" + block["code"]
+    code = "import neuronwidget as nw\n" + (substituted(block) if block["mark"] == "with" else block["code"])
     env = {**os.environ, "NEURONWIDGET_CACHE": str(cache), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
            "NEURONWIDGET_ONLINE_CORPUS": "0"}
     env.pop("OPENAI_API_KEY", None)
