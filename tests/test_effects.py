@@ -395,51 +395,40 @@ def test_smollm2_real_neuron_effect_and_steering():
 # -- NeuronView's Effect section, kernel side (the browser test drives the front end) ---------------------------
 @pytest.mark.parametrize("which", ["gpt2", "llama"])
 def test_neuronview_effect_and_steer_messages(which, request):
+    from test_widgets import ask
+
     from neuronwidget.widgets import NeuronView
 
     engine, index = request.getfixturevalue(which)
     lm = engine.lm
     view = NeuronView(1, 5, model=lm, index=index, explainer="baseline", simulator="baseline")
-    sent = []
-    view.send = lambda msg, buffers=None: sent.append(msg)
     text = "The <b>tower</b> is"
-    view._on_custom_msg(view, {"type": "effect", "text": text, "id": 3}, [])
-    view.wait()
-    (reply,) = sent
+    reply = ask(view, "effect", text=text)  # the front end's command, through the widget's comm handler
     want = nw.neuron_effect(text, 1, 5, model=lm, records=0, k=3).table
-    assert reply["type"] == "effect" and reply["id"] == 3 and reply["tokens"] == want.token.tolist()
+    assert reply["type"] == "effect" and reply["tokens"] == want.token.tolist()
     assert reply["kl"] == pytest.approx(want.kl.tolist(), abs=1e-9)
     assert reply["dlogp"] == pytest.approx(want.delta_logprob[:-1].tolist(), abs=1e-9)
     assert [[x["token"] for x in p] for p in reply["promoted"]] == [[t for t, _ in p] for p in want.promoted]
     mx, mn = index.max_activation(1, 5), index.min_activation(1, 5)
     for strength in (6.0, -6.0):  # a signed (gated) neuron's negative side is a multiple of its minimum
-        sent.clear()
-        view._on_custom_msg(view, {"type": "steer", "prompt": "The tower", "strength": strength, "id": 4}, [])
-        view.wait()
-        (reply,) = sent
+        reply = ask(view, "steer", prompt="The tower", strength=strength)
         value = -strength * mn if (strength < 0 and lm.signed) else strength * mx
         assert reply["value"] == pytest.approx(value, rel=1e-3)  # the view's extremes come from its records
         s = nw.steer("The tower", {(1, 5): reply["value"]}, max_new_tokens=24, model=lm, absolute=True)
         assert (reply["plain"], reply["steered"]) == (s.plain, s.steered)
-    # errors name what to do and carry the box that asked; the next result clears the status
+    # errors name what to do; the steering box shows its own answer, and so does the status line
     for bad, message in (({"prompt": "", "strength": 1.0}, "type a prompt first"),
                          ({"prompt": "x", "strength": 99.0}, "strength must be in -50..50"),
                          ({"prompt": "x", "strength": "big"}, "strength must be a finite number")):
-        sent.clear()
-        view._on_custom_msg(view, {"type": "steer", "id": 5, **bad}, [])
-        view.wait()
-        assert sent[-1]["type"] == "error" and message in sent[-1]["message"]
-        assert sent[-1]["action"] == "steer"  # shown beside the steering box too
+        reply = ask(view, "steer", **bad)
+        assert reply["type"] == "error" and message in reply["message"]
         assert view._status.get("error")
     # an effect that cannot run answers in the Effect section only: the try box reports the same text's problem
-    sent.clear()
     view._status = {}
-    view._on_custom_msg(view, {"type": "effect", "text": "y" * 4001, "id": 7}, [])
-    view.wait()
-    assert sent[-1]["type"] == "error" and sent[-1]["action"] == "effect" and "4001 characters" in sent[-1]["message"]
+    reply = ask(view, "effect", text="y" * 4001)
+    assert reply["type"] == "error" and "4001 characters" in reply["message"]
     assert not view._status.get("error")
-    view._on_custom_msg(view, {"type": "steer", "prompt": "<img src=x onerror=alert(1)>", "strength": 2.0, "id": 6}, [])
-    view.wait()
+    assert ask(view, "steer", prompt="<img src=x onerror=alert(1)>", strength=2.0)["type"] == "steer"
     assert not view._status.get("error")
     page = view._static_html()  # the saved notebook's fallback shows the last effect and continuation
     assert "Effect of zeroing L1/N5" in page and "Steering: strength +2" in page

@@ -607,33 +607,28 @@ def test_neuronview_shows_a_latent(tmp_path):
     assert [round(float(v), 3) for v in top.activations if v] and view._data["top_total"] == len(
         idx.record(2, latent).most_positive_activation_records)
     assert "sae:view" in view._data["header"]["model"] and not view.signed
-    sent = []
-    view.send = lambda content, buffers=None: sent.append(content)
+    from test_widgets import ask
+
     text = "The Eiffel Tower is in Paris."
-    view._on_custom_msg(view, {"type": "try", "text": text, "id": 3}, [])
-    view.wait(60)
+    reply = ask(view, "try", text=text)  # the front end's command, through the widget's comm handler
     want = eng.activations(text, 2, latent, units="sae:view").activations
     from neuronwidget.widgets import present as pr
 
-    row = sent[-1]["row"]
-    assert sent[-1]["type"] == "try" and len(row["text"]) == len(want)
+    row = reply["row"]
+    assert reply["type"] == "try" and len(row["text"]) == len(want)
     tips = "\n".join(pr.tip(row, i) for i in range(len(row["text"])))
     for i, v in enumerate(want):
         assert f" at {i}: {pr.format_activation(v)} (" in tips
     ids = eng.lm.encode(text)
     direct = reference_encode("topk", w, hooked(eng, [ids], 2, "resid_post"), K)[0, :, latent]
     np.testing.assert_allclose(want, direct.numpy(), rtol=1e-4, atol=1e-4)
-    view._on_custom_msg(view, {"type": "steer", "prompt": "The Eiffel Tower", "strength": 5, "id": 4}, [])
-    view.wait(120)
-    steer = [m for m in sent if m.get("type") == "steer"]
-    assert steer and "decoder direction" in steer[-1]["note"], sent[-1]
-    view._on_custom_msg(view, {"type": "effect", "text": text, "id": 5}, [])
-    view.wait(120)
-    eff = [m for m in sent if m.get("type") == "effect"]
-    assert eff and "ablating sae:view latent" in eff[-1]["title"], sent[-1]
+    steer = ask(view, "steer", prompt="The Eiffel Tower", strength=5)
+    assert steer["type"] == "steer" and "decoder direction" in steer["note"], steer
+    eff = ask(view, "effect", text=text)
+    assert eff["type"] == "effect" and "ablating sae:view latent" in eff["title"], eff
     want_eff = nw.latent_effect(text, latent, units="sae:view", model="tiny")
-    assert eff[-1]["kl"] == pytest.approx(want_eff.kl)
-    shown = [[x["token"] for x in p] for p in eff[-1]["promoted"]]  # the view shows the first few of each
+    assert eff["kl"] == pytest.approx(want_eff.kl)
+    shown = [[x["token"] for x in p] for p in eff["promoted"]]  # the view shows the first few of each
     assert [t[:len(v)] for t, v in zip(([t for t, _ in p] for p in want_eff.promoted), shown)] == shown
     assert all(bool(v) == bool(p) for v, p in zip(shown, want_eff.promoted))
     with pytest.raises(ValueError, match="has latents at layer 2 only"):

@@ -172,11 +172,13 @@ print(json.dumps({"cards": [[c["explanation"], c["score"], c["explainer"], c["si
 
 
 def test_a_neuronview_in_a_later_session_shows_what_was_scored(fresh_cache):
+    from test_widgets import ask
+
     from neuronwidget.widgets import NeuronView
 
     cache, index = fresh_cache
     view = NeuronView(0, 7, model="tiny", index=index, explainer="rules", simulator="rules")
-    view._on_custom_msg(view, {"type": "test", "explanation": "a typed explanation"}, [])
+    assert ask(view, "test", explanation="a typed explanation") == {"type": "done"}  # the front end's command
     view.wait(300)
     typed = view.explanations[0]
     assert typed.explainer == "you (typed in this view)"
