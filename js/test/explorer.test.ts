@@ -102,6 +102,20 @@ describe("Explorer", () => {
     expect(panel.querySelector("img")).toBeNull();
     panel.querySelector<HTMLButtonElement>(".nw-conn-neuron")!.click();
     expect(child.saved.at(-1)).toEqual({ layer: 0, neuron: 5 });
+    // its requests are anywidget commands on its own model (the same messages anywidget's invoke sends)
+    child.set("_data", { ...child.state._data, top_total: 2 });
+    Array.from(panel.querySelectorAll<HTMLButtonElement>("button")).find((b) => b.textContent === "more examples")!.click();
+    const req = child.sent.at(-1)!.content;
+    expect(req).toMatchObject({ kind: "anywidget-command", name: "more_request", msg: { type: "more", start: 1, stop: 11 } });
+    child.emit("msg:custom", { id: "another", kind: "anywidget-command-response",
+      response: { type: "more", start: 1, records: [{ text: ["wrong"], value: "1.00", tenth: "D", level: "D" }] } });
+    child.emit("msg:custom", { id: req.id, kind: "anywidget-command-response",
+      response: { type: "more", start: 1, records: [{ text: [HOSTILE], value: "1.00", tenth: "D", level: "D" }] } });
+    await new Promise((r) => setTimeout(r, 0));
+    const recs = Array.from(panel.querySelectorAll(".nw-top .nw-rec"));
+    expect(recs.length).toBe(2);
+    expect(recs[1].querySelector(".nw-tok")!.textContent).toBe(HOSTILE); // the answer to this request, not another's
+    expect(panel.querySelector("img")).toBeNull();
     root.querySelector<HTMLButtonElement>(".nw-back")!.click();
     expect(panel.hidden).toBe(true);
     expect(root.querySelector<HTMLElement>(".nw-explorer")!.hidden).toBe(false);
