@@ -78,11 +78,6 @@ export interface Header {
   side_note: string;
 }
 
-export interface Quantile {
-  label: string;
-  records: Row[];
-}
-
 export interface Histogram {
   edges: number[];
   counts: number[];

@@ -101,11 +101,6 @@ class Header(TypedDict):
     side_note: str
 
 
-class Quantile(TypedDict):
-    label: str
-    records: list[Row]
-
-
 class Histogram(TypedDict):
     edges: list[float]
     counts: list[int]
@@ -365,7 +360,7 @@ class OpenedReply(TypedDict):
 OpenReply = Union[OpenedReply, ErrorReply]
 SearchReply = Union[DoneReply, ErrorReply]
 
-PAYLOADS = (Group, Row, Legend, CardSeq, CardData, Header, Quantile, Histogram, Strengths, Folded, NeuronData, TokensData,
+PAYLOADS = (Group, Row, Legend, CardSeq, CardData, Header, Histogram, Strengths, Folded, NeuronData, TokensData,
             Status, TokenValue, TopRow, ExplorerData, SearchRow, SearchData)
 
 
