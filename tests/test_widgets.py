@@ -116,8 +116,9 @@ def test_fallback_html_escapes_hostile_strings():
     tags, attrs = parse_tags(html)
     assert tags <= {"div", "span", "b", "details", "summary"}
     assert attrs <= {"class", "style", "title"}  # no href/src/on*: a javascript: string stays inert text
-    # every token carries its tooltip (as the live view shows it) and its colour level's style
-    assert ('<span style="background:#f78c3f;color:#000" title=\'"&lt;script&gt;alert(1)&lt;/script&gt;" at 0: '
+    # every token carries its tooltip (as the live view shows it) and its colour level's style (its black
+    # text comes from the rows' box)
+    assert ('<span style="background:#f78c3f" title=\'"&lt;script&gt;alert(1)&lt;/script&gt;" at 0: '
             '1.00 (5/10)\'>&lt;script&gt;alert(1)&lt;/script&gt;</span>') in html
     assert "(10/10)" in html and pr.SPLIT_NOTE in html
 
@@ -126,10 +127,12 @@ def test_fallback_colours_match_contrast_rules():
     html = TokenView(["lo", "mid", "hi", "zero"], [0.1, 0.6, 1.0, 0.0])._repr_html_()
     spans = re.findall(r'<span( style="[^"]*")? title=', html)
     assert spans[3] == ""  # zero: uncoloured
+    box = re.search(r'<div style="([^"]*)"><div class="nw-seq"', html)[1]  # the rows' box: black text
+    assert box.endswith(";color:#000")
     rgb = lambda h: tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))  # noqa: E731
     for style in spans[:3]:
-        bg, fg = (rgb(x if len(x) == 6 else "".join(c + c for c in x))
-                  for x in re.fullmatch(r' style="background:#(\w+);color:#(\w+)"', style).groups())
+        bg, fg = re.fullmatch(r' style="background:#(\w+)(?:;color:#(\w+))?"', style).groups()
+        bg, fg = (rgb(x if len(x) == 6 else "".join(c + c for c in x)) for x in (bg, fg or "000"))
         assert pr.contrast_ratio(bg, fg) >= 4.5
 
 
