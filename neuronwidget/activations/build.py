@@ -243,8 +243,8 @@ class IndexBuilder:
             workers: int | None = None, max_worker_deaths: int | None = None, lazy: bool = False) -> NeuronIndex:
         """The index, from cache or built. ``distributed="ray"`` folds shards on Ray workers
         (see :mod:`neuronwidget.activations.distributed`): the same index, bit for bit;
-        ``workers`` (default: one per GPU, else per CPU) and ``max_worker_deaths`` (survived
-        within the call; default 3) tune it.
+        ``workers`` (default: one per GPU, else per CPU) and ``max_worker_deaths`` (how often
+        each worker may die: Ray restarts it and retries what it held; default 3) tune it.
 
         ``lazy=True``: return at once; a layer is built when it is first read (with the
         missing layers below it: the forward pass runs through them anyway, and stops after

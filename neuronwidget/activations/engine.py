@@ -206,8 +206,9 @@ class Engine:
         Extra settings (``bottom_k``, ``n_quantile``, ``batch_size``, ``checkpoint_every``, ``cache_dir``, ...)
         go to :class:`neuronwidget.activations.build.IndexBuilder`. ``distributed="ray"``: shards
         folded on Ray workers (:mod:`neuronwidget.activations.distributed`; ``workers``: how
-        many, default one per GPU else per CPU; ``max_worker_deaths``: how many dead workers
-        one build survives, default 3), the same index.
+        many, default one per GPU else per CPU; ``max_worker_deaths``: how often each
+        worker may die, Ray restarting it and retrying what it held, default 3), the same index;
+        with ``units=`` too.
 
         ``units="sae:NAME"``: the index of that SAE's latents (attached with :meth:`add_sae`):
         a :class:`~neuronwidget.activations.units.UnitIndex` (same records, plus density and the
