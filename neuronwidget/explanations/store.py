@@ -288,31 +288,30 @@ class ExplanationStore:
             return None
         return sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
 
-    def imported(self, model: str) -> dict[tuple[int, int], str]:
-        """{(layer, neuron): 'done' | 'missing'} for the bulk import of ``model``."""
+    def _read(self, sql: str, params: tuple) -> list[tuple]:
+        """The rows of one read-only query; none when the database or its table does not exist yet
+        (an empty file, or one written by an older version)."""
         con = self._reader()
         if con is None:
-            return {}
+            return []
         try:
-            rows = con.execute("SELECT layer, neuron, status FROM imported WHERE model = ?", (model_key(model),))
-            return {(a, b): s for a, b, s in rows}
-        except sqlite3.OperationalError:  # an empty file: no tables yet
-            return {}
+            return con.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            return []
         finally:
             con.close()
 
+    def imported(self, model: str) -> dict[tuple[int, int], str]:
+        """{(layer, neuron): 'done' | 'missing'} for the bulk import of ``model``."""
+        rows = self._read("SELECT layer, neuron, status FROM imported WHERE model = ?", (model_key(model),))
+        return {(a, b): s for a, b, s in rows}
+
     def count(self, model: str | None = None) -> int:
-        con = self._reader()
-        if con is None:
-            return 0
-        try:
-            if model is None:
-                return con.execute("SELECT count(*) FROM explanations").fetchone()[0]
-            return con.execute("SELECT count(*) FROM explanations WHERE model = ?", (model_key(model),)).fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
-        finally:
-            con.close()
+        if model is None:
+            rows = self._read("SELECT count(*) FROM explanations", ())
+        else:
+            rows = self._read("SELECT count(*) FROM explanations WHERE model = ?", (model_key(model),))
+        return rows[0][0] if rows else 0
 
     def best(self, model: str, neurons: Iterable[tuple[int, int, str]]) -> dict[tuple[int, int, str], tuple[str, float | None]]:
         """The best-scored explanation of each (layer, neuron, side) that has one."""
@@ -339,18 +338,10 @@ class ExplanationStore:
         the records they were scored on are not stored, so a card shows the score alone, with a
         note saying when and by which entry (``source``) it was recorded."""
         _check_side(side)
-        con = self._reader()
-        if con is None:
-            return []
-        try:
-            rows = con.execute(
-                """SELECT explanation, score, random_only_score, explainer, simulator, source, added FROM explanations
-                   WHERE model = ? AND layer = ? AND neuron = ? AND side = ? ORDER BY added DESC, id DESC""",
-                (model_key(model), int(layer), int(neuron), side)).fetchall()
-        except sqlite3.OperationalError:  # an empty file: no tables yet
-            return []
-        finally:
-            con.close()
+        rows = self._read(
+            """SELECT explanation, score, random_only_score, explainer, simulator, source, added FROM explanations
+               WHERE model = ? AND layer = ? AND neuron = ? AND side = ? ORDER BY added DESC, id DESC""",
+            (model_key(model), int(layer), int(neuron), side))
         out = []
         for text, score, random_only, explainer, simulator, source, added in rows:
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(added))
@@ -368,18 +359,10 @@ class ExplanationStore:
         are not stored (``examples`` is empty), and ``note`` says when and by which entry it was
         recorded and on how many examples."""
         _check_side(side)
-        con = self._reader()
-        if con is None:
-            return []
-        try:
-            rows = con.execute(
-                """SELECT explanation, scorer, score, score_low, score_high, judge, via, explainer, n_examples,
-                   n_answered, source, added FROM judged WHERE model = ? AND layer = ? AND neuron = ? AND side = ?
-                   ORDER BY added DESC, scorer""", (model_key(model), int(layer), int(neuron), side)).fetchall()
-        except sqlite3.OperationalError:  # an empty file, or one written before scores were judged
-            return []
-        finally:
-            con.close()
+        rows = self._read(
+            """SELECT explanation, scorer, score, score_low, score_high, judge, via, explainer, n_examples,
+               n_answered, source, added FROM judged WHERE model = ? AND layer = ? AND neuron = ? AND side = ?
+               ORDER BY added DESC, scorer""", (model_key(model), int(layer), int(neuron), side))
         out = []
         for text, scorer, score, low, high, judge, via, explainer, n, answered, source, added in rows:
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(added))
