@@ -649,7 +649,10 @@ def test_neuronview_draws_a_latents_connections(tmp_path):
     assert "error" not in got and got["family"] == "latent"
     assert [x["token"] for x in got["output_promoted"]] == [t for t, _ in want.output_tokens]
     assert [x["token"] for x in got["input_tokens"]] == [t for t, _ in want.input_tokens]
-    assert f"{want.nearest[0][0]} ({want.nearest[0][1]:.2f})" in got["definition"]
+    # the nearest latents by decoder cosine: buttons that go to them (not repeated in the definition line)
+    assert [(x["layer"], x["neuron"]) for x in got["nearest"]] == [(1, i) for i, _ in want.nearest]
+    assert got["nearest"][0]["label"] == f"latent {want.nearest[0][0]} (cos {want.nearest[0][1]:.2f})"
+    assert "nearest latents" not in got["definition"]
 
 
 def test_top_neurons_ranks_latents_with_units(tmp_path):
