@@ -198,6 +198,11 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         nv.locator(".nw-test-input").fill(HOSTILE_EXPLANATION)
         nv.get_by_role("button", name="Simulate & score").click()
         page.wait_for_function("() => document.querySelectorAll('.nw-card.nw-new').length === 2", timeout=120_000)
+        # the fallback refresh re-renders the output once more: wait for it before using the new card
+        page.wait_for_function(
+            "() => JSON.stringify(window.jupyterapp.shell.currentWidget.content.widgets[1].model.outputs.toJSON())"
+            ".includes('words like')", timeout=30_000)
+        page.wait_for_function("() => document.querySelectorAll('.nw-card.nw-new').length === 2", timeout=30_000)
         card = nv.locator(".nw-card.nw-new").first
         assert card.locator(".nw-expl").inner_text() == HOSTILE_EXPLANATION
         assert card.locator(".nw-score").inner_text().strip()
