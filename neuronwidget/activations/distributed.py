@@ -271,6 +271,22 @@ def _model_for_workers(ray: Any, lm: Any, ship: bool) -> Any:
     return {"source": os.path.abspath(path) if os.path.exists(path) else lm.source, "identity": lm.identity}
 
 
+def _merged(base: IndexState | None, states: list[IndexState]) -> IndexState:
+    """The checkpoints' state with every worker's merged in (merging refuses states that folded
+    the same batch twice)."""
+    state = base
+    for st in states:
+        if not st.batches_done:
+            continue
+        if state is None:
+            state = st
+        else:
+            state.merge(st)
+    if state is None:  # nothing to fold: every shard came from checkpoints  # pragma: no cover
+        raise ValueError("no index state to write")
+    return state
+
+
 def build_on_ray(builder: Any, progress: Any = True, *, workers: int | None = None,
                  max_worker_deaths: int = MAX_WORKER_DEATHS) -> None:
     """Build ``builder``'s index on Ray workers and write it to ``builder.folder``; each worker
@@ -334,16 +350,7 @@ def build_on_ray(builder: Any, progress: Any = True, *, workers: int | None = No
         report(-1, plan.n_batches, "close")
         pool.close()
     t3 = time.perf_counter()
-    state = base
-    for st, _ in states:
-        if not st.batches_done:
-            continue
-        if state is None:
-            state = st
-        else:
-            state.merge(st)  # refuses states that folded the same batch twice
-    if state is None:  # nothing to fold: every shard came from checkpoints  # pragma: no cover
-        raise ValueError("no index state to write")
+    state = _merged(base, [st for st, _ in states])
     t4 = time.perf_counter()
     builder.write(plan, state)
     builder.timings = {"calibration_s": t1 - t0, "pass_s": t3 - t1 - fold.collect_s,
