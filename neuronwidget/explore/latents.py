@@ -76,18 +76,17 @@ class LatentConnections:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """The shape of a neuron's connections (``Connections.to_dict``), so NeuronView draws them:
-        the nearest latents are named in the definition line."""
+        """The shape of a neuron's connections (``Connections.to_dict``), so NeuronView draws them,
+        plus ``nearest``: the nearest latents by decoder cosine."""
         def toks(items: list[tuple[str, float]]) -> list[dict[str, Any]]:
             return [{"token": t, "value": round(float(v), 6)} for t, v in items]
 
-        near = ", ".join(f"{i} ({v:.2f})" for i, v in self.nearest)
         return {"model": self.units, "layer": self.layer, "neuron": self.latent, "family": "latent",
                 "input_tokens": toks(self.input_tokens), "input_tokens_negative": [],
                 "output_promoted": toks(self.output_tokens), "output_suppressed": toks(self.suppressed_tokens),
-                "upstream": [], "downstream": [],
-                "definition": ("weights only: input W_E[t]·W_enc[:, i]; output W_dec[i]·diag(final norm)·W_U[t]; "
-                               f"nearest latents by decoder cosine: {near}" + "".join(f"; {n}" for n in self.notes))}
+                "upstream": [], "downstream": [], "nearest": [(i, float(v)) for i, v in self.nearest],
+                "definition": ("weights only: input W_E[t]·W_enc[:, i]; output W_dec[i]·diag(final norm)·W_U[t]"
+                               + "".join(f"; {n}" for n in self.notes))}
 
     def _repr_html_(self) -> str:
         def row(title: str, items: list) -> str:

@@ -397,11 +397,8 @@ class NeuronView(BaseView):
         except Exception as e:  # never break the view
             return {"error": f"connections unavailable: {type(e).__name__}: {e}"}
         d = shown(c.to_dict())
-        # the list replaces its text in the definition line (the notes after it stay)
-        head, _, rest = d["definition"].partition("; nearest latents by decoder cosine: ")
-        d["definition"] = "; ".join([head, *rest.split("; ")[1:]])
-        d["nearest"] = [{"layer": self.layer, "neuron": i, "value": float(v), "label": pr.nearest_latent(i, v),
-                         "title": pr.goto_latent(i)} for i, v in c.nearest]
+        d["nearest"] = [{"layer": self.layer, "neuron": i, "value": v, "label": pr.nearest_latent(i, v),
+                         "title": pr.goto_latent(i)} for i, v in d["nearest"]]
         return d
 
     def _card(self, scored: ScoredExplanation, max_value: float) -> CardData:
