@@ -222,6 +222,62 @@ def test_ordered_keys_and_hash_match_python():
     assert [g & ((1 << 64) - 1) for g in got] == [mix(v) for v in vals]
 
 
+def test_cpu_kernel_rounds_to_float16_as_torch_does():
+    import numba
+    from neuronwidget.activations import fused
+
+    @numba.njit
+    def halves(bits, out):
+        for i in range(bits.size):
+            out[i] = fused._half(bits[i])
+
+    # every 997th float32 bit pattern, and the edges: half's subnormal, normal and overflow
+    # boundaries, ties at each, signed zeros, infinities
+    edges = [0, 0x32FFFFFF, 0x33000000, 0x33000001, 0x33C00000, 0x387FC000, 0x387FFFFF, 0x38800000, 0x38801000,
+             0x38803000, 0x477FEFFF, 0x477FF000, 0x477FF001, 0x47800000, 0x7F800000]
+    bits = np.concatenate([np.arange(0, 1 << 32, 997, dtype=np.int64).astype(np.uint32),
+                           np.array(edges, dtype=np.uint32), np.array(edges, dtype=np.uint32) | 0x80000000]).view(np.int32)
+    got = np.empty(bits.size, np.int16)
+    halves(bits, got)
+    want = torch.from_numpy(bits.copy()).view(torch.float32).half().view(torch.int16).numpy()
+    numbers = ~np.isnan(bits.view(np.float32))  # a NaN stays a NaN; its payload bits may differ
+    assert np.array_equal(got[numbers], want[numbers])
+    assert np.isnan(got[~numbers].view(np.float16)).all()
+
+
+def test_cpu_kernel_keeps_what_the_torch_ops_keep(lm, texts, tmp_path):
+    """The one-pass CPU kernel (activations/fused.py) and the torch ops (the GPU's path) fold
+    the same batches into the same state: the same kept keys and float16 values per row, the
+    same histogram, extremes and non-zero counts; moment sums to float rounding."""
+    builder = IndexBuilder(lm, texts, seed=0, **SETTINGS, cache_dir=tmp_path)
+    plan = builder.plan()
+    calib = builder.calibrate(plan)
+    states = []
+    for one_pass in (True, False):
+        st = builder.new_state(plan, calib)
+        st.fused, st.count_nonzero = one_pass, True
+        for batch in range(plan.n_batches):
+            st.fold_batch(lm, batch)
+        states.append(st)
+    kernel, ops = states
+    assert plan.n_batches > 2 and len(plan.rand_ids) > 0
+    for mine, theirs in zip(kernel.layers, ops.layers):
+        for key, vals in (("top_key", "top_a"), ("bot_key", "bot_a"), ("q_key", "q_a")):
+            k1, k2 = getattr(mine, key), getattr(theirs, key)
+            o1, o2 = k1.argsort(1), k2.argsort(1)
+            assert torch.equal(k1.gather(1, o1), k2.gather(1, o2)), key
+            v1 = getattr(mine, vals).gather(1, o1[..., None].expand_as(getattr(mine, vals)))
+            v2 = getattr(theirs, vals).gather(1, o2[..., None].expand_as(getattr(theirs, vals)))
+            filled = k1.gather(1, o1) != torch.iinfo(torch.int64).max  # empty slots hold whatever
+            assert filled.any() and torch.equal(v1[filled].view(torch.int16), v2[filled].view(torch.int16)), vals
+        assert torch.equal(mine.rand_a.view(torch.int16), theirs.rand_a.view(torch.int16))
+        for field in ("hist", "lowest", "highest", "nonzero"):
+            assert torch.equal(getattr(mine, field), getattr(theirs, field)), field
+        assert mine.nonzero.sum() > 0 and bool((mine.hist.sum(1) == plan.windows.size).all())
+    for shard, m in kernel.shard_moments.items():
+        torch.testing.assert_close(m, ops.shard_moments[shard], rtol=1e-5, atol=1e-6)
+
+
 def test_records_carry_token_bytes(built, lm):
     _, idx = built
     rec = idx.record(1, 3)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..subject import run_mlp_hooks
-from . import codes
+from . import codes, fused
 from .store import BOTTOM, N_BINS, QUANTILE, QUANTILES, TOP, ref_layout
 
 MAX_SHARDS = 64  # a build's windows are cut into at most this many shards of whole batches
@@ -217,6 +217,7 @@ class IndexState:
     def __init__(self, n_layers: int, n_neurons: int, plan: Plan, calib: Calibration, dev: torch.device,
                  layer_ids: Any = None, nonzero: bool = False):
         self.count_nonzero = nonzero  # count each unit's non-zero tokens (SAE latents: their density)
+        self.fused = fused.available()  # CPU: one pass per layer (:mod:`.fused`); False: the torch ops
         self.n_layers, self.n_neurons, self.plan, self.calib, self.dev = n_layers, n_neurons, plan, calib, dev
         self.layer_ids = list(range(n_layers)) if layer_ids is None else sorted(int(x) for x in layer_ids)
         self._pos = {layer: i for i, layer in enumerate(self.layer_ids)}
@@ -265,8 +266,27 @@ class IndexState:
     def _fold(self, layer: int, pos: int, acts: torch.Tensor, w0: int, rand_slots: list[tuple[int, int]],
               moments: torch.Tensor) -> None:
         a = acts.float()  # [B, T, N]; no copy when the model runs in float32
+        if self.fused and a.device.type == "cpu":
+            return self._fold_fused(layer, pos, a.contiguous(), w0, rand_slots, moments)
         mx, mn = self._token_stats(pos, a, moments)
         self._select(layer, pos, a, w0, rand_slots, mx, mn)
+
+    def _fold_fused(self, layer: int, pos: int, a: torch.Tensor, w0: int, rand_slots: list[tuple[int, int]],
+                    moments: torch.Tensor) -> None:
+        """:meth:`_token_stats` and :meth:`_select` in one pass over ``a`` (:mod:`.fused`)."""
+        st, cal = self.layers[pos], self.calib
+        inv = N_BINS / (cal.hi[pos] - cal.lo[pos])
+        off = 1 - cal.lo[pos] * inv
+        layer_base = _mix(torch.tensor(self.plan.seed * 4096 + layer))
+        rand = np.array(rand_slots, dtype=np.int64).reshape(-1, 2)
+        f16 = lambda t: t.view(torch.int16).numpy()  # noqa: E731  the kernel writes float16 bit patterns
+        fused.use_threads(torch.get_num_threads())  # as many as torch may use, no more
+        fused.fold_layer(a.numpy(), a.view(torch.int32).numpy(), w0, off.numpy(), inv.numpy(), N_BINS,
+                         moments.numpy(), st.hist.numpy(), st.lowest.numpy(), st.highest.numpy(),
+                         st.nonzero.numpy(), self.count_nonzero, st.top_key.numpy(), f16(st.top_a),
+                         st.bot_key.numpy(), f16(st.bot_a), st.q_key.numpy(), f16(st.q_a),
+                         cal.q_bounds[pos].numpy(), int(layer_base), self._neuron_mix[:, 0].numpy(),
+                         np.ascontiguousarray(rand[:, 0]), np.ascontiguousarray(rand[:, 1]), f16(st.rand_a))
 
     def _token_stats(self, pos: int, a: torch.Tensor, moments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fold every token of ``a`` [B, T, N] into the layer's moment sums, histogram, range and
