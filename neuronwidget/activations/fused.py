@@ -19,6 +19,8 @@ Numba compiles the kernel on first use (about 7 s) and caches it beside this fil
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 try:
@@ -34,8 +36,15 @@ def available() -> bool:
     return numba is not None
 
 
-def use_threads(n: int) -> None:
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+_ONE_AT_A_TIME = threading.Lock()  # numba's fallback threading layer (no OpenMP, no TBB) aborts on concurrent calls
+
+
+def fold_layer(*arrays, threads: int) -> None:
+    """:func:`_fold_layer` on at most ``threads`` threads (as many as torch may use), one call at a
+    time in this process."""
+    with _ONE_AT_A_TIME:
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        _fold_layer(*arrays)
 
 
 if numba is not None:
@@ -104,7 +113,7 @@ if numba is not None:
         return _worst(keys, row)
 
     @numba.njit(cache=True, nogil=True, parallel=True)
-    def fold_layer(a, a_bits, w0, off, inv, n_bins, sums, hist, lowest, highest, nonzero, count_nonzero,
+    def _fold_layer(a, a_bits, w0, off, inv, n_bins, sums, hist, lowest, highest, nonzero, count_nonzero,
                    top_key, top_a, bot_key, bot_a, q_key, q_a, q_bounds, layer_base, neuron_mix,
                    rand_j, rand_slot, rand_a):
         """Fold a [B, T, N] float32 (``a_bits``: its int32 view) into the layer's state arrays, in

@@ -280,13 +280,13 @@ class IndexState:
         layer_base = _mix(torch.tensor(self.plan.seed * 4096 + layer))
         rand = np.array(rand_slots, dtype=np.int64).reshape(-1, 2)
         f16 = lambda t: t.view(torch.int16).numpy()  # noqa: E731  the kernel writes float16 bit patterns
-        fused.use_threads(torch.get_num_threads())  # as many as torch may use, no more
         fused.fold_layer(a.numpy(), a.view(torch.int32).numpy(), w0, off.numpy(), inv.numpy(), N_BINS,
                          moments.numpy(), st.hist.numpy(), st.lowest.numpy(), st.highest.numpy(),
                          st.nonzero.numpy(), self.count_nonzero, st.top_key.numpy(), f16(st.top_a),
                          st.bot_key.numpy(), f16(st.bot_a), st.q_key.numpy(), f16(st.q_a),
                          cal.q_bounds[pos].numpy(), int(layer_base), self._neuron_mix[:, 0].numpy(),
-                         np.ascontiguousarray(rand[:, 0]), np.ascontiguousarray(rand[:, 1]), f16(st.rand_a))
+                         np.ascontiguousarray(rand[:, 0]), np.ascontiguousarray(rand[:, 1]), f16(st.rand_a),
+                         threads=torch.get_num_threads())
 
     def _token_stats(self, pos: int, a: torch.Tensor, moments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fold every token of ``a`` [B, T, N] into the layer's moment sums, histogram, range and
