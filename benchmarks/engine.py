@@ -9,8 +9,10 @@ Figures, on a GPT-2-small-sized model (GPT2Config() defaults, random weights; sp
 not depend on the weights) unless said otherwise:
   1. all-neuron index throughput / bare ``model.transformer(...)`` throughput, same batches
      (goal >= 0.9). Measured interleaved, batch by batch (bare forward of batch i, then the
-     index's forward + bookkeeping of batch i), over two rounds, keeping each batch's faster
-     time: a shared, busy machine then disturbs both sides alike;
+     index's forward + bookkeeping of batch i), the median of ``--rounds`` rounds' ratios: a
+     shared, busy machine then disturbs both sides alike; then SmolLM2-135M (both
+     tails), folding with the one-pass CPU kernel (the default on a CPU) and with the torch
+     ops (the GPU's path) for comparison; ``--profile``: where SmolLM2's pass spends its time;
   2. the same index with activations from TransformerLens ``run_with_cache`` (goal: ours
      >= 1.5x faster) when transformer_lens imports. TransformerLens 4 removed
      HookedTransformer; 3.9 works with this transformers when installed aside, e.g.
@@ -93,7 +95,7 @@ def tl_model_or_reason():
     return HookedTransformer(cfg).eval(), None
 
 
-def interleaved_ratio(lm, corpus, batch: int, rounds: int = 5, fused_bare: bool = False,
+def interleaved_ratio(lm, corpus, batch: int, rounds: int = 5, fused_bare: bool = False, torch_ops: bool = False,
                       **settings) -> tuple[float, float, float, list[float]]:
     """(bare s, index s, median ratio, every round's ratio): ``rounds`` rounds, each a fresh
     index state over every batch, the bare forward of batch i run just before the index's
@@ -101,7 +103,8 @@ def interleaved_ratio(lm, corpus, batch: int, rounds: int = 5, fused_bare: bool 
     and the median over rounds is reported (a shared, busy machine disturbs both sides alike
     within a batch, and a disturbed round is outvoted). ``fused_bare``: the bare forward runs
     GPT-2's GELU as the capture does (one fused kernel), so the ratio is the bookkeeping's
-    share alone."""
+    share alone. ``torch_ops``: the index folds with the torch ops (the GPU's path) instead of
+    the one-pass CPU kernel (activations/fused.py)."""
     from neuronwidget.activations import build
 
     b = IndexBuilder(lm, corpus, batch_size=batch, calibration_windows=64, **settings)
@@ -111,6 +114,8 @@ def interleaved_ratio(lm, corpus, batch: int, rounds: int = 5, fused_bare: bool 
 
         def fresh():
             state = b.new_state(plan, calib)
+            if torch_ops:
+                state.fused = False
             return lambda bi: state.fold_batch(lm, bi)
     else:  # the format-1 builder (before the mergeable state)
         windows = corpus.windows(lm.tokenizer, lm.eos_token_id)
@@ -164,7 +169,7 @@ def profile_fold(lm, corpus, batch: int, n_batches: int = 3) -> None:
     b = IndexBuilder(lm, corpus, batch_size=batch, calibration_windows=64)
     plan = b.plan()
     st = b.new_state(plan, b.calibrate(plan))
-    stats, select = S.IndexState._token_stats, S.IndexState._select
+    originals = {name: getattr(S.IndexState, name) for name in ("_token_stats", "_select", "_fold_fused")}
 
     def labelled(name, fn):
         def run(*a, **k):
@@ -172,29 +177,34 @@ def profile_fold(lm, corpus, batch: int, n_batches: int = 3) -> None:
                 return fn(*a, **k)
         return run
 
-    S.IndexState._token_stats, S.IndexState._select = labelled("nw.stats", stats), labelled("nw.select", select)
+    for name, fn in originals.items():
+        setattr(S.IndexState, name, labelled(f"nw.{name.strip('_')}", fn))
     try:
         st.fold_batch(lm, 0)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for bi in range(1, 1 + n_batches):
                 st.fold_batch(lm, bi % plan.n_batches)
     finally:
-        S.IndexState._token_stats, S.IndexState._select = stats, select
+        for name, fn in originals.items():
+            setattr(S.IndexState, name, fn)
     groups = {"window max/min": ("aten::amax", "aten::amin"),
               "moment sums": ("aten::mul", "aten::sum", "aten::add_", "aten::fill_", "aten::zeros"),
               "histogram": ("aten::addcmul", "aten::clamp_", "aten::copy_", "aten::index_add_", "aten::bincount")}
     share: dict[str, float] = {}
     total = 0.0
     for ev in prof.events():
-        if ev.name.startswith("nw.") or ev.cpu_parent is None and ev.name.startswith("ProfilerStep"):
+        kernel = ev.name == "nw.fold_fused"  # not a torch op: the kernel's time is this label's own
+        if (ev.name.startswith("nw.") and not kernel) or ev.cpu_parent is None and ev.name.startswith("ProfilerStep"):
             continue
-        owner = ev.cpu_parent
+        owner = ev if kernel else ev.cpu_parent
         while owner is not None and not owner.name.startswith("nw."):
             owner = owner.cpu_parent
         us = ev.self_cpu_time_total
         total += us
         if owner is None:
             key = "forward (model ops, hooks)"
+        elif owner.name == "nw.fold_fused":
+            key = "one-pass CPU kernel (statistics and selections)"
         elif owner.name == "nw.select":
             key = "selection (top/bottom/quantile, random copies)"
         else:
@@ -254,6 +264,10 @@ def main() -> None:
         bare_s, index_s, ratio, each = interleaved_ratio(smol, corpus, batch, rounds)
         print(f"   SmolLM2-135M (30x1536 gated neurons, both tails): bare {stok / bare_s:,.0f} tok/s; index "
               f"{stok / index_s:,.0f} tok/s -> ratio {ratio:.2f}  (goal >= 0.9; {', '.join(f'{r:.2f}' for r in each)})")
+        bare_s, index_s, ratio, each = interleaved_ratio(smol, corpus, batch, rounds, torch_ops=True)
+        print(f"   the same folding with torch ops instead of the one-pass CPU kernel (the GPU's path; before "
+              f"activations/fused.py): index {stok / index_s:,.0f} tok/s -> ratio {ratio:.2f} "
+              f"({', '.join(f'{r:.2f}' for r in each)})")
         if args.profile:
             profile_fold(smol, corpus, batch)
     if args.ratio_only:
