@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..subject import run_mlp_hooks
-from . import codes, fused
+from . import codes
 from .store import BOTTOM, N_BINS, QUANTILE, QUANTILES, TOP, ref_layout
 
 MAX_SHARDS = 64  # a build's windows are cut into at most this many shards of whole batches
@@ -217,7 +217,9 @@ class IndexState:
     def __init__(self, n_layers: int, n_neurons: int, plan: Plan, calib: Calibration, dev: torch.device,
                  layer_ids: Any = None, nonzero: bool = False):
         self.count_nonzero = nonzero  # count each unit's non-zero tokens (SAE latents: their density)
-        self.fused = fused.available()  # CPU: one pass per layer (:mod:`.fused`); False: the torch ops
+        from . import fused  # imports numba (about half a second): when a build starts, not with the package
+
+        self.fused = torch.device(dev).type == "cpu" and fused.available()  # one pass per layer (:mod:`.fused`); else torch ops
         self.n_layers, self.n_neurons, self.plan, self.calib, self.dev = n_layers, n_neurons, plan, calib, dev
         self.layer_ids = list(range(n_layers)) if layer_ids is None else sorted(int(x) for x in layer_ids)
         self._pos = {layer: i for i, layer in enumerate(self.layer_ids)}
@@ -274,6 +276,8 @@ class IndexState:
     def _fold_fused(self, layer: int, pos: int, a: torch.Tensor, w0: int, rand_slots: list[tuple[int, int]],
                     moments: torch.Tensor) -> None:
         """:meth:`_token_stats` and :meth:`_select` in one pass over ``a`` (:mod:`.fused`)."""
+        from . import fused
+
         st, cal = self.layers[pos], self.calib
         inv = N_BINS / (cal.hi[pos] - cal.lo[pos])
         off = 1 - cal.lo[pos] * inv
