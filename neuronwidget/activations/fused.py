@@ -133,7 +133,7 @@ if numba is not None:
             mx = np.empty(m, dtype=np.float32)
             mn = np.empty(m, dtype=np.float32)
             mx_bits, mn_bits = mx.view(np.int32), mn.view(np.int32)
-            counts = np.zeros((2, n_bins + 2), dtype=np.int64)
+            odd = np.zeros((m, n_bins + 2), dtype=np.int64)
             has_top, has_bot = top_key.shape[1] > 0, bot_key.shape[1] > 0
             top_w = np.empty(m, dtype=np.int64)
             bot_w = np.empty(m, dtype=np.int64)
@@ -166,13 +166,14 @@ if numba is not None:
                         c4 += d2 * d2
                         zeros += v == 0
                         # as torch's addcmul: one rounding of off + v * inv (the float64 product is exact);
-                        # two count rows, even and odd tokens, so a run of tokens in one bin does not
-                        # wait on its own increments
+                        # odd tokens count apart, so a run of tokens in one bin does not wait on its
+                        # own increments
                         x = np.float32(o + d * w)
-                        counts[t & 1, np.int64(min(max(x, np.float32(0)), np.float32(n_bins + 1)))] += 1
-                    for j in range(n_bins + 2):
-                        hist[n, j] += counts[0, j] + counts[1, j]
-                        counts[0, j] = counts[1, j] = 0
+                        k = np.int64(min(max(x, np.float32(0)), np.float32(n_bins + 1)))
+                        if t & 1:
+                            odd[i, k] += 1
+                        else:
+                            hist[n, k] += 1
                     mx[i], mn[i] = hi, lo
                     s1[i] += c1
                     s2[i] += c2
@@ -207,6 +208,8 @@ if numba is not None:
                         rand_a[n0 + i, slot, t] = _half(a_bits[j, t, n0 + i])
             for i in range(m):
                 n = n0 + i
+                for k in range(n_bins + 2):
+                    hist[n, k] += odd[i, k]
                 sums[n, 0] += s1[i]
                 sums[n, 1] += s2[i]
                 sums[n, 2] += s3[i]
