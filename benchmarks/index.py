@@ -1,4 +1,4 @@
-"""Index format 4 on SmolLM2-135M: size, score error of the compact records, first view of a layer.
+"""Index format 6 on SmolLM2-135M: size, score error of the compact records, first view of a layer.
 
     python benchmarks/index.py [--tokens 16384] [--neurons 100] [--layer 2]
 

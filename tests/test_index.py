@@ -201,6 +201,43 @@ def test_codes_round_trip_within_their_step():
                               np.arange(64)[None] % (1 << bits))
 
 
+def test_codes_decode_inside_their_step_with_exact_extremes_kept():
+    """Each value decodes to a point of its own step (its mean, not an end: re-encoding the decoded
+    values gives the same codes), the sign is kept and zero is exact; a top window's exact maximum
+    and a bottom window's exact minimum decode exactly and their part gets more of the steps;
+    a range code cuts a window's extreme by at most MAX_CUT."""
+    from neuronwidget.activations import codes
+
+    rng = np.random.default_rng(1)
+    n = 300
+    acts = rng.standard_t(3, (n, 64)) * rng.uniform(0.01, 2, (n, 1))
+    acts[:40] = np.abs(acts[:40])  # no negative part
+    acts[40:60] = -np.abs(acts[40:60])  # no positive part
+    acts[60:70, ::3] = 0
+    pos, neg = np.full(n, np.abs(acts).max() * 1.1), np.full(n, -np.abs(acts).max() * 1.2)
+    hi, lo = np.full(n, np.nan), np.full(n, np.nan)
+    hi[100:200], lo[150:250] = acts[100:200].max(1), acts[150:250].min(1)  # top, bottom, both (150-199)
+    ranges = codes.range_codes(np.where(np.isnan(hi), acts.max(1), hi), np.where(np.isnan(lo), acts.min(1), lo), pos, neg)
+    top, bottom = codes._bounds(ranges, pos, neg, hi, lo)
+    frac = np.maximum(acts.max(1), 0)[:, None] / pos[:, None]
+    assert np.all(top >= (1 - codes.MAX_CUT) * frac * pos[:, None] - 1e-12)  # cut by at most 1%
+    assert np.all(bottom <= (1 - codes.MAX_CUT) * np.minimum(acts.min(1), 0)[:, None] + 1e-12)
+    for bits in (6, 4):
+        packed = codes.encode(acts, ranges, pos, neg, bits, hi, lo)
+        got = codes.decode(packed, ranges, pos, neg, bits, hi, lo)
+        again = codes.encode(got, ranges, pos, neg, bits, hi, lo)
+        assert np.array_equal(again, packed)  # each decoded value lies in its own step
+        assert np.all(got[acts == 0] == 0) and np.all(np.sign(got) * np.sign(acts) >= 0)
+        rows = np.arange(100, 200)
+        assert np.array_equal(got[rows, acts[rows].argmax(1)], acts[rows].max(1).astype(np.float32))
+        rows = np.arange(150, 250)
+        assert np.array_equal(got[rows, acts[rows].argmin(1)], acts[rows].min(1).astype(np.float32))
+    # the part a window's exact extreme bounds gets more steps than the same range without it
+    same = np.full((3, 2), 120, np.uint8)
+    p = codes._split(same, np.array([1.0, np.nan, 1.0]), np.array([np.nan, -1.0, -1.0]), 63)[:, 0]
+    assert p[0] > 32 and p[1] < 31 and p[2] in (31, 32)
+
+
 def test_ordered_keys_and_hash_match_python():
     from neuronwidget.activations.state import _mix, ordered, unordered
 
@@ -378,7 +415,7 @@ def test_older_format_is_detected_said_and_rebuilt(built, lm, texts, cache):
     (old / "ref_acts.npy").write_bytes(b"\0" * 1000)
     (old / "manifest.json").write_text(json.dumps({"format_version": 3, "files": {}}))
     again = IndexBuilder(lm, texts, seed=0, **SETTINGS)
-    with pytest.warns(IndexFormatWarning, match=r"older format 3 .*rebuilt in format 5"):
+    with pytest.warns(IndexFormatWarning, match=r"older format 3 .*rebuilt in format 6"):
         idx = again.run(progress=False)
     assert not old.exists()  # replaced: the disk it took is back
     assert _shas(idx) == _shas(reference)
@@ -394,19 +431,22 @@ def test_older_format_is_detected_said_and_rebuilt(built, lm, texts, cache):
     assert again.built and _shas(idx) == _shas(reference)
     assert not [p for p in first.root.iterdir() if p.name.startswith(".")]  # nothing left aside
     # a format-4 index as that format laid it out (same key, common/ + layer folders, its own
-    # arrays): found in place, reported with its size, rebuilt in format 5, then removed
-    for manifest in first.folder.glob("*/manifest.json"):
-        meta = json.loads(manifest.read_text())
-        meta["format_version"] = 4
-        manifest.write_text(json.dumps(meta))
-    (first.folder / "layer-000" / "ref_windows.npy").write_bytes(b"\0" * 2_000_000)
-    again = IndexBuilder(lm, texts, seed=0, **SETTINGS)
-    assert again.load_cached() is None
-    with pytest.warns(IndexFormatWarning, match=r"older format 4 \([0-9]+ MB\); it is rebuilt in format 5"):
-        idx = again.run(progress=False)
-    assert again.built and _shas(idx) == _shas(reference)
-    assert not (idx.folder / "layer-000" / "ref_windows.npy").exists()
-    assert not [p for p in first.root.iterdir() if p.name.startswith(".")]
+    # arrays), and a format-5 one (the same files as 6, codes read differently): found in place,
+    # reported with its size, rebuilt in format 6, then removed
+    for fmt, stray in ((4, "ref_windows.npy"), (5, None)):
+        for manifest in first.folder.glob("*/manifest.json"):
+            meta = json.loads(manifest.read_text())
+            meta["format_version"] = fmt
+            manifest.write_text(json.dumps(meta))
+        if stray:
+            (first.folder / "layer-000" / stray).write_bytes(b"\0" * 2_000_000)
+        again = IndexBuilder(lm, texts, seed=0, **SETTINGS)
+        assert again.load_cached() is None
+        with pytest.warns(IndexFormatWarning, match=rf"older format {fmt} \([0-9]+ MB\); it is rebuilt in format 6"):
+            idx = again.run(progress=False)
+        assert again.built and _shas(idx) == _shas(reference)
+        assert not (idx.folder / "layer-000" / "ref_windows.npy").exists()
+        assert not [p for p in first.root.iterdir() if p.name.startswith(".")]
     # opened lazily (as a first view does): the old index stays aside until the new one is complete
     for manifest in first.folder.glob("*/manifest.json"):
         meta = json.loads(manifest.read_text())

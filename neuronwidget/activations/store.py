@@ -1,7 +1,7 @@
 """The on-disk layout of a neuron index and the :class:`NeuronIndex` that reads it.
 
-Format 4. One folder per (model identity, corpus fingerprint, settings) under
-``<cache root>/index/``, holding one sub-folder per part, each written atomically
+Format 6 (the layout of format 4 on). One folder per (model identity, corpus fingerprint,
+settings) under ``<cache root>/index/``, holding one sub-folder per part, each written atomically
 (written under a temporary name, fsynced, then renamed into place) with its own
 ``manifest.json`` (shape, dtype and SHA-256 of every file):
 
@@ -49,8 +49,10 @@ from . import codes
 # 2: both tails, per-neuron deduplicated window activations; 3: bottom tail optional,
 # extremes; 4: one folder per layer, window activations as 6-bit codes, exact values recomputed;
 # 5: window ids and offsets derived from the lists, quantile-only windows in 4 bits, range
-# bytes given by exact extremes dropped, moments float32
-FORMAT_VERSION = 5
+# bytes given by exact extremes dropped, moments float32; 6: the codes' steps (codes.GAMMA 0.8,
+# more steps for the part a window's exact extreme bounds, nearest range codes, steps decoded at
+# their mean): the same bytes, read differently
+FORMAT_VERSION = 6
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 N_BINS = 48  # uniform histogram bins over the calibration range (+ underflow + overflow)
 COMMON = "common"
@@ -177,7 +179,7 @@ class NeuronIndex:
     extra, for signed neurons: ``bottom_k`` > 0) the ``bottom_k`` windows with the lowest
     minimum activation, lowest first.
 
-    Layout (format 5, see the module doc): each neuron's records reference windows by id;
+    Layout (format 6, see the module doc): each neuron's records reference windows by id;
     the activations of every window a neuron references are stored once for that neuron
     (:func:`ref_layout`; ``stored_windows(layer, n)``) as 6-bit codes, or 4-bit for windows
     only its quantile samples reference (:mod:`.codes`). The ranking statistic of
