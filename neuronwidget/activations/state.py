@@ -217,9 +217,7 @@ class IndexState:
     def __init__(self, n_layers: int, n_neurons: int, plan: Plan, calib: Calibration, dev: torch.device,
                  layer_ids: Any = None, nonzero: bool = False):
         self.count_nonzero = nonzero  # count each unit's non-zero tokens (SAE latents: their density)
-        from . import fused  # imports numba (about half a second): when a build starts, not with the package
-
-        self.fused = torch.device(dev).type == "cpu" and fused.available()  # one pass per layer (:mod:`.fused`); else torch ops
+        self.fused = torch.device(dev).type == "cpu"  # one pass per layer (:mod:`.fused`); else torch ops
         self.n_layers, self.n_neurons, self.plan, self.calib, self.dev = n_layers, n_neurons, plan, calib, dev
         self.layer_ids = list(range(n_layers)) if layer_ids is None else sorted(int(x) for x in layer_ids)
         self._pos = {layer: i for i, layer in enumerate(self.layer_ids)}
@@ -276,15 +274,14 @@ class IndexState:
     def _fold_fused(self, layer: int, pos: int, a: torch.Tensor, w0: int, rand_slots: list[tuple[int, int]],
                     moments: torch.Tensor) -> None:
         """:meth:`_token_stats` and :meth:`_select` in one pass over ``a`` (:mod:`.fused`)."""
-        from . import fused
+        from . import fused  # imports numba (about half a second): when a CPU build folds, not with the package
 
         st, cal = self.layers[pos], self.calib
-        inv = N_BINS / (cal.hi[pos] - cal.lo[pos])
-        off = 1 - cal.lo[pos] * inv
+        inv, off = self._bin_map(pos)
         layer_base = _mix(torch.tensor(self.plan.seed * 4096 + layer))
         rand = np.array(rand_slots, dtype=np.int64).reshape(-1, 2)
         f16 = lambda t: t.view(torch.int16).numpy()  # noqa: E731  the kernel writes float16 bit patterns
-        fused.fold_layer(a.numpy(), a.view(torch.int32).numpy(), w0, off.numpy(), inv.numpy(), N_BINS,
+        fused.fold_layer(a.numpy(), w0, off.numpy(), inv.numpy(), N_BINS,
                          moments.numpy(), st.hist.numpy(), st.lowest.numpy(), st.highest.numpy(),
                          st.nonzero.numpy(), self.count_nonzero, st.top_key.numpy(), f16(st.top_a),
                          st.bot_key.numpy(), f16(st.bot_a), st.q_key.numpy(), f16(st.q_a),
@@ -292,19 +289,24 @@ class IndexState:
                          np.ascontiguousarray(rand[:, 0]), np.ascontiguousarray(rand[:, 1]), f16(st.rand_a),
                          threads=torch.get_num_threads())
 
+    def _bin_map(self, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inv, off) [N]: a value's histogram bin is ``floor(off + a * inv)`` clamped to
+        0..N_BINS + 1 (= floor((a - lo) / width) + 1; 0 = underflow, N_BINS + 1 = overflow)."""
+        lo, hi = self.calib.lo[pos], self.calib.hi[pos]
+        inv = N_BINS / (hi - lo)
+        return inv, 1 - lo * inv
+
     def _token_stats(self, pos: int, a: torch.Tensor, moments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fold every token of ``a`` [B, T, N] into the layer's moment sums, histogram, range and
         non-zero counts; returns each window's maximum and minimum [B, N]."""
-        st, cal = self.layers[pos], self.calib
+        st = self.layers[pos]
         b, t, n = a.shape
         dev = a.device
         # per-token statistics in chunks of a few windows, so temporaries stay in cache:
         # window max / min, moment sums, histogram counts. Temporaries are reused scratch
         # buffers (out=), not a fresh multi-MB allocation per op.
         mx, mn = self._scratch("mx", (b, n)), self._scratch("mn", (b, n))
-        lo, hi = cal.lo[pos], cal.hi[pos]
-        inv = N_BINS / (hi - lo)
-        off = 1 - lo * inv  # bin = floor((a - lo) / width) + 1; 0 = underflow, N_BINS + 1 = overflow
+        inv, off = self._bin_map(pos)
         step = _CHUNK_WINDOWS if dev.type == "cpu" else b
         sq, tmp = self._scratch("sq", (step * t, n)), self._scratch("tmp", (step * t, n))
         bins = self._scratch("bins", (step * t, n), torch.int32)
