@@ -230,7 +230,13 @@ export interface BundleRequest {
   type: "bundle";
 }
 
-export type Request = MoreRequest | TryRequest | TestRequest | ExplainRequest | CancelRequest | EffectRequest | SteerRequest | SamplesRequest | BundleRequest;
+/** A text box or slider of the view took the keyboard (``editing``) or gave it back (any view): the kernel holds back re-sending the view's output meanwhile, since that draws the view again. */
+export interface EditingRequest {
+  type: "editing";
+  editing: boolean;
+}
+
+export type Request = MoreRequest | TryRequest | TestRequest | ExplainRequest | CancelRequest | EffectRequest | SteerRequest | SamplesRequest | BundleRequest | EditingRequest;
 
 /** Explorer / SearchBox: open this neuron in place (a command: the answer is an OpenReply). */
 export interface OpenRequest {

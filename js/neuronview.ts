@@ -25,6 +25,7 @@ interface UiState {
   tryText: string;
   testText: string;
   focus: string | null;
+  caret?: [number, number]; // the selection in the box that had the keyboard
   steerText?: string;
   strength?: number;
   lastSteer?: SteerReply; // shown again when the output is drawn again (fallback refresh)
@@ -482,6 +483,9 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement, i
   for (const [el, name] of [[test.input, "test"], [tryText.input, "try"], [effect.input, "steer"]] as const) {
     el.addEventListener("focus", () => (ui.focus = name));
     el.addEventListener("blur", () => (ui.focus = ui.focus === name ? null : ui.focus));
+    for (const kind of ["input", "select", "keyup", "mouseup"]) {
+      el.addEventListener(kind, () => (ui.caret = [el.selectionStart ?? 0, el.selectionEnd ?? 0]));
+    }
   }
 
   // A view whose output was re-rendered elsewhere (display update) is detached for good:
@@ -530,9 +534,11 @@ export function renderNeuronView(model: Model<NeuronState>, root: HTMLElement, i
   }
 
   draw();
-  if (ui.focus === "steer") effect.input.focus();
-  if (ui.focus === "test") test.input.focus();
-  if (ui.focus === "try") tryText.input.focus();
+  const focused = { steer: effect.input, test: test.input, try: tryText.input }[ui.focus ?? ""];
+  if (focused) {
+    focused.focus();
+    if (ui.caret) focused.setSelectionRange(...ui.caret);
+  }
   model.on("change:_data", draw);
   model.on("change:_status", drawStatus);
   model.on("change:_samples", drawSamples);

@@ -182,6 +182,7 @@ def test_widgets_in_real_jupyterlab(lab, cache):
         nv.locator(".nw-card.nw-new").first.wait_for(timeout=120_000)
         card = nv.locator(".nw-card.nw-new").first
         assert card.locator(".nw-expl").inner_text() == "the word\nobject"
+        test_box.blur()  # the saved output waits while a box has the keyboard
         assert "1 = perfect" in card.inner_text() and "positive side" in card.locator(".nw-card-side").inner_text()
         assert nv.locator("text=No explanation for this neuron").count() == 0
         # the saved notebook's fallback of this output now shows the card (display update)
@@ -316,8 +317,14 @@ def test_effect_section_steering_by_keyboard_and_mouse(lab, cache):
                                ".every((c) => c.model.executionCount !== null)", timeout=60_000)
         cells_before = notebook_cells(page)
 
+        def saved_output() -> str:
+            return page.evaluate("() => JSON.stringify(window.jupyterapp.shell.currentWidget.content.widgets[1]"
+                                 ".model.outputs.toJSON())")
+
         def fallback_has(part: str) -> None:
-            """The saved output's HTML got ``part`` (a display update, which draws the view again)."""
+            """The user leaves the box; the saved output's HTML gets ``part`` (a display update, which
+            draws the view again: it waits while a box has the keyboard)."""
+            page.evaluate("() => document.activeElement?.blur()")
             page.wait_for_function("(s) => JSON.stringify(window.jupyterapp.shell.currentWidget.content.widgets[1]"
                                    ".model.outputs.toJSON()).includes(s)", arg=part, timeout=30_000)
             page.wait_for_timeout(500)
@@ -325,9 +332,15 @@ def test_effect_section_steering_by_keyboard_and_mouse(lab, cache):
         # the effect row under "Try your text": one token per token, coloured by KL, changes on hover / click
         nv.locator(".nw-try-input").click()
         page.keyboard.type(text)
+        effect_shown = f"() => document.querySelectorAll('.nw-effect-out .nw-tok').length === {len(eff)}"
+        page.wait_for_function(effect_shown, timeout=60_000)
+        page.evaluate("() => { window.__nwDrawn = document.querySelector('.nw-effect').closest('.nw-root'); }")
+        page.wait_for_timeout(3_000)  # twice the kernel's pause before it re-sends the output
+        assert "Effect of zeroing" not in saved_output()  # held while the box has the keyboard...
+        assert page.evaluate("() => window.__nwDrawn.isConnected")  # ...so the view was not drawn again
+        assert page.evaluate("() => document.activeElement.classList.contains('nw-try-input')")
         fallback_has("Effect of zeroing L1/N3")  # the fallback follows, and the view drawn again asks again
-        page.wait_for_function(f"() => document.querySelectorAll('.nw-effect-out .nw-tok').length === {len(eff)}",
-                               timeout=60_000)
+        page.wait_for_function(effect_shown, timeout=60_000)
         tips = nv.locator(".nw-effect-out .nw-tok").evaluate_all("(els) => els.map((e) => e.dataset.tip)")
         assert [re.search(r"KL\(clean ‖ zeroed\) (\S+)", t)[1] for t in tips] == [f"{x:.3g}" for x in eff.kl.tolist()]
         strongest = int(eff.kl.to_numpy().argmax())

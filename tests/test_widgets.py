@@ -321,6 +321,37 @@ def test_neuronview_messages_try_more_goto(tiny):
         NeuronView(1, 384, model="tiny", index=index)
 
 
+def test_output_waits_while_the_user_types(tiny):
+    """A display update draws the live view again, taking the keyboard from the box being typed in:
+    while the front end says a box has it (editing requests), refreshes of the saved fallback wait,
+    and the last one is sent when the keyboard is given back."""
+    from neuronwidget.widgets import NeuronView
+
+    engine, index = tiny
+    view = NeuronView(1, 3, model="tiny", index=index)
+    sent: list[str] = []
+
+    class Handle:  # the display boundary: what IPython's DisplayHandle.update would send
+        def update(self, data, metadata=None, raw=False):
+            sent.append(data["text/html"])
+
+    view._handles.append(Handle())
+    first, second = (f["key"] for f in view._data["samples"][:2])
+    ask(view, "samples", key=first)
+    assert len(sent) == 1
+    assert ask(view, "editing", editing=True) == {"type": "done"}
+    ask(view, "samples", key=second)
+    view.set_state({"neuron": 4})
+    assert len(sent) == 1  # held: nothing drawn under the user's fingers
+    assert ask(view, "editing", editing=False) == {"type": "done"}
+    assert len(sent) == 2 and "neuron 4" in sent[-1]  # the held refresh, once, as the view is now
+    assert ask(view, "editing", editing=False) == {"type": "done"} and len(sent) == 2
+    ask(view, "samples", key=first)
+    assert len(sent) == 3  # not editing: sent at once
+    assert ask(view, "editing", editing="yes")["message"] == (
+        "the view's request was not understood: editing must be true or false, got 'yes'")
+
+
 def test_neuronview_state_is_public_traits(tiny):
     """model, layer, neuron and side are synced traits: setting one navigates, observe and
     ipywidgets.link work, an impossible value is refused and the traits go back."""

@@ -276,6 +276,38 @@ describe("NeuronView", () => {
     expect(again.el.querySelector<HTMLTextAreaElement>(".nw-test-input")!.value).toBe("half-typed\nexplanation");
     expect(mount({ ...state, _uid: "other" }).el.querySelector<HTMLTextAreaElement>(".nw-test-input")!.value).toBe("");
   });
+  it("tells the kernel while a box has the keyboard, and puts the caret back when drawn again", async () => {
+    const state = { _view_kind: "neuron", ...AT, _data: neuronData(), _status: {}, _uid: "caret" };
+    const first = mount(state);
+    const editing = () => first.model.invoked.filter((r) => r.name === "editing_request").map((r) => r.msg.editing);
+    const tick = () => new Promise((r) => setTimeout(r, 0));
+    await tick();
+    expect(editing()).toEqual([false]); // a new drawing says where the keyboard is
+    const input = first.el.querySelector<HTMLTextAreaElement>(".nw-try-input")!;
+    input.focus();
+    await tick();
+    first.el.querySelector<HTMLButtonElement>("button")!.focus(); // a button does not take typing
+    await tick();
+    input.focus();
+    input.value = "the tower is tall";
+    input.dispatchEvent(new Event("input"));
+    input.setSelectionRange(4, 9);
+    input.dispatchEvent(new Event("select"));
+    await tick();
+    expect(editing()).toEqual([false, true, false, true]);
+    expect(first.model.invoked.at(-1)).toEqual({ name: "editing_request", msg: { type: "editing", editing: true } });
+
+    first.el.remove(); // the output area drew the view again
+    const again = mount(state);
+    const box = again.el.querySelector<HTMLTextAreaElement>(".nw-try-input")!;
+    expect(document.activeElement).toBe(box);
+    expect([box.selectionStart, box.selectionEnd]).toEqual([4, 9]);
+    await tick();
+    expect(again.model.invoked.at(-1)).toEqual({ name: "editing_request", msg: { type: "editing", editing: true } });
+    box.blur();
+    await tick();
+    expect(again.model.invoked.at(-1)).toEqual({ name: "editing_request", msg: { type: "editing", editing: false } });
+  });
   it("Effect: the try text as the kernel coloured it; steering by slider with the kernel's labels", async () => {
     const { el, model } = mount({ _view_kind: "neuron", ...AT, _data: neuronData(), _status: {} });
     const input = el.querySelector<HTMLTextAreaElement>(".nw-try-input")!;

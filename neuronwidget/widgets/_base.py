@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,11 @@ class BaseView(anywidget.AnyWidget):
         for path in (_JS, _CSS, _LOADER):
             _bundle(path)  # raises, saying how to build it, when missing
         self._handles: list[Any] = []
+        # a display update draws the view again, taking the keyboard from the box the user types in:
+        # while a box has it, refreshes wait (``_fallback_held``) and one runs when it is given back
+        self._editing = False
+        self._fallback_held = False
+        self._fallback_lock = threading.Lock()
         if not HOT_RELOAD:
             holder = shared_bundle()
             kwargs.update(_bundle_id=holder.model_id, _bundle_digest=holder.digest)
@@ -90,6 +96,24 @@ class BaseView(anywidget.AnyWidget):
         holder = shared_bundle()
         reply: BundleReply = {"type": "bundle", "code": holder.code, "style": holder.style}
         return reply, []
+
+    @command
+    def editing_request(self, msg: Any, buffers: list[bytes]) -> tuple[Any, list[bytes]]:
+        """A text box or slider of a live view took the keyboard or gave it back (a command)."""
+        from neuronwidget.widgets.messages import DoneReply, EditingRequest, ErrorReply, parse_request
+
+        try:
+            req = parse_request(msg, {"editing": EditingRequest})
+        except ValueError as e:
+            error: ErrorReply = {"type": "error", "message": f"the view's request was not understood: {e}"}
+            return error, []
+        with self._fallback_lock:
+            self._editing = req["editing"]
+            due = self._fallback_held and not self._editing
+        if due:
+            self._refresh_fallback()
+        done: DoneReply = {"type": "done"}
+        return done, []
 
     def _static_html(self) -> str:  # pragma: no cover - every view overrides it
         raise NotImplementedError
@@ -117,9 +141,14 @@ class BaseView(anywidget.AnyWidget):
 
     def _refresh_fallback(self) -> None:
         """Re-send this view's outputs (same widget, new static HTML): what a saved notebook,
-        nbconvert or GitHub show is then what the user last saw, scored cards included."""
+        nbconvert or GitHub show is then what the user last saw, scored cards included. Held back
+        while the user types in the view (``editing_request``)."""
         if not self._handles:
             return
+        with self._fallback_lock:
+            self._fallback_held = self._editing
+            if self._editing:
+                return
         data, meta = self._repr_mimebundle_()
         for handle in self._handles:
             handle.update(data, metadata=meta, raw=True)

@@ -263,8 +263,15 @@ class BundleRequest(TypedDict):
     type: Literal["bundle"]
 
 
+class EditingRequest(TypedDict):
+    """A text box or slider of the view took the keyboard (``editing``) or gave it back (any view):
+    the kernel holds back re-sending the view's output meanwhile, since that draws the view again."""
+    type: Literal["editing"]
+    editing: bool
+
+
 Request = Union[MoreRequest, TryRequest, TestRequest, ExplainRequest, CancelRequest,
-                EffectRequest, SteerRequest, SamplesRequest, BundleRequest]
+                EffectRequest, SteerRequest, SamplesRequest, BundleRequest, EditingRequest]
 
 
 class OpenRequest(TypedDict):
@@ -383,6 +390,9 @@ def _check(value: Any, tp: Any, where: str) -> None:
     if origin is Literal:
         if value not in get_args(tp):
             raise ValueError(f"{where} must be one of {list(get_args(tp))}, got {value!r}")
+    elif tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
     elif tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{where} must be an integer, got {value!r}")

@@ -588,7 +588,8 @@ class NeuronView(BaseView):
     def _keep_for_fallback(self, name: str, reply: dict[str, Any]) -> None:
         """Show ``reply`` in the saved fallback: a refresh re-renders the live view (which asks for
         the effect of its text again), so refresh only when the result differs from the one shown,
-        and once results stop coming for FALLBACK_DELAY seconds."""
+        and once results stop coming for FALLBACK_DELAY seconds (and a box of the view no longer has
+        the keyboard: BaseView._refresh_fallback)."""
         same = getattr(self, name) == reply
         setattr(self, name, reply)
         if same:
