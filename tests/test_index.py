@@ -282,6 +282,42 @@ def test_cpu_kernel_rounds_to_float16_as_torch_does():
     assert np.isnan(got[~numbers].view(np.float16)).all()
 
 
+@pytest.mark.parametrize("width", [40, 100])
+def test_cpu_kernel_folds_any_number_of_neurons(width):
+    """The kernel works in blocks of 64 neurons: a narrower layer is padded with zero lanes, and a
+    last partial block reaches back into the block before. Either way each neuron keeps exactly
+    what it keeps in a fold of a wider layer (whose blocks are whole)."""
+    from neuronwidget.activations import fused
+
+    rng = np.random.default_rng(0)
+    b, t, n, k, q, nb, bins = 16, 8, 192, 6, 2, 5, 48
+    batches = [(rng.standard_normal((b, t, n)) * rng.uniform(0.1, 3, n)).astype(np.float32) for _ in range(3)]
+    off, inv = np.full(n, 25.0, np.float32), np.full(n, 8.0, np.float32)
+    q_bounds = np.sort(rng.standard_normal((n, nb - 1)), 1).astype(np.float32)
+    mix = rng.integers(0, 1 << 40, n)
+    empty = np.iinfo(np.int64).max
+
+    def fold(m: int) -> dict[str, np.ndarray]:
+        st = {"sums": np.zeros((m, 4)), "hist": np.zeros((m, bins + 2), np.int64),
+              "lowest": np.full(m, np.inf, np.float32), "highest": np.full(m, -np.inf, np.float32),
+              "nonzero": np.zeros(m, np.int64), "top_key": np.full((m, k), empty), "top_a": np.zeros((m, k, t), np.int16),
+              "bot_key": np.full((m, k), empty), "bot_a": np.zeros((m, k, t), np.int16),
+              "q_key": np.full((m * nb, q), empty), "q_a": np.zeros((m * nb, q, t), np.int16),
+              "rand_a": np.zeros((m, 6, t), np.int16)}
+        for i, a in enumerate(batches):
+            fused.fold_layer(np.ascontiguousarray(a[..., :m]), i * b, off[:m], inv[:m], bins, st["sums"], st["hist"],
+                             st["lowest"], st["highest"], st["nonzero"], True, st["top_key"], st["top_a"],
+                             st["bot_key"], st["bot_a"], st["q_key"], st["q_a"], np.ascontiguousarray(q_bounds[:m]),
+                             12345, mix[:m], np.array([3, 9]), np.array([2 * i, 2 * i + 1]), st["rand_a"], threads=2)
+        return st
+
+    wide, narrow = fold(n), fold(width)
+    assert (wide["top_key"] != empty).all() and (wide["q_key"] != empty).any()
+    for name, got in narrow.items():
+        want = wide[name][:width * nb] if name.startswith("q_") else wide[name][:width]
+        assert np.array_equal(got, want), name
+
+
 def test_cpu_kernel_keeps_what_the_torch_ops_keep(lm, texts, tmp_path):
     """The one-pass CPU kernel (activations/fused.py) and the torch ops (the GPU's path) fold
     the same batches into the same state: the same kept keys and float16 values per row, the
