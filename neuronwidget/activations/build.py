@@ -59,8 +59,8 @@ import torch
 from .._io import atomic_write_bytes, cache_root, stable_hash
 from ..subject import LoadedModel
 from .corpus import WINDOW, Corpus, as_corpus
-from .state import (MAX_SHARDS, N_BINS, Calibration, IndexState, Plan, Progress, common_arrays, finalize_arrays, forward,
-                    make_progress)
+from .finalize import common_arrays, finalize_arrays
+from .state import MAX_SHARDS, N_BINS, Calibration, IndexState, Plan, Progress, forward, make_progress
 from .store import (COMMON, FORMAT_VERSION, QUANTILES, CorruptIndexError, NeuronIndex, layer_dir, read_manifest,
                     read_store, write_store)
 
