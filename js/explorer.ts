@@ -168,6 +168,7 @@ export function renderExplorer(model: AnyModel, root: HTMLElement, invoke?: Invo
     spans = d.tokens.map((tok, i) => {
       const span = h("span", "nw-tok nw-xtok", d.text[i]);
       span.tabIndex = 0;
+      span.dataset.keyboard = ""; // walked with the arrow keys: the saved output waits (widget.ts)
       span.setAttribute("role", "button");
       span.setAttribute("aria-label", `token ${i}: ${tok}`);
       span.dataset.position = String(i);

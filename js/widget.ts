@@ -20,19 +20,20 @@ export const VIEWS: Record<string, ViewRenderer> = {
   search: renderSearchBox,
 };
 
-/** Tell the kernel while one of the view's text boxes or sliders has the keyboard: it holds back
- *  re-sending the view's output (a display update draws the view again, and the keyboard would be
- *  taken from the box mid-word) and sends it once the keyboard leaves. */
+/** Tell the kernel while one of the view's text boxes or sliders, or an element marked
+ *  `data-keyboard` (the Explorer's tokens, walked with the arrow keys), has the keyboard: it holds
+ *  back re-sending the view's output (a display update draws the view again, and the keyboard
+ *  would be taken from the box mid-word) and sends it once the keyboard leaves. */
 export function reportEditing(root: HTMLElement, invoke: Invoke) {
   let editing: boolean | null = null; // the first state is always sent: it replaces the last drawing's
   const update = () => {
     const active = document.activeElement;
-    const now = !!active && root.contains(active) && active.matches("input, textarea, select");
+    const now = !!active && root.contains(active) && active.matches("input, textarea, select, [data-keyboard]");
     if (now === editing) return;
     editing = now;
     invoke("editing_request", { type: "editing", editing: now }).catch(() => {}); // a closed kernel: nothing to hold
   };
-  root.addEventListener("focusin", update);
+  root.addEventListener("focus", update, true); // capture: before the element's own focus handler sends anything
   root.addEventListener("focusout", () => setTimeout(update)); // focus has moved on only after focusout
   setTimeout(update); // once the view is drawn (and has taken the keyboard back, if it had it)
 }

@@ -131,7 +131,19 @@ def test_explorer_click_a_token_see_neurons_open_one(lab, tiny_index):
         shown = ex.locator(".nw-xrow .nw-xid").evaluate_all("(els) => els.map((e) => e.textContent)")
         assert shown == [f"L{a}/N{b}" for a, b in zip(want.layer, want.neuron)]
         ex.screenshot(path=str(ARTIFACTS / "explorer.png"))
-        # the saved page follows the token selected and shows what the live view shows
+        # the arrow keys walk the tokens; the view is not drawn again under them (the saved output waits)
+        for _ in range(2):
+            page.keyboard.press("ArrowRight")
+        position += 2
+        want = nw.top_neurons(TEXT, position, k=5, model="tiny")
+        page.wait_for_function(f"() => document.querySelector('.nw-xtable > .nw-section')?.textContent.includes('(token {position})')",
+                               timeout=30_000)
+        page.wait_for_timeout(1_000)
+        assert page.evaluate("() => document.activeElement.dataset.position") == str(position)
+        shown = ex.locator(".nw-xrow .nw-xid").evaluate_all("(els) => els.map((e) => e.textContent)")
+        assert shown == [f"L{a}/N{b}" for a, b in zip(want.layer, want.neuron)]
+        # the saved page follows the token selected once the keyboard leaves, and shows what the live view shows
+        page.evaluate("() => document.activeElement.blur()")
         page.wait_for_function("() => JSON.stringify(window.jupyterapp.shell.currentWidget.content.widgets[1]"
                                f".model.outputs.toJSON()).includes('(token {position})')", timeout=30_000)
         live = same_as_saved(page, ex, 1)
