@@ -122,7 +122,7 @@ def _fold_layer(a, n_real, w0, off, inv, n_bins, sums, hist, lowest, highest, no
     b_, t_, n_ = a.shape
     n_blocks = (n_real + _BLOCK - 1) // _BLOCK
     nb = q_bounds.shape[1] + 1
-    top = np.float32(n_bins + 1)
+    last_bin = np.float32(n_bins + 1)  # the overflow bin
     has_top, has_bot = top_key.shape[1] > 0, bot_key.shape[1] > 0
     for blk in numba.prange(n_blocks):
         n0 = min(blk * _BLOCK, n_ - _BLOCK)  # a last, partial block reaches back into the one before ...
@@ -179,7 +179,7 @@ def _fold_layer(a, n_real, w0, off, inv, n_bins, sums, hist, lowest, highest, no
                 for i in range(_BLOCK):
                     # as torch's addcmul: one rounding of off + v * inv (the float64 product is exact)
                     x = np.float32(o64[i] + np.float64(row[i]) * w64[i])
-                    bins[i] = np.int32(min(max(x, np.float32(0)), top))
+                    bins[i] = np.int32(min(max(x, np.float32(0)), last_bin))
                 for i in range(_BLOCK):  # each lane its own row: no increment waits on the one before
                     local[i, bins[i]] += 1
             wid = np.int64(w0 + b)
@@ -191,29 +191,26 @@ def _fold_layer(a, n_real, w0, off, inv, n_bins, sums, hist, lowest, highest, no
                     highest[n] = mx[i]
                 if mn[i] < lowest[n]:
                     lowest[n] = mn[i]
-                key = -_ordered(mx_bits[i]) * (1 << 32) + wid
-                if has_top and key < top_w[i]:
-                    if not ready:
-                        _window_halves(a_bits, b, n0, h16)
-                        ready = True
-                    top_w[i] = _keep(top_key, top_a, n, key, top_w[i], h16, i)
-                key = _ordered(mn_bits[i]) * (1 << 32) + wid
-                if has_bot and key < bot_w[i]:
-                    if not ready:
-                        _window_halves(a_bits, b, n0, h16)
-                        ready = True
-                    bot_w[i] = _keep(bot_key, bot_a, n, key, bot_w[i], h16, i)
                 qbin = 0
                 for j in range(nb - 1):
                     if mx[i] >= q_bounds[n, j]:
                         qbin += 1
-                key = ((_mix(base + neuron_mix[n]) >> 33) & _LOW31) * (1 << 32) + wid
                 qrow = i * nb + qbin
-                if key < q_w[qrow]:
-                    if not ready:
-                        _window_halves(a_bits, b, n0, h16)
-                        ready = True
-                    q_w[qrow] = _keep(q_key, q_a, n * nb + qbin, key, q_w[qrow], h16, i)
+                top_key_now = -_ordered(mx_bits[i]) * (1 << 32) + wid
+                bot_key_now = _ordered(mn_bits[i]) * (1 << 32) + wid
+                q_key_now = ((_mix(base + neuron_mix[n]) >> 33) & _LOW31) * (1 << 32) + wid
+                win_top = has_top and top_key_now < top_w[i]
+                win_bot = has_bot and bot_key_now < bot_w[i]
+                win_q = q_key_now < q_w[qrow]
+                if (win_top or win_bot or win_q) and not ready:
+                    _window_halves(a_bits, b, n0, h16)
+                    ready = True
+                if win_top:
+                    top_w[i] = _keep(top_key, top_a, n, top_key_now, top_w[i], h16, i)
+                if win_bot:
+                    bot_w[i] = _keep(bot_key, bot_a, n, bot_key_now, bot_w[i], h16, i)
+                if win_q:
+                    q_w[qrow] = _keep(q_key, q_a, n * nb + qbin, q_key_now, q_w[qrow], h16, i)
         for r in range(rand_j.shape[0]):
             j, slot = rand_j[r], rand_slot[r]
             for i in range(first, last):
