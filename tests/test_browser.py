@@ -85,6 +85,17 @@ def notebook_cells(page) -> tuple[int, list]:
                          " return [nb.activeCellIndex, nb.widgets.map((c) => c.model.executionCount ?? null)]; }")
 
 
+def settled(page) -> None:
+    """Wait until the NeuronView is no longer being drawn again (a display update re-renders it):
+    the same element for longer than the kernel's pause before it re-sends the output."""
+    for _ in range(15):
+        page.evaluate("() => { window.__nwSeen = document.querySelector('.nw-root .nw-top'); }")
+        page.wait_for_timeout(2_000)
+        if page.evaluate("() => !!window.__nwSeen && window.__nwSeen.isConnected"):
+            return
+    raise AssertionError("the view kept being drawn again for 30 s")
+
+
 def test_widgets_in_real_jupyterlab(lab, cache):
     from playwright.sync_api import sync_playwright
 
@@ -204,6 +215,7 @@ def test_widgets_in_real_jupyterlab(lab, cache):
             "() => JSON.stringify(window.jupyterapp.shell.currentWidget.content.widgets[1].model.outputs.toJSON())"
             ".includes('words like')", timeout=30_000)
         page.wait_for_function("() => document.querySelectorAll('.nw-card.nw-new').length === 2", timeout=30_000)
+        settled(page)
         card = nv.locator(".nw-card.nw-new").first
         assert card.locator(".nw-expl").inner_text() == HOSTILE_EXPLANATION
         assert card.locator(".nw-score").inner_text().strip()
